@@ -1,0 +1,42 @@
+# One command each, on a fresh machine: `make demo` runs the main job, `make test` runs the tests.
+# Both build the virtual environment first (idempotent: a stamp file records what was installed).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: venv test test-fast lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e ".[dev,apprise]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+## test: lint, then every test suite (core tests and framework integrations)
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src/runalert
+
+## demo: the quickstart: alerts of each level, a mention and a rate-limited repeat
+demo: venv
+	$(PY) examples/quickstart.py
+
+bench: venv
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist

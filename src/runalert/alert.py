@@ -161,8 +161,7 @@ class Alert:
             raise ValueError("title must be a non-empty string")
         if len(self.title) > MAX_TITLE_LENGTH:
             raise ValueError(
-                f"title must be at most {MAX_TITLE_LENGTH} characters (got {len(self.title)}); "
-                "put the details in text"
+                f"title must be at most {MAX_TITLE_LENGTH} characters (got {len(self.title)}); put the details in text"
             )
         if not isinstance(self.text, str):
             raise ValueError(f"text must be a string, not {type(self.text).__name__}")

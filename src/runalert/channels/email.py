@@ -1,0 +1,154 @@
+"""Email over SMTP (plain, STARTTLS or SSL), as plain text with an HTML alternative."""
+
+from __future__ import annotations
+
+import html
+import smtplib
+import ssl as ssl_module
+from collections.abc import Iterable
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from runalert.alert import Alert, AlertLevel
+from runalert.channels.base import Channel, PermanentError, RateLimit, TransientError
+
+__all__ = ["Email"]
+
+_COLOURS = {AlertLevel.INFO: "#2563eb", AlertLevel.WARN: "#d97706", AlertLevel.ERROR: "#dc2626"}
+
+
+def _addresses(value: str | Iterable[str], argument: str) -> list[str]:
+    items = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+    addresses = [str(a).strip() for a in items if str(a).strip()]
+    for address in addresses:
+        if "@" not in address or address.startswith("@") or address.endswith("@"):
+            raise ValueError(f"{argument}: {address!r} is not an email address")
+    return addresses
+
+
+class Email(Channel):
+    """Send each alert by email through an SMTP server.
+
+    ``starttls=True`` upgrades a plain connection (port 587 by default); ``ssl=True`` connects with TLS from
+    the start (port 465). ``recipients`` is a list or a comma-separated string. The password never appears
+    in logs or reprs.
+    """
+
+    kind = "email"
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        sender: str,
+        recipients: str | Iterable[str],
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        ssl: bool = False,
+        timeout: float = 15.0,
+        subject_prefix: str = "[runalert]",
+        ssl_context: ssl_module.SSLContext | None = None,
+        min_level: AlertLevel | str = AlertLevel.INFO,
+        rate_limit: RateLimit | float | bool | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError("SMTP host is empty: set the mail server, e.g. host='smtp.example.com'")
+        if starttls and ssl:
+            raise ValueError("choose one of starttls=True (port 587) and ssl=True (port 465), not both")
+        if port is not None and not (0 < int(port) < 65536):
+            raise ValueError(f"SMTP port must be between 1 and 65535, not {port!r}")
+        senders = _addresses(sender or "", "sender")
+        if len(senders) != 1:
+            raise ValueError("sender must be one From address, e.g. sender='alerts@example.com'")
+        self.sender = senders[0]
+        self.recipients = _addresses(recipients, "recipients")
+        if not self.recipients:
+            raise ValueError("recipients is empty: give at least one address to send alerts to")
+        if password is not None and not username:
+            raise ValueError("password given without username: set both for SMTP authentication")
+        self.host = host.strip()
+        self.port = int(port) if port is not None else (465 if ssl else 587 if starttls else 25)
+        self.username = username
+        self._password = password
+        self.starttls = starttls
+        self.ssl = ssl
+        self.timeout = float(timeout)
+        self.subject_prefix = subject_prefix
+        self.ssl_context = ssl_context
+        super().__init__(min_level=min_level, rate_limit=rate_limit, name=name)
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def identity(self) -> str:
+        return f"{self.host}:{self.port}|{self.sender}|{','.join(self.recipients)}"
+
+    def secrets(self) -> list[str]:
+        return [self._password] if self._password else []
+
+    def message(self, alert: Alert) -> EmailMessage:
+        """The email for ``alert``: plain text with an HTML alternative."""
+        msg = EmailMessage()
+        subject = f"{self.subject_prefix} {alert.level.value}: {alert.title}".strip()
+        msg["Subject"] = subject
+        msg["From"] = self.sender
+        msg["To"] = ", ".join(self.recipients)
+        msg["Date"] = formatdate(alert.created_at, localtime=True)
+        msg["Message-ID"] = make_msgid(idstring=alert.id[:12], domain="runalert")
+        msg["X-Runalert-Delivery"] = alert.id
+        lines = [f"{alert.level.value}: {alert.title}", ""]
+        if alert.body:
+            lines += [alert.body, ""]
+        context = {**({"run": alert.run} if alert.run else {}), **alert.fields, "host": alert.host}
+        lines += [f"{k}: {v}" for k, v in context.items()]
+        msg.set_content("\n".join(lines) + "\n")
+        rows = "".join(
+            f"<tr><th align='left' style='padding-right:12px'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in context.items()
+        )
+        text = html.escape(alert.body).replace("\n", "<br>")
+        msg.add_alternative(
+            f"<html><body style='font-family:sans-serif'>"
+            f"<h2 style='color:{_COLOURS[alert.level]};margin:0 0 8px'>{html.escape(alert.level.value)}: "
+            f"{html.escape(alert.title)}</h2><p>{text}</p><table>{rows}</table></body></html>",
+            subtype="html",
+        )
+        return msg
+
+    def send(self, alert: Alert) -> None:
+        message = self.message(alert)
+        try:
+            context = self.ssl_context or ssl_module.create_default_context()
+            server: smtplib.SMTP
+            if self.ssl:
+                server = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            else:
+                server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with server:
+                if self.starttls:
+                    server.starttls(context=context)
+                if self.username:
+                    server.login(self.username, self._password or "")
+                refused = server.send_message(message)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentError(f"SMTP authentication failed ({exc.smtp_code})") from None
+        except smtplib.SMTPRecipientsRefused:
+            raise PermanentError("SMTP server refused every recipient") from None
+        except smtplib.SMTPResponseException as exc:
+            reason = self.redact(f"SMTP error {exc.smtp_code}: {_decode(exc.smtp_error)}")
+            if 400 <= exc.smtp_code < 500:
+                raise TransientError(reason) from None
+            raise PermanentError(reason) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentError(self.redact(f"SMTP server does not support this: {exc}")) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(self.redact(f"SMTP delivery failed ({type(exc).__name__})")) from None
+        if refused:
+            raise PermanentError(f"SMTP server refused {len(refused)} of {len(self.recipients)} recipients")
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

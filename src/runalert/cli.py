@@ -1,0 +1,73 @@
+"""The ``runalert`` command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console as RichConsole
+
+from runalert.alert import AlertLevel
+from runalert.alerting import Alerter
+from runalert.config import Settings, build_channels
+
+app = typer.Typer(help="runalert: alerts for training runs.", no_args_is_help=True, add_completion=False)
+out = RichConsole(stderr=False)
+
+
+def _alerter(settings: Settings, *, resend: bool) -> Alerter:
+    try:
+        channels = build_channels(settings)
+    except (ValueError, ImportError) as exc:
+        out.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return Alerter(channels, home=settings.home, flush_timeout=settings.flush_timeout, resend_spooled=resend)
+
+
+@app.command()
+def flush(
+    timeout: float = typer.Option(60.0, help="Seconds to wait for delivery before keeping the rest spooled."),
+) -> None:
+    """Send the alerts spooled under RUNALERT_HOME to the channels configured now."""
+    settings = Settings()
+    alerter = _alerter(settings, resend=False)
+    waiting = len(alerter.spool)
+    sent = alerter.resend_spooled()
+    delivered = alerter.close(timeout)
+    left = len(alerter.spool)
+    out.print(
+        f"{sent} spooled alert(s) resent"
+        + (f", {waiting - sent} kept for channels not configured now" if waiting > sent else "")
+        + (f"; {left} still undelivered and kept in {alerter.spool.path}" if left else "")
+    )
+    if not delivered:
+        raise typer.Exit(1)
+
+
+@app.command()
+def send(
+    title: str = typer.Argument(..., help="At most 64 characters."),
+    text: str = typer.Argument("", help="The alert's body."),
+    level: str = typer.Option("INFO", "--level", "-l", help="INFO, WARN or ERROR."),
+    timeout: float = typer.Option(30.0, help="Seconds to wait for delivery."),
+) -> None:
+    """Send one alert to the configured channels: a check of your set-up."""
+    settings = Settings()
+    try:
+        parsed = AlertLevel.parse(level)
+    except ValueError as exc:
+        out.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    alerter = _alerter(settings, resend=False)
+    try:
+        alerter.alert(title, text, parsed, wait_duration=0)
+    except ValueError as exc:
+        out.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    ok = alerter.close(timeout)
+    stats = alerter.stats.snapshot()
+    out.print(f"sent to {stats['sent']} channel(s); failed {stats['failed']}; spooled {stats['spooled']}")
+    if not ok or stats["failed"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,143 @@
+"""Slack text: escaping, mention tokens and Block Kit messages.
+
+Slack treats ``<...>`` as control sequences: ``<!channel>`` pings a whole channel. Everything runalert puts
+in a message is escaped (``&``, ``<``, ``>``) except the tokens a user deliberately wrote in an alert's
+text (user, channel, user-group and special mentions, and ``<url|label>`` links), so a metric or a run
+name can never ping anyone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from runalert.alert import Alert, AlertLevel
+
+__all__ = ["build_message", "escape", "format_text", "normalize_mention", "normalize_mentions"]
+
+_TOKEN = re.compile(
+    r"<(?:"
+    r"@[UW][A-Z0-9]+(?:\|[^<>]*)?"  # user
+    r"|#C[A-Z0-9]+(?:\|[^<>]*)?"  # channel
+    r"|!subteam\^S[A-Z0-9]+(?:\|[^<>]*)?"  # user group
+    r"|!(?:here|channel|everyone)(?:\|[^<>]*)?"  # special mentions
+    r"|!date\^\d+\^[^<>|]*(?:\|[^<>]*)?"  # date formatting
+    r"|(?:https?|mailto):[^<>|\s]+(?:\|[^<>]*)?"  # links
+    r")>"
+)
+
+EMOJI = {
+    AlertLevel.INFO: ":large_blue_circle:",
+    AlertLevel.WARN: ":warning:",
+    AlertLevel.ERROR: ":rotating_light:",
+}
+_SECTION_LIMIT = 3000
+_FALLBACK_LIMIT = 4000
+_HEADER_LIMIT = 150
+
+
+def escape(text: str) -> str:
+    """Escape ``&``, ``<`` and ``>`` so nothing in ``text`` is read as a Slack control sequence."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def format_text(text: str, *, markup: bool = True) -> str:
+    """Escape ``text``, letting the user's own mention and link tokens through when ``markup`` is true."""
+    if not markup:
+        return escape(text)
+    out: list[str] = []
+    last = 0
+    for match in _TOKEN.finditer(text):
+        out.append(escape(text[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(escape(text[last:]))
+    return "".join(out)
+
+
+_BARE_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+def normalize_mention(mention: str) -> str:
+    """Format one mention for Slack.
+
+    ``U…``/``W…`` become ``<@…>``, ``S…`` (a user group) ``<!subteam^…>``, ``here``/``channel``/``everyone``
+    (with or without ``@``) ``<!here>``... A user group written ``<@S…>`` pings nobody in Slack, so it is
+    rewritten as ``<!subteam^S…>``. Already formatted tokens pass. Anything else is a ``ValueError``.
+    """
+    if not isinstance(mention, str):
+        raise ValueError(f"a mention must be a string, not {type(mention).__name__}")
+    m = mention.strip()
+    bare = m.lstrip("@").lower()
+    if bare in ("here", "channel", "everyone"):
+        return f"<!{bare}>"
+    group = re.fullmatch(r"<@(S[A-Z0-9]+)(\|[^<>]*)?>", m)
+    if group:
+        return f"<!subteam^{group.group(1)}>"
+    if _BARE_ID.match(m):
+        return f"<!subteam^{m}>" if m.startswith("S") else f"<@{m}>"
+    if _TOKEN.fullmatch(m) and not m.startswith(("<http", "<mailto")):
+        return m
+    raise ValueError(
+        f"mention {mention!r} is not a Slack member or group: use a member ID (U…/W…), a user-group ID "
+        "(S…), 'here', 'channel', or a token like <@U…> or <!subteam^S…> (Slack shows IDs under "
+        "'Copy member ID' in a profile)"
+    )
+
+
+def normalize_mentions(
+    mentions: Mapping[str, Iterable[str]] | Iterable[str] | None,
+) -> dict[AlertLevel, tuple[str, ...]]:
+    """Per-level mentions. A plain list applies to ERROR alerts; a mapping names levels (any case)."""
+    if not mentions:
+        return {}
+    if isinstance(mentions, str):
+        raise ValueError("mentions must be a mapping of level to a list of mentions, e.g. {'ERROR': ['U123']}")
+    if not isinstance(mentions, Mapping):
+        mentions = {"ERROR": mentions}
+    result: dict[AlertLevel, tuple[str, ...]] = {}
+    for level, items in mentions.items():
+        parsed = AlertLevel.parse(level, argument="mentions level")
+        names = [items] if isinstance(items, str) else list(items)
+        result[parsed] = tuple(normalize_mention(item) for item in names)
+    return result
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_message(alert: Alert, mentions: Iterable[str] = ()) -> dict[str, Any]:
+    """A Slack message for ``alert``: Block Kit blocks plus a plain-text fallback for notifications."""
+    emoji = EMOJI[alert.level]
+    ping = " ".join(mentions)
+    body = format_text(alert.text, markup=alert.markup)
+    if alert.suppressed:
+        body = (body + "\n" if body else "") + (
+            f"_({alert.suppressed} similar alert{'s' if alert.suppressed != 1 else ''} suppressed)_"
+        )
+    title = escape(alert.title)
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _truncate(f"{alert.title}", _HEADER_LIMIT), "emoji": True},
+        }
+    ]
+    section = " ".join(part for part in (ping, body) if part)
+    if section:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(section, _SECTION_LIMIT)}})
+    fields = [
+        {"type": "mrkdwn", "text": _truncate(f"*{escape(k)}*\n{escape(v)}", 2000)} for k, v in alert.fields.items()
+    ][:10]
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+    context = f"{emoji} *{alert.level.value}*"
+    if alert.run:
+        context += f" · run {escape(alert.run)}"
+    context += f" · {escape(alert.host)} · <!date^{int(alert.created_at)}^{{date_short_pretty}} {{time_secs}}|now>"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    fallback = " ".join(part for part in (ping, f"{emoji} [{alert.level.value}] {title}") if part)
+    if body:
+        fallback += f": {body}"
+    return {"text": _truncate(fallback, _FALLBACK_LIMIT), "blocks": blocks}

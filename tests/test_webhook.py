@@ -1,0 +1,113 @@
+"""Signed webhooks against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from runalert import Alert, Alerter, AlertLevel
+from runalert.channels import Webhook
+from runalert.webhooks import sign, verify
+from tests.support import FAST_RETRY
+
+SECRET = "s3cr3t-signing-key"
+
+
+def test_signed_delivery_verifies_and_carries_a_stable_delivery_id(httpserver: HTTPServer) -> None:
+    httpserver.expect_oneshot_request("/in").respond_with_data("down", status=502)
+    httpserver.expect_request("/in").respond_with_data("ok")
+    with Alerter([Webhook(httpserver.url_for("/in"), secret=SECRET)], run="r", retry=FAST_RETRY) as alerter:
+        alerter.alert("Val acc low", "0.41 < 0.5", AlertLevel.WARN, fields={"step": 40})
+        assert alerter.flush(5)
+    (first, _), (second, _) = httpserver.log
+    for request in (first, second):
+        assert verify(request.get_data(), dict(request.headers), SECRET)
+        assert not verify(request.get_data(), dict(request.headers), "another-secret")
+    assert first.headers["X-Runalert-Delivery"] == second.headers["X-Runalert-Delivery"]
+    body = json.loads(second.get_data())
+    assert body["type"] == "runalert.alert"
+    assert body["title"] == "Val acc low" and body["level"] == "WARN" and body["run"] == "r"
+    assert body["fields"] == {"step": "40"}
+    assert body["id"] == second.headers["X-Runalert-Delivery"]
+
+
+def test_unsigned_delivery_has_no_signature_but_custom_headers(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/in", headers={"Authorization": "Token abc123456"}).respond_with_data("ok")
+    channel = Webhook(httpserver.url_for("/in"), headers={"Authorization": "Token abc123456"})
+    channel.send(Alert(title="x"))
+    request, response = httpserver.log[0]
+    assert response.status_code == 200
+    assert "X-Runalert-Signature" not in request.headers and "X-Runalert-Delivery" in request.headers
+    assert "abc123456" not in repr(channel)
+
+
+def test_custom_payload_replaces_the_body(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/in", json={"text": "loss 3.2 > 2"}).respond_with_data("ok")
+    Webhook(httpserver.url_for("/in")).send(Alert(title="x", payload={"text": "loss 3.2 > 2"}))
+    assert httpserver.log[0][1].status_code == 200
+
+
+def test_verify_rejects_tampering_replays_and_missing_headers() -> None:
+    body = b'{"a":1}'
+    now = 1_700_000_000
+    headers = {"X-Runalert-Timestamp": str(now), "X-Runalert-Signature": sign(body, SECRET, now)}
+    assert verify(body, headers, SECRET, now=now)
+    assert verify(body.decode(), {k.lower(): v for k, v in headers.items()}, SECRET, now=now)
+    assert not verify(b'{"a":2}', headers, SECRET, now=now)
+    assert not verify(body, headers, SECRET, now=now + 301)
+    assert verify(body, headers, SECRET, now=now + 301, tolerance=0)
+    assert not verify(body, {"X-Runalert-Timestamp": str(now)}, SECRET, now=now)
+    assert not verify(body, {**headers, "X-Runalert-Timestamp": "soon"}, SECRET, now=now)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/x", "http\\(s\\) URL"),
+        ("http://example.com/hook", "must use https"),
+        ("https://", "http\\(s\\) URL with a host"),
+        ("https://example.com:99999/x", "invalid port"),
+    ],
+)
+def test_bad_urls_fail_at_set_up(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Webhook(url)
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 8 characters"):
+        Webhook("https://example.com/hook", secret="short")
+
+
+def test_secrets_stay_out_of_logs_and_errors(httpserver: HTTPServer, caplog: pytest.LogCaptureFixture) -> None:
+    token = "tok_0123456789abcdefXYZ"
+    httpserver.expect_request(f"/hooks/{token}").respond_with_data(f"unknown hook {token}", status=410)
+    caplog.set_level(logging.DEBUG, logger="runalert")
+    channel = Webhook(httpserver.url_for(f"/hooks/{token}") + "?key=querysecret", secret=SECRET)
+    with Alerter([channel], retry=FAST_RETRY) as alerter:
+        alerter.alert("x", "y")
+        assert alerter.flush(5)
+        assert alerter.stats["failed"] == 1
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name == "runalert")
+    assert "HTTP 410" in ours
+    for secret in (token, "querysecret", SECRET):
+        assert secret not in ours
+        assert secret not in repr(channel)
+
+
+def test_timeout_is_a_transient_error(httpserver: HTTPServer) -> None:
+    from werkzeug import Response
+
+    def slow(_request: object) -> Response:
+        time.sleep(0.5)
+        return Response("ok")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    from runalert.channels import TransientError
+
+    with pytest.raises(TransientError, match=r"no answer within 0\.2 s"):
+        Webhook(httpserver.url_for("/slow"), timeout=0.2).send(Alert(title="x"))

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -51,6 +51,7 @@ class Alerter:
         retry: how transient failures are retried.
         resend_spooled: send the spooled alerts of these channels now, in the background.
         max_queue: alerts held in memory per channel; beyond that they go straight to the spool.
+        clock: wall-clock seconds used by ``wait_duration`` (injectable for tests).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Alerter:
         retry: RetryPolicy | None = None,
         resend_spooled: bool = True,
         max_queue: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         from runalert.channels.console import Console
 
@@ -81,7 +83,7 @@ class Alerter:
         self.spool = Spool(home)
         self.stats = AlerterStats()
         self._max_queue = max_queue
-        self._suppressor = Suppressor()
+        self._suppressor = Suppressor(clock)
         self._workers: dict[str, ChannelWorker] = {}
         self._lock = threading.Lock()
         self._closed = False

@@ -1,0 +1,272 @@
+"""The Alerter: asynchronous delivery, wait_duration suppression, routing, flush, spool and resend.
+
+Receivers are real HTTP servers on loopback (pytest-httpserver); nothing in the delivery path is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+import runalert
+from runalert import Alert, Alerter, AlertLevel
+from runalert.alerting import RetryPolicy, Spool
+from runalert.channels import Console, Webhook
+from tests.support import FAST_RETRY, wait_for
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def received(server: HTTPServer, path: str = "/hook") -> list[dict]:
+    return [json.loads(req.get_data()) for req, _ in server.log if req.path == path]
+
+
+def test_alert_returns_before_a_hanging_receiver_answers(httpserver: HTTPServer) -> None:
+    release = threading.Event()
+
+    def hang(request: Request) -> Response:
+        release.wait(10)
+        return Response("ok")
+
+    httpserver.expect_request("/hook").respond_with_handler(hang)
+    alerter = Alerter([Webhook(httpserver.url_for("/hook"))], retry=FAST_RETRY)
+    assert alerter.alert("first", "the receiver hangs")
+    assert alerter.alert("second", "still not blocked")
+    # Both calls came back while the receiver holds the first request: delivery is in the background.
+    assert alerter.pending() == 2
+    assert not release.is_set()
+    release.set()
+    assert alerter.flush(10)
+    assert [body["title"] for body in received(httpserver)] == ["first", "second"]
+    alerter.close()
+
+
+def test_repeats_inside_wait_duration_are_counted_into_the_next_alert(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    clock = Clock()
+    alerter = Alerter([Webhook(httpserver.url_for("/hook"))], run="bert", retry=FAST_RETRY, clock=clock)
+    assert alerter.alert("Loss high", "1", wait_duration=300)
+    clock.now += 10
+    assert not alerter.alert("Loss high", "2", wait_duration=300)
+    clock.now += 10
+    assert not alerter.alert("Loss high", "3", wait_duration=timedelta(minutes=5))
+    assert alerter.alert("Other title", "independent key", wait_duration=300)
+    clock.now += 300
+    assert alerter.alert("Loss high", "4", wait_duration=300)
+    assert alerter.flush(10)
+    bodies = received(httpserver)
+    assert [(b["title"], b["text"], b["suppressed"]) for b in bodies] == [
+        ("Loss high", "1", 0),
+        ("Other title", "independent key", 0),
+        ("Loss high", "4", 2),
+    ]
+    assert alerter.stats.snapshot()["suppressed"] == 2
+    alerter.close()
+
+
+def test_suppression_is_per_run(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    alerter = Alerter([Webhook(httpserver.url_for("/hook"))], retry=FAST_RETRY)
+    assert alerter.alert("NaN loss", run="a")
+    assert alerter.alert("NaN loss", run="b")
+    assert not alerter.alert("NaN loss", run="a")
+    alerter.close()
+
+
+def test_wait_duration_zero_turns_suppression_off(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    alerter = Alerter([Webhook(httpserver.url_for("/hook"))], retry=FAST_RETRY)
+    assert all(alerter.alert("same", str(i), wait_duration=0) for i in range(5))
+    assert alerter.flush(10)
+    assert [b["text"] for b in received(httpserver)] == ["0", "1", "2", "3", "4"]
+    alerter.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"title": "x" * 65}, "title"),
+        ({"title": "ok", "level": "loud"}, "INFO, WARN, ERROR"),
+        ({"title": "ok", "wait_duration": -1}, "wait_duration"),
+        ({"title": "ok", "wait_duration": "60"}, "wait_duration"),
+    ],
+)
+def test_bad_arguments_are_value_errors_naming_the_argument(kwargs: dict, message: str) -> None:
+    alerter = Alerter([Console()])
+    with pytest.raises(ValueError, match=message):
+        alerter.alert(**kwargs)
+    alerter.close()
+
+
+def test_levels_are_routed_by_min_level(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/all").respond_with_data("ok")
+    httpserver.expect_request("/errors").respond_with_data("ok")
+    everything = Webhook(httpserver.url_for("/all"))
+    errors_only = Webhook(httpserver.url_for("/errors"), min_level="error")
+    with Alerter([everything, errors_only], retry=FAST_RETRY) as alerter:
+        alerter.alert("info", level="info")
+        alerter.alert("warn", level=AlertLevel.WARN)
+        alerter.alert("error", level="ERROR")
+        assert alerter.flush(10)
+    assert [b["title"] for b in received(httpserver, "/all")] == ["info", "warn", "error"]
+    assert [b["title"] for b in received(httpserver, "/errors")] == ["error"]
+
+
+def test_flush_times_out_and_close_spools_what_is_left(httpserver: HTTPServer, isolated_env: Path) -> None:
+    httpserver.expect_request("/down").respond_with_data("unavailable", status=503)
+    alerter = Alerter([Webhook(httpserver.url_for("/down"))], retry=FAST_RETRY, flush_timeout=0.3)
+    alerter.alert("kept", "the receiver is down", level="ERROR")
+    assert not alerter.flush(0.3)
+    assert not alerter.close()
+    assert alerter.stats.snapshot()["retried"] >= 1
+    spooled = Spool(isolated_env).pending()
+    assert [s.alert.title for s in spooled] == ["kept"]
+    assert (isolated_env / "spool.jsonl").stat().st_mode & 0o777 == 0o600
+    # After close, new alerts are not lost either: they go to the spool.
+    alerter.alert("after close")
+    assert [s.alert.title for s in Spool(isolated_env).pending()] == ["kept", "after close"]
+
+
+def test_spooled_alerts_are_resent_by_the_next_alerter(httpserver: HTTPServer, isolated_env: Path) -> None:
+    state = {"up": False}
+
+    def flaky(request: Request) -> Response:
+        return Response("ok") if state["up"] else Response("down", status=503)
+
+    httpserver.expect_request("/hook").respond_with_handler(flaky)
+    url = httpserver.url_for("/hook")
+    first = Alerter([Webhook(url)], retry=FAST_RETRY, flush_timeout=0.2)
+    original = Alert(title="crash", text="exit 1", level=AlertLevel.ERROR)
+    first.send(original)
+    first.close()
+    assert len(Spool(isolated_env)) == 1
+
+    state["up"] = True
+    second = Alerter([Webhook(url)], retry=FAST_RETRY)  # resend_spooled=True by default
+    assert second.flush(10)
+    ok = [json.loads(req.get_data()) for req, resp in httpserver.log if resp.status_code == 200]
+    assert [(b["title"], b["id"]) for b in ok] == [("crash", original.id)]  # same id: receivers can dedupe
+    assert len(Spool(isolated_env)) == 0
+    assert second.stats.snapshot()["resent"] == 1
+    second.close()
+
+
+def test_spooled_alerts_of_another_channel_are_kept(httpserver: HTTPServer, isolated_env: Path) -> None:
+    httpserver.expect_request("/a").respond_with_data("down", status=503)
+    httpserver.expect_request("/b").respond_with_data("ok")
+    first = Alerter([Webhook(httpserver.url_for("/a"))], retry=FAST_RETRY, flush_timeout=0.2)
+    first.alert("for a")
+    first.close()
+    other = Alerter([Webhook(httpserver.url_for("/b"))], retry=FAST_RETRY)
+    assert other.flush(5)
+    assert received(httpserver, "/b") == []
+    assert [s.alert.title for s in Spool(isolated_env).pending()] == ["for a"]
+    other.close()
+
+
+def test_a_full_queue_spills_to_the_spool_instead_of_dropping(httpserver: HTTPServer, isolated_env: Path) -> None:
+    release = threading.Event()
+
+    def hang(request: Request) -> Response:
+        release.wait(10)
+        return Response("ok")
+
+    httpserver.expect_request("/hook").respond_with_handler(hang)
+    alerter = Alerter([Webhook(httpserver.url_for("/hook"))], retry=FAST_RETRY, max_queue=2)
+    for i in range(5):
+        alerter.alert(f"a{i}", wait_duration=0)
+    assert [s.alert.title for s in Spool(isolated_env).pending()] == ["a2", "a3", "a4"]
+    release.set()
+    assert alerter.flush(10)
+    assert [b["title"] for b in received(httpserver)] == ["a0", "a1"]
+    alerter.close()
+
+
+def test_permanent_errors_are_logged_once_and_not_retried(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    httpserver.expect_request("/gone").respond_with_data("no such hook", status=404)
+    url = httpserver.url_for("/gone")
+    with Alerter([Webhook(url)], retry=FAST_RETRY) as alerter:
+        for i in range(3):
+            alerter.alert(f"a{i}")
+        assert alerter.flush(10)
+        assert alerter.stats.snapshot()["failed"] == 3
+        assert alerter.stats.snapshot()["retried"] == 0
+    assert len(httpserver.log) == 3
+    messages = [r.getMessage() for r in caplog.records if r.name == "runalert" and "404" in r.getMessage()]
+    assert len(messages) == 1
+    assert url not in messages[0]
+
+
+def test_state_dict_carries_suppression_across_a_resume(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    clock = Clock()
+    first = Alerter([Webhook(httpserver.url_for("/hook"))], run="r", retry=FAST_RETRY, clock=clock)
+    first.alert("NaN loss", wait_duration=600)
+    first.alert("NaN loss", wait_duration=600)
+    state = json.loads(json.dumps(first.state_dict()))  # checkpoints store it as JSON
+    first.close()
+
+    resumed = Alerter([Webhook(httpserver.url_for("/hook"))], run="r", retry=FAST_RETRY, clock=clock)
+    resumed.load_state_dict(state)
+    clock.now += 60
+    assert not resumed.alert("NaN loss", wait_duration=600)
+    clock.now += 600
+    assert resumed.alert("NaN loss", wait_duration=600)
+    assert resumed.flush(10)
+    assert [b["suppressed"] for b in received(httpserver)] == [0, 2]
+    resumed.close()
+
+
+def test_module_level_alert_uses_settings_and_finish_flushes(httpserver: HTTPServer, monkeypatch) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    monkeypatch.setenv("RUNALERT_WEBHOOK_URL", httpserver.url_for("/hook"))
+    monkeypatch.setenv("RUNALERT_RUN_NAME", "resnet-7")
+    assert runalert.alert("Low accuracy", "val_acc 0.41 < 0.5", level="warn", wait_duration=300)
+    assert not runalert.alert("Low accuracy", "again", level="warn", wait_duration=300)
+    assert runalert.finish(timeout=10)
+    (body,) = received(httpserver)
+    assert (body["title"], body["level"], body["run"]) == ("Low accuracy", "WARN", "resnet-7")
+
+
+def test_invalid_settings_fall_back_to_the_console(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RUNALERT_WEBHOOK_URL", "ftp://nowhere")
+    assert runalert.alert("still heard", "through the console")
+    runalert.finish(timeout=5)
+    assert "still heard" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="URL"):
+        runalert.init()
+
+
+def test_retry_after_is_capped_by_policy(httpserver: HTTPServer) -> None:
+    calls = {"n": 0}
+
+    def limited(request: Request) -> Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return Response("slow down", status=429, headers={"Retry-After": "3600"})
+        return Response("ok")
+
+    httpserver.expect_request("/hook").respond_with_handler(limited)
+    policy = RetryPolicy(initial=0.01, max_backoff=0.05, jitter=0.0, max_retry_after=0.2)
+    with Alerter([Webhook(httpserver.url_for("/hook"))], retry=policy) as alerter:
+        alerter.alert("rate limited")
+        assert wait_for(lambda: alerter.stats.snapshot()["sent"] == 1, timeout=5)
+    assert calls["n"] == 2

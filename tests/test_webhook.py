@@ -12,7 +12,7 @@ from pytest_httpserver import HTTPServer
 from runalert import Alert, Alerter, AlertLevel
 from runalert.channels import Webhook
 from runalert.webhooks import sign, verify
-from tests.support import FAST_RETRY
+from tests.support import FAST_RETRY, free_port
 
 SECRET = "s3cr3t-signing-key"
 
@@ -111,3 +111,18 @@ def test_timeout_is_a_transient_error(httpserver: HTTPServer) -> None:
 
     with pytest.raises(TransientError, match=r"no answer within 0\.2 s"):
         Webhook(httpserver.url_for("/slow"), timeout=0.2).send(Alert(title="x"))
+
+
+def test_a_receiver_that_is_not_listening_is_retried_then_spooled(isolated_env) -> None:
+    from runalert.alerting import Spool
+    from runalert.channels import TransientError
+
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    with pytest.raises(TransientError, match="could not connect") as info:
+        Webhook(url).send(Alert(title="x"))
+    assert url not in str(info.value)
+    alerter = Alerter([Webhook(url)], retry=FAST_RETRY, flush_timeout=0.3)
+    alerter.alert("nobody listens", level="ERROR")
+    assert not alerter.close()
+    assert alerter.stats.snapshot()["retried"] >= 1
+    assert [s.alert.title for s in Spool(isolated_env).pending()] == ["nobody listens"]

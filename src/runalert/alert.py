@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import socket
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -83,6 +83,15 @@ def fingerprint(run: str | None, title: str) -> str:
 _HOST = socket.gethostname()
 
 
+def new_id() -> str:
+    """A random 128-bit hex id for an alert (its ``X-Runalert-Delivery``).
+
+    ``random`` rather than ``uuid4``: the id only has to be unique, not unpredictable, and ``os.urandom`` is a
+    system call that costs microseconds on some hosts. ``random`` is reseeded in forked children.
+    """
+    return f"{random.getrandbits(128):032x}"
+
+
 @dataclass(frozen=True)
 class Alert:
     """One alert, as handed to every channel.
@@ -102,7 +111,7 @@ class Alert:
     markup: bool = True
     payload: Mapping[str, Any] | None = None
     suppressed: int = 0
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
     host: str = _HOST
 
@@ -151,7 +160,7 @@ class Alert:
             markup=bool(data.get("markup", True)),
             payload=data.get("payload"),
             suppressed=int(data.get("suppressed", 0)),
-            id=str(data.get("id") or uuid.uuid4().hex),
+            id=str(data.get("id") or new_id()),
             created_at=float(data.get("created_at", time.time())),
             host=str(data.get("host", _HOST)),
         )

@@ -112,7 +112,10 @@ class Channel(abc.ABC):
     @property
     def key(self) -> str:
         """A stable id for this destination, used to match spooled alerts to channels on the next start."""
-        return f"{self.kind}-{hashlib.sha256(self.identity().encode()).hexdigest()[:16]}"
+        key: str | None = self.__dict__.get("_key")
+        if key is None:
+            key = self.__dict__["_key"] = f"{self.kind}-{hashlib.sha256(self.identity().encode()).hexdigest()[:16]}"
+        return key
 
     def accepts(self, alert: Alert) -> bool:
         """Whether this channel takes alerts of ``alert.level`` (its ``min_level`` or above)."""

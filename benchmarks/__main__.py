@@ -1,0 +1,66 @@
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--json PATH]``: every suite, one table, one JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.harness import Row
+
+# Suites in the order they are run; each is benchmarks/<name>.py with run(quick) -> list[Row].
+SUITES = ["alert_core"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: every suite in about two minutes")
+    parser.add_argument("--only", nargs="+", choices=SUITES, help="run only these suites")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"), help="where to write rows")
+    args = parser.parse_args(argv)
+
+    console = Console()
+    rows: list[Row] = []
+    failed: list[str] = []
+    for name in args.only or SUITES:
+        started = time.perf_counter()
+        try:
+            suite_rows = importlib.import_module(f"benchmarks.{name}").run(args.quick)
+        except Exception as exc:  # one broken suite must not hide the others' numbers
+            console.print(f"[red]{name} failed:[/red] {exc}")
+            failed.append(name)
+            continue
+        rows += suite_rows
+        console.print(f"[dim]{name}: {len(suite_rows)} rows in {time.perf_counter() - started:.1f} s[/dim]")
+
+    table = Table(title="runalert benchmarks" + (" (quick)" if args.quick else ""))
+    for column in ("suite", "measure", "median", "unit", "n", "ratio", "target", "note"):
+        table.add_column(column, justify="right" if column in {"median", "n", "ratio"} else "left")
+    for row in rows:
+        ratio = f"{row.ratio:.3f} vs {row.baseline}" if row.ratio is not None and row.baseline != row.name else ""
+        table.add_row(
+            row.suite, row.name, f"{row.median:,.3f}", row.unit, str(row.samples), ratio, row.target or "", row.note
+        )
+    console.print(table)
+
+    record = {
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": platform.processor()},
+        "quick": args.quick,
+        "rows": [row.as_dict() for row in rows],
+        "failed": failed,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=2))
+    console.print(f"[dim]written to {args.json}[/dim]")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

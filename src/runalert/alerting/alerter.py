@@ -68,7 +68,7 @@ class Alerter:
     ) -> None:
         from runalert.channels.console import Console
 
-        chosen = list(channels) if channels is not None else [Console()]
+        chosen: list[Channel] = list(channels) if channels is not None else [Console()]
         for channel in chosen:
             if not isinstance(channel, Channel):
                 raise TypeError(f"channels must be runalert.channels.Channel objects, not {type(channel).__name__}")
@@ -76,7 +76,7 @@ class Alerter:
             from runalert.config import Settings
 
             home = Settings().home
-        self.channels: list[Channel] = chosen
+        self.channels = chosen
         self.run = run
         self.flush_timeout = float(flush_timeout)
         self.retry = retry or RetryPolicy()

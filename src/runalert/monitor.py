@@ -1,0 +1,791 @@
+"""RunMonitor: the framework-neutral brain behind every framework callback.
+
+The adapters (``runalert.lightning``, ``runalert.transformers``, ``runalert.keras``) only translate their
+framework's hooks into calls on a :class:`RunMonitor`; every decision lives here: non-finite detection, crash
+reports, stage-end summaries, local rules and automations (on the in-process engine), the stall watchdog and
+rank gating. See ``DESIGN.md`` section 4 and ``notes/monitor_interface.md``.
+
+Every public method is guarded: an internal failure is logged once (logger ``runalert``), counted in
+:attr:`RunMonitor.stats` and never raised into the training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal as _signal
+import threading
+import time
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from runalert._context import HOST, format_duration, format_frames, format_metrics, format_value, one_line
+from runalert._log import log_once
+from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
+from runalert.alerting import Alerter
+from runalert.nonfinite import FLOAT, INT, NUMPY, TENSOR, Finding, NonFiniteDetector, value_kind
+from runalert.ranks import global_rank, world_size
+from runalert.watchdog import StallWatchdog
+
+__all__ = ["STAGES", "MonitorOptions", "MonitorStats", "RunMonitor"]
+
+STAGES = ("fit", "validate", "test", "predict")
+
+_monotonic = time.monotonic
+
+# A failure on one rank makes the others fail later in a collective; these errors look like that.
+_CONSEQUENTIAL = re.compile(
+    r"NCCL|gloo|ProcessGroup|collective|connection closed by peer|connection reset by peer|broken pipe|"
+    r"Socket Timeout|timed out|timeout|heartbeat|peer .*(closed|died|failed)|store.*(closed|failed)",
+    re.IGNORECASE,
+)
+_CONSEQUENTIAL_TYPES = {
+    "DistError",
+    "DistBackendError",
+    "DistNetworkError",
+    "DistStoreError",
+    "ConnectionResetError",
+    "BrokenPipeError",
+    "ConnectionAbortedError",
+}
+_PREEMPTION_TYPES = {"SIGTERMException"}  # Lightning raises this after SIGTERM
+
+
+def _title(text: str) -> str:
+    text = one_line(text, MAX_TITLE_LENGTH)
+    return text if len(text) <= MAX_TITLE_LENGTH else text[: MAX_TITLE_LENGTH - 1] + "…"
+
+
+@dataclass
+class MonitorOptions:
+    """The options every ``AlertCallback`` takes (DESIGN.md section 4), checked at construction.
+
+    Args:
+        channels: where alerts go (``runalert.channels`` objects); ``None``: the default alerter from settings.
+        alerter: an :class:`~runalert.alerting.Alerter` to use (wins over ``channels``; not closed by the monitor).
+        on_nonfinite: which values to watch for NaN/inf: ``"loss"`` (keys naming a loss: ``loss``,
+            ``train_loss``, ``val/loss`` ...), ``"all"``, a list of keys, or ``False``/``None`` (off).
+        stop_on_nonfinite: also set :attr:`RunMonitor.should_stop` so the adapter stops training gracefully.
+        check_every_n_steps: tensors are read every n steps (no host-device sync on the other steps).
+        on_crash: report exceptions, KeyboardInterrupt and SIGTERM.
+        on_stage_end: stages (fit, validate, test, predict) whose end sends an INFO summary.
+        rules: local rules, ``RunEvent.metric(...)`` filters, evaluated in-process. Each becomes an automation
+            on the monitor's own engine: edge-triggered (it fires when the condition *becomes* true, not on
+            every value while it stays true), then at most once per ``rule_cooldown`` (default 24 h, as
+            automations: in practice once per run unless it resolves and trips again a day later).
+        automations: ``event >> action`` automations registered at start (in-process engine).
+        rule_cooldown: seconds (or timedelta) between two firings of one rule in one run.
+        stall_after: seconds without a step before a WARN "Run stalled" alert (``None``: no watchdog).
+        rank_zero_only: routine alerts only from global rank zero (crashes come from the rank that failed).
+        run_name, project, tags, user: run metadata (the run name is generated if not given here or at start).
+        server: a runalert server URL (stored; server registration comes with the client).
+        install_crash_hooks: chain sys.excepthook / threading.excepthook / SIGTERM / atexit at start; ``None``:
+            decided by the framework (not for Lightning, which has ``on_exception``).
+        stage_summary_metrics: at most this many metrics in a stage-end summary.
+    """
+
+    channels: Sequence[Any] | None = None
+    alerter: Alerter | None = None
+    on_nonfinite: str | Collection[str] | bool | None = "loss"
+    stop_on_nonfinite: bool = False
+    check_every_n_steps: int = 1
+    on_crash: bool = True
+    on_stage_end: Collection[str] | str | bool | None = ("fit", "test")
+    rules: Sequence[Any] = ()
+    automations: Sequence[Any] = ()
+    rule_cooldown: float | timedelta = 86400.0
+    stall_after: float | timedelta | None = None
+    rank_zero_only: bool = True
+    run_name: str | None = None
+    project: str | None = None
+    tags: Sequence[str] = ()
+    user: str | None = None
+    server: str | None = None
+    install_crash_hooks: bool | None = None
+    stage_summary_metrics: int = 20
+
+    def __post_init__(self) -> None:
+        # on_nonfinite
+        watch = self.on_nonfinite
+        if watch is False or watch is None:
+            self.on_nonfinite = None
+        elif watch is True:
+            self.on_nonfinite = "loss"
+        elif isinstance(watch, str):
+            if watch.lower() not in ("loss", "all"):
+                raise ValueError(f"on_nonfinite must be 'loss', 'all', a list of keys or False/None, not {watch!r}")
+            self.on_nonfinite = watch.lower()
+        else:
+            keys = list(watch)
+            if not keys or not all(isinstance(k, str) and k for k in keys):
+                raise ValueError("on_nonfinite as a list must hold metric names (non-empty strings)")
+            self.on_nonfinite = tuple(keys)
+        if not isinstance(self.stop_on_nonfinite, bool):
+            raise ValueError(f"stop_on_nonfinite must be True or False, not {self.stop_on_nonfinite!r}")
+        n = self.check_every_n_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"check_every_n_steps must be an integer >= 1, not {n!r}")
+        if not isinstance(self.on_crash, bool):
+            raise ValueError(f"on_crash must be True or False, not {self.on_crash!r}")
+        # on_stage_end
+        stages = self.on_stage_end
+        if stages is False or stages is None:
+            chosen: tuple[str, ...] = ()
+        elif stages is True:
+            chosen = ("fit", "test")
+        elif isinstance(stages, str):
+            chosen = (stages,)
+        else:
+            chosen = tuple(stages)
+        for stage in chosen:
+            if stage not in STAGES:
+                raise ValueError(f"on_stage_end stages must be among {', '.join(STAGES)}, not {stage!r}")
+        self.on_stage_end = chosen
+        # stall_after
+        stall = self.stall_after
+        if isinstance(stall, timedelta):
+            stall = stall.total_seconds()
+        if stall is not None:
+            if isinstance(stall, bool) or not isinstance(stall, int | float) or not stall > 0:
+                raise ValueError(f"stall_after must be seconds > 0, a timedelta or None, not {self.stall_after!r}")
+            stall = float(stall)
+        self.stall_after = stall
+        cooldown = self.rule_cooldown
+        if isinstance(cooldown, timedelta):
+            cooldown = cooldown.total_seconds()
+        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or not cooldown >= 0:
+            raise ValueError(f"rule_cooldown must be seconds >= 0 or a timedelta, not {self.rule_cooldown!r}")
+        self.rule_cooldown = float(cooldown)
+        if not isinstance(self.rank_zero_only, bool):
+            raise ValueError(f"rank_zero_only must be True or False, not {self.rank_zero_only!r}")
+        if self.alerter is not None and not isinstance(self.alerter, Alerter):
+            raise ValueError(f"alerter must be a runalert Alerter, not {type(self.alerter).__name__}")
+        if self.channels is not None:
+            from runalert.channels import Channel
+
+            self.channels = list(self.channels)
+            for channel in self.channels:
+                if not isinstance(channel, Channel):
+                    raise ValueError(f"channels must be runalert.channels objects, not {type(channel).__name__}")
+        self.rules = tuple(self.rules or ())
+        self.automations = tuple(self.automations or ())
+        self.tags = tuple(self.tags or ())
+        for name in ("run_name", "project", "user", "server"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
+        if self.install_crash_hooks is not None and not isinstance(self.install_crash_hooks, bool):
+            raise ValueError(f"install_crash_hooks must be True, False or None, not {self.install_crash_hooks!r}")
+
+
+@dataclass
+class MonitorStats:
+    """Counters: steps seen, alerts sent (queued), internal errors (logged once each), and more."""
+
+    steps: int = 0
+    alerts_sent: int = 0
+    errors: int = 0
+    nonfinite: int = 0
+    checks: int = 0
+    """Host-device reads of tensor values (one per device per check step with tensors)."""
+    rule_firings: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class RunMonitor:
+    """Receives steps, values, stage starts and ends, exceptions and signals; decides which alerts go out.
+
+    Cheap to build: nothing starts until :meth:`start`. ``framework`` names the adapter (``"lightning"``,
+    ``"transformers"``, ``"keras"`` or ``None``); it decides whether process-level crash hooks are installed
+    (all but Lightning, which has ``on_exception``) unless ``install_crash_hooks`` says otherwise.
+
+    Options may be given as a :class:`MonitorOptions` or as keyword arguments: ``RunMonitor(on_nonfinite="all")``.
+    """
+
+    def __init__(
+        self,
+        opts: MonitorOptions | None = None,
+        *,
+        framework: str | None = None,
+        install_crash_hooks: bool | None = None,
+        **options: Any,
+    ) -> None:
+        if opts is None:
+            opts = MonitorOptions(**options)
+        elif options:
+            raise TypeError("give either a MonitorOptions or keyword options, not both")
+        self.opts = opts
+        self.framework = framework
+        if install_crash_hooks is None:
+            install_crash_hooks = opts.install_crash_hooks
+        if install_crash_hooks is None:
+            install_crash_hooks = framework != "lightning"
+        self.install_crash_hooks = bool(install_crash_hooks)
+        self.run_name: str | None = None
+        self.rank = 0
+        self.world_size = 1
+        self.is_sender = True
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.alerter: Alerter | None = None
+        self.engine: Any = None
+        self.started = False
+        self.finished = False
+        self.crash_reported = False
+        self.nonfinite_sent = False
+        self._own_alerter = False
+        self._stats = MonitorStats()
+        self._step: int | None = None
+        self._epoch: int | None = None
+        self._count = 0
+        self._last_values: Mapping[str, Any] | None = None
+        self._last_metrics: dict[str, Any] = {}
+        self._stages: dict[str, tuple[float, int]] = {}
+        self._start_time: float | None = None
+        self._pending_state: Mapping[str, Any] | None = None
+        self.config: dict[str, Any] = {}
+        self._hooks: Any = None
+        self._watchdog: StallWatchdog | None = None
+        self._lock = threading.RLock()  # start/finish/exception only, never on the step path
+        self._rule_keys: frozenset[str] | str | None = None
+        self._feed: dict[str, float] | None = None
+        watch = opts.on_nonfinite
+        self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # lifecycle
+    def start(
+        self,
+        run_name: str | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        install_crash_hooks: bool | None = None,
+    ) -> None:
+        """Begin the run: rank, run name, alerter, automations, crash hooks, watchdog. Idempotent."""
+        try:
+            with self._lock:
+                if self.started:
+                    return
+                self._start(run_name, rank, world_size, config, install_crash_hooks)
+        except Exception as exc:
+            self._fail("start", exc)
+
+    def _start(
+        self,
+        run_name: str | None,
+        rank: int | None,
+        size: int | None,
+        config: Mapping[str, Any] | None,
+        install_crash_hooks: bool | None,
+    ) -> None:
+        opts = self.opts
+        self.rank = global_rank(rank)
+        self.world_size = world_size(size)
+        self.is_sender = self.rank == 0 or not opts.rank_zero_only
+        self.run_name = run_name or opts.run_name or self._generated_name()
+        self.config = dict(config or {})
+        if opts.alerter is not None:
+            self.alerter = opts.alerter
+        elif opts.channels is not None:
+            self.alerter = Alerter(opts.channels, run=self.run_name)
+            self._own_alerter = True
+        else:
+            import runalert
+
+            self.alerter = runalert.get_alerter()
+        self._start_time = _monotonic()
+        self.started = True
+        self._setup_engine()
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self._load_state(state)
+        hooks = self.install_crash_hooks if install_crash_hooks is None else install_crash_hooks
+        if opts.on_crash and hooks:
+            from runalert.crash import CrashHooks
+
+            self._hooks = CrashHooks(
+                self.exception,
+                self.signal,
+                self._at_exit,
+                signal_timeout=self._flush_timeout() + 1.0,
+            )
+            self._hooks.install()
+        if opts.stall_after is not None and self.is_sender:
+            self._watchdog = StallWatchdog(opts.stall_after, self._on_stall, self._on_recover)
+            self._watchdog.start()
+
+    def _generated_name(self) -> str:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return f"{self.framework or 'run'}-{stamp}-{uuid.uuid4().hex[:4]}"
+
+    def stage_start(self, stage: str) -> None:
+        """A stage (fit, validate, test, predict) begins: its clock and step count start."""
+        try:
+            self._stages[stage] = (_monotonic(), self._count)
+            self._beat()
+        except Exception as exc:
+            self._fail("stage_start", exc)
+
+    def stage_end(self, stage: str, *, metrics: Mapping[str, Any] | None = None, note: str | None = None) -> None:
+        """A stage ended: an INFO summary (duration, steps, final metrics, ``note``) if it is in ``on_stage_end``."""
+        try:
+            self._beat()
+            found = self._detector.flush(self._step)
+            if found is not None:
+                self._on_nonfinite(found)
+            if metrics:
+                self._absorb_metrics(metrics, self._step, stage)
+            began = self._stages.pop(stage, None)
+            if stage not in self.opts.on_stage_end or not self.is_sender:
+                return
+            self._send_stage_summary(stage, began, metrics, note)
+        except Exception as exc:
+            self._fail("stage_end", exc)
+
+    def finish(self, state: str = "finished", *, timeout: float | None = None) -> None:
+        """End of run: stop the watchdog, restore hooks, last non-finite read, run state, bounded flush.
+
+        Idempotent. ``state`` is ``"finished"`` or ``"failed"`` (``"failed"`` anyway after a crash report).
+        """
+        try:
+            with self._lock:
+                if self.finished or not self.started:
+                    self.finished = self.finished or not self.started
+                    return
+                self.finished = True
+            self._finish(state, timeout)
+        except Exception as exc:
+            self._fail("finish", exc)
+
+    def _finish(self, state: str, timeout: float | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if self._hooks is not None:
+            self._hooks.uninstall()
+        try:
+            found = self._detector.flush(self._step)
+            if found is not None:
+                self._on_nonfinite(found)
+        except Exception as exc:
+            self._fail("finish-read", exc)
+        if self.crash_reported and state == "finished":
+            state = "failed"
+        self._set_engine_state(state, None)
+        alerter = self.alerter
+        if alerter is None:
+            return
+        wait = self._flush_timeout() if timeout is None else timeout
+        if self._own_alerter:
+            alerter.close(wait)
+        else:
+            alerter.flush(wait)
+        self._last_values = None
+
+    def _at_exit(self) -> None:
+        """The interpreter is exiting without :meth:`finish`: finish now (bounded)."""
+        self.finish("failed" if self.crash_reported else "finished")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the hot path
+    def step(self, step: int, values: Mapping[str, Any], *, epoch: int | None = None) -> None:
+        """One training step. Floats are checked now; tensors are accumulated on their device and read every
+        ``check_every_n_steps`` steps. Also feeds rules and the stall watchdog. Never raises."""
+        try:
+            self._step = step
+            if epoch is not None:
+                self._epoch = epoch
+            self._count += 1
+            self._last_values = values
+            watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.last_beat = _monotonic()
+            feed = self._feed
+            if feed is not None:
+                feed.clear()
+            found = self._detector.step(values, step, feed)
+            if found is not None:
+                self._on_nonfinite(found)
+            if feed:
+                self._log_rules(feed, step)
+        except Exception as exc:
+            self._fail("step", exc)
+
+    def heartbeat(self) -> None:
+        """A sign of progress that is not a training step (a validation batch): keeps the watchdog quiet."""
+        try:
+            self._beat()
+        except Exception as exc:  # pragma: no cover
+            self._fail("heartbeat", exc)
+
+    def metrics(
+        self,
+        values: Mapping[str, Any],
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+        stage: str | None = None,
+    ) -> None:
+        """Epoch-level, validation or evaluation metrics: checked at once (not gated), fed to rules, kept for
+        the stage-end summary."""
+        try:
+            if epoch is not None:
+                self._epoch = epoch
+            self._beat()
+            self._absorb_metrics(values, step if step is not None else self._step, stage)
+        except Exception as exc:
+            self._fail("metrics", exc)
+
+    def _absorb_metrics(self, values: Mapping[str, Any], step: int | None, stage: str | None) -> None:
+        feed: dict[str, float] = {}
+        found = self._detector.check(values, step, feed)
+        for key, value in values.items():
+            kind = value_kind(value)
+            if key in feed:
+                self._last_metrics[key] = feed[key]
+            elif kind in (FLOAT, INT):  # float / int (non-finite ones are kept, they belong in a summary)
+                self._last_metrics[key] = value
+        if found is not None:
+            self._on_nonfinite(found)
+        if self.engine is not None and feed:
+            wanted = self._rule_keys
+            if wanted != "all" and wanted is not None:
+                feed = {k: v for k, v in feed.items() if k in wanted}
+            if feed:
+                self._log_rules(feed, step)
+
+    def _beat(self) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.last_beat = _monotonic()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # crashes and signals
+    def exception(self, exc: BaseException, *, where: str | None = None) -> None:
+        """Report a crash, once per run. KeyboardInterrupt: WARN "Run interrupted"; SIGTERM (Lightning's
+        ``SIGTERMException``): ERROR "Run preempted (SIGTERM)"; a consequential failure on a multi-rank run
+        (a collective or communication error): WARN "Rank N failed after another rank"; anything else: ERROR
+        "Run crashed: <ExcType>" with the message and the last frames. Sent by this rank whatever its rank
+        (interruptions and preemptions, which hit every rank, only from the sender). Never swallows ``exc``:
+        the caller re-raises (or lets it propagate) as before."""
+        try:
+            if isinstance(exc, SystemExit) and exc.code in (None, 0):
+                return
+            with self._lock:
+                if self.crash_reported:
+                    self._count_kind("crash_repeat")
+                    return
+                self.crash_reported = True
+            self._report_exception(exc, where)
+        except Exception as error:
+            self._fail("exception", error)
+
+    def _report_exception(self, exc: BaseException, where: str | None) -> None:
+        name = type(exc).__name__
+        message = one_line(str(exc), 500)
+        if isinstance(exc, KeyboardInterrupt):
+            reason, level, title, routine = "interrupted", AlertLevel.WARN, "Run interrupted", True
+            text = f"Run {self.run_name} was interrupted (KeyboardInterrupt) at {self._where_text()}."
+        elif name in _PREEMPTION_TYPES:
+            reason, level, title, routine = "preempted", AlertLevel.ERROR, "Run preempted (SIGTERM)", True
+            text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) at {self._where_text()}."
+        elif self.world_size > 1 and self._consequential(exc):
+            reason, level, routine = "exception", AlertLevel.WARN, False
+            title = _title(f"Rank {self.rank} failed after another rank")
+            text = (
+                f"Rank {self.rank} of run {self.run_name} failed at {self._where_text()} with {name}: {message}\n"
+                "This looks like a consequence of a failure on another rank (a collective or connection error); "
+                "look for that rank's crash alert.\n\n"
+                f"Last frames (most recent call last):\n{format_frames(exc)}"
+            )
+        else:
+            reason, level, routine = "exception", AlertLevel.ERROR, False
+            title = _title(f"Run crashed: {name}")
+            text = (
+                f"Run {self.run_name} crashed at {self._where_text()} on rank {self.rank} ({HOST}).\n"
+                f"{name}: {message}\n\n"
+                f"Last frames (most recent call last):\n{format_frames(exc)}"
+            )
+        if where:
+            text += f"\n(caught by {where})"
+        fields = self._fields(exception=name, host=HOST)
+        self._set_engine_state("failed", reason)
+        if self.opts.on_crash:
+            self._send(title, text, level, fields, routine=routine, kind="crash")
+
+    def signal(self, signum: int) -> None:
+        """A signal arrived. SIGTERM (preemption): ERROR "Run preempted (SIGTERM)", once per run, then a bounded
+        flush (the process is about to die). SIGINT: reported as an interruption."""
+        try:
+            if signum == _signal.SIGINT:
+                self.exception(KeyboardInterrupt(), where="SIGINT")
+                return
+            with self._lock:
+                if self.crash_reported:
+                    return
+                self.crash_reported = True
+            try:
+                signame = _signal.Signals(signum).name
+            except ValueError:
+                signame = f"signal {signum}"
+            if signum == _signal.SIGTERM:
+                title = "Run preempted (SIGTERM)"
+                text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) at {self._where_text()}."
+                reason = "preempted"
+            else:
+                title = _title(f"Run received {signame}")
+                text = f"Run {self.run_name} received {signame} at {self._where_text()}."
+                reason = "exception"
+            self._set_engine_state("failed", reason)
+            if self.opts.on_crash:
+                self._send(title, text, AlertLevel.ERROR, self._fields(signal=signame, host=HOST), kind="signal")
+            if self.alerter is not None:
+                self.alerter.flush(self._flush_timeout())
+        except Exception as exc:
+            self._fail("signal", exc)
+
+    @staticmethod
+    def _consequential(exc: BaseException) -> bool:
+        for error in (exc, exc.__cause__, exc.__context__):
+            if error is None:
+                continue
+            tp = type(error)
+            if tp.__name__ in _CONSEQUENTIAL_TYPES or tp.__module__.startswith("torch.distributed"):
+                return True
+            if _CONSEQUENTIAL.search(str(error)):
+                return True
+        return False
+
+    # ------------------------------------------------------------------------------------------------------------
+    # state
+    def state_dict(self) -> dict[str, Any]:
+        """What survives a resume: the non-finite-sent flag, the alerter's suppression state, the engine state."""
+        try:
+            state: dict[str, Any] = {"version": 1, "nonfinite_sent": self.nonfinite_sent, "run_name": self.run_name}
+            if self.alerter is not None:
+                state["alerter"] = self.alerter.state_dict()
+            if self.engine is not None:
+                state["engine"] = self.engine.state_dict()
+            elif self._pending_state is not None and "engine" in self._pending_state:
+                state["engine"] = self._pending_state["engine"]
+            return state
+        except Exception as exc:
+            self._fail("state_dict", exc)
+            return {"version": 1}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (before or after :meth:`start`; before, it is applied at start)."""
+        try:
+            if not self.started:
+                self._pending_state = dict(state)
+                self.nonfinite_sent = bool(state.get("nonfinite_sent", False)) or self.nonfinite_sent
+                return
+            self._load_state(state)
+        except Exception as exc:
+            self._fail("load_state_dict", exc)
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        self.nonfinite_sent = bool(state.get("nonfinite_sent", False)) or self.nonfinite_sent
+        if self.alerter is not None and state.get("alerter"):
+            self.alerter.load_state_dict(state["alerter"])
+        if self.engine is not None and state.get("engine"):
+            self.engine.load_state_dict(state["engine"])
+
+    @property
+    def stats(self) -> MonitorStats:
+        """A snapshot of the counters."""
+        snapshot = MonitorStats(**{**self._stats.__dict__, "by_kind": dict(self._stats.by_kind)})
+        snapshot.steps = self._count
+        snapshot.checks = self._detector.reads
+        return snapshot
+
+    @property
+    def step_count(self) -> int:
+        return self._count
+
+    # ------------------------------------------------------------------------------------------------------------
+    # detectors' reactions
+    def _on_nonfinite(self, found: Finding) -> None:
+        self._stats.nonfinite += 1
+        if self.nonfinite_sent:
+            if self.opts.stop_on_nonfinite:
+                self._request_stop(found)
+            return
+        self.nonfinite_sent = True
+        stop = self.opts.stop_on_nonfinite
+        if stop:
+            self._request_stop(found)
+        if found.first_step is not None and found.step is not None and found.first_step != found.step:
+            span = f"between steps {found.first_step} and {found.step}"
+        else:
+            span = f"at step {found.step}" if found.step is not None else "at an unknown step"
+        value = found.value_text
+        text = f"{found.key} = {value} {span}"
+        if found.note:
+            text += f" ({found.note})"
+        if self._epoch is not None:
+            text += f", epoch {self._epoch},"
+        text += f" in run {self.run_name} on rank {self.rank}."
+        text += (
+            " Training will stop (stop_on_nonfinite=True)."
+            if stop
+            else " Training goes on; set stop_on_nonfinite=True to stop it."
+        )
+        fields = self._fields(step=found.step, key=found.key, value=value)
+        self._send(_title(f"Non-finite {found.key}"), text, AlertLevel.ERROR, fields, kind="nonfinite")
+
+    def _request_stop(self, found: Finding) -> None:
+        if not self.should_stop:
+            self.should_stop = True
+            self.stop_reason = f"non-finite {found.key} ({found.value_text}) at step {found.step}"
+
+    def _send_stage_summary(
+        self, stage: str, began: tuple[float, int] | None, metrics: Mapping[str, Any] | None, note: str | None
+    ) -> None:
+        final: dict[str, Any] = dict(self._last_metrics)
+        last = self._last_values
+        if last:
+            for key, value in last.items():
+                number = self._to_number(value)
+                if number is not None:
+                    final.setdefault(key, number)
+        if metrics:
+            for key, value in metrics.items():
+                number = self._to_number(value)
+                if number is not None:
+                    final[key] = number
+        duration = _monotonic() - began[0] if began else (_monotonic() - (self._start_time or _monotonic()))
+        steps = self._count - began[1] if began else self._count
+        parts = [f"Run {self.run_name}: {stage} finished in {format_duration(duration)}"]
+        if stage == "fit" or steps:
+            parts[0] += f" after {steps:,} step{'s' if steps != 1 else ''}"
+        if self._epoch is not None:
+            parts[0] += f" (epoch {self._epoch})"
+        parts[0] += "."
+        if final:
+            parts.append("Final metrics: " + format_metrics(final, self.opts.stage_summary_metrics))
+        if note:
+            parts.append(str(note))
+        fields = self._fields(stage=stage, duration=format_duration(duration), steps=steps)
+        self._send(_title(f"{stage.capitalize()} finished"), "\n".join(parts), AlertLevel.INFO, fields, kind="stage")
+
+    @staticmethod
+    def _to_number(value: Any) -> float | int | None:
+        kind = value_kind(value)
+        if kind in (FLOAT, INT):
+            return value  # type: ignore[no-any-return]
+        if kind in (TENSOR, NUMPY):
+            try:
+                if kind == TENSOR and value.numel() != 1:
+                    return None
+                return float(value.item() if kind == TENSOR else value)
+            except Exception:
+                return None
+        return None
+
+    def _on_stall(self, idle: float) -> None:
+        text = (
+            f"Run {self.run_name} made no step for {format_duration(idle)} "
+            f"(stall_after={format_duration(self.opts.stall_after or 0)}); last step {self._step}."
+        )
+        self._send("Run stalled", text, AlertLevel.WARN, self._fields(idle=format_duration(idle)), kind="stall")
+
+    def _on_recover(self, stalled: float) -> None:
+        text = f"Run {self.run_name} is making steps again after {format_duration(stalled)} (step {self._step})."
+        self._send("Run recovered", text, AlertLevel.INFO, self._fields(), kind="recovered")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # rules and automations (the in-process engine of runalert.automations)
+    def _setup_engine(self) -> None:
+        opts = self.opts
+        if not opts.rules and not opts.automations:
+            return
+        log_once(
+            "monitor-no-engine",
+            logging.WARNING,
+            "runalert: rules and automations need runalert.automations, which is not available; they are ignored",
+        )
+
+    def _log_rules(self, feed: Mapping[str, float], step: int | None) -> None:
+        engine = self.engine
+        if engine is None or not self.is_sender:
+            return
+        firings = engine.log(self.run_name, dict(feed), step=step)
+        if firings:
+            self._stats.rule_firings += len(firings)
+            self._stats.alerts_sent += len(firings)
+
+    def _set_engine_state(self, state: str, reason: str | None) -> None:
+        engine = self.engine
+        if engine is None or not self.is_sender:
+            return
+        try:
+            engine.set_state(self.run_name, state, reason=reason)
+        except Exception as exc:
+            self._fail("engine-state", exc)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # helpers
+    def _where_text(self) -> str:
+        text = f"step {self._step}" if self._step is not None else "start-up (no step yet)"
+        if self._epoch is not None:
+            text += f", epoch {self._epoch}"
+        return text
+
+    def _fields(self, **extra: Any) -> dict[str, str]:
+        fields: dict[str, Any] = {"run": self.run_name, "step": self._step, "epoch": self._epoch, "rank": self.rank}
+        fields.update(extra)
+        return {k: format_value(v) for k, v in fields.items() if v is not None}
+
+    def _send(
+        self,
+        title: str,
+        text: str,
+        level: AlertLevel,
+        fields: Mapping[str, str],
+        *,
+        routine: bool = True,
+        kind: str,
+    ) -> bool:
+        if routine and not self.is_sender:
+            self._count_kind(f"{kind}_not_sender")
+            return False
+        alerter = self.alerter
+        if alerter is None:  # step() before start(): use the default alerter rather than lose the alert
+            import runalert
+
+            alerter = self.alerter = runalert.get_alerter()
+        sent = alerter.alert(title, text, level, 0, run=self.run_name, fields=fields, markup=False)
+        if sent:
+            self._stats.alerts_sent += 1
+            self._count_kind(kind)
+        return sent
+
+    def _count_kind(self, kind: str) -> None:
+        self._stats.by_kind[kind] = self._stats.by_kind.get(kind, 0) + 1
+
+    def _flush_timeout(self) -> float:
+        alerter = self.alerter
+        return float(alerter.flush_timeout) if alerter is not None else 10.0
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        try:
+            self._stats.errors += 1
+            log_once(
+                f"monitor-{where}-{type(exc).__name__}",
+                logging.WARNING,
+                "runalert: RunMonitor.%s failed (%s: %s); training goes on",
+                where,
+                type(exc).__name__,
+                one_line(str(exc), 200),
+                exc_info=True,
+            )
+        except Exception:  # pragma: no cover - the last line of defence
+            pass
+
+    def __repr__(self) -> str:
+        return f"RunMonitor(run={self.run_name!r}, framework={self.framework!r}, rank={self.rank})"

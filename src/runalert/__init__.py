@@ -20,6 +20,15 @@ from typing import Any
 from runalert._log import log_once
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting import Alerter, RetryPolicy
+from runalert.automations import (
+    Api,
+    DoNothing,
+    OnRunMetric,
+    OnRunState,
+    RunEvent,
+    SendNotification,
+    SendWebhook,
+)
 from runalert.channels import Channel
 from runalert.config import Settings, build_channels
 
@@ -29,8 +38,15 @@ __all__ = [
     "Alert",
     "AlertLevel",
     "Alerter",
+    "Api",
     "Channel",
+    "DoNothing",
+    "OnRunMetric",
+    "OnRunState",
     "RetryPolicy",
+    "RunEvent",
+    "SendNotification",
+    "SendWebhook",
     "Settings",
     "__version__",
     "alert",

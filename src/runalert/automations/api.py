@@ -1,0 +1,207 @@
+"""``runalert.Api``: W&B's automation calls (``create_automation``, ``automations`` ...) on a pluggable backend.
+
+The backend is the in-process :class:`LocalEngine` by default; a server-backed backend (HTTP to
+``runalert serve``) implements the same :class:`AutomationBackend` protocol and is chosen with ``backend=``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from runalert.automations.automation import DEFAULT_COOLDOWN, Automation, NewAutomation
+from runalert.automations.engine import AutomationNotFoundError, LocalEngine, Upsert, default_engine
+from runalert.automations.integrations import (
+    EmailIntegration,
+    Integration,
+    SlackIntegration,
+    WebhookIntegration,
+)
+from runalert.automations.scopes import ProjectScope
+
+__all__ = ["Api", "AutomationBackend", "LocalBackend"]
+
+
+@runtime_checkable
+class AutomationBackend(Protocol):
+    """Where automations live: the in-process engine, or a runalert server."""
+
+    def create(
+        self,
+        new: NewAutomation,
+        *,
+        name: str | None,
+        description: str,
+        enabled: bool,
+        cooldown: float | timedelta,
+        notify_resolved: bool,
+        fetch_existing: bool,
+    ) -> tuple[Automation, Upsert]: ...
+
+    def list(self, name: str | None = None, *, project: str | None = None) -> list[Automation]: ...
+
+    def update(self, automation: Automation) -> Automation: ...
+
+    def delete(self, name_or_id: str | Automation) -> Automation: ...
+
+    def integrations(self) -> list[Integration]: ...
+
+
+class LocalBackend:
+    """The :class:`AutomationBackend` of an in-process :class:`LocalEngine`."""
+
+    def __init__(self, engine: LocalEngine | None = None) -> None:
+        self.engine = engine if engine is not None else default_engine()
+
+    def create(
+        self,
+        new: NewAutomation,
+        *,
+        name: str | None,
+        description: str,
+        enabled: bool,
+        cooldown: float | timedelta,
+        notify_resolved: bool,
+        fetch_existing: bool,
+    ) -> tuple[Automation, Upsert]:
+        return self.engine.create(
+            new,
+            name=name,
+            description=description,
+            enabled=enabled,
+            cooldown=cooldown,
+            notify_resolved=notify_resolved,
+            fetch_existing=fetch_existing,
+        )
+
+    def list(self, name: str | None = None, *, project: str | None = None) -> list[Automation]:
+        return self.engine.automations(name, project=project)
+
+    def update(self, automation: Automation) -> Automation:
+        return self.engine.update(automation)
+
+    def delete(self, name_or_id: str | Automation) -> Automation:
+        return self.engine.delete(name_or_id)
+
+    def integrations(self) -> list[Integration]:
+        return self.engine.integrations()
+
+
+class Api:
+    """W&B-compatible automation API.
+
+    ``server_url`` (or ``RUNALERT_SERVER_URL``) and ``api_key`` (or ``RUNALERT_API_KEY``) are kept for the
+    server backend; until one is given with ``backend=``, automations run on the in-process engine
+    (``runalert.automations.default_engine()``), with the same calls.
+    """
+
+    def __init__(
+        self,
+        server_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        backend: AutomationBackend | None = None,
+        engine: LocalEngine | None = None,
+    ) -> None:
+        self.server_url = server_url or os.environ.get("RUNALERT_SERVER_URL") or None
+        self._api_key = api_key or os.environ.get("RUNALERT_API_KEY") or None
+        if backend is not None and engine is not None:
+            raise ValueError("give backend or engine, not both")
+        self.backend: AutomationBackend = backend if backend is not None else LocalBackend(engine)
+        self.last_result: Upsert | None = None
+
+    @property
+    def engine(self) -> LocalEngine | None:
+        """The in-process engine, when the backend is one."""
+        return getattr(self.backend, "engine", None)
+
+    # -- scopes and integrations ---------------------------------------------------------------------------
+    def project(self, name: str, entity: str | None = None) -> ProjectScope:
+        return ProjectScope(name=name, entity=entity)
+
+    def integrations(self, entity: str | None = None) -> Iterator[Integration]:
+        """Every integration the backend knows."""
+        yield from self.backend.integrations()
+
+    def slack_integrations(self, entity: str | None = None) -> Iterator[SlackIntegration]:
+        """The Slack integrations; with none registered, one named ``"default"``: the alerter's channels."""
+        found = [i for i in self.backend.integrations() if isinstance(i, SlackIntegration)]
+        yield from found or [SlackIntegration(name="default")]
+
+    def webhook_integrations(self, entity: str | None = None) -> Iterator[WebhookIntegration]:
+        yield from (i for i in self.backend.integrations() if isinstance(i, WebhookIntegration))
+
+    def email_integrations(self, entity: str | None = None) -> Iterator[EmailIntegration]:
+        yield from (i for i in self.backend.integrations() if isinstance(i, EmailIntegration))
+
+    def slack_integration(self, name: str) -> SlackIntegration:
+        """The Slack integration ``name``; if none is registered under it, one that uses the alerter's channels."""
+        for integration in self.backend.integrations():
+            if integration.name == name and isinstance(integration, SlackIntegration):
+                return integration
+        return SlackIntegration(name=name)
+
+    def webhook_integration(self, name: str) -> WebhookIntegration:
+        """The webhook integration ``name`` (it must be registered before an automation uses it)."""
+        for integration in self.backend.integrations():
+            if integration.name == name and isinstance(integration, WebhookIntegration):
+                return integration
+        return WebhookIntegration(name=name)
+
+    def email_integration(self, name: str) -> EmailIntegration:
+        for integration in self.backend.integrations():
+            if integration.name == name and isinstance(integration, EmailIntegration):
+                return integration
+        return EmailIntegration(name=name)
+
+    # -- automations ---------------------------------------------------------------------------------------
+    def create_automation(
+        self,
+        obj: NewAutomation,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        enabled: bool = True,
+        fetch_existing: bool = True,
+        cooldown: float | timedelta = DEFAULT_COOLDOWN,
+        notify_resolved: bool = False,
+    ) -> Automation:
+        """Register ``event >> action`` as ``name``; idempotent with ``fetch_existing=True`` (the default).
+
+        ``last_result`` says what happened: ``"created"``, ``"updated"`` or ``"unchanged"``.
+        """
+        automation, result = self.backend.create(
+            obj,
+            name=name,
+            description=description or "",
+            enabled=enabled,
+            cooldown=cooldown,
+            notify_resolved=notify_resolved,
+            fetch_existing=fetch_existing,
+        )
+        self.last_result = result
+        return automation
+
+    def automations(
+        self, entity: str | None = None, *, name: str | None = None, project: str | None = None
+    ) -> list[Automation]:
+        return self.backend.list(name, project=project)
+
+    def automation(self, name: str, *, entity: str | None = None) -> Automation:
+        found = self.backend.list(name)
+        if not found:
+            raise AutomationNotFoundError(f"no automation named {name!r}")
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} automations are named {name!r} (in different projects)")
+        return found[0]
+
+    def update_automation(self, obj: Automation, **changes: Any) -> Automation:
+        """Save ``obj`` (e.g. ``obj.model_copy(update={"enabled": False})``), with optional field ``changes``."""
+        if changes:
+            obj = Automation.model_validate({**obj.model_dump(), **changes})
+        return self.backend.update(obj)
+
+    def delete_automation(self, obj: Automation | str) -> None:
+        self.backend.delete(obj)

@@ -1,0 +1,43 @@
+"""``backtest``: would this rule have fired on these values?"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from runalert.automations.evaluators import Trigger, make_evaluator
+from runalert.automations.filters import (
+    MetricChangeFilter,
+    MetricThresholdFilter,
+    MetricZScoreFilter,
+    RunMetricFilter,
+)
+
+__all__ = ["backtest"]
+
+
+def backtest(filter: Any, values: Sequence[float], *, steps: Sequence[int] | None = None) -> list[int]:
+    """The indices of ``values`` at which ``filter`` fires (edge-triggered, cooldown ignored).
+
+    ``filter`` is a metric filter (``RunEvent.metric("loss").avg(5) > 2``), a :class:`RunMetricFilter` or an
+    ``OnRunMetric`` event (its run filter is ignored). Non-finite values are skipped, as the engine skips
+    them (they never enter a window). With ``steps`` (one per value), the steps are returned instead.
+    """
+    spec = getattr(filter, "filter", filter)
+    if isinstance(spec, RunMetricFilter):
+        spec = spec.metric
+    if not isinstance(spec, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+        raise TypeError(f"backtest takes a metric filter, not {type(filter).__name__}")
+    if steps is not None and len(steps) != len(values):
+        raise ValueError(f"steps must have one entry per value ({len(values)}), not {len(steps)}")
+    evaluator = make_evaluator(spec)
+    trigger = Trigger()
+    fired: list[int] = []
+    for i, raw in enumerate(values):
+        x = float(raw)
+        if not math.isfinite(x):
+            continue
+        if trigger.step(evaluator.push(x)) == "fired":
+            fired.append(i if steps is None else int(steps[i]))
+    return fired

@@ -1,0 +1,557 @@
+"""Metric filters (threshold, change, z-score), run-state filters and their builders.
+
+Names, fields and defaults follow ``wandb.automations``::
+
+    RunEvent.metric("loss").avg(5) > 2.0               # MetricThresholdFilter
+    RunEvent.metric("acc").decreases_by(frac=0.1)      # MetricChangeFilter
+    abs(RunEvent.metric("loss").zscore(30)) > 3        # MetricZScoreFilter
+    RunEvent.state.in_(["finished", "failed"])         # StateFilter
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from runalert.automations._base import LenientStrEnum, Model, finite_number
+from runalert.automations.run_filters import And, FieldFilter, Not, Or, RunFilter
+
+__all__ = [
+    "Agg",
+    "ChangeDir",
+    "ChangeType",
+    "MetricAgg",
+    "MetricChangeFilter",
+    "MetricFilter",
+    "MetricThresholdFilter",
+    "MetricVal",
+    "MetricZScoreFilter",
+    "RunMetricFilter",
+    "RunState",
+    "RunStateFilter",
+    "StateFilter",
+    "StateOperand",
+    "ZScoreMetricOperand",
+]
+
+_CMP_ALIASES = {">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "gt": "$gt", "gte": "$gte", "lt": "$lt"}
+_CMP_ALIASES["lte"] = "$lte"
+_CMP_SYMBOLS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+class Agg(LenientStrEnum):
+    """How a window of values is aggregated."""
+
+    MAX = "MAX"
+    MIN = "MIN"
+    AVERAGE = "AVERAGE"
+    AVG = "AVERAGE"
+    MEAN = "AVERAGE"
+
+
+class ChangeType(LenientStrEnum):
+    """ABSOLUTE: ``cur - prior``; RELATIVE: ``(cur - prior) / |prior|``."""
+
+    ABSOLUTE = "ABSOLUTE"
+    RELATIVE = "RELATIVE"
+    ABS = "ABSOLUTE"
+    REL = "RELATIVE"
+
+
+class ChangeDir(LenientStrEnum):
+    """Which way a change (or z-score) must go to fire."""
+
+    INCREASE = "INCREASE"
+    DECREASE = "DECREASE"
+    ANY = "ANY"
+    INC = "INCREASE"
+    DEC = "DECREASE"
+
+
+def _window(value: Any, field: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{field} must be a positive integer (a number of logged values), not {value!r}")
+    if value < 1:
+        raise ValueError(f"{field} must be a positive integer (>= 1 logged values), not {value!r}")
+    return value
+
+
+class _MetricFilterBase(Model):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name (the metric's name) must be a non-empty string")
+        return value
+
+    def __and__(self, other: Any) -> RunMetricFilter:
+        if isinstance(other, FieldFilter | And | Or | Not):
+            return RunMetricFilter(run=other, metric=self)  # type: ignore[arg-type]
+        return NotImplemented
+
+    def __rand__(self, other: Any) -> RunMetricFilter:
+        return self.__and__(other)
+
+    @property
+    def metric_name(self) -> str:
+        return self.name
+
+
+class MetricThresholdFilter(_MetricFilterBase):
+    """``metric`` (or ``agg`` of its last ``window`` values) compared with ``threshold`` by ``cmp``.
+
+    Evaluated on every new value once the window is full. ``window`` must be 1 without ``agg``.
+    """
+
+    kind: Literal["threshold"] = "threshold"
+    name: str
+    agg: Annotated[Agg | None, Field(validation_alias=AliasChoices("agg", "agg_op"))] = None
+    window: Annotated[int, Field(validation_alias=AliasChoices("window", "window_size"))] = 1
+    cmp: Annotated[Literal["$gt", "$gte", "$lt", "$lte"], Field(validation_alias=AliasChoices("cmp", "cmp_op"))]
+    threshold: float
+
+    @field_validator("cmp", mode="before")
+    @classmethod
+    def _cmp(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = _CMP_ALIASES.get(value.strip(), value.strip())
+        if value not in _CMP_SYMBOLS:
+            raise ValueError(f"cmp must be one of >, >=, <, <= ($gt, $gte, $lt, $lte), not {value!r}")
+        return value
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _win(cls, value: Any) -> Any:
+        return _window(value, "window")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _thr(cls, value: Any) -> Any:
+        return finite_number(value, "threshold")
+
+    @model_validator(mode="after")
+    def _agg_window(self) -> MetricThresholdFilter:
+        if self.agg is None and self.window != 1:
+            raise ValueError(
+                f"window must be 1 without an aggregate (agg is None), not {self.window}; "
+                "use .avg(n), .min(n) or .max(n) to aggregate n values"
+            )
+        return self
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_METRIC"
+
+    def describe(self) -> str:
+        metric = f"{self.agg.value.lower()}({self.name}, {self.window})" if self.agg else self.name
+        return f"{metric} {_CMP_SYMBOLS[self.cmp]} {_num(self.threshold)}"
+
+    def __repr__(self) -> str:
+        return f"MetricThresholdFilter({self.describe()!r})"
+
+
+class MetricChangeFilter(_MetricFilterBase):
+    """A change between the current window (last ``window`` values) and the ``prior_window`` values before it.
+
+    ``change_type`` ABSOLUTE (``cur - prior``) or RELATIVE (``(cur - prior) / |prior|``); ``change_dir``
+    INCREASE fires at ``>= threshold``, DECREASE at ``<= -threshold``, ANY at ``|change| >= threshold``.
+    """
+
+    kind: Literal["change"] = "change"
+    name: str
+    agg: Annotated[Agg | None, Field(validation_alias=AliasChoices("agg", "agg_op"))] = None
+    window: Annotated[int, Field(validation_alias=AliasChoices("window", "current_window_size"))] = 1
+    prior_window: Annotated[
+        int,
+        Field(
+            default_factory=lambda data: data.get("window", 1),
+            validation_alias=AliasChoices("prior_window", "prior_window_size"),
+        ),
+    ]
+    change_type: ChangeType
+    change_dir: ChangeDir = ChangeDir.ANY
+    threshold: Annotated[float, Field(validation_alias=AliasChoices("threshold", "change_amount"))]
+
+    @field_validator("window", "prior_window", mode="before")
+    @classmethod
+    def _win(cls, value: Any, info: Any) -> Any:
+        return _window(value, info.field_name)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _thr(cls, value: Any) -> Any:
+        value = finite_number(value, "threshold (the change amount, diff or frac)")
+        if value <= 0:
+            raise ValueError(
+                f"threshold (the change amount, diff or frac) must be > 0, not {value!r}; "
+                "pick the direction with increases_by/decreases_by/changes_by"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _agg_window(self) -> MetricChangeFilter:
+        if self.agg is None and (self.window != 1 or self.prior_window != 1):
+            raise ValueError(
+                f"window and prior_window must be 1 without an aggregate (agg is None), not "
+                f"{self.window} and {self.prior_window}; use .avg(n), .min(n) or .max(n) to aggregate n values"
+            )
+        return self
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_METRIC_CHANGE"
+
+    def describe(self) -> str:
+        metric = f"{self.agg.value.lower()}({self.name}, {self.window})" if self.agg else self.name
+        verb = "changes" if self.change_dir is ChangeDir.ANY else f"{self.change_dir.value.lower()}s"
+        amount = f"{self.threshold:.2%}" if self.change_type is ChangeType.RELATIVE else _num(self.threshold)
+        prior = f" vs the {self.prior_window} before" if self.agg else ""
+        return f"{metric} {verb} by {amount}{prior}"
+
+    def __repr__(self) -> str:
+        return f"MetricChangeFilter({self.describe()!r})"
+
+
+class MetricZScoreFilter(_MetricFilterBase):
+    """The newest value's z-score against the mean and population std of the ``window`` values before it.
+
+    INCREASE: ``z >= threshold``; DECREASE: ``z <= -threshold``; ANY: ``|z| >= threshold``. std 0: not evaluated.
+    """
+
+    kind: Literal["zscore"] = "zscore"
+    name: str
+    window: Annotated[int, Field(validation_alias=AliasChoices("window", "window_size"))] = 30
+    threshold: float = 3.0
+    change_dir: ChangeDir = ChangeDir.ANY
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _win(cls, value: Any) -> Any:
+        return _window(value, "window")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _thr(cls, value: Any) -> Any:
+        value = finite_number(value, "threshold (z-score)")
+        if value <= 0:
+            raise ValueError(
+                f"threshold (z-score) must be > 0, not {value!r}; the direction is change_dir "
+                "(zscore(n) > t: INCREASE, zscore(n) < -t: DECREASE, abs(zscore(n)) > t: ANY)"
+            )
+        return value
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_METRIC_ZSCORE"
+
+    def describe(self) -> str:
+        z = f"zscore({self.name}, {self.window})"
+        if self.change_dir is ChangeDir.ANY:
+            return f"abs({z}) >= {_num(self.threshold)}"
+        if self.change_dir is ChangeDir.DECREASE:
+            return f"{z} <= -{_num(self.threshold)}"
+        return f"{z} >= {_num(self.threshold)}"
+
+    def __repr__(self) -> str:
+        return f"MetricZScoreFilter({self.describe()!r})"
+
+
+MetricFilter = Annotated[
+    Union[MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+# -- builders ------------------------------------------------------------------------------------------------
+class _Operand(Model):
+    """Comparisons and change builders shared by a bare metric and an aggregate."""
+
+    name: str
+
+    def _threshold(self, cmp: str, value: Any) -> MetricThresholdFilter:
+        data: dict[str, Any] = {"name": self.name, "cmp": cmp, "threshold": value}
+        if isinstance(self, MetricAgg):
+            data.update(agg=self.agg, window=self.window)
+        return MetricThresholdFilter(**data)
+
+    def gt(self, value: float, /) -> MetricThresholdFilter:
+        return self._threshold("$gt", value)
+
+    def gte(self, value: float, /) -> MetricThresholdFilter:
+        return self._threshold("$gte", value)
+
+    def lt(self, value: float, /) -> MetricThresholdFilter:
+        return self._threshold("$lt", value)
+
+    def lte(self, value: float, /) -> MetricThresholdFilter:
+        return self._threshold("$lte", value)
+
+    def __gt__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+        return self.gt(other)
+
+    def __ge__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+        return self.gte(other)
+
+    def __lt__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+        return self.lt(other)
+
+    def __le__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+        return self.lte(other)
+
+    def changes_by(
+        self, *, diff: float | None = None, frac: float | None = None, _dir: ChangeDir = ChangeDir.ANY
+    ) -> MetricChangeFilter:
+        """Fires when the metric changes (up or down) by ``diff`` (absolute) or ``frac`` (relative, 0.1 = 10%)."""
+        if (diff is None) == (frac is None):
+            raise ValueError("give exactly one of diff (an absolute change) or frac (a relative change), not both")
+        amount, field = (diff, "diff") if diff is not None else (frac, "frac")
+        amount = finite_number(amount, field)
+        if amount <= 0:
+            raise ValueError(f"{field} must be a positive number (> 0), not {amount!r}")
+        data: dict[str, Any] = {
+            "name": self.name,
+            "change_type": ChangeType.ABSOLUTE if diff is not None else ChangeType.RELATIVE,
+            "change_dir": _dir,
+            "threshold": amount,
+        }
+        if isinstance(self, MetricAgg):
+            data.update(agg=self.agg, window=self.window, prior_window=self.window)
+        return MetricChangeFilter(**data)
+
+    def increases_by(self, *, diff: float | None = None, frac: float | None = None) -> MetricChangeFilter:
+        """Fires when the metric rises by at least ``diff`` or ``frac``."""
+        return self.changes_by(diff=diff, frac=frac, _dir=ChangeDir.INCREASE)
+
+    def decreases_by(self, *, diff: float | None = None, frac: float | None = None) -> MetricChangeFilter:
+        """Fires when the metric falls by at least ``diff`` or ``frac``."""
+        return self.changes_by(diff=diff, frac=frac, _dir=ChangeDir.DECREASE)
+
+
+class MetricVal(_Operand):
+    """A single logged value: ``RunEvent.metric("loss")``."""
+
+    def max(self, window: int) -> MetricAgg:
+        return MetricAgg(name=self.name, agg=Agg.MAX, window=window)
+
+    def min(self, window: int) -> MetricAgg:
+        return MetricAgg(name=self.name, agg=Agg.MIN, window=window)
+
+    def avg(self, window: int) -> MetricAgg:
+        return MetricAgg(name=self.name, agg=Agg.AVERAGE, window=window)
+
+    def mean(self, window: int) -> MetricAgg:
+        return self.avg(window)
+
+    def zscore(self, window: int = 30) -> ZScoreMetricOperand:
+        return ZScoreMetricOperand(name=self.name, window=window)
+
+
+class MetricAgg(_Operand):
+    """An aggregate of the last ``window`` values: ``RunEvent.metric("loss").avg(5)``."""
+
+    agg: Agg
+    window: int
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _win(cls, value: Any) -> Any:
+        return _window(value, "window")
+
+
+class ZScoreMetricOperand(Model):
+    """``RunEvent.metric(m).zscore(n)``: compare with ``> t`` (INCREASE), ``< -t`` (DECREASE) or ``abs(...) > t``."""
+
+    name: str
+    window: int = 30
+    is_absolute: bool = False
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _win(cls, value: Any) -> Any:
+        return _window(value, "window")
+
+    def gt(self, value: float, /) -> MetricZScoreFilter:
+        value = finite_number(value, "z-score threshold")
+        if value <= 0:
+            raise ValueError(
+                f"zscore({self.window}) > {value!r}: the threshold must be positive "
+                "(zscore(n) > t watches for increases, zscore(n) < -t for decreases)"
+            )
+        direction = ChangeDir.ANY if self.is_absolute else ChangeDir.INCREASE
+        return MetricZScoreFilter(name=self.name, window=self.window, threshold=value, change_dir=direction)
+
+    def lt(self, value: float, /) -> MetricZScoreFilter:
+        value = finite_number(value, "z-score threshold")
+        if self.is_absolute:
+            raise ValueError(
+                f"abs(zscore({self.window})) < {value!r} is not supported: use abs(zscore(n)) > t to watch both ways"
+            )
+        if value >= 0:
+            raise ValueError(
+                f"zscore({self.window}) < {value!r}: the threshold must be negative, e.g. zscore({self.window}) < "
+                f"-{value!r} (decreases), or use zscore({self.window}) > {value!r} (increases) or "
+                f"abs(zscore({self.window})) > {value!r} (either way)"
+            )
+        return MetricZScoreFilter(name=self.name, window=self.window, threshold=-value, change_dir=ChangeDir.DECREASE)
+
+    def __gt__(self, other: Any) -> MetricZScoreFilter:
+        return self.gt(other)
+
+    def __ge__(self, other: Any) -> MetricZScoreFilter:
+        return self.gt(other)
+
+    def __lt__(self, other: Any) -> MetricZScoreFilter:
+        return self.lt(other)
+
+    def __le__(self, other: Any) -> MetricZScoreFilter:
+        return self.lt(other)
+
+    def __abs__(self) -> ZScoreMetricOperand:
+        return self.model_copy(update={"is_absolute": True})
+
+    def abs(self) -> ZScoreMetricOperand:
+        return self.__abs__()
+
+
+# -- run state -----------------------------------------------------------------------------------------------
+class RunState(LenientStrEnum):
+    """States a run-state event can watch; CRASHED is an alias of FAILED."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    CRASHED = "FAILED"
+
+    @classmethod
+    def parse(cls, value: Any) -> RunState:
+        try:
+            return value if isinstance(value, RunState) else cls(value)
+        except ValueError:
+            raise ValueError(
+                f"state must be one of RUNNING, FINISHED, FAILED (CRASHED is an alias of FAILED; any case), "
+                f"not {value!r}"
+            ) from None
+
+
+_STATE_ORDER = {RunState.RUNNING: 0, RunState.FINISHED: 1, RunState.FAILED: 2}
+
+
+class StateFilter(Model):
+    """The run entered one of ``states``."""
+
+    kind: Literal["state"] = "state"
+    states: list[RunState]
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _states(cls, value: Any) -> Any:
+        if isinstance(value, str | RunState):
+            value = [value]
+        if not isinstance(value, Iterable):
+            raise ValueError(f"states must be a list of run states, not {value!r}")
+        parsed = {RunState.parse(v) for v in value}
+        if not parsed:
+            raise ValueError("states must name at least one of RUNNING, FINISHED, FAILED")
+        return sorted(parsed, key=_STATE_ORDER.__getitem__)
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_STATE"
+
+    def __and__(self, other: Any) -> RunStateFilter:
+        if isinstance(other, FieldFilter | And | Or | Not):
+            return RunStateFilter(run=other, state=self)  # type: ignore[arg-type]
+        return NotImplemented
+
+    def __rand__(self, other: Any) -> RunStateFilter:
+        return self.__and__(other)
+
+    def describe(self) -> str:
+        return "state in " + ", ".join(s.value for s in self.states)
+
+
+class StateOperand:
+    """``RunEvent.state``: ``== "finished"``, ``.eq(...)``, ``.in_([...])``."""
+
+    def eq(self, state: str | RunState, /) -> StateFilter:
+        return StateFilter(states=[state])  # type: ignore[list-item]
+
+    def in_(self, states: Iterable[str | RunState], /) -> StateFilter:
+        return StateFilter(states=list(states))  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> StateFilter:  # type: ignore[override]
+        if isinstance(other, str | RunState):
+            return self.eq(other)
+        raise TypeError(f"RunEvent.state can be compared with a state name, not {type(other).__name__}")
+
+    def __hash__(self) -> int:
+        return hash("RunEvent.state")
+
+    def __repr__(self) -> str:
+        return "RunEvent.state"
+
+
+# -- a metric/state filter with a run filter -------------------------------------------------------------------
+class RunMetricFilter(Model):
+    """A metric filter plus a run filter (``run``: every run by default)."""
+
+    kind: Literal["run_metric"] = "run_metric"
+    run: RunFilter = Field(default_factory=And)
+    metric: MetricFilter
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap(cls, data: Any) -> Any:
+        if isinstance(data, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+            return {"metric": data}
+        return data
+
+    @property
+    def event_type(self) -> str:
+        return self.metric.event_type
+
+    def __and__(self, other: Any) -> RunMetricFilter:
+        if isinstance(other, FieldFilter | And | Or | Not):
+            return self.model_copy(update={"run": self.run & other})
+        return NotImplemented
+
+    def __rand__(self, other: Any) -> RunMetricFilter:
+        return self.__and__(other)
+
+
+class RunStateFilter(Model):
+    """A state filter plus a run filter."""
+
+    kind: Literal["run_state"] = "run_state"
+    run: RunFilter = Field(default_factory=And)
+    state: StateFilter
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap(cls, data: Any) -> Any:
+        if isinstance(data, StateFilter):
+            return {"state": data}
+        return data
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_STATE"
+
+    def __and__(self, other: Any) -> RunStateFilter:
+        if isinstance(other, FieldFilter | And | Or | Not):
+            return self.model_copy(update={"run": self.run & other})
+        return NotImplemented
+
+    def __rand__(self, other: Any) -> RunStateFilter:
+        return self.__and__(other)

@@ -605,7 +605,7 @@ class LocalEngine:
                 f"std {_fmt(evaluator.std)}){where}"
             )
         else:
-            detail = f"{spec.describe()}: {spec.name} = {_fmt(observed)}{where}"
+            detail = f"{spec.describe()}: value {_fmt(observed)}{where}"
         extra = {
             "metric_name": spec.name,
             "metric_value": _fmt(observed),

@@ -150,7 +150,7 @@ class MetricThresholdFilter(_MetricFilterBase):
         return "RUN_METRIC"
 
     def describe(self) -> str:
-        metric = f"{self.agg.value.lower()}({self.name}, {self.window})" if self.agg else self.name
+        metric = f"{_AGG_NAMES[self.agg]}({self.name}, {self.window})" if self.agg else self.name
         return f"{metric} {_CMP_SYMBOLS[self.cmp]} {_num(self.threshold)}"
 
     def __repr__(self) -> str:
@@ -209,7 +209,7 @@ class MetricChangeFilter(_MetricFilterBase):
         return "RUN_METRIC_CHANGE"
 
     def describe(self) -> str:
-        metric = f"{self.agg.value.lower()}({self.name}, {self.window})" if self.agg else self.name
+        metric = f"{_AGG_NAMES[self.agg]}({self.name}, {self.window})" if self.agg else self.name
         verb = "changes" if self.change_dir is ChangeDir.ANY else f"{self.change_dir.value.lower()}s"
         amount = f"{self.threshold:.2%}" if self.change_type is ChangeType.RELATIVE else _num(self.threshold)
         prior = f" vs the {self.prior_window} before" if self.agg else ""
@@ -267,6 +267,9 @@ MetricFilter = Annotated[
     Union[MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter],  # noqa: UP007
     Field(discriminator="kind"),
 ]
+
+
+_AGG_NAMES = {Agg.AVERAGE: "avg", Agg.MIN: "min", Agg.MAX: "max"}
 
 
 def _num(value: float) -> str:

@@ -1,0 +1,256 @@
+"""The builder API, JSON round trips of every object, and the error message of every invalid construction."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pydantic
+import pytest
+
+from runalert.alert import AlertLevel
+from runalert.automations import (
+    Agg,
+    ArtifactCollectionScope,
+    ArtifactEvent,
+    Automation,
+    ChangeDir,
+    ChangeType,
+    DoNothing,
+    EmailIntegration,
+    MetricChangeFilter,
+    MetricThresholdFilter,
+    MetricZScoreFilter,
+    NewAutomation,
+    OnAddArtifactAlias,
+    OnAddArtifactTag,
+    OnCreateArtifact,
+    OnLinkArtifact,
+    OnRunMetric,
+    OnRunState,
+    Project,
+    RunEvent,
+    RunMetricFilter,
+    RunState,
+    RunStateFilter,
+    SendNotification,
+    SendWebhook,
+    SlackIntegration,
+    StateFilter,
+    WebhookIntegration,
+)
+
+loss = RunEvent.metric("loss")
+
+
+# -- builders ----------------------------------------------------------------------------------------------------
+def test_threshold_builders_match_wandb_fields() -> None:
+    f = loss.avg(5) > 2.0
+    assert isinstance(f, MetricThresholdFilter)
+    assert (f.name, f.agg, f.window, f.cmp, f.threshold) == ("loss", Agg.AVERAGE, 5, "$gt", 2.0)
+    assert (loss >= 1).cmp == "$gte" and (loss < 1).cmp == "$lt" and (loss <= 1).cmp == "$lte"
+    assert loss.gt(1) == (loss > 1) and loss.lte(1) == (loss <= 1) and loss.gte(1) == (loss >= 1)
+    assert loss.lt(1) == (loss < 1)
+    assert (loss > 1).window == 1 and (loss > 1).agg is None
+    assert loss.mean(3) == loss.avg(3)
+    assert (loss.min(4) > 0).agg is Agg.MIN and (loss.max(4) > 0).agg is Agg.MAX
+    assert MetricThresholdFilter(name="loss", cmp=">", threshold=1) == (loss > 1)
+
+
+def test_change_builders() -> None:
+    f = loss.avg(3).decreases_by(frac=0.1)
+    assert isinstance(f, MetricChangeFilter)
+    assert (f.window, f.prior_window, f.change_type, f.change_dir, f.threshold) == (
+        3,
+        3,
+        ChangeType.RELATIVE,
+        ChangeDir.DECREASE,
+        0.1,
+    )
+    assert loss.increases_by(diff=2).change_dir is ChangeDir.INCREASE
+    assert loss.changes_by(diff=2).change_type is ChangeType.ABSOLUTE
+    assert loss.changes_by(diff=2).change_dir is ChangeDir.ANY
+    # prior window defaults to the current window, and W&B's aliases are accepted
+    g = MetricChangeFilter(name="x", agg="avg", current_window_size=4, change_type="rel", change_amount=0.5)
+    assert (g.window, g.prior_window, g.agg, g.change_type, g.change_dir) == (
+        4,
+        4,
+        Agg.AVERAGE,
+        ChangeType.RELATIVE,
+        ChangeDir.ANY,
+    )
+
+
+def test_zscore_builders_and_defaults() -> None:
+    assert MetricZScoreFilter(name="x").window == 30
+    assert MetricZScoreFilter(name="x").threshold == 3.0
+    assert (loss.zscore(30) > 3).change_dir is ChangeDir.INCREASE
+    f = loss.zscore(30) < -3
+    assert (f.change_dir, f.threshold) == (ChangeDir.DECREASE, 3)
+    assert (abs(loss.zscore(10)) > 2).change_dir is ChangeDir.ANY
+    assert (loss.zscore(10).abs() >= 2).window == 10
+
+
+def test_state_builders() -> None:
+    assert (RunEvent.state == "finished").states == [RunState.FINISHED]
+    f = RunEvent.state.in_(["Failed", "crashed", "RUNNING"])
+    assert f.states == [RunState.RUNNING, RunState.FAILED]
+    assert RunEvent.state.eq("CRASHED").states == [RunState.FAILED]
+
+
+def test_run_filters_combine_and_match() -> None:
+    f = RunEvent.name.contains("bert") & (RunEvent.user == "ana")
+    attrs = {"display_name": "bert-large", "username": "ana", "tags": ["nlp", "big"]}
+    assert f.matches(attrs)
+    assert not f.matches({**attrs, "username": "bob"})
+    assert (RunEvent.name.matches_regex(r"^gpt-\d+$") | RunEvent.tags.contains("nlp")).matches(attrs)
+    assert not (~RunEvent.tags.contains("nlp")).matches(attrs)
+    assert ~~RunEvent.tags.contains("nlp") == RunEvent.tags.contains("nlp")
+    assert RunEvent.tags.in_(["big", "x"]).matches(attrs)
+    assert RunEvent.name.in_(["a", "bert-large"]).matches(attrs)
+    assert RunEvent.name.eq("bert-large").matches(attrs)
+    assert (RunEvent.name != "x").matches(attrs)
+    assert not RunEvent.user.eq("ana").matches({"display_name": "r"})
+    combined = (loss > 1) & RunEvent.name.contains("bert")
+    assert isinstance(combined, RunMetricFilter)
+    assert RunEvent.name.contains("bert") & (loss > 1) == combined
+    assert isinstance((RunEvent.state == "failed") & RunEvent.user.eq("ana"), RunStateFilter)
+
+
+def test_event_type_is_inferred_from_the_filter() -> None:
+    assert OnRunMetric(filter=loss > 1).event_type == "RUN_METRIC"
+    assert OnRunMetric(filter=loss.changes_by(diff=1)).event_type == "RUN_METRIC_CHANGE"
+    assert OnRunMetric(filter=loss.zscore(5) > 2).event_type == "RUN_METRIC_ZSCORE"
+    assert OnRunState(filter=RunEvent.state == "finished").event_type == "RUN_STATE"
+
+
+def test_wandb_docs_event_example() -> None:
+    event = OnRunMetric(scope=Project("my-project"), filter=RunEvent.metric("my-metric").avg(5).gt(123.45))
+    assert event.scope.name == "my-project"
+    assert event.filter.metric.threshold == 123.45
+
+
+def test_actions() -> None:
+    n = SendNotification.from_integration(SlackIntegration(name="team"), title="Hi", text="body", level="warning")
+    assert (n.integration, n.title, n.message, n.severity) == ("team", "Hi", "body", AlertLevel.WARN)
+    assert SendNotification(integration_id="t", text="x", level="error").severity is AlertLevel.ERROR
+    w = SendWebhook.from_integration(WebhookIntegration(name="hook"), payload='{"a": "${run_name}"}')
+    assert w.payload == {"a": "${run_name}"}
+    assert SendWebhook(integration="hook", request_payload={"b": 1}).payload == {"b": 1}
+    assert DoNothing().no_op
+
+
+# -- JSON round trips ---------------------------------------------------------------------------------------------
+ACTIONS = [
+    SendNotification.from_integration("team", title="Loss", text="is high", level="ERROR"),
+    SendWebhook.from_integration("hook", payload={"text": "${run_name} ${metric_value}", "n": [1, {"k": None}]}),
+    DoNothing(),
+]
+EVENTS = [
+    OnRunMetric(scope=Project("p"), filter=loss.avg(5) > 2.0),
+    OnRunMetric(filter=(loss.max(3) <= -1.5) & RunEvent.name.contains("bert")),
+    OnRunMetric(filter=loss.avg(2).increases_by(frac=0.25) & ((RunEvent.user == "ana") | RunEvent.tags.contains("x"))),
+    OnRunMetric(
+        filter=MetricChangeFilter(name="a", agg="MIN", window=2, prior_window=5, change_type="ABS", threshold=1)
+    ),
+    OnRunMetric(scope=Project("p", entity="team"), filter=abs(loss.zscore(30)) > 3),
+    OnRunMetric(filter=~RunEvent.name.matches_regex("^tmp") & (loss.zscore(7) < -2.5)),
+    OnRunState(scope=Project("p"), filter=RunEvent.state.in_(["finished", "crashed"]) & RunEvent.user.in_(["a"])),
+    OnCreateArtifact(scope=ArtifactCollectionScope("models", project="p")),
+    OnAddArtifactAlias(scope=Project("p"), filter=ArtifactEvent.alias.matches_regex("^prod")),
+    OnAddArtifactTag(filter=ArtifactEvent.tag.eq("golden")),
+    OnLinkArtifact(scope=ArtifactCollectionScope("registry/models")),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.event_type)
+@pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a.action_type)
+def test_new_automation_and_automation_round_trip(event: object, action: object) -> None:
+    new = event >> action  # type: ignore[operator]
+    assert isinstance(new, NewAutomation)
+    assert NewAutomation.model_validate_json(new.model_dump_json()) == new
+    assert NewAutomation.model_validate(json.loads(new.model_dump_json())) == new
+    stored = Automation(
+        name="a", description="d", cooldown=timedelta(hours=1), notify_resolved=True, event=event, action=action
+    )
+    again = Automation.model_validate_json(stored.model_dump_json())
+    assert again == stored
+    assert again.cooldown == 3600.0
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        SlackIntegration(name="s", webhook_url_secret="SLACK_URL"),
+        WebhookIntegration(name="w", url="https://example.com/hook", signing_secret="SIGN", access_token_secret="TOK"),
+        EmailIntegration(name="e", to=["a@example.com"], host="smtp.example.com", sender="r@example.com"),
+        loss > 1,
+        RunEvent.state == "failed",
+        Project("p"),
+    ],
+    ids=lambda o: type(o).__name__,
+)
+def test_other_objects_round_trip(obj: pydantic.BaseModel) -> None:
+    assert type(obj).model_validate_json(obj.model_dump_json()) == obj
+
+
+def test_automation_defaults() -> None:
+    a = Automation(name="a", event=EVENTS[0], action=DoNothing())
+    assert (a.enabled, a.cooldown, a.notify_resolved, a.description) == (True, 86400.0, False, "")
+    assert a.project == "p"
+
+
+# -- invalid constructions ----------------------------------------------------------------------------------------
+INVALID = [
+    (lambda: loss.avg(-1), "window must be a positive integer"),
+    (lambda: loss.avg(0), "window must be a positive integer"),
+    (lambda: loss.min(2.5), "window must be a positive integer"),
+    (lambda: loss.changes_by(frac=0), "frac must be a positive number"),
+    (lambda: loss.changes_by(diff=-1), "diff must be a positive number"),
+    (lambda: loss.changes_by(diff=1, frac=0.1), "exactly one of diff"),
+    (loss.increases_by, "exactly one of diff"),
+    (lambda: loss.changes_by(diff=float("nan")), "diff must be a finite number"),
+    (lambda: loss.zscore(30) < 3, r"must be negative, e.g. zscore\(30\) < -3"),
+    (lambda: loss.zscore(30) > -3, "threshold must be positive"),
+    (lambda: abs(loss.zscore(30)) < 3, "not supported"),
+    (lambda: loss.zscore(0), "window must be a positive integer"),
+    (lambda: loss > float("inf"), "threshold must be a finite number"),
+    (lambda: loss > "high", "threshold must be a number"),
+    (lambda: RunEvent.state == "exploded", "state must be one of RUNNING, FINISHED, FAILED"),
+    (lambda: RunEvent.state.in_([]), "at least one"),
+    (lambda: MetricThresholdFilter(name="x", cmp="==", threshold=1), "cmp must be one of >, >=, <, <="),
+    (lambda: MetricThresholdFilter(name="x", window=3, cmp=">", threshold=1), "window must be 1 without an aggregate"),
+    (lambda: MetricThresholdFilter(name="", cmp=">", threshold=1), "name"),
+    (lambda: MetricThresholdFilter(name="x", agg="median", window=3, cmp=">", threshold=1), "agg"),
+    (lambda: MetricChangeFilter(name="x", change_type="ABS", threshold=0), "threshold .* must be > 0"),
+    (lambda: MetricChangeFilter(name="x", change_type="sideways", threshold=1), "change_type"),
+    (lambda: MetricChangeFilter(name="x", change_type="ABS", change_dir="up", threshold=1), "change_dir"),
+    (lambda: MetricZScoreFilter(name="x", threshold=-3), r"threshold \(z-score\) must be > 0"),
+    (lambda: MetricZScoreFilter(name="x", window=-30), "window must be a positive integer"),
+    (lambda: StateFilter(states=["finished", "bogus"]), "state must be one of"),
+    (lambda: RunEvent.name.matches_regex("("), "not a valid regular expression"),
+    (lambda: RunEvent.name.in_("abc"), "takes a list of strings"),
+    (lambda: SendNotification(integration="t", level="loud"), "severity .*INFO, WARN, ERROR"),
+    (lambda: SendNotification(integration="t", title="x" * 65), "title must be at most 64"),
+    (lambda: SendWebhook(integration="h", payload="{not json"), "payload must be a JSON object"),
+    (lambda: SendWebhook(integration="h", payload=[1, 2]), "payload must be a JSON object"),
+    (lambda: SendWebhook(integration="h", payload={"a": "${not a name}"}), "not a valid name"),
+    (lambda: OnRunMetric(filter=RunEvent.state == "finished"), "use OnRunState"),
+    (lambda: OnRunState(filter=loss > 1), "use OnRunMetric"),
+    (lambda: OnRunMetric(event_type="RUN_METRIC_CHANGE", filter=loss > 1), "does not match"),
+    (lambda: Automation(name="a", cooldown=-1, event=EVENTS[0], action=DoNothing()), "cooldown must be >= 0"),
+    (lambda: Automation(name=" ", event=EVENTS[0], action=DoNothing()), "name must be a non-empty string"),
+    (lambda: Automation(name="a", event=EVENTS[0], action=DoNothing(), colour="red"), "colour"),
+    (lambda: Project(""), "name must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize(("build", "message"), INVALID, ids=[m for _, m in INVALID])
+def test_invalid_construction_names_the_field_and_what_is_allowed(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
+
+
+def test_event_rshift_rejects_non_actions() -> None:
+    with pytest.raises(TypeError, match="SendNotification, SendWebhook or DoNothing"):
+        OnRunMetric(filter=loss > 1) >> "slack"  # type: ignore[operator]

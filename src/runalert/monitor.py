@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from runalert._context import HOST, format_duration, format_frames, format_metrics, format_value, one_line
 from runalert._log import log_once
@@ -172,6 +172,8 @@ class MonitorOptions:
                     raise ValueError(f"channels must be runalert.channels objects, not {type(channel).__name__}")
         self.rules = tuple(self.rules or ())
         self.automations = tuple(self.automations or ())
+        if self.rules or self.automations:
+            _check_rules(self.rules, self.automations)
         self.tags = tuple(self.tags or ())
         for name in ("run_name", "project", "user", "server"):
             value = getattr(self, name)
@@ -179,6 +181,29 @@ class MonitorOptions:
                 raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
         if self.install_crash_hooks is not None and not isinstance(self.install_crash_hooks, bool):
             raise ValueError(f"install_crash_hooks must be True, False or None, not {self.install_crash_hooks!r}")
+
+
+def _check_rules(rules: Sequence[Any], automations: Sequence[Any]) -> None:
+    from runalert.automations import NewAutomation
+    from runalert.automations.filters import (
+        MetricChangeFilter,
+        MetricThresholdFilter,
+        MetricZScoreFilter,
+        RunMetricFilter,
+    )
+
+    kinds = (MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, RunMetricFilter)
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, kinds):
+            raise ValueError(
+                f"rules[{index}] must be a metric filter such as RunEvent.metric('loss').avg(5) > 2.0 "
+                f"(threshold, change or z-score), not {type(rule).__name__}"
+            )
+    for index, automation in enumerate(automations):
+        if not isinstance(automation, NewAutomation):
+            raise ValueError(
+                f"automations[{index}] must be an automation (event >> action), not {type(automation).__name__}"
+            )
 
 
 @dataclass
@@ -252,7 +277,7 @@ class RunMonitor:
         self._lock = threading.RLock()  # start/finish/exception only, never on the step path
         self._rule_keys: frozenset[str] | str | None = None
         self._feed: dict[str, float] | None = None
-        watch = opts.on_nonfinite
+        watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -309,14 +334,14 @@ class RunMonitor:
             from runalert.crash import CrashHooks
 
             self._hooks = CrashHooks(
-                self.exception,
+                lambda exc, where: self.exception(exc, where=where),
                 self.signal,
                 self._at_exit,
                 signal_timeout=self._flush_timeout() + 1.0,
             )
             self._hooks.install()
         if opts.stall_after is not None and self.is_sender:
-            self._watchdog = StallWatchdog(opts.stall_after, self._on_stall, self._on_recover)
+            self._watchdog = StallWatchdog(float(cast(float, opts.stall_after)), self._on_stall, self._on_recover)
             self._watchdog.start()
 
     def _generated_name(self) -> str:
@@ -341,7 +366,7 @@ class RunMonitor:
             if metrics:
                 self._absorb_metrics(metrics, self._step, stage)
             began = self._stages.pop(stage, None)
-            if stage not in self.opts.on_stage_end or not self.is_sender:
+            if stage not in cast("tuple[str, ...]", self.opts.on_stage_end) or not self.is_sender:
                 return
             self._send_stage_summary(stage, began, metrics, note)
         except Exception as exc:
@@ -690,7 +715,7 @@ class RunMonitor:
     def _on_stall(self, idle: float) -> None:
         text = (
             f"Run {self.run_name} made no step for {format_duration(idle)} "
-            f"(stall_after={format_duration(self.opts.stall_after or 0)}); last step {self._step}."
+            f"(stall_after={format_duration(cast(float, self.opts.stall_after or 0.0))}); last step {self._step}."
         )
         self._send("Run stalled", text, AlertLevel.WARN, self._fields(idle=format_duration(idle)), kind="stall")
 
@@ -701,23 +726,47 @@ class RunMonitor:
     # ------------------------------------------------------------------------------------------------------------
     # rules and automations (the in-process engine of runalert.automations)
     def _setup_engine(self) -> None:
+        """Rules and automations go on the monitor's own in-process engine (sender rank only)."""
         opts = self.opts
-        if not opts.rules and not opts.automations:
+        if (not opts.rules and not opts.automations) or not self.is_sender:
             return
-        log_once(
-            "monitor-no-engine",
-            logging.WARNING,
-            "runalert: rules and automations need runalert.automations, which is not available; they are ignored",
-        )
+        from runalert.automations import LocalEngine, OnRunMetric, SendNotification
+
+        engine = LocalEngine(self.alerter)
+        watched: set[str] = set()
+        for index, rule in enumerate(opts.rules, 1):
+            event = OnRunMetric.model_validate({"filter": rule})
+            described = event.filter.metric.describe()
+            action = SendNotification(title=_title(f"Rule: {described}"), severity=AlertLevel.WARN)
+            engine.create(event >> action, name=f"rule {index}: {described}", cooldown=opts.rule_cooldown)
+            watched.add(event.metric_name)
+        for index, automation in enumerate(opts.automations, 1):
+            name = getattr(automation, "name", None) or f"automation {index}"
+            engine.create(automation, name=name, fetch_existing=True)
+            metric = getattr(automation.event, "metric_name", None)
+            if metric:
+                watched.add(metric)
+        run = cast(str, self.run_name)
+        engine.start_run(run, name=run, project=opts.project, user=opts.user, tags=opts.tags)
+        engine.set_state(run, "running")
+        self.engine = engine
+        if watched:
+            self._rule_keys = frozenset(watched)
+            self._detector.set_feed(watched)
+            self._feed = {}
 
     def _log_rules(self, feed: Mapping[str, float], step: int | None) -> None:
         engine = self.engine
         if engine is None or not self.is_sender:
             return
-        firings = engine.log(self.run_name, dict(feed), step=step)
+        firings = engine.log(self.run_name, feed, step=step)
         if firings:
-            self._stats.rule_firings += len(firings)
-            self._stats.alerts_sent += len(firings)
+            for firing in firings:
+                if firing.kind == "fired":
+                    self._stats.rule_firings += 1
+                if firing.alert is not None:
+                    self._stats.alerts_sent += 1
+                    self._count_kind(f"rule_{firing.kind}")
 
     def _set_engine_state(self, state: str, reason: str | None) -> None:
         engine = self.engine
@@ -754,11 +803,11 @@ class RunMonitor:
         if routine and not self.is_sender:
             self._count_kind(f"{kind}_not_sender")
             return False
-        alerter = self.alerter
+        alerter = self.alerter or self.opts.alerter
         if alerter is None:  # step() before start(): use the default alerter rather than lose the alert
             import runalert
 
-            alerter = self.alerter = runalert.get_alerter()
+            alerter = runalert.get_alerter()
         sent = alerter.alert(title, text, level, 0, run=self.run_name, fields=fields, markup=False)
         if sent:
             self._stats.alerts_sent += 1

@@ -130,6 +130,11 @@ class NonFiniteDetector:
                 self._roles[key] = role
         return role
 
+    def set_feed(self, feed: str | Collection[str] | None) -> None:
+        """Change which keys' finite values are handed out (rules registered at start)."""
+        self.feed_keys = feed if isinstance(feed, str) or feed is None else frozenset(feed)
+        self._roles.clear()
+
     @property
     def active(self) -> bool:
         """Whether there is anything to do at all."""
@@ -294,6 +299,16 @@ class NonFiniteDetector:
         include_dirty: bool = True,
     ) -> Finding | None:
         """One read per device: the dirty accumulators and the current tensors, stacked and copied at once."""
+        if len(current) == 1 and not (include_dirty and self._dirty) and not self._late:
+            key, role, tensor = current[0]  # the common case (a loss read every step): one .item()
+            if tensor.numel() == 1:
+                self.reads += 1
+                number = float(tensor.item())
+                if math.isfinite(number):
+                    if feed is not None and role & FEED:
+                        feed[key] = number
+                    return None
+                return Finding(key, number, step, step) if role & WATCH else None
         import torch
 
         groups: dict[Any, list[tuple[str, str, int, Any]]] = {}
@@ -316,9 +331,11 @@ class NonFiniteDetector:
         if self._late:
             found = self._late.pop(0)
         for device, items in groups.items():
-            dtype = torch.float32 if getattr(device, "type", "cpu") == "mps" else torch.float64
-            stacked = torch.stack([item[3].to(dtype) for item in items])
-            numbers = stacked.tolist()
+            if len(items) == 1:  # the common case (a loss, every step): one .item(), no stack
+                numbers = [float(items[0][3].item())]
+            else:
+                dtype = torch.float32 if getattr(device, "type", "cpu") == "mps" else torch.float64
+                numbers = torch.stack([item[3].to(dtype) for item in items]).tolist()
             self.reads += 1
             for (what, key, role, tensor), number in zip(items, numbers, strict=True):
                 if what == "acc":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from pytest_httpserver import HTTPServer
 
@@ -9,5 +11,7 @@ from tests.monitor.helpers import Receiver
 
 
 @pytest.fixture
-def receiver(httpserver: HTTPServer) -> Receiver:
-    return Receiver(httpserver)
+def receiver(httpserver: HTTPServer) -> Iterator[Receiver]:
+    made = Receiver(httpserver)
+    yield made
+    made.close()

@@ -20,9 +20,16 @@ class Receiver:
         self.server = server
         server.expect_request("/hook", method="POST").respond_with_data("ok")
         self.url = server.url_for("/hook")
+        self.made: list[Alerter] = []
 
     def alerter(self, **kwargs: Any) -> Alerter:
-        return Alerter([Webhook(self.url)], retry=FAST_RETRY, flush_timeout=5.0, **kwargs)
+        alerter = Alerter([Webhook(self.url)], retry=FAST_RETRY, flush_timeout=5.0, **kwargs)
+        self.made.append(alerter)
+        return alerter
+
+    def close(self) -> None:
+        for alerter in self.made:
+            alerter.close(timeout=1)
 
     def monitor(self, framework: str | None = "lightning", **options: Any) -> RunMonitor:
         alerter = options.pop("alerter", None) or self.alerter()

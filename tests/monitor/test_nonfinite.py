@@ -157,3 +157,4 @@ def test_monitor_without_start_still_checks(receiver: Receiver) -> None:
     monitor = RunMonitor(alerter=receiver.alerter(), on_stage_end=())
     monitor.step(1, {"loss": float("nan")})
     assert monitor.nonfinite_sent
+    assert receiver.wait(1)[0]["title"] == "Non-finite loss"

@@ -1,0 +1,189 @@
+"""Stage summaries, the stall watchdog, rules and automations, guarded methods and state across a resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from runalert.automations import OnRunMetric, OnRunState, RunEvent, SendNotification
+from runalert.monitor import MonitorOptions, RunMonitor
+from tests.monitor.helpers import Receiver
+from tests.support import wait_for
+
+
+def test_stage_end_summary_has_duration_steps_final_metrics_and_note(receiver: Receiver) -> None:
+    monitor = receiver.monitor()  # on_stage_end: fit and test
+    monitor.start("summary")
+    monitor.stage_start("fit")
+    for step in range(1, 11):
+        monitor.step(step, {"loss": 1.0 / step}, epoch=step // 5)
+    monitor.metrics({"val_acc": 0.875, "val_loss": 0.25}, epoch=2)
+    monitor.stage_start("validate")
+    monitor.stage_end("validate")  # not in on_stage_end: no alert
+    monitor.stage_end("fit", note="Stopped early: val_loss did not improve in 3 records.")
+    monitor.stage_start("test")
+    monitor.stage_end("test", metrics={"test_acc": 0.8125})
+    monitor.finish()
+    fit, test = receiver.wait(2)
+    assert fit["title"] == "Fit finished" and fit["level"] == "INFO"
+    assert "fit finished in" in fit["text"] and "after 10 steps" in fit["text"] and "(epoch 2)" in fit["text"]
+    assert "Final metrics: loss=0.1, val_acc=0.875, val_loss=0.25" in fit["text"]
+    assert "Stopped early: val_loss did not improve" in fit["text"]
+    assert fit["fields"]["steps"] == "10" and fit["fields"]["stage"] == "fit" and "duration" in fit["fields"]
+    assert test["title"] == "Test finished" and "test_acc=0.8125" in test["text"]
+    assert len(receiver.alerts()) == 2
+
+
+def test_stall_watchdog_fires_once_and_recovers(receiver: Receiver) -> None:
+    monitor = receiver.monitor(stall_after=0.2, on_stage_end=())
+    monitor.start("stally")
+    monitor.step(1, {"loss": 0.5})
+    assert wait_for(lambda: receiver.titles() == ["Run stalled"], timeout=3)
+    time.sleep(0.3)  # still stalled: no second alert
+    assert receiver.titles() == ["Run stalled"]
+    monitor.step(2, {"loss": 0.4})
+    assert wait_for(lambda: receiver.titles() == ["Run stalled", "Run recovered"], timeout=3)
+    monitor.finish()
+    stalled, recovered = receiver.alerts()
+    assert stalled["level"] == "WARN" and "made no step for" in stalled["text"] and stalled["fields"]["step"] == "1"
+    assert recovered["level"] == "INFO"
+    assert monitor._watchdog is not None and not monitor._watchdog.running
+
+
+def test_no_stall_before_the_first_step_or_while_heartbeats_come(receiver: Receiver) -> None:
+    monitor = receiver.monitor(stall_after=0.15, on_stage_end=())
+    monitor.start("patient")
+    time.sleep(0.3)  # start-up, no step yet
+    monitor.step(1, {"loss": 0.5})
+    for _ in range(6):
+        time.sleep(0.05)
+        monitor.heartbeat()  # a long validation loop
+    monitor.finish()
+    assert receiver.alerts() == []
+
+
+def test_rules_fire_through_the_engine_once_edge_triggered(receiver: Receiver) -> None:
+    rule = RunEvent.metric("loss").avg(3) > 2.0
+    monitor = receiver.monitor(rules=[rule], on_stage_end=())
+    monitor.start("diverging")
+    losses = [1.0, 1.0, 1.0, 3.0, 4.0, 5.0, 6.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0]
+    for step, loss in enumerate(losses, 1):
+        monitor.step(step, {"loss": loss, "lr": 0.1})
+    monitor.finish()
+    (alert,) = receiver.wait(1)
+    assert alert["title"] == "Rule: avg(loss, 3) > 2" and alert["level"] == "WARN"
+    assert alert["run"] == "diverging" and alert["fields"]["step"] == "5"
+    assert monitor.stats.rule_firings == 1  # it resolved and tripped again, inside the cooldown
+
+
+def test_rules_get_tensor_values_only_on_check_steps(receiver: Receiver) -> None:
+    torch = pytest.importorskip("torch")
+    monitor = receiver.monitor(rules=[RunEvent.metric("loss") > 2.0], check_every_n_steps=3, on_stage_end=())
+    monitor.start("tensor-rules")
+    for step in range(1, 6):
+        monitor.step(step, {"loss": torch.tensor(5.0 if step == 4 else 1.0)})  # step 4 is not a check step
+    assert monitor.stats.rule_firings == 0
+    monitor.step(6, {"loss": torch.tensor(7.0)})
+    assert monitor.stats.rule_firings == 1
+    monitor.finish()
+    (alert,) = receiver.wait(1)
+    assert alert["fields"]["step"] == "6"
+
+
+def test_metrics_feed_rules_and_automations_and_run_state(receiver: Receiver) -> None:
+    low_acc = OnRunMetric(filter=RunEvent.metric("val_acc") < 0.6) >> SendNotification(
+        title="Val acc low", severity="ERROR"
+    )
+    failed = OnRunState(filter=RunEvent.state.in_(["failed"])) >> SendNotification(title="Run failed")
+    monitor = receiver.monitor(automations=[low_acc.model_copy(update={"name": "low-acc"}), failed], on_stage_end=())
+    monitor.start("autos")
+    monitor.metrics({"val_acc": 0.7}, step=10)
+    monitor.metrics({"val_acc": 0.5}, step=20)
+    monitor.exception(ValueError("boom"))
+    monitor.finish("failed")
+    titles = receiver.wait(3)
+    assert sorted(a["title"] for a in titles) == ["Run crashed: ValueError", "Run failed", "Val acc low"]
+
+
+def test_invalid_options_fail_at_construction_naming_the_field() -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"on_nonfinite": "some"}, "on_nonfinite"),
+        ({"check_every_n_steps": 0}, "check_every_n_steps"),
+        ({"on_stage_end": ("fit", "train")}, "on_stage_end"),
+        ({"stall_after": -1}, "stall_after"),
+        ({"rules": ["loss > 2"]}, "rules[0]"),
+        ({"automations": [RunEvent.metric("loss") > 2]}, "automations[0]"),
+    ]
+    for options, name in cases:
+        with pytest.raises(ValueError, match=name.replace("[", r"\[")):
+            MonitorOptions(**options)
+
+
+class Exploding:
+    """A value whose every use fails."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("no float for you")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+class BadMapping(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise RuntimeError("broken mapping")
+
+
+def test_guarded_methods_never_raise_and_count_failures(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    monitor = receiver.monitor(on_nonfinite="all")
+    monitor.start("guarded")
+    with caplog.at_level(logging.WARNING, logger="runalert"):
+        monitor.step(1, {"loss": Exploding()})
+        for step in range(2, 5):
+            monitor.step(step, BadMapping(loss=1.0))
+        monitor.metrics(BadMapping())
+        monitor.stage_end("fit", metrics=BadMapping())
+        monitor.step(5, None)  # type: ignore[arg-type]
+    assert monitor.stats.errors >= 5
+    failures = [r for r in caplog.records if "RunMonitor.step failed (RuntimeError" in r.getMessage()]
+    assert len(failures) == 1  # three failures of one kind, logged once
+    monitor.step(6, {"loss": float("nan")})  # still working afterwards
+    monitor.finish()
+    assert "Non-finite loss" in receiver.titles()
+
+
+def test_state_dict_round_trip_survives_a_resume(receiver: Receiver) -> None:
+    rule = RunEvent.metric("loss") > 2.0
+    first = receiver.monitor(rules=[rule], on_stage_end=())
+    first.start("resumable")
+    first.step(1, {"loss": float("nan")})
+    first.step(2, {"loss": 3.0})  # the rule fires
+    first.alerter.alert("Custom", "user alert", wait_duration=3600, run="resumable")  # type: ignore[union-attr]
+    state = first.state_dict()
+    first.finish()
+    assert receiver.wait(3) and state["nonfinite_sent"] is True and "engine" in state and "alerter" in state
+
+    second = receiver.monitor(rules=[rule], on_stage_end=())
+    second.load_state_dict(state)  # before start, as Lightning restores callbacks
+    second.start("resumable")
+    second.step(3, {"loss": float("nan")})  # already reported in this run
+    second.step(4, {"loss": 5.0})  # still above: edge-triggered, no new firing
+    assert not second.alerter.alert("Custom", "again", wait_duration=3600, run="resumable")  # type: ignore[union-attr]
+    second.finish()
+    time.sleep(0.2)
+    assert sorted(receiver.titles()) == ["Custom", "Non-finite loss", "Rule: loss > 2"]
+
+
+def test_start_and_finish_are_idempotent_and_finish_before_start_is_harmless(receiver: Receiver) -> None:
+    never = receiver.monitor()
+    never.finish()
+    monitor = RunMonitor(alerter=receiver.alerter(), on_stage_end=(), framework="keras", run_name="named")
+    monitor.start()
+    monitor.start("other")
+    assert monitor.run_name == "named"
+    monitor.finish()
+    monitor.finish()
+    assert monitor.stats.errors == 0 and never.stats.errors == 0

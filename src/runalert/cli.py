@@ -69,5 +69,14 @@ def send(
         raise typer.Exit(1)
 
 
+def _add_server_commands() -> None:
+    # serve, keys, alerts, integrations, secrets, automations; the server's dependencies load on use only.
+    from runalert.server.cli import register
+
+    register(app)
+
+
+_add_server_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     app()

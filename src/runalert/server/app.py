@@ -1,0 +1,77 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI app with its routers and background workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from runalert.server.context import ServerContext
+from runalert.server.settings import ServerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("runalert.server")
+
+DESCRIPTION = """
+The runalert server: runs, metric batches, heartbeats, automations, integrations, secrets and alert history.
+
+Authentication: `Authorization: Bearer <api key>` (keys are per project: `runalert keys create --project P`).
+A server with no keys accepts loopback clients only. A wrong or missing key gets 401; another project's
+resources get 404.
+"""
+
+
+def create_app(settings: ServerSettings | None = None, *, context: ServerContext | None = None) -> FastAPI:
+    """The server app. The database is migrated now; background workers start with the app's lifespan."""
+    settings = settings or ServerSettings()
+    ctx = context or ServerContext(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ctx.start()
+        try:
+            yield
+        finally:
+            ctx.stop()
+
+    from runalert.server.routers import alerts, health, integrations, projects, runs, secrets
+
+    app = FastAPI(title="runalert", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
+    for module in (health, projects, runs, alerts, integrations, secrets):
+        app.include_router(module.router)
+    try:
+        from runalert.server.routers import automations, events
+    except ImportError:  # pragma: no cover - runalert.automations missing
+        log.warning("automations are unavailable: runalert.automations could not be imported")
+    else:
+        app.include_router(automations.router)
+        app.include_router(events.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runalert")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0"

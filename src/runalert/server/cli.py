@@ -1,0 +1,273 @@
+"""``runalert serve``, ``keys``, ``alerts``, ``integrations``, ``secrets`` and ``automations``.
+
+``serve`` and ``keys`` work on the server's own database; the others talk to a running server over its REST
+API (``--server`` / ``RUNALERT_SERVER_URL``, default http://127.0.0.1:8787, key from ``RUNALERT_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console as RichConsole
+
+__all__ = ["register", "serve_main"]
+
+out = RichConsole(stderr=False)
+err = RichConsole(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+ServerOpt = typer.Option(None, "--server", envvar="RUNALERT_SERVER_URL", help="The server's URL.")
+KeyOpt = typer.Option(None, "--api-key", envvar="RUNALERT_API_KEY", help="An API key of the project.")
+FileOpt = typer.Option(..., "-f", "--file", exists=True, dir_okay=False, help="JSON or YAML specs.")
+ProjectOpt = typer.Option(..., "--project", "-p", envvar="RUNALERT_PROJECT", help="The project.")
+
+
+def serve(  # noqa: PLR0917 - typer options
+    host: str = typer.Option("127.0.0.1", help="Address to bind; other than loopback needs API keys."),
+    port: int = typer.Option(8787, help="Port to listen on (0: any free port)."),
+    database_url: str | None = typer.Option(
+        None, envvar="RUNALERT_DATABASE_URL", help="SQLAlchemy URL (default: SQLite in RUNALERT_HOME)."
+    ),
+    insecure: bool = typer.Option(False, help="Bind a non-loopback address with no API keys (anyone may call)."),
+    heartbeat_timeout: float | None = typer.Option(None, help="Seconds of silence before a run is FAILED."),
+    log_level: str = typer.Option("info", help="uvicorn's log level."),
+) -> None:
+    """Run the server (FastAPI on uvicorn); the database is migrated on start."""
+    import uvicorn
+
+    from runalert.server.app import create_app
+    from runalert.server.auth import is_loopback
+    from runalert.server.context import ServerContext
+    from runalert.server.models import ApiKey
+    from runalert.server.settings import ServerSettings
+
+    overrides: dict[str, Any] = {"host": host, "port": port, "insecure": insecure}
+    if database_url:
+        overrides["database_url"] = database_url
+    if heartbeat_timeout is not None:
+        overrides["heartbeat_timeout"] = heartbeat_timeout
+    settings = ServerSettings(**overrides)
+    context = ServerContext(settings)
+    with context.db.session() as session:
+        has_keys = session.query(ApiKey.id).first() is not None
+    if not has_keys and not insecure and not is_loopback(host):
+        context.db.dispose()
+        err.print(
+            f"[red]refusing to bind {host}: this server has no API keys.[/red] Create one with "
+            "`runalert keys create --project P`, bind 127.0.0.1, or pass --insecure."
+        )
+        raise typer.Exit(2)
+    app = create_app(settings, context=context)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def serve_main() -> None:
+    """``python -m runalert.server``."""
+    typer.run(serve)
+
+
+# -- keys (local database) ---------------------------------------------------------------------------------
+keys_app = typer.Typer(help="API keys (per project), on the server's database.", no_args_is_help=True)
+
+
+def _database(database_url: str | None) -> Any:
+    from runalert.server.db import Database
+    from runalert.server.settings import ServerSettings
+
+    settings = ServerSettings(**({"database_url": database_url} if database_url else {}))
+    return Database(settings.resolved_database_url)
+
+
+DbOpt = typer.Option(None, "--database-url", envvar="RUNALERT_DATABASE_URL", help="SQLAlchemy URL.")
+
+
+@keys_app.command("create")
+def keys_create(
+    project: str = typer.Option(..., "--project", "-p", help="The project the key is for (created if new)."),
+    name: str = typer.Option("", help="A label for the key."),
+    database_url: str | None = DbOpt,
+) -> None:
+    """Create an API key. It is shown once: store it (RUNALERT_API_KEY)."""
+    import re
+
+    from runalert.server.auth import create_key
+    from runalert.server.schemas import PROJECT_PATTERN
+
+    if not re.fullmatch(PROJECT_PATTERN, project):
+        err.print("[red]project names are letters, digits, '.', '_' and '-' (at most 128)[/red]")
+        raise typer.Exit(2)
+    db = _database(database_url)
+    with db.session() as session:
+        key, token = create_key(session, project, name)
+        prefix = key.prefix
+    db.dispose()
+    err.print(f"API key {prefix}… for project {project} (shown once):")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(database_url: str | None = DbOpt) -> None:
+    """List keys (their prefixes only)."""
+    from sqlalchemy import select
+
+    from runalert.server.models import ApiKey, Project
+
+    db = _database(database_url)
+    with db.session() as session:
+        rows = session.execute(
+            select(Project.name, ApiKey.prefix, ApiKey.name, ApiKey.last_used_at).join(
+                Project, Project.id == ApiKey.project_id
+            )
+        ).all()
+    db.dispose()
+    for project, prefix, name, used in rows:
+        out.print(f"{project}\t{prefix}…\t{name}\tlast used: {used or 'never'}")
+
+
+# -- REST clients ----------------------------------------------------------------------------------------
+def _call(server: str | None, api_key: str | None, method: str, path: str, body: Any = None) -> Any:
+    import requests
+
+    url = (server or DEFAULT_URL).rstrip("/") + path
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = requests.request(method, url, json=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        err.print(f"[red]cannot reach the server at {server or DEFAULT_URL}: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200]
+        err.print(f"[red]{method} {path}: HTTP {response.status_code}: {detail}[/red]")
+        raise typer.Exit(1)
+    return response.json() if response.content else None
+
+
+def alerts(
+    project: str = ProjectOpt,
+    failed: bool = typer.Option(False, "--failed", help="Only alerts with a dead-lettered delivery."),
+    limit: int = typer.Option(50, help="How many, newest first."),
+    server: str | None = ServerOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Alert history with delivery status."""
+    query = f"?limit={limit}" + ("&failed=true" if failed else "")
+    for alert in _call(server, api_key, "GET", f"/api/v1/projects/{project}/alerts{query}"):
+        deliveries = ", ".join(
+            f"{d['integration']}: {d['status']} ({d['attempts']} attempt(s))"
+            + (f" - {d['last_error']}" if d["last_error"] and d["status"] != "delivered" else "")
+            for d in alert["deliveries"]
+        )
+        out.print(
+            f"{alert['id'][:8]} {alert['level']:5} {alert['title']!r} run={alert['run_id'] or '-'} "
+            f"{'suppressed' if alert['suppressed'] else deliveries or 'no deliveries'}",
+            markup=False,
+        )
+
+
+def integrations(project: str = ProjectOpt, server: str | None = ServerOpt, api_key: str | None = KeyOpt) -> None:
+    """List the project's integrations (secrets appear by name only)."""
+    for item in _call(server, api_key, "GET", f"/api/v1/projects/{project}/integrations"):
+        missing = f" MISSING SECRETS: {', '.join(item['missing_secrets'])}" if item["missing_secrets"] else ""
+        out.print(
+            f"{item['name']}\t{item['kind']}\tdefault={item['default']}\tmin_level={item['min_level']}{missing}",
+            markup=False,
+        )
+
+
+secrets_app = typer.Typer(help="Write-only secrets (encrypted on the server).", no_args_is_help=True)
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: str = typer.Argument(..., help="Letters, digits and _ (referred to as ${NAME})."),
+    project: str = ProjectOpt,
+    value: str | None = typer.Option(None, help="The value; read from stdin (or a hidden prompt) if omitted."),
+    server: str | None = ServerOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Set a secret. The value is never shown again."""
+    if value is None:
+        value = typer.prompt("value", hide_input=True) if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+    _call(server, api_key, "PUT", f"/api/v1/projects/{project}/secrets/{name}", {"value": value})
+    out.print(f"secret {name} set")
+
+
+@secrets_app.command("list")
+def secrets_list(project: str = ProjectOpt, server: str | None = ServerOpt, api_key: str | None = KeyOpt) -> None:
+    """Secret names (values are never returned)."""
+    for item in _call(server, api_key, "GET", f"/api/v1/projects/{project}/secrets"):
+        out.print(item["name"])
+
+
+automations_app = typer.Typer(help="Automations on the server.", no_args_is_help=True)
+
+
+@automations_app.command("list")
+def automations_list(project: str = ProjectOpt, server: str | None = ServerOpt, api_key: str | None = KeyOpt) -> None:
+    """List the project's automations."""
+    for item in _call(server, api_key, "GET", f"/api/v1/projects/{project}/automations"):
+        out.print(f"{item['name']}\t{'enabled' if item['enabled'] else 'disabled'}\t{item['summary']}", markup=False)
+
+
+def _load_specs(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    data: Any
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            err.print("[red]YAML needs PyYAML (pip install pyyaml); or write the file as JSON[/red]")
+            raise typer.Exit(2) from None
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if isinstance(data, dict) and "automations" in data:
+        data = data["automations"]
+    specs = data if isinstance(data, list) else [data]
+    if not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in specs):
+        err.print("[red]each automation needs a name[/red]")
+        raise typer.Exit(2)
+    return specs
+
+
+@automations_app.command("apply")
+def automations_apply(
+    file: Path = FileOpt,
+    project: str = ProjectOpt,
+    server: str | None = ServerOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Create or update automations from a file (idempotent: says created, updated or unchanged)."""
+    for spec in _load_specs(file):
+        name = spec["name"]
+        answer = _call(server, api_key, "PUT", f"/api/v1/projects/{project}/automations/{name}", spec)
+        out.print(f"{name}: {answer['result']}", markup=False)
+
+
+@automations_app.command("delete")
+def automations_delete(
+    name: str = typer.Argument(...),
+    project: str = ProjectOpt,
+    server: str | None = ServerOpt,
+    api_key: str | None = KeyOpt,
+) -> None:
+    """Delete an automation."""
+    _call(server, api_key, "DELETE", f"/api/v1/projects/{project}/automations/{name}")
+    out.print(f"{name}: deleted")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the server's commands to the ``runalert`` command."""
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")
+    app.command("alerts")(alerts)
+    app.command("integrations")(integrations)
+    app.add_typer(secrets_app, name="secrets")
+    app.add_typer(automations_app, name="automations")

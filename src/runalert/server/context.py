@@ -1,0 +1,57 @@
+"""What the app and its background workers share: settings, database, cipher, engine, dispatcher, counters."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from runalert.server.crypto import Cipher, load_key
+from runalert.server.db import Database
+from runalert.server.dispatcher import Dispatcher
+from runalert.server.engine import ServerEngine
+from runalert.server.heartbeats import HeartbeatMonitor
+from runalert.server.settings import ServerSettings
+
+__all__ = ["ServerContext"]
+
+
+class ServerContext:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self.cipher = Cipher(load_key(secret, settings.home))
+        self.db = Database(settings.resolved_database_url)
+        self._counter_lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self.engine = ServerEngine(
+            heartbeat_timeout=settings.heartbeat_timeout, public_url=settings.public_url, count=self.count
+        )
+        self.dispatcher = Dispatcher(self.db, self.cipher, settings, counters=self.count)
+        self.heartbeats = HeartbeatMonitor(
+            self.db,
+            self.engine,
+            timeout=settings.heartbeat_timeout,
+            interval=settings.heartbeat_check_interval,
+            on_alerts=self.dispatcher.wake,
+            count=self.count,
+        )
+        self._started = False
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[name] += n
+
+    def start(self) -> None:
+        """Rebuild the engine's state and start the background workers (when ``settings.background``)."""
+        with self.db.session() as session:
+            self.engine.load(session)
+        if self.settings.background and not self._started:
+            self.dispatcher.start()
+            self.heartbeats.start()
+            self._started = True
+
+    def stop(self) -> None:
+        self.heartbeats.stop()
+        self.dispatcher.stop()
+        self._started = False
+        self.db.dispose()

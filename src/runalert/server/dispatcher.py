@@ -1,0 +1,318 @@
+"""The dispatcher: claims outbox rows, delivers them through ``runalert.channels``, records every attempt.
+
+- Claiming: the oldest due row of each integration whose earlier rows are all settled (one message in flight
+  per integration, so each destination gets its messages in order). PostgreSQL claims with
+  ``FOR UPDATE SKIP LOCKED`` so that several server processes share the work; SQLite with a conditional
+  ``UPDATE`` of the lease. A claim is a lease: a server killed mid-delivery leaves the lease to expire, and the
+  row is delivered again after the restart, with the same ``X-Runalert-Delivery`` id.
+- Outcomes: delivered; a ``TransientError`` waits (exponential backoff, or the receiver's ``Retry-After``) and
+  retries until ``max_age`` after the alert, then the row is dead-lettered; a ``PermanentError`` (or an
+  integration that cannot be built) dead-letters it at once. Every attempt is a ``delivery_attempts`` row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from runalert.alert import Alert, AlertLevel
+from runalert.alerting.ratelimit import TokenBucket
+from runalert.automations.templates import fill_template
+from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
+from runalert.server.crypto import Cipher
+from runalert.server.db import Database
+from runalert.server.integrations import build_channel, parse_integration
+from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
+from runalert.server.settings import ServerSettings
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("runalert.server.dispatcher")
+
+
+@dataclass
+class _Job:
+    seq: int
+    delivery_id: str
+    created_at: float
+    attempts: int
+    alert: Alert | None
+    channel: Channel | None
+    cache_key: str | None
+    error: str | None  # set when the job cannot be attempted at all (dead at once)
+    secrets: list[str]
+
+
+class Dispatcher:
+    """Delivers the outbox. ``start()`` runs it on background threads; ``run_once()`` claims and delivers once."""
+
+    def __init__(
+        self,
+        db: Database,
+        cipher: Cipher,
+        settings: ServerSettings,
+        counters: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.cipher = cipher
+        self.settings = settings
+        self.owner = uuid.uuid4().hex
+        self._count = counters or (lambda _name, _n: None)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._channels: dict[int, tuple[str, Channel]] = {}
+        self._buckets: dict[int, TokenBucket] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._pool = ThreadPoolExecutor(self.settings.dispatcher_threads, thread_name_prefix="runalert-deliver")
+        self._thread = threading.Thread(target=self._loop, name="runalert-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for _key, channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def wake(self) -> None:
+        """New rows may be due: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                capacity = self.settings.dispatcher_threads - self._inflight
+                jobs = self.claim(capacity) if capacity > 0 else []
+            except Exception:
+                log.exception("dispatcher: claiming failed")
+                jobs = []
+            for job in jobs:
+                with self._lock:
+                    self._inflight += 1
+                assert self._pool is not None
+                self._pool.submit(self._run_job, job)
+            if jobs:
+                continue
+            self._wake.wait(self._idle_wait())
+            self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        interval = self.settings.dispatch_interval
+        try:
+            with self.db.session() as session:
+                due = session.scalar(select(func.min(Delivery.next_attempt_at)).where(Delivery.status == "pending"))
+        except Exception:
+            return interval
+        if due is None:
+            return interval
+        return max(0.0, min(interval, due - time.time()))
+
+    def _run_job(self, job: _Job) -> None:
+        try:
+            self.deliver(job)
+        except Exception:
+            log.exception("dispatcher: delivery %s failed unexpectedly", job.delivery_id)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+            self._wake.set()
+
+    def run_once(self, limit: int = 100) -> int:
+        """Claim what is due and deliver it here, in order (tests and tools). Returns how many were tried."""
+        jobs = self.claim(limit)
+        for job in jobs:
+            self.deliver(job)
+        return len(jobs)
+
+    # -- claiming ----------------------------------------------------------------------------------------
+    def claim(self, limit: int) -> list[_Job]:
+        """Lease up to ``limit`` due rows (the head of each integration's queue) to this dispatcher."""
+        now = time.time()
+        earlier = aliased(Delivery)
+        blocked = exists().where(
+            earlier.integration_id == Delivery.integration_id,
+            earlier.status == "pending",
+            earlier.seq < Delivery.seq,
+        )
+        free = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
+        due = and_(Delivery.status == "pending", Delivery.next_attempt_at <= now, free, ~blocked)
+        query = select(Delivery.seq).where(due).order_by(Delivery.seq).limit(limit)
+        if self.db.postgresql:
+            query = query.with_for_update(skip_locked=True, of=Delivery)
+        jobs: list[_Job] = []
+        with self.db.session() as session:
+            for seq in session.scalars(query).all():
+                claimed = session.execute(
+                    update(Delivery)
+                    .where(Delivery.seq == seq, Delivery.status == "pending", free)
+                    .values(lease_until=now + self.settings.lease_seconds, lease_owner=self.owner)
+                )
+                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+                delivery = session.get(Delivery, seq)
+                assert delivery is not None
+                jobs.append(self._prepare(session, delivery))
+        return jobs
+
+    def _prepare(self, session: Any, delivery: Delivery) -> _Job:
+        job = _Job(
+            seq=delivery.seq,
+            delivery_id=delivery.id,
+            created_at=delivery.created_at,
+            attempts=delivery.attempts,
+            alert=None,
+            channel=None,
+            cache_key=None,
+            error=None,
+            secrets=[],
+        )
+        integration = session.get(Integration, delivery.integration_id) if delivery.integration_id else None
+        if integration is None:
+            job.error = f"integration {delivery.integration_name!r} was deleted"
+            return job
+        record: AlertRecord = delivery.alert
+        secrets = {
+            s.name: self.cipher.decrypt(s.ciphertext)
+            for s in session.scalars(select(Secret).where(Secret.project_id == integration.project_id))
+        }
+        job.secrets = list(secrets.values())
+        project = session.get(Project, record.project_id)
+        run = session.get(Run, record.run_pk) if record.run_pk else None
+        fields = dict(record.fields)
+        fields.setdefault("project", project.name if project else "")
+        payload = fill_template(record.payload, secrets) if record.payload is not None else None
+        job.alert = Alert(
+            title=record.title,
+            text=record.text,
+            level=AlertLevel.parse(record.level),
+            run=run.name if run is not None else None,
+            fields=fields,
+            markup=record.markup,
+            payload=payload,
+            suppressed=record.suppressed_before,
+            id=delivery.id,
+            created_at=record.created_at,
+        )
+        try:
+            spec = parse_integration(integration.name, integration.spec)
+            digest = hashlib.sha256(
+                repr((integration.updated_at, sorted(secrets.items()), integration.spec)).encode()
+            ).hexdigest()
+            cached = self._channels.get(integration.id)
+            if cached is not None and cached[0] == digest:
+                job.channel = cached[1]
+            else:
+                job.channel = build_channel(spec, secrets)
+                if cached is not None:
+                    cached[1].close()
+                self._channels[integration.id] = (digest, job.channel)
+            job.cache_key = str(integration.id)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            for value in secrets.values():
+                reason = reason.replace(value, "***")
+            job.error = f"integration {integration.name!r} cannot be used: {reason}"
+        return job
+
+    # -- delivering --------------------------------------------------------------------------------------
+    def deliver(self, job: _Job) -> None:
+        """Attempt one claimed row and record the outcome."""
+        started = time.time()
+        outcome: str
+        error: str | None = None
+        retry_after: float | None = None
+        if job.error is not None:
+            outcome, error = "dead", job.error
+        else:
+            assert job.channel is not None and job.alert is not None
+            self._rate_limit(job)
+            try:
+                job.channel.send(job.alert)
+                outcome = "delivered"
+            except TransientError as exc:
+                outcome, error, retry_after = "retry", exc.reason, exc.retry_after
+            except PermanentError as exc:
+                outcome, error = "dead", exc.reason
+            except DeliveryError as exc:
+                outcome, error = "retry", exc.reason
+            except Exception as exc:  # a channel bug must not kill the dispatcher
+                outcome, error = "retry", f"unexpected {type(exc).__name__}"
+        if error is not None:
+            error = job.channel.redact(error) if job.channel is not None else error
+            for value in job.secrets:
+                if len(value) >= 4:
+                    error = error.replace(value, "***")
+        self._record(job, started, outcome, error, retry_after)
+
+    def _rate_limit(self, job: _Job) -> None:
+        channel = job.channel
+        if channel is None or channel.rate_limit is None or job.cache_key is None:
+            return
+        key = int(job.cache_key)
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.limit != channel.rate_limit:
+            bucket = self._buckets[key] = TokenBucket(channel.rate_limit)
+        delay = bucket.delay()
+        while delay > 0 and not self._stop.is_set():
+            time.sleep(min(delay, 0.5))
+            delay = bucket.delay()
+        bucket.take()
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.settings.retry_max)
+        base = self.settings.retry_initial * (2 ** min(attempts - 1, 30))
+        return min(self.settings.retry_max, base) * (1 + random.uniform(0, 0.1))
+
+    def _record(self, job: _Job, started: float, outcome: str, error: str | None, retry_after: float | None) -> None:
+        now = time.time()
+        attempts = job.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "lease_until": None, "lease_owner": None, "last_error": error}
+        deadline = job.created_at + self.settings.max_age
+        if outcome == "delivered":
+            values.update(status="delivered", finished_at=now)
+        elif outcome == "retry" and now < deadline:
+            values.update(next_attempt_at=min(now + self._backoff(attempts, retry_after), deadline))
+        else:
+            if outcome == "retry":
+                outcome = "dead"
+                error = f"{error}; gave up after max_age ({self.settings.max_age:g} s)"
+                values["last_error"] = error
+            values.update(status="dead", finished_at=now)
+        with self.db.session() as session:
+            result = session.execute(
+                update(Delivery).where(Delivery.seq == job.seq, Delivery.lease_owner == self.owner).values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return  # the lease expired and another dispatcher took the row over: its attempt counts
+            session.add(
+                Attempt(delivery_seq=job.seq, started_at=started, duration=now - started, outcome=outcome, error=error)
+            )
+        self._count(f"deliveries_{outcome}_total", 1)
+        if outcome == "dead":
+            log.warning("delivery %s dead-lettered: %s", job.delivery_id, error)

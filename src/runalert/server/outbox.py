@@ -1,0 +1,120 @@
+"""Recording alerts and their outbox rows (deliveries), in the caller's transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from runalert.alert import MAX_TITLE_LENGTH, AlertLevel, fingerprint
+from runalert.server.models import AlertRecord, Delivery, Integration, Run
+
+__all__ = ["default_integrations", "record_alert", "short_title"]
+
+
+def short_title(title: str) -> str:
+    """``title`` cut to the longest title an alert may have."""
+    title = " ".join(title.split()) or "alert"
+    return title if len(title) <= MAX_TITLE_LENGTH else title[: MAX_TITLE_LENGTH - 1] + "…"
+
+
+def default_integrations(session: Session, project_id: int) -> list[Integration]:
+    return list(
+        session.scalars(
+            select(Integration)
+            .where(Integration.project_id == project_id, Integration.is_default.is_(True))
+            .order_by(Integration.id)
+        )
+    )
+
+
+def record_alert(
+    session: Session,
+    project_id: int,
+    *,
+    title: str,
+    text: str = "",
+    level: AlertLevel | str = AlertLevel.INFO,
+    source: str,
+    kind: str = "alert",
+    run: Run | None = None,
+    fields: Mapping[str, Any] | None = None,
+    payload: Mapping[str, Any] | None = None,
+    markup: bool = False,
+    wait_duration: float = 0.0,
+    integrations: Iterable[Integration] | None = None,
+    automation_id: int | None = None,
+    alert_id: str | None = None,
+    respect_min_level: bool = True,
+    now: float | None = None,
+) -> AlertRecord:
+    """Store an alert and one pending delivery per integration (the project's defaults when ``None``).
+
+    With ``wait_duration`` > 0, an alert with the same (run, title) as one sent less than ``wait_duration``
+    seconds ago is stored as suppressed, with no deliveries; the next one sent counts the suppressed repeats.
+    """
+    now = time.time() if now is None else now
+    parsed_level = AlertLevel.parse(level)
+    run_key = run.run_id if run is not None else None
+    key = fingerprint(run_key, title)
+    record = AlertRecord(
+        project_id=project_id,
+        run_pk=run.id if run is not None else None,
+        automation_id=automation_id,
+        source=source,
+        kind=kind,
+        key=key,
+        title=title,
+        text=text,
+        level=parsed_level.value,
+        fields={str(k): str(v) for k, v in (fields or {}).items()},
+        payload=dict(payload) if payload is not None else None,
+        markup=markup,
+        created_at=now,
+    )
+    if alert_id:
+        record.id = alert_id
+    last_sent = session.scalar(
+        select(func.max(AlertRecord.created_at)).where(
+            AlertRecord.project_id == project_id, AlertRecord.key == key, AlertRecord.suppressed.is_(False)
+        )
+    )
+    if wait_duration > 0 and last_sent is not None and now - last_sent < wait_duration:
+        record.suppressed = True
+        session.add(record)
+        session.flush()
+        return record
+    if last_sent is not None:
+        record.suppressed_before = (
+            session.scalar(
+                select(func.count(AlertRecord.id)).where(
+                    AlertRecord.project_id == project_id,
+                    AlertRecord.key == key,
+                    AlertRecord.suppressed.is_(True),
+                    AlertRecord.created_at >= last_sent,
+                )
+            )
+            or 0
+        )
+    targets = default_integrations(session, project_id) if integrations is None else list(integrations)
+    seen: set[int] = set()
+    for integration in targets:
+        if integration.id in seen:
+            continue
+        seen.add(integration.id)
+        if respect_min_level and parsed_level.rank < AlertLevel.parse(integration.min_level).rank:
+            continue
+        record.deliveries.append(
+            Delivery(
+                integration_id=integration.id,
+                integration_name=integration.name,
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+    session.add(record)
+    session.flush()
+    return record

@@ -1,0 +1,261 @@
+"""Request and response bodies of the REST API (``/api/v1``). Requests forbid unknown fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
+
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._:@+-]{0,127}$"
+SECRET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_STEP = 2**62
+
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Result = Literal["created", "updated", "unchanged"]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _level(value: Any) -> str:
+    return AlertLevel.parse(value).value
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+class RunIn(Request):
+    """Create a run or resume it (the same ``run_id`` again: state RUNNING, the fields given are updated)."""
+
+    name: ShortText | None = None
+    user: Annotated[str, StringConstraints(max_length=128)] | None = None
+    tags: list[Tag] | None = Field(None, max_length=100)
+    config: dict[str, Any] | None = None
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                size = len(json.dumps(value, allow_nan=False))
+            except ValueError:
+                raise ValueError("config must be plain JSON (no NaN or Infinity)") from None
+            if size > 100_000:
+                raise ValueError("config is too large (at most 100 kB of JSON)")
+        return value
+
+
+class StateIn(Request):
+    state: Literal["RUNNING", "FINISHED", "FAILED", "CRASHED", "running", "finished", "failed", "crashed"]
+    reason: Literal["exception", "interrupted", "preempted", "heartbeat_timeout"] | None = None
+
+
+class RunOut(BaseModel):
+    run_id: str
+    name: str
+    user: str | None
+    tags: list[str]
+    config: dict[str, Any]
+    state: str
+    reason: str | None
+    created_at: float
+    updated_at: float
+    last_seen_at: float
+    failed_at: float | None
+    last_step: int | None
+    points: int
+    dropped: int
+
+
+class RunUpsertOut(RunOut):
+    created: bool = Field(description="true: a new run; false: an existing run resumed")
+
+
+class HeartbeatOut(BaseModel):
+    state: str
+    reason: str | None
+    heartbeat_timeout: float
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+class MetricRow(Request):
+    """Values logged at one step. ``NaN``/``Infinity`` (or the strings "nan", "inf") are non-finite values."""
+
+    step: int | None = Field(None, ge=-MAX_STEP, le=MAX_STEP)
+    time: float | None = Field(None, ge=0, le=1e11)
+    metrics: dict[MetricName, float | None] = Field(max_length=1000)
+
+
+class MetricBatchIn(Request):
+    rows: list[MetricRow] = Field(max_length=10000)
+    dropped: int = Field(0, ge=0, le=MAX_STEP, description="points the client dropped since its last batch")
+
+
+class FiredOut(BaseModel):
+    alert_id: str
+    automation: str | None
+    title: str
+
+
+class MetricBatchOut(BaseModel):
+    accepted: int
+    fired: list[FiredOut]
+
+
+class MetricSeriesOut(BaseModel):
+    name: str
+    points: list[tuple[int | None, float | None, float]] = Field(description="(step, value, time); None: non-finite")
+
+
+# -- alerts ----------------------------------------------------------------------------------------------
+class AlertIn(Request):
+    """An alert forwarded from ``runalert.alert()``."""
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_LENGTH)]
+    text: Annotated[str, StringConstraints(max_length=20000)] = ""
+    level: str = "INFO"
+    run_id: Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)] | None = None
+    wait_duration: float = Field(0.0, ge=0, le=10 * 365 * 86400, description="seconds; 0: no suppression")
+    fields: dict[Annotated[str, StringConstraints(max_length=128)], ShortText] = Field(
+        default_factory=dict, max_length=50
+    )
+    markup: bool = True
+    integrations: list[Annotated[str, StringConstraints(pattern=NAME_PATTERN)]] | None = Field(
+        None, max_length=50, description="names; default: the project's default integrations"
+    )
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,32}$")] | None = Field(
+        None, description="the client's alert id: the same id twice is stored once (safe retries)"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> str:
+        return _level(value)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("title must not be blank")
+        return value
+
+
+class AttemptOut(BaseModel):
+    started_at: float
+    duration: float
+    outcome: str
+    error: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: str = Field(description="the X-Runalert-Delivery id")
+    integration: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    finished_at: float | None
+    last_error: str | None
+    attempt_log: list[AttemptOut]
+
+
+class AlertOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    level: str
+    source: str
+    kind: str
+    run_id: str | None
+    automation: str | None
+    fields: dict[str, str]
+    created_at: float
+    suppressed: bool
+    suppressed_before: int
+    deliveries: list[DeliveryOut]
+
+
+# -- integrations and secrets ----------------------------------------------------------------------------
+class IntegrationOut(BaseModel):
+    name: str
+    kind: str
+    default: bool
+    min_level: str
+    description: str
+    spec: dict[str, Any] = Field(description="the integration; secrets appear by name only")
+    missing_secrets: list[str]
+    created_at: float
+    updated_at: float
+    result: Result | None = None
+
+
+class SecretIn(Request):
+    value: Annotated[str, StringConstraints(min_length=1, max_length=10000)]
+
+
+class SecretOut(BaseModel):
+    name: str
+    created_at: float
+    updated_at: float
+
+
+# -- projects, keys --------------------------------------------------------------------------------------
+class ProjectOut(BaseModel):
+    name: str
+    created_at: float
+    runs: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    version: str
+
+
+class IntegrationIn(Request):
+    """An integration (``runalert.automations`` integration fields; secrets by name, set them under /secrets).
+
+    - ``slack``: ``webhook_url_secret``, or ``bot_token_secret`` and ``channel``;
+    - ``webhook``: ``url``, optional ``signing_secret`` (HMAC) and ``access_token_secret`` (Bearer token);
+    - ``email``: ``host``, ``port``, ``sender``, ``to``, optional ``username``/``password_secret``,
+      ``starttls``/``ssl``.
+
+    ``default``: also receives alerts forwarded from ``runalert.alert()`` and server notices (runs failed for
+    silence with no automation to tell); ``min_level``: the least level of those it receives.
+    """
+
+    kind: Literal["slack", "webhook", "email"]
+    default: bool = True
+    min_level: str = "INFO"
+    description: ShortText = ""
+    webhook_url_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
+    bot_token_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
+    channel: ShortText | None = None
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    signing_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
+    access_token_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
+    to: list[ShortText] | None = Field(None, max_length=100)
+    host: ShortText | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    sender: ShortText | None = None
+    username: ShortText | None = None
+    password_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
+    starttls: bool | None = None
+    ssl: bool | None = None
+
+    @field_validator("min_level", mode="before")
+    @classmethod
+    def _min_level(cls, value: Any) -> str:
+        return _level(value)
+
+    def spec_data(self) -> dict[str, Any]:
+        """The integration fields alone (for ``runalert.automations``' integration models)."""
+        return self.model_dump(exclude_unset=True, exclude={"default", "min_level", "description"}) | {
+            "kind": self.kind
+        }

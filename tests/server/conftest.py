@@ -1,0 +1,211 @@
+"""Server fixtures: a throwaway PostgreSQL cluster, a database per test (SQLite and PostgreSQL), an in-process
+app (TestClient) and a real server process (uvicorn) on an ephemeral port."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+
+from tests.support import free_port, wait_for
+
+FAST = {
+    "heartbeat_check_interval": 0.05,
+    "dispatch_interval": 0.05,
+    "retry_initial": 0.05,
+    "retry_max": 0.2,
+    "lease_seconds": 2.0,
+}
+
+
+def _pg_bindir() -> Path | None:
+    candidates = []
+    if shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            candidates.append(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for found in candidates:
+        if (Path(found) / "initdb").exists() and (Path(found) / "pg_ctl").exists():
+            return Path(found)
+    return None
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    """``initdb`` refuses to run as root: run the cluster as the ``postgres`` user then."""
+    if os.geteuid() != 0:
+        return argv
+    runuser = shutil.which("runuser")
+    if runuser:
+        return [runuser, "-u", "postgres", "--", *argv]
+    return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(argv)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary directory; yields its base URL (database ``postgres``)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    if os.environ.get("RUNALERT_TEST_NO_POSTGRES"):
+        pytest.skip("RUNALERT_TEST_NO_POSTGRES is set")
+    base = Path(tempfile.mkdtemp(prefix="runalert-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, user="postgres")
+    data = base / "data"
+    port = free_port()
+    logfile = base / "postgres.log"
+    subprocess.run(
+        _as_postgres(
+            [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(logfile), "-w", "start"]),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: SQLite in tmp_path, or a new database in the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.db'}"
+    base = request.getfixturevalue("postgres_server")
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def make_settings(database_url: str, isolated_env: Path) -> Callable[..., Any]:
+    from runalert.server.settings import ServerSettings
+
+    def make(**overrides: Any) -> ServerSettings:
+        return ServerSettings(**{"home": isolated_env, "database_url": database_url, **FAST, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Build in-process apps (TestClient, lifespan started); closed at the end of the test."""
+    from fastapi.testclient import TestClient
+
+    from runalert.server.app import create_app
+
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Any]) -> Any:
+    """An in-process app without background workers (tests drive the dispatcher and heartbeats by hand)."""
+    return make_client(background=False)
+
+
+class ServerProcess:
+    """``python -m runalert.server`` in a subprocess, with its own RUNALERT_HOME."""
+
+    def __init__(self, home: Path, database_url: str, env: dict[str, str]) -> None:
+        self.home = home
+        self.database_url = database_url
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / "server.log"
+
+    def start(self) -> ServerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "RUNALERT_HOME": str(self.home), "RUNALERT_DATABASE_URL": self.database_url}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runalert.server", "--port", str(self.port), "--log-level", "warning"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        assert wait_for(healthy, timeout=30, interval=0.05), self.log.read_text()[-3000:]
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, self.url + path, timeout=10, **kwargs)
+
+
+@pytest.fixture
+def server_process(database_url: str, isolated_env: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real servers: ``server_process(RUNALERT_MAX_AGE="1")``; all are stopped at the end."""
+    started: list[ServerProcess] = []
+    fast_env = {f"RUNALERT_{k.upper()}": str(v) for k, v in FAST.items()}
+
+    def start(**env: str) -> ServerProcess:
+        proc = ServerProcess(isolated_env / "server", database_url, {**fast_env, **env})
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,162 @@
+"""The outbox and the dispatcher, and the heartbeat monitor, with real receivers on loopback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.support import wait_for
+
+P = "/api/v1/projects"
+
+
+class Receiver:
+    """Records every request; answers with the statuses queued in ``script`` (then 200)."""
+
+    def __init__(self, httpserver: HTTPServer, path: str = "/hook", script: list[int] | None = None) -> None:
+        self.requests: list[tuple[dict[str, str], Any]] = []
+        self.script = list(script or [])
+        self.url = httpserver.url_for(path)
+        httpserver.expect_request(path).respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append((dict(request.headers), json.loads(request.get_data() or b"null")))
+        status = self.script.pop(0) if self.script else 200
+        return Response("ok" if status < 400 else "no", status=status, headers={"Retry-After": "0"})
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [body for _headers, body in self.requests]
+
+
+def _alert(client: Any, deliveries: int = 1) -> dict[str, Any]:
+    alerts = client.get(f"{P}/p/alerts").json()
+    return alerts[0]
+
+
+def _setup(client: Any, url: str, **extra: Any) -> None:
+    assert client.put(f"{P}/p/integrations/hook", json={"kind": "webhook", "url": url, **extra}).status_code == 201
+
+
+def test_retries_a_503_then_delivers_with_the_same_delivery_id(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver, script=[503])
+    client = make_client()
+    _setup(client, receiver.url)
+    alert = client.post(f"{P}/p/alerts", json={"title": "Loss is NaN", "text": "at step 7", "level": "error"}).json()
+    delivery_id = alert["deliveries"][0]["id"]
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "delivered")
+    delivery = _alert(client)["deliveries"][0]
+    assert delivery["attempts"] == 2
+    assert [a["outcome"] for a in delivery["attempt_log"]] == ["retry", "delivered"]
+    assert "503" in (delivery["attempt_log"][0]["error"] or "")
+    assert [h["X-Runalert-Delivery"] for h, _ in receiver.requests] == [delivery_id, delivery_id]
+    body = receiver.bodies[-1]
+    assert (body["title"], body["text"], body["level"]) == ("Loss is NaN", "at step 7", "ERROR")
+
+
+def test_dead_letters_after_max_age(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver, script=[503] * 1000)
+    client = make_client(max_age=0.5)
+    _setup(client, receiver.url)
+    client.post(f"{P}/p/alerts", json={"title": "never arrives"})
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead")
+    delivery = _alert(client)["deliveries"][0]
+    assert delivery["attempts"] >= 2
+    assert delivery["attempt_log"][-1]["outcome"] == "dead"
+    assert "max_age" in delivery["last_error"]
+    failed = client.get(f"{P}/p/alerts", params={"failed": "true"}).json()
+    assert [a["title"] for a in failed] == ["never arrives"]
+    # A dead delivery can be queued again: it keeps its id.
+    receiver.script.clear()
+    retried = client.post(f"{P}/p/deliveries/{delivery['id']}/retry")
+    assert retried.status_code == 200
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "delivered")
+    assert receiver.requests[-1][0]["X-Runalert-Delivery"] == delivery["id"]
+
+
+def test_a_permanent_error_dead_letters_at_once(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver, script=[404])
+    client = make_client()
+    _setup(client, receiver.url)
+    client.post(f"{P}/p/alerts", json={"title": "gone"})
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead")
+    assert _alert(client)["deliveries"][0]["attempts"] == 1
+    assert len(receiver.requests) == 1
+
+
+def test_each_integration_gets_its_alerts_in_order(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver, script=[503, 503])
+    client = make_client()
+    _setup(client, receiver.url)
+    for i in range(5):
+        client.post(f"{P}/p/alerts", json={"title": f"alert {i}"})
+    assert wait_for(lambda: len({b["title"] for b in receiver.bodies}) == 5)
+    delivered = [b["title"] for h, b in receiver.requests]
+    assert delivered[2:] == [f"alert {i}" for i in range(5)]
+
+
+def test_access_token_secret_and_signing(make_client: Any, httpserver: HTTPServer) -> None:
+    from runalert.webhooks import verify
+
+    receiver = Receiver(httpserver)
+    client = make_client()
+    client.put(f"{P}/p/secrets/TOKEN", json={"value": "tok-1234567890"})
+    client.put(f"{P}/p/secrets/SIGNING", json={"value": "sign-1234567890"})
+    _setup(client, receiver.url, access_token_secret="TOKEN", signing_secret="SIGNING")
+    client.post(f"{P}/p/alerts", json={"title": "signed"})
+    assert wait_for(lambda: receiver.requests)
+    headers, body = receiver.requests[0]
+    assert headers["Authorization"] == "Bearer tok-1234567890"
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    assert verify(raw, headers, "sign-1234567890")
+
+
+def test_a_missing_secret_dead_letters_without_leaking(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    client = make_client()
+    _setup(client, receiver.url, access_token_secret="NOT_SET")
+    client.post(f"{P}/p/alerts", json={"title": "x"})
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead")
+    assert "NOT_SET" in _alert(client)["deliveries"][0]["last_error"]
+    assert receiver.requests == []
+
+
+def test_heartbeat_timeout_fails_the_run_then_a_heartbeat_recovers_it(make_client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    client = make_client(heartbeat_timeout=0.5)
+    _setup(client, receiver.url)
+    client.put(f"{P}/p/runs/r1", json={"name": "bert-large"})
+    assert wait_for(lambda: client.get(f"{P}/p/runs/r1").json()["state"] == "FAILED")
+    run = client.get(f"{P}/p/runs/r1").json()
+    assert run["reason"] == "heartbeat_timeout"
+    assert wait_for(lambda: len(receiver.requests) == 1)
+    failed = receiver.bodies[0]
+    assert failed["level"] == "ERROR"
+    assert "bert-large" in failed["title"]
+    assert failed["fields"]["reason"] == "heartbeat_timeout"
+    # A stall, not a death: the run speaks again.
+    beat = client.post(f"{P}/p/runs/r1/heartbeat").json()
+    assert beat["state"] == "RUNNING"
+    assert wait_for(lambda: len(receiver.requests) == 2)
+    recovered = receiver.bodies[1]
+    assert "recovered" in recovered["title"]
+    assert recovered["level"] == "INFO"
+    kinds = [a["kind"] for a in client.get(f"{P}/p/alerts").json()]
+    assert kinds == ["recovered", "heartbeat_timeout"]
+    metrics = client.get("/metrics").text
+    assert "runalert_heartbeat_timeouts_total 1" in metrics.splitlines()
+
+
+def test_finished_runs_are_not_failed_for_silence(client: Any) -> None:
+    import time
+
+    client.put(f"{P}/p/runs/done", json={})
+    client.post(f"{P}/p/runs/done/state", json={"state": "finished"})
+    client.put(f"{P}/p/runs/live", json={})
+    monitor = client.app.state.ctx.heartbeats
+    assert monitor.check(time.time() + monitor.timeout + 1) == 1
+    assert client.get(f"{P}/p/runs/done").json()["state"] == "FINISHED"
+    assert client.get(f"{P}/p/runs/live").json()["state"] == "FAILED"

@@ -1,0 +1,80 @@
+"""The server as a real uvicorn process: killed with SIGKILL mid-delivery, it delivers after a restart."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.support import wait_for
+
+P = "/api/v1/projects"
+
+
+def test_kill_9_mid_delivery_then_restart_delivers(server_process: Any, httpserver: HTTPServer) -> None:
+    seen: list[str] = []
+    release = threading.Event()
+
+    def handle(request: Request) -> Response:
+        seen.append(request.headers["X-Runalert-Delivery"])
+        if len(seen) == 1:
+            release.wait(20)  # hold the first delivery until the server is dead
+        return Response("ok", status=200)
+
+    httpserver.expect_request("/hook").respond_with_handler(handle)
+    server = server_process(RUNALERT_LEASE_SECONDS="1")
+    hook = {"kind": "webhook", "url": httpserver.url_for("/hook")}
+    assert server.api("PUT", f"{P}/p/integrations/hook", json=hook).status_code == 201
+    alert = server.api("POST", f"{P}/p/alerts", json={"title": "important"}).json()
+    delivery_id = alert["deliveries"][0]["id"]
+    assert wait_for(lambda: seen, timeout=20)
+    server.kill()
+    release.set()
+    server.start()  # same database, same home
+    assert wait_for(lambda: len(seen) >= 2, timeout=30)
+    assert set(seen) == {delivery_id}
+    assert wait_for(
+        lambda: server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered", timeout=20
+    )
+
+
+def test_receiver_down_while_the_server_is_killed(server_process: Any, httpserver: HTTPServer) -> None:
+    up = threading.Event()
+    got: list[str] = []
+
+    def handle(request: Request) -> Response:
+        if not up.is_set():
+            return Response("down", status=503)
+        got.append(request.get_json()["title"])
+        return Response("ok", status=200)
+
+    httpserver.expect_request("/hook").respond_with_handler(handle)
+    server = server_process()
+    server.api("PUT", f"{P}/p/integrations/hook", json={"kind": "webhook", "url": httpserver.url_for("/hook")})
+    for i in range(3):
+        assert server.api("POST", f"{P}/p/alerts", json={"title": f"a{i}"}).status_code == 202
+    assert wait_for(lambda: server.api("GET", f"{P}/p/alerts").json()[-1]["deliveries"][0]["attempts"] >= 1, timeout=20)
+    server.kill()
+    up.set()
+    server.start()
+    assert wait_for(lambda: len(got) >= 3, timeout=30)
+    assert got[:3] == ["a0", "a1", "a2"]
+
+
+def test_serve_refuses_a_public_bind_without_keys(isolated_env: Any, database_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RUNALERT_HOME": str(isolated_env), "RUNALERT_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "runalert.server", "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "no API keys" in done.stdout + done.stderr

@@ -72,6 +72,7 @@ def test_serve_refuses_a_public_bind_without_keys(isolated_env: Any, database_ur
     done = subprocess.run(
         [sys.executable, "-m", "runalert.server", "--host", "0.0.0.0", "--port", "0"],
         env=env,
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,

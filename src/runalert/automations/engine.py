@@ -337,21 +337,29 @@ class LocalEngine:
         """
         firings: list[Firing] = []
         with self._lock:
+            by_metric = self._by_metric
             run = self._ensure_run(run_id)
-            now = self._clock()
+            rules = self._rules.get(run_id)
+            if rules is None:
+                rules = self._rules[run_id] = {}
+            matches = run.matches
+            now: float | None = None
             for metric, raw in metrics.items():
-                watchers = self._by_metric.get(metric)
+                watchers = by_metric.get(metric)
                 if not watchers:
                     continue
                 try:
                     x = float(raw)
                 except (TypeError, ValueError):
                     continue
+                finite = math.isfinite(x)
                 for automation in watchers:
-                    if not self._matches(run, automation):
+                    ok = matches.get(automation.id)
+                    if ok is None:
+                        ok = self._matches(run, automation)
+                    if not ok:
                         continue
-                    spec = automation.event.filter.metric  # type: ignore[union-attr]
-                    if not math.isfinite(x):
+                    if not finite:
                         firings.append(
                             Firing(
                                 automation.name,
@@ -366,12 +374,23 @@ class LocalEngine:
                             )
                         )
                         continue
-                    rule = self._rule(run_id, automation)
-                    assert rule.evaluator is not None
-                    transition = rule.trigger.step(rule.evaluator.push(x), now, automation.cooldown)
+                    rule = rules.get(automation.id) or self._rule(run_id, automation)
+                    evaluator = rule.evaluator
+                    assert evaluator is not None
+                    condition = evaluator.push(x)
+                    if condition is None or condition is rule.trigger.active:
+                        continue  # not evaluable, or no edge: nothing can happen (the common case)
+                    if now is None:
+                        now = self._clock()
+                    transition = rule.trigger.step(condition, now, automation.cooldown)
                     if transition is None or (transition == "resolved" and not automation.notify_resolved):
                         continue
-                    firings.append(self._metric_firing(automation, run, transition, spec, rule.evaluator, x, step))
+                    spec = automation.event.filter.metric  # type: ignore[union-attr]
+                    firings.append(self._metric_firing(automation, run, transition, spec, evaluator, x, step))
+        if firings:
+            self._deliver(firings)
+        return firings
+
         self._deliver(firings)
         return firings
 

@@ -14,8 +14,9 @@ Every class has ``state_dict()``/``load_state_dict()`` (JSON-able) so state surv
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from runalert.automations.filters import (
@@ -40,9 +41,13 @@ __all__ = [
 
 
 class SlidingAgg:
-    """MIN, MAX or AVERAGE (or the last value, ``agg=None``) of the last ``size`` values pushed."""
+    """MIN, MAX or AVERAGE (or the last value, ``agg=None``) of the last ``size`` values pushed.
 
-    __slots__ = ("_buf", "_i", "_mono", "_since", "_sum", "agg", "size")
+    ``push(x)`` adds ``x`` and returns the value that left the window, if one did; ``value`` is the aggregate
+    of the window (valid once it holds a value).
+    """
+
+    __slots__ = ("_buf", "_i", "_mono", "_since", "_sum", "agg", "push", "size", "value")
 
     def __init__(self, agg: Agg | None, size: int) -> None:
         self.agg = agg
@@ -52,6 +57,9 @@ class SlidingAgg:
         self._sum = 0.0
         self._since = 0
         self._i = 0
+        self.value = math.nan
+        pushes = {None: self._push_last, Agg.AVERAGE: self._push_avg, Agg.MAX: self._push_max, Agg.MIN: self._push_min}
+        self.push: Callable[[float], float | None] = pushes[agg]
 
     @property
     def full(self) -> bool:
@@ -60,43 +68,51 @@ class SlidingAgg:
     def __len__(self) -> int:
         return len(self._buf)
 
-    @property
-    def value(self) -> float:
-        """The aggregate of the values in the window (call only when it is not empty)."""
-        agg = self.agg
-        if agg is None:
-            return self._buf[-1]
-        if agg is Agg.AVERAGE:
-            return self._sum / len(self._buf)
-        return self._mono[0][1]
+    def _push_last(self, x: float) -> float | None:
+        buf = self._buf
+        buf.append(x)
+        self.value = x
+        return buf.popleft() if len(buf) > self.size else None
 
-    def push(self, x: float) -> float | None:
-        """Add ``x``; returns the value that left the window, if one did."""
+    def _push_avg(self, x: float) -> float | None:
         buf = self._buf
         buf.append(x)
         evicted = buf.popleft() if len(buf) > self.size else None
-        agg = self.agg
-        if agg is Agg.AVERAGE:
-            self._since += 1
-            if self._since >= self.size:  # exact recomputation: amortised O(1), no drift
-                self._sum = math.fsum(buf)
-                self._since = 0
-            else:
-                self._sum += x if evicted is None else x - evicted
-        elif agg is not None:
-            i = self._i
-            mono = self._mono
-            if agg is Agg.MAX:
-                while mono and mono[-1][1] <= x:
-                    mono.pop()
-            else:
-                while mono and mono[-1][1] >= x:
-                    mono.pop()
-            mono.append((i, x))
-            if mono[0][0] <= i - self.size:
-                mono.popleft()
-            self._i = i + 1
+        self._since += 1
+        if self._since >= self.size:  # exact recomputation: amortised O(1), no drift
+            self._sum = math.fsum(buf)
+            self._since = 0
+        else:
+            self._sum += x if evicted is None else x - evicted
+        self.value = self._sum / len(buf)
         return evicted
+
+    def _push_max(self, x: float) -> float | None:
+        buf = self._buf
+        buf.append(x)
+        mono = self._mono
+        while mono and mono[-1][1] <= x:
+            mono.pop()
+        return self._mono_end(x)
+
+    def _push_min(self, x: float) -> float | None:
+        buf = self._buf
+        buf.append(x)
+        mono = self._mono
+        while mono and mono[-1][1] >= x:
+            mono.pop()
+        return self._mono_end(x)
+
+    def _mono_end(self, x: float) -> float | None:
+        i = self._i
+        mono = self._mono
+        mono.append((i, x))
+        if mono[0][0] <= i - self.size:
+            mono.popleft()
+        self._i = i + 1
+        self.value = mono[0][1]
+        buf = self._buf
+        return buf.popleft() if len(buf) > self.size else None
 
     def values(self) -> list[float]:
         return list(self._buf)
@@ -107,16 +123,15 @@ class SlidingAgg:
         self._sum = 0.0
         self._since = 0
         self._i = 0
+        self.value = math.nan
 
 
-def _compare(cmp: str, value: float, threshold: float) -> bool:
-    if cmp == "$gt":
-        return value > threshold
-    if cmp == "$gte":
-        return value >= threshold
-    if cmp == "$lt":
-        return value < threshold
-    return value <= threshold
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
 
 
 def _directed(direction: ChangeDir, value: float, amount: float) -> bool:
@@ -171,25 +186,33 @@ class ThresholdEvaluator(Evaluator):
 
     def __init__(self, spec: MetricThresholdFilter) -> None:
         self.spec = spec
-        self._cmp = spec.cmp
+        self._op = _OPERATORS[spec.cmp]
         self._threshold = float(spec.threshold)
         self._agg = SlidingAgg(spec.agg, spec.window)
+        self._last: float | None = None  # window 1 without an aggregate: no deque at all
+        self._plain = spec.agg is None
 
     def push(self, x: float) -> bool | None:
         self.count += 1
+        if self._plain:
+            self._last = self.observed = x
+            return self._op(x, self._threshold)
         agg = self._agg
         agg.push(x)
-        if not agg.full:
+        if len(agg._buf) < agg.size:
             return None
         value = agg.value
         self.observed = value
-        return _compare(self._cmp, value, self._threshold)
+        return self._op(value, self._threshold)
 
     def _window_values(self) -> list[float]:
+        if self._plain:
+            return [] if self._last is None else [self._last]
         return self._agg.values()
 
     def _reset(self) -> None:
         self._agg.clear()
+        self._last = None
         self.count = 0
 
 
@@ -213,7 +236,8 @@ class ChangeEvaluator(Evaluator):
         evicted = self._cur.push(x)
         if evicted is not None:
             self._prior.push(evicted)
-        if not self._prior.full:  # the prior fills only once the current window is full
+        prior_agg = self._prior
+        if len(prior_agg._buf) < prior_agg.size:  # the prior fills only once the current window is full
             return None
         cur = self._cur.value
         prior = self._prior.value

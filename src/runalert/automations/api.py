@@ -6,6 +6,7 @@ The backend is the in-process :class:`LocalEngine` by default; a server-backed b
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -40,13 +41,13 @@ class AutomationBackend(Protocol):
         fetch_existing: bool,
     ) -> tuple[Automation, Upsert]: ...
 
-    def list(self, name: str | None = None, *, project: str | None = None) -> list[Automation]: ...
+    def list(self, name: str | None = None, *, project: str | None = None) -> builtins.list[Automation]: ...
 
     def update(self, automation: Automation) -> Automation: ...
 
     def delete(self, name_or_id: str | Automation) -> Automation: ...
 
-    def integrations(self) -> list[Integration]: ...
+    def integrations(self) -> builtins.list[Integration]: ...
 
 
 class LocalBackend:
@@ -76,7 +77,7 @@ class LocalBackend:
             fetch_existing=fetch_existing,
         )
 
-    def list(self, name: str | None = None, *, project: str | None = None) -> list[Automation]:
+    def list(self, name: str | None = None, *, project: str | None = None) -> builtins.list[Automation]:
         return self.engine.automations(name, project=project)
 
     def update(self, automation: Automation) -> Automation:
@@ -85,7 +86,7 @@ class LocalBackend:
     def delete(self, name_or_id: str | Automation) -> Automation:
         return self.engine.delete(name_or_id)
 
-    def integrations(self) -> list[Integration]:
+    def integrations(self) -> builtins.list[Integration]:
         return self.engine.integrations()
 
 

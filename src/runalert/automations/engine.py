@@ -597,7 +597,8 @@ class LocalEngine:
                     rule.trigger.load_state_dict(pending.get("trigger") or {})
                 except (KeyError, TypeError, ValueError) as exc:  # a corrupt entry must not stop the run
                     logger.warning("runalert: ignoring saved state of automation %r: %s", automation.name, exc)
-                    rule = rules[automation.id] = _Rule(make_evaluator(event.filter.metric) if evaluator else None)
+                    fresh = make_evaluator(event.filter.metric) if isinstance(event, OnRunMetric) else None
+                    rule = rules[automation.id] = _Rule(fresh)
         return rule
 
     def _metric_firing(  # noqa: PLR0917

@@ -59,7 +59,7 @@ class _EventBase(Model):
                 "an automation's action must be SendNotification, SendWebhook or DoNothing, "
                 f"not {type(action).__name__}"
             )
-        return NewAutomation(event=self, action=action)  # type: ignore[arg-type]
+        return NewAutomation(event=self, action=action)
 
     def __rshift__(self, action: Any) -> NewAutomation:
         return self.then(action)
@@ -89,7 +89,7 @@ class OnRunMetric(_EventBase):
             if isinstance(raw, str | bytes):
                 parsed = RunMetricFilter.model_validate_json(raw)
             elif isinstance(raw, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
-                parsed = RunMetricFilter(metric=raw)  # type: ignore[arg-type]
+                parsed = RunMetricFilter(metric=raw)
             elif isinstance(raw, StateFilter | RunStateFilter):
                 raise ValueError("filter of OnRunMetric must be a metric filter; use OnRunState for RunEvent.state")
             else:

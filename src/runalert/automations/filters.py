@@ -93,7 +93,7 @@ class _MetricFilterBase(Model):
 
     def __and__(self, other: Any) -> RunMetricFilter:
         if isinstance(other, FieldFilter | And | Or | Not):
-            return RunMetricFilter(run=other, metric=self)  # type: ignore[arg-type]
+            return RunMetricFilter(run=other, metric=self)
         return NotImplemented
 
     def __rand__(self, other: Any) -> RunMetricFilter:
@@ -300,16 +300,16 @@ class _Operand(Model):
     def lte(self, value: float, /) -> MetricThresholdFilter:
         return self._threshold("$lte", value)
 
-    def __gt__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+    def __gt__(self, other: Any) -> MetricThresholdFilter:
         return self.gt(other)
 
-    def __ge__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+    def __ge__(self, other: Any) -> MetricThresholdFilter:
         return self.gte(other)
 
-    def __lt__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+    def __lt__(self, other: Any) -> MetricThresholdFilter:
         return self.lt(other)
 
-    def __le__(self, other: Any) -> MetricThresholdFilter:  # type: ignore[override]
+    def __le__(self, other: Any) -> MetricThresholdFilter:
         return self.lte(other)
 
     def changes_by(
@@ -474,7 +474,7 @@ class StateFilter(Model):
 
     def __and__(self, other: Any) -> RunStateFilter:
         if isinstance(other, FieldFilter | And | Or | Not):
-            return RunStateFilter(run=other, state=self)  # type: ignore[arg-type]
+            return RunStateFilter(run=other, state=self)
         return NotImplemented
 
     def __rand__(self, other: Any) -> RunStateFilter:
@@ -488,10 +488,10 @@ class StateOperand:
     """``RunEvent.state``: ``== "finished"``, ``.eq(...)``, ``.in_([...])``."""
 
     def eq(self, state: str | RunState, /) -> StateFilter:
-        return StateFilter(states=[state])  # type: ignore[list-item]
+        return StateFilter(states=[state])
 
     def in_(self, states: Iterable[str | RunState], /) -> StateFilter:
-        return StateFilter(states=list(states))  # type: ignore[arg-type]
+        return StateFilter(states=list(states))
 
     def __eq__(self, other: object) -> StateFilter:  # type: ignore[override]
         if isinstance(other, str | RunState):

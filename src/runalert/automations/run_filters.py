@@ -52,7 +52,7 @@ class _Combinable:
 
 
 def _flatten(node: Any, kind: type) -> list[Any]:
-    return list(node.filters) if isinstance(node, kind) else [node]
+    return list(getattr(node, "filters", ())) if isinstance(node, kind) else [node]
 
 
 class FieldFilter(_Combinable, Model):
@@ -162,7 +162,7 @@ class FilterableField:
         self.field = field
 
     def _make(self, op: str, value: Any) -> FieldFilter:
-        return FieldFilter(field=self.field, op=op, value=value)  # type: ignore[arg-type]
+        return FieldFilter(field=self.field, op=op, value=value)
 
     def eq(self, value: str) -> FieldFilter:
         return self._make("$eq", value)

@@ -16,7 +16,7 @@ from rich.table import Table
 from benchmarks.harness import Row
 
 # Suites in the order they are run; each is benchmarks/<name>.py with run(quick) -> list[Row].
-SUITES = ["alert_core"]
+SUITES = ["alert_core", "bench_monitor"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"), help="where to write rows")
     args = parser.parse_args(argv)
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     rows: list[Row] = []
     failed: list[str] = []
     for name in args.only or SUITES:

@@ -16,7 +16,7 @@ from rich.table import Table
 from benchmarks.harness import Row
 
 # Suites in the order they are run; each is benchmarks/<name>.py with run(quick) -> list[Row].
-SUITES = ["alert_core", "bench_monitor"]
+SUITES = ["bench_alert_core", "bench_evaluators", "bench_monitor"]
 
 
 def main(argv: list[str] | None = None) -> int:

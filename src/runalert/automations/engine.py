@@ -391,9 +391,6 @@ class LocalEngine:
             self._deliver(firings)
         return firings
 
-        self._deliver(firings)
-        return firings
-
     def set_state(self, run_id: str, state: str, *, reason: str | None = None) -> list[Firing]:
         """Announce a run's state (RUNNING, FINISHED, FAILED; CRASHED = FAILED) and fire run-state automations.
 

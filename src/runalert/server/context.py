@@ -24,7 +24,10 @@ class ServerContext:
         self._counter_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self.engine = ServerEngine(
-            heartbeat_timeout=settings.heartbeat_timeout, public_url=settings.public_url, count=self.count
+            heartbeat_timeout=settings.heartbeat_timeout,
+            cipher=self.cipher,
+            public_url=settings.public_url,
+            count=self.count,
         )
         self.dispatcher = Dispatcher(self.db, self.cipher, settings, counters=self.count)
         self.heartbeats = HeartbeatMonitor(

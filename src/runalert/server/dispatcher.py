@@ -28,10 +28,10 @@ from sqlalchemy.orm import aliased
 
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting.ratelimit import TokenBucket
-from runalert.automations.templates import fill_template
 from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
+from runalert.server.engine import ENCRYPTED
 from runalert.server.integrations import build_channel, parse_integration
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
 from runalert.server.settings import ServerSettings
@@ -205,7 +205,9 @@ class Dispatcher:
         run = session.get(Run, record.run_pk) if record.run_pk else None
         fields = dict(record.fields)
         fields.setdefault("project", project.name if project else "")
-        payload = fill_template(record.payload, secrets) if record.payload is not None else None
+        payload = record.payload
+        if payload is not None and ENCRYPTED in payload:
+            payload = self.cipher.decrypt_json(payload[ENCRYPTED])
         job.alert = Alert(
             title=record.title,
             text=record.text,

@@ -259,3 +259,35 @@ class IntegrationIn(Request):
         return self.model_dump(exclude_unset=True, exclude={"default", "min_level", "description"}) | {
             "kind": self.kind
         }
+
+
+# -- automations and events ------------------------------------------------------------------------------
+class AutomationOut(BaseModel):
+    name: str
+    enabled: bool
+    summary: str = Field(description="a one-line description of the event and the action")
+    spec: dict[str, Any] = Field(description="the automation as runalert.automations.Automation JSON")
+    version: int
+    created_at: float
+    updated_at: float
+    result: Result | None = None
+
+
+class AutomationPatch(Request):
+    enabled: bool | None = None
+    description: ShortText | None = None
+
+
+class ArtifactEventIn(Request):
+    """An artifact event; automations on it (``OnCreateArtifact`` ...) whose scope and filter match fire."""
+
+    event_type: Literal["CREATE_ARTIFACT", "ADD_ARTIFACT_ALIAS", "ADD_ARTIFACT_TAG", "LINK_ARTIFACT"]
+    artifact: ShortText | None = None
+    alias: ShortText | None = None
+    tag: ShortText | None = None
+    collection: ShortText | None = None
+    author: ShortText | None = None
+
+
+class EventOut(BaseModel):
+    fired: list[FiredOut]

@@ -108,6 +108,8 @@ def put_integration(
             integration.description = body.description
             integration.updated_at = now
         session.flush()
+        with ctx.engine.lock:
+            ctx.engine.sync_project(session, project.id)
         return _out(session, integration, result)
 
 

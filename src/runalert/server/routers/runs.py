@@ -137,7 +137,7 @@ def post_metrics(ctx: Ctx, project: WriteProject, run_id: RunId, body: MetricBat
         try:
             alerts = ctx.engine.on_metrics(session, run, rows, now)
         except Exception:
-            ctx.engine.forget_run(run.id)
+            ctx.engine.forget_run(run)
             raise
         fired = [FiredOut(alert_id=a.id, automation=a.fields.get("automation"), title=a.title) for a in alerts]
     ctx.count("metric_points_total", len(points))

@@ -47,6 +47,8 @@ def put_secret(ctx: Ctx, project: WriteProject, name: SecretName, body: SecretIn
         else:
             secret.ciphertext, secret.updated_at = ciphertext, now
         session.flush()
+        with ctx.engine.lock:
+            ctx.engine.sync_project(session, project.id)
         return _out(secret)
 
 
@@ -57,4 +59,7 @@ def delete_secret(ctx: Ctx, project: WriteProject, name: SecretName) -> Response
         if secret is None:
             raise HTTPException(404, detail=f"secret {name!r} not found")
         session.delete(secret)
+        session.flush()
+        with ctx.engine.lock:
+            ctx.engine.sync_project(session, project.id)
     return Response(status_code=204)

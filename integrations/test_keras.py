@@ -1,0 +1,161 @@
+"""Keras 3 end to end (KERAS_BACKEND=torch in the tests): real fit()/evaluate() of a tiny model on the CPU."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+keras = pytest.importorskip("keras")
+np = pytest.importorskip("numpy")
+
+from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from runalert.alerting import Alerter  # noqa: E402
+from runalert.automations import RunEvent  # noqa: E402
+from runalert.keras import AlertCallback  # noqa: E402
+
+STEPS_PER_EPOCH = 5
+
+
+class Diverge(keras.layers.Layer):
+    """Identity until ``on`` is set, then NaN."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on = self.add_weight(shape=(), initializer="zeros", trainable=False, name="on")
+
+    def call(self, x: Any) -> Any:
+        return x + keras.ops.where(self.on > 0, math.nan, 0.0)
+
+
+class NanFrom(keras.callbacks.Callback):
+    def __init__(self, layer: Diverge, step: int) -> None:
+        super().__init__()
+        self.layer, self.step, self.epoch = layer, step, 0
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        if self.epoch * STEPS_PER_EPOCH + batch == self.step:
+            self.layer.on.assign(1.0)
+
+
+def data(n: int = 160, seed: int = 0) -> tuple[Any, Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, (x[:, :1] - x[:, 1:2]).astype("float32")
+
+
+def fit(callback: Any, *, epochs: int = 3, nan_at: int | None = None, extra: list[Any] | None = None) -> Any:
+    keras.utils.set_random_seed(0)
+    diverge = Diverge()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1), diverge])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    callbacks = [*(extra or [])]
+    if nan_at is not None:
+        callbacks.append(NanFrom(diverge, nan_at))
+    callbacks.append(callback)
+    x, y = data()
+    vx, vy = data(32, 1)
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        validation_data=(vx, vy),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return model
+
+
+def test_async_safe_keeps_async_batch_callbacks() -> None:
+    from keras.src.callbacks.callback_list import CallbackList
+
+    assert AlertCallback.async_safe is True
+    callbacks = CallbackList([AlertCallback()], model=keras.Sequential([keras.Input((1,))]))
+    assert callbacks._async_train  # Keras did not turn asynchronous batch callbacks off for the fit
+
+
+def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Alerter) -> None:
+    model = fit(AlertCallback(alerter=alerter, run_name="keras-nan"), nan_at=7)
+    assert not model.stop_training
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["level"] == "ERROR" and nan["title"] == "Non-finite loss"
+    assert nan["fields"]["step"] == "7" and nan["fields"]["epoch"] == "1"
+    assert nan["fields"]["key"] == "loss" and nan["run"] == "keras-nan"
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+
+
+def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter) -> None:
+    model = fit(AlertCallback(alerter=alerter, stop_on_nonfinite=True), epochs=6, nan_at=7)
+    # With asynchronous batch callbacks another step or two of the epoch may start before the flag is seen;
+    # Keras waits for them at the epoch's end, so the fit stops after the epoch of the NaN (the second).
+    assert model.stop_training
+    assert len(model.history.epoch) == 2
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert "Training will stop" in nan["text"]
+    (summary,) = receiver.wait(1, "Fit finished")
+    assert "stopped early after 2 of 6 epochs" in summary["text"]
+
+
+def test_fit_and_evaluate_summaries(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="keras-summary")
+    model = fit(callback)
+    x, y = data(32, 2)
+    model.evaluate(x, y, callbacks=[callback], verbose=0)
+    alerter.flush(5)
+    (summary,) = receiver.wait(1, "Fit finished")
+    assert summary["level"] == "INFO" and "val_loss" in summary["text"]
+    assert "after 15 steps" in summary["text"]
+    (test,) = receiver.wait(1, "Test finished")
+    assert test["run"] == "keras-summary" and "loss" in test["text"]
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"INFO": 2}  # validation inside fit() is not a test stage
+
+
+def test_local_rule_fires_once(receiver: Receiver, alerter: Alerter) -> None:
+    fit(AlertCallback(alerter=alerter, rules=[RunEvent.metric("loss") > -1.0]))
+    alerter.flush(5)
+    receiver.wait(1, "Rule")
+    receiver.settle()
+    assert len(receiver.titled("Rule")) == 1
+
+
+def test_crash_hooks_live_only_while_fitting(alerter: Alerter) -> None:
+    seen: list[Any] = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            seen.append((sys.excepthook, threading.excepthook))
+
+    original = (sys.excepthook, threading.excepthook)
+    fit(AlertCallback(alerter=alerter), epochs=1, extra=[Spy()])
+    assert seen and all(hooks != original for hooks in seen)
+    assert (sys.excepthook, threading.excepthook) == original
+
+
+def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
+    # Keras has no exception hook and skips on_train_end on a crash: sys.excepthook catches it, so the
+    # script runs on its own.
+    result = run_example("keras_train.py", "--steps", "20", "--crash-at-step", "7", receiver=receiver)
+    assert result.returncode == 1
+    assert "simulated failure in the training step" in result.stderr
+    (crash,) = receiver.wait(1, "Run crashed")
+    assert crash["level"] == "ERROR" and crash["title"] == "Run crashed: RuntimeError"
+    assert crash["fields"]["exception"] == "RuntimeError"
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"ERROR": 1}
+
+
+def test_invalid_options_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="rank_zero_only"):
+        AlertCallback(rank_zero_only="yes")  # type: ignore[arg-type]

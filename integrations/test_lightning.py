@@ -1,0 +1,245 @@
+"""PyTorch Lightning end to end: real Trainer runs of a tiny model on the CPU, alerts received over HTTP."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import pytest
+
+pl = pytest.importorskip("lightning.pytorch")
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from runalert.alerting import Alerter  # noqa: E402
+from runalert.automations import RunEvent  # noqa: E402
+from runalert.lightning import AlertCallback  # noqa: E402
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self, nan_from: int | None = None, crash_at: int | None = None) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+        self.nan_from, self.crash_at = nan_from, crash_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.crash_at is not None and self.global_step == self.crash_at:
+            raise RuntimeError(f"boom at step {self.global_step}")
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        if self.nan_from is not None and self.global_step >= self.nan_from:
+            loss = loss * math.nan
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def loader(n: int = 64, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g)), batch_size=8)
+
+
+def trainer(callback: Any, module: Any = pl, **kwargs: Any) -> Any:
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": 8,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    options.update(kwargs)
+    callbacks = [callback, *options.pop("extra_callbacks", [])]
+    return module.Trainer(callbacks=callbacks, **options)
+
+
+def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-nan")
+    t = trainer(callback, max_steps=10)
+    t.fit(Tiny(nan_from=3), loader())
+    assert t.global_step == 10  # not stopped: stop_on_nonfinite is off
+    alerter.flush(5)
+    nan = receiver.wait(1, "Non-finite")
+    assert len(nan) == 1, nan
+    assert nan[0]["level"] == "ERROR"
+    assert nan[0]["title"] == "Non-finite loss"
+    assert nan[0]["fields"]["step"] == "3"
+    assert nan[0]["fields"]["key"] == "loss"
+    assert nan[0]["run"] == "lit-nan"
+    assert "loss = nan at step 3" in nan[0]["text"]
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+    assert sys.excepthook is sys.__excepthook__  # Lightning has on_exception: no process hooks at all
+
+
+def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+    t = trainer(callback, max_steps=20)
+    t.fit(Tiny(nan_from=4), loader())
+    assert t.global_step == 5  # the NaN step ran (and stepped the optimizer), then the loop stopped
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert "Training will stop" in nan["text"]
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert "stopped early" in fit["text"]
+
+
+def test_crash_alerts_once_and_exception_propagates(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-crash")
+    t = trainer(callback)
+    with pytest.raises(RuntimeError, match="boom at step 2"):
+        t.fit(Tiny(crash_at=2), loader())
+    alerter.flush(5)
+    (crash,) = receiver.wait(1, "Run crashed")
+    assert crash["level"] == "ERROR"
+    assert crash["title"] == "Run crashed: RuntimeError"
+    assert "boom at step 2" in crash["text"]
+    assert crash["fields"]["exception"] == "RuntimeError"
+    assert crash["fields"]["rank"] == "0"
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"ERROR": 1}  # no fit summary after a crash
+
+
+def test_fit_and_test_summaries_with_early_stopping_reason(receiver: Receiver, alerter: Alerter) -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    early = EarlyStopping(monitor="val_loss", stopping_threshold=1e9)  # stops at the first validation
+    callback = AlertCallback(alerter=alerter, run_name="lit-summary")
+    t = trainer(callback, max_steps=40, val_check_interval=4, check_val_every_n_epoch=None, extra_callbacks=[early])
+    t.fit(Tiny(), loader(), loader(16, 1))
+    assert early.stopping_reason_message
+    t.test(t.lightning_module, loader(16, 2), verbose=False)
+    alerter.flush(5)
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert fit["level"] == "INFO"
+    assert "val_loss" in fit["text"]
+    assert early.stopping_reason_message.strip() in fit["text"]
+    (test,) = receiver.wait(1, "Test finished")
+    assert "test_loss" in test["text"]
+    assert test["run"] == "lit-summary"
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"INFO": 2}
+
+
+def test_local_rule_fires_once(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, rules=[RunEvent.metric("loss") > -1.0])  # true from the first step
+    trainer(callback, max_steps=8).fit(Tiny(), loader())
+    alerter.flush(5)
+    rules = receiver.wait(1, "Rule")
+    receiver.settle()
+    assert len(receiver.titled("Rule")) == 1, rules
+    assert "loss" in rules[0]["title"] + rules[0]["text"]
+
+
+def test_state_dict_survives_checkpoint_resume(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    first = AlertCallback(alerter=alerter, run_name="lit-resume")
+    trainer(first, max_steps=4, enable_checkpointing=True, extra_callbacks=[checkpoints]).fit(
+        Tiny(nan_from=2), loader()
+    )
+    assert first.state_dict()["nonfinite_sent"] is True
+    alerter.flush(5)
+    assert len(receiver.wait(1, "Non-finite")) == 1
+    (path,) = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    saved = torch.load(path, weights_only=False)["callbacks"]
+    assert any(state.get("nonfinite_sent") for state in saved.values())
+
+    # A new process would build a new callback: its state comes from the checkpoint, so the NaN that goes on
+    # after the resume is not reported a second time.
+    second = AlertCallback(alerter=alerter, run_name="lit-resume")
+    trainer(second, max_steps=8, enable_checkpointing=False).fit(Tiny(nan_from=2), loader(), ckpt_path=str(path))
+    assert second.monitor.nonfinite_sent is True
+    alerter.flush(5)
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+
+
+def test_invalid_options_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        AlertCallback(on_nonfinite="sometimes")
+    with pytest.raises(ValueError, match="on_stage_end"):
+        AlertCallback(on_stage_end=("fit", "deploy"))
+    with pytest.raises(ValueError, match="check_every_n_steps"):
+        AlertCallback(check_every_n_steps=0)
+
+
+def test_standalone_pytorch_lightning_trainer(receiver: Receiver, alerter: Alerter) -> None:
+    standalone = pytest.importorskip("pytorch_lightning")
+    callback = AlertCallback(alerter=alerter)
+    assert isinstance(callback, standalone.Callback) and isinstance(callback, pl.Callback)
+
+    class PLTiny(standalone.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y) * (math.nan if self.global_step >= 2 else 1.0)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    trainer(callback, module=standalone, max_steps=4).fit(PLTiny(), loader())
+    alerter.flush(5)
+    assert receiver.wait(1, "Non-finite")[0]["fields"]["step"] == "2"
+    assert len(receiver.wait(1, "Fit finished")) == 1
+
+
+def test_ddp_two_ranks_one_crash_alert_naming_rank_1(receiver: Receiver) -> None:
+    # Real DDP on the CPU: Lightning starts rank 1 by running the script again; gloo between the two.
+    # Both ranks diverge at step 2 (one NaN alert, from rank zero), then rank 1 raises at step 5.
+    result = run_example(
+        "lightning_train.py",
+        *("--devices", "2", "--steps", "12", "--nan-at-step", "2", "--crash-at-step", "5", "--crash-rank", "1"),
+        receiver=receiver,
+        timeout=180,
+    )
+    assert result.returncode != 0
+    assert "simulated failure at step 5 on rank 1" in result.stderr
+    receiver.wait(1, "Run crashed", timeout=15)
+    alerts = receiver.settle(1.0)
+    errors = [a for a in alerts if a["level"] == "ERROR"]
+    crashes = [a for a in errors if a["title"].startswith("Run crashed")]
+    assert len(crashes) == 1, alerts
+    assert crashes[0]["fields"]["rank"] == "1"
+    assert "rank 1" in crashes[0]["text"]
+    nan = [a for a in alerts if a["title"].startswith("Non-finite")]
+    assert len(nan) == 1 and nan[0]["fields"]["rank"] == "0", alerts
+    others = [a for a in alerts if a not in crashes and a not in nan]
+    assert all(a["level"] == "WARN" and a["fields"]["rank"] == "0" for a in others), others
+    assert len({a["run"] for a in alerts}) == 1  # one run name on both ranks
+
+
+def test_ddp_stop_on_nonfinite_stops_every_rank_and_only_rank_zero_sends(receiver: Receiver) -> None:
+    # The ranks agree on stopping (one all-reduce on check steps), so none waits for the other in a collective.
+    result = run_example(
+        "lightning_train.py",
+        *("--devices", "2", "--steps", "30", "--nan-at-step", "3", "--stop-on-nan"),
+        receiver=receiver,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    receiver.wait(1, "Test finished", timeout=15)
+    alerts = receiver.settle(1.0)
+    assert sorted(a["title"] for a in alerts) == ["Fit finished", "Non-finite loss", "Test finished"], alerts
+    assert all(a["fields"]["rank"] == "0" for a in alerts)
+    (fit,) = receiver.titled("Fit finished")
+    assert "Training stopped early after 4 steps" in fit["text"]

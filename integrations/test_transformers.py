@@ -1,0 +1,171 @@
+"""transformers end to end: real Trainer runs of a tiny BERT (built from a config) on the CPU."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import Dataset  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from runalert.alerting import Alerter  # noqa: E402
+from runalert.automations import RunEvent  # noqa: E402
+from runalert.transformers import AlertCallback  # noqa: E402
+
+
+class Tokens(Dataset):  # type: ignore[type-arg]
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, 64, (n, 8), generator=g)
+        self.labels = (self.ids[:, 0] >= 32).long()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+def tiny_bert() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=8,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+def make_trainer(callback: Any, tmp_path: Any, *, nan_from: int | None = None, **kwargs: Any) -> Trainer:
+    options: dict[str, Any] = {
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 8,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 4,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    options.update(kwargs)
+    extra = options.pop("extra_callbacks", [])
+    trainer = Trainer(
+        model=tiny_bert(),
+        args=TrainingArguments(**options),
+        train_dataset=Tokens(128, 0),
+        eval_dataset=Tokens(16, 1),
+        callbacks=[callback, *extra],
+    )
+    if nan_from is not None:
+
+        def diverge(module: Any, args: Any, kwargs: Any, output: Any) -> Any:
+            if module.training and trainer.state.global_step + 1 >= nan_from:
+                output.loss = output.loss * math.nan
+            return output
+
+        trainer.model.register_forward_hook(diverge, with_kwargs=True)
+    return trainer
+
+
+def test_nan_loss_caught_under_default_logging_nan_inf_filter(
+    receiver: Receiver, alerter: Alerter, tmp_path: Any
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="hf-nan")
+    trainer = make_trainer(callback, tmp_path, nan_from=3)
+    assert trainer.args.logging_nan_inf_filter is True  # the default, which hides the NaN from the logs
+    trainer.train()
+    assert trainer.state.global_step == 8
+    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all(math.isfinite(value) for value in logged)  # on_log never saw the NaN
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["level"] == "ERROR"
+    assert nan["fields"]["step"] == "3"
+    assert nan["run"] == "hf-nan"
+    assert nan["title"] == "Non-finite loss (model output)"  # says where the value came from
+    assert nan["fields"]["key"] == "loss (model output)"
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+
+
+def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
+    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+    trainer = make_trainer(callback, tmp_path, nan_from=3, max_steps=20)
+    trainer.train()
+    assert trainer.state.global_step == 3
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert "Training will stop" in nan["text"]
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert "stopped early at step 3 of 20" in fit["text"]
+
+
+def test_train_and_predict_summaries(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="hf-summary")
+    trainer = make_trainer(callback, tmp_path, eval_strategy="steps", eval_steps=4)
+    trainer.train()
+    trainer.predict(Tokens(16, 2))
+    alerter.flush(5)
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert fit["level"] == "INFO" and "eval_loss" in fit["text"] and "train_loss" in fit["text"]
+    (test,) = receiver.wait(1, "Test finished")
+    assert "test_loss" in test["text"] and test["run"] == "hf-summary"
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"INFO": 2}
+
+
+def test_local_rule_fires_once(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
+    callback = AlertCallback(alerter=alerter, rules=[RunEvent.metric("loss") > -1.0])
+    make_trainer(callback, tmp_path).train()
+    alerter.flush(5)
+    receiver.wait(1, "Rule")
+    receiver.settle()
+    assert len(receiver.titled("Rule")) == 1
+
+
+def test_crash_hooks_live_only_while_training(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
+    seen: list[Any] = []
+
+    class Spy(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            seen.append((sys.excepthook, threading.excepthook))
+
+    original = (sys.excepthook, threading.excepthook)
+    make_trainer(AlertCallback(alerter=alerter), tmp_path, extra_callbacks=[Spy()]).train()
+    assert seen and all(hooks != original for hooks in seen)  # chained during train()
+    assert (sys.excepthook, threading.excepthook) == original  # restored after it
+
+
+def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
+    # No exception hook in transformers: the crash must reach sys.excepthook, so the script runs on its own.
+    result = run_example("transformers_train.py", "--steps", "10", "--crash-at-step", "4", receiver=receiver)
+    assert result.returncode == 1
+    assert "RuntimeError: simulated failure at step 4" in result.stderr  # the traceback still prints
+    (crash,) = receiver.wait(1, "Run crashed")
+    assert crash["level"] == "ERROR" and crash["title"] == "Run crashed: RuntimeError"
+    assert crash["fields"]["exception"] == "RuntimeError"
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"ERROR": 1}
+
+
+def test_invalid_options_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="stall_after"):
+        AlertCallback(stall_after=-5)

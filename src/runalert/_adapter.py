@@ -1,0 +1,143 @@
+"""What the three framework adapters share: their options, and owning one :class:`RunMonitor`.
+
+The adapters are thin: they translate framework hooks into :class:`~runalert.monitor.RunMonitor` calls and
+make no decisions of their own. This module only builds the monitor from the common keyword arguments (so
+that ``AlertCallback(...)`` takes the same options, and fails the same way, in every framework) and offers a
+few guarded helpers that never let a problem in runalert reach the training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runalert._log import log_once
+
+if TYPE_CHECKING:
+    from runalert.alerting import Alerter
+    from runalert.channels import Channel
+    from runalert.monitor import MonitorOptions, RunMonitor
+
+__all__ = ["MonitorOwner", "guarded", "plain_metrics"]
+
+
+def guarded(framework: str, hook: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; an internal failure is logged once per (framework, hook) and never reaches the caller."""
+    try:
+        return fn()
+    except Exception:
+        log_once(
+            f"adapter-{framework}-{hook}",
+            logging.ERROR,
+            "runalert: internal error in the %s callback (%s); training goes on",
+            framework,
+            hook,
+            exc_info=True,
+        )
+        return None
+
+
+def plain_metrics(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``values`` with string keys (frameworks hand out their own mutable dicts)."""
+    if not values:
+        return {}
+    return {str(key): value for key, value in values.items()}
+
+
+class MonitorOwner:
+    """Mixin for an adapter that owns one :class:`RunMonitor` built from the common options.
+
+    Subclasses set ``framework`` and whether the monitor must catch crashes itself (``install_crash_hooks``:
+    chained ``sys.excepthook``/``threading.excepthook``, SIGTERM and ``atexit``) because the framework has no
+    exception hook (transformers, Keras).
+    """
+
+    framework: ClassVar[str] = "generic"
+    install_crash_hooks: ClassVar[bool] = False
+
+    options: MonitorOptions
+    monitor: RunMonitor
+
+    def _setup_monitor(
+        self,
+        *,
+        channels: Sequence[Channel] | None,
+        alerter: Alerter | None,
+        on_nonfinite: str | Sequence[str] | bool | None,
+        stop_on_nonfinite: bool,
+        check_every_n_steps: int,
+        on_crash: bool,
+        on_stage_end: Sequence[str],
+        rules: Sequence[Any],
+        automations: Sequence[Any],
+        stall_after: float | timedelta | None,
+        rank_zero_only: bool,
+        run_name: str | None,
+        project: str | None,
+        tags: Sequence[str],
+        user: str | None,
+        server: str | None,
+    ) -> None:
+        from runalert.monitor import MonitorOptions
+
+        # MonitorOptions validates every option here, at construction, with a message naming the field.
+        self.options = MonitorOptions(
+            channels=channels,
+            alerter=alerter,
+            on_nonfinite=on_nonfinite,
+            stop_on_nonfinite=stop_on_nonfinite,
+            check_every_n_steps=check_every_n_steps,
+            on_crash=on_crash,
+            on_stage_end=on_stage_end,
+            rules=rules,
+            automations=automations,
+            stall_after=stall_after,
+            rank_zero_only=rank_zero_only,
+            run_name=run_name,
+            project=project,
+            tags=tags,
+            user=user,
+            server=server,
+        )
+        self.monitor = self._new_monitor()
+
+    def _new_monitor(self) -> RunMonitor:
+        from runalert.monitor import RunMonitor
+
+        return RunMonitor(self.options, framework=self.framework, install_crash_hooks=self.install_crash_hooks)
+
+    def _begin(self, run_name: str | None, *, rank: int | None = None, world_size: int | None = None) -> None:
+        """Start the monitor (idempotent). After :meth:`RunMonitor.finish` (the end of an earlier ``fit``), a
+        later stage of the same run (``test``, ``evaluate``, ``predict``) gets a fresh monitor that carries the
+        earlier one's state (non-finite already sent, suppression, cooldowns), as a checkpoint resume would."""
+        if self.monitor.finished:
+            previous = self.monitor
+            run_name = run_name or previous.run_name
+            self.monitor = self._new_monitor()
+            self.monitor.load_state_dict(previous.state_dict())
+        self.monitor.start(run_name, rank=rank, world_size=world_size)
+
+    def _run_name(self, derived: Callable[[], str | None] | None = None) -> str | None:
+        """The run name to start with: the user's ``run_name=`` wins, else the framework's (``derived``)."""
+        if self.options.run_name:
+            return str(self.options.run_name)
+        if derived is None:
+            return None
+        name = guarded(self.framework, "run_name", derived)
+        return str(name) if name else None
+
+    def _stopped_note(self, stopped: str | None, *others: str | None) -> str | None:
+        """The fit summary's note: ``stopped`` ("Training stopped early at step 5 of 30"), with the monitor's own
+        reason when it asked for the stop (``stop_on_nonfinite``), and other notes (e.g. EarlyStopping's)."""
+        reason = self.monitor.stop_reason
+        parts = []
+        if stopped or reason:
+            text = stopped or "Training stopped early"
+            parts.append(f"{text}: {reason} (stop_on_nonfinite)." if reason else f"{text}.")
+        parts += [note for note in others if note]
+        return "\n".join(parts) or None
+
+    def _guard(self, hook: str, fn: Callable[[], Any]) -> Any:
+        return guarded(self.framework, hook, fn)

@@ -1,0 +1,180 @@
+"""Keras 3 (any backend): ``model.fit(..., callbacks=[AlertCallback()])``.
+
+The callback translates Keras callback events into :class:`~runalert.monitor.RunMonitor` calls and decides
+nothing itself. Facts of Keras 3 that shape it:
+
+- ``async_safe = True``: without it, a callback that overrides a batch hook makes Keras turn off asynchronous
+  batch callbacks for the whole fit. With it, ``on_train_batch_end`` may run on Keras' thread pool, so calls
+  into the monitor are serialised here by a lock (uncontended in the synchronous case).
+- Keras gives callbacks no exception hook, and ``on_train_end`` is skipped on a crash: the monitor chains
+  ``sys.excepthook``, ``threading.excepthook``, SIGTERM and ``atexit`` for the length of ``fit()`` and
+  restores them in ``on_train_end``.
+- ``fit()`` runs its validation through ``evaluate()`` with the same callbacks: ``on_test_*`` during a fit is
+  validation (its metrics arrive as ``val_*`` in ``on_epoch_end``); a standalone ``evaluate()`` is the test
+  stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from runalert._adapter import MonitorOwner, plain_metrics
+
+if TYPE_CHECKING:
+    from runalert.alerting import Alerter
+    from runalert.channels import Channel
+
+__all__ = ["AlertCallback"]
+
+
+class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[misc]
+    """Alerts for a Keras run: NaN/inf losses, crashes, the end of ``fit()`` and ``evaluate()``, rules.
+
+    The options are the same in every framework (see :class:`runalert.monitor.MonitorOptions`):
+    ``channels``/``alerter``, ``on_nonfinite``, ``stop_on_nonfinite`` (also set ``model.stop_training``),
+    ``check_every_n_steps``, ``on_crash``, ``on_stage_end`` (``"fit"`` is ``fit()``, ``"test"`` a standalone
+    ``evaluate()``), ``rules``, ``automations``, ``stall_after``, ``rank_zero_only``, ``run_name``, ``project``,
+    ``tags``, ``user`` and ``server``. Invalid options raise ``ValueError`` here.
+
+    Steps are counted from 0 across epochs (``epoch * steps_per_epoch + batch``).
+    """
+
+    framework = "keras"
+    install_crash_hooks = True
+    async_safe = True
+
+    def __init__(
+        self,
+        channels: Sequence[Channel] | None = None,
+        *,
+        alerter: Alerter | None = None,
+        on_nonfinite: str | Sequence[str] | bool | None = "loss",
+        stop_on_nonfinite: bool = False,
+        check_every_n_steps: int = 1,
+        on_crash: bool = True,
+        on_stage_end: Sequence[str] = ("fit", "test"),
+        rules: Sequence[Any] = (),
+        automations: Sequence[Any] = (),
+        stall_after: float | timedelta | None = None,
+        rank_zero_only: bool = True,
+        run_name: str | None = None,
+        project: str | None = None,
+        tags: Sequence[str] = (),
+        user: str | None = None,
+        server: str | None = None,
+    ) -> None:
+        keras.callbacks.Callback.__init__(self)
+        self._setup_monitor(
+            channels=channels,
+            alerter=alerter,
+            on_nonfinite=on_nonfinite,
+            stop_on_nonfinite=stop_on_nonfinite,
+            check_every_n_steps=check_every_n_steps,
+            on_crash=on_crash,
+            on_stage_end=on_stage_end,
+            rules=rules,
+            automations=automations,
+            stall_after=stall_after,
+            rank_zero_only=rank_zero_only,
+            run_name=run_name,
+            project=project,
+            tags=tags,
+            user=user,
+            server=server,
+        )
+        self._lock = threading.Lock()
+        self._in_fit = False
+        self._epoch = 0
+        self._epochs: int | None = None
+        self._steps_per_epoch: int | None = None
+        self._counted = 0  # steps seen, when the epoch length is unknown
+        self._last = -1
+
+    # -- fit -----------------------------------------------------------------------------------------------------
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        def run() -> None:
+            params = self.params or {}
+            self._in_fit = True
+            self._epochs = params.get("epochs")
+            self._steps_per_epoch = params.get("steps")
+            self._counted = 0
+            self._last = -1
+            self._begin(self._run_name())
+            self.monitor.stage_start("fit")
+
+        self._guard("on_train_begin", run)
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        # May run on Keras' callback thread pool (async_safe): one monitor call at a time.
+        with self._lock:
+            per_epoch = self._steps_per_epoch
+            step = self._epoch * int(per_epoch) + int(batch) if per_epoch else self._counted
+            self._counted += 1
+            self._last = max(self._last, step)
+            self.monitor.step(step, logs or {}, epoch=self._epoch)
+            if self.monitor.should_stop and self.model is not None:
+                self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        def run() -> None:
+            with self._lock:
+                self.monitor.metrics(plain_metrics(logs), step=self._last_step(), epoch=int(epoch), stage="fit")
+                if self.monitor.should_stop and self.model is not None:
+                    self.model.stop_training = True
+
+        self._guard("on_epoch_end", run)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        def run() -> None:
+            with self._lock:
+                self._in_fit = False
+                stopped = None
+                done = self._epoch + 1
+                if self.model is not None and self.model.stop_training and self._epochs and done < self._epochs:
+                    stopped = f"Training stopped early after {done} of {self._epochs} epochs"
+                note = self._stopped_note(stopped)
+                self.monitor.stage_end("fit", metrics=plain_metrics(logs), note=note)
+                self.monitor.finish("finished")
+
+        self._guard("on_train_end", run)
+
+    # -- evaluate ------------------------------------------------------------------------------------------------
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._in_fit:  # validation inside fit()
+            return
+
+        def run() -> None:
+            self._begin(self._run_name())
+            self.monitor.stage_start("test")
+
+        self._guard("on_test_begin", run)
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._in_fit:  # validation inside fit(): its metrics come with on_epoch_end as val_*
+            return
+
+        def run() -> None:
+            with self._lock:
+                values = plain_metrics(logs)
+                self.monitor.metrics(values, step=self._last_step(), stage="test")
+                self.monitor.stage_end("test", metrics=values)
+                self.monitor.finish("finished")
+
+        self._guard("on_test_end", run)
+
+    def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.monitor.heartbeat()  # progress for the stall watchdog
+
+    def on_predict_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.monitor.heartbeat()
+
+    def _last_step(self) -> int | None:
+        return self._last if self._last >= 0 else None

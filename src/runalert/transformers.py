@@ -1,0 +1,217 @@
+"""Hugging Face transformers: ``Trainer(..., callbacks=[AlertCallback()])``.
+
+The callback translates ``TrainerCallback`` events into :class:`~runalert.monitor.RunMonitor` calls and decides
+nothing itself. Two facts of ``Trainer`` shape it:
+
+- **A NaN loss is hidden from the logs.** With the default ``logging_nan_inf_filter=True``, ``Trainer`` adds the
+  average of the previous losses instead of a NaN/inf step loss (``Trainer._inner_training_loop``), so
+  ``on_log`` never sees it; and ``grad_norm`` is only logged every ``logging_steps``. So the callback puts a
+  forward hook on the model while it trains and hands the model's output ``loss`` of every optimizer step to
+  the monitor as a tensor under the key ``"loss (model output)"`` (no ``.item()``: the monitor keeps a
+  device-side flag and reads it every ``check_every_n_steps`` steps), so the alert, "Non-finite loss (model
+  output)", says where the value came from. The logged ``loss`` is handed over as well (rules on ``"loss"`` see
+  the loss of the Trainer's logs).
+- **There is no exception hook**, and ``on_train_end`` is skipped on a crash: the monitor chains
+  ``sys.excepthook``, ``threading.excepthook``, SIGTERM and ``atexit`` for the length of ``train()``, and
+  restores them in ``on_train_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
+
+from runalert._adapter import MonitorOwner, plain_metrics
+
+if TYPE_CHECKING:
+    from runalert.alerting import Alerter
+    from runalert.channels import Channel
+
+__all__ = ["LOSS_KEY", "AlertCallback"]
+
+LOSS_KEY = "loss (model output)"
+"""The key of the per-step loss taken from the model's output (a loss key: watched by ``on_nonfinite="loss"``)."""
+
+
+class _LossTap:
+    """A forward hook that sums the model's output ``loss`` on its device while the model trains.
+
+    One addition per forward pass, no host-device sync; with gradient accumulation the micro-batches of an
+    optimizer step are averaged, and a NaN in any of them stays NaN.
+    """
+
+    def __init__(self) -> None:
+        self.total: Any = None
+        self.count = 0
+        self.handle: Any = None
+
+    def attach(self, model: Any) -> None:
+        self.detach()
+        if model is not None and hasattr(model, "register_forward_hook"):
+            self.handle = model.register_forward_hook(self)
+
+    def detach(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        self.total, self.count = None, 0
+
+    def __call__(self, module: Any, args: Any, output: Any) -> None:
+        if not module.training:  # evaluation inside train() runs the model too
+            return
+        loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+        if loss is None or not hasattr(loss, "detach") or getattr(loss, "ndim", 1) != 0:
+            return
+        loss = loss.detach()
+        self.total = loss if self.total is None else self.total + loss
+        self.count += 1
+
+    def take(self) -> Any:
+        """The mean output loss since the last call (a tensor), or ``None`` if no forward pass gave one."""
+        if self.total is None:
+            return None
+        value = self.total if self.count == 1 else self.total / self.count
+        self.total, self.count = None, 0
+        return value
+
+
+class AlertCallback(MonitorOwner, TrainerCallback):
+    """Alerts for a transformers ``Trainer`` run: NaN/inf losses, crashes, the end of training, rules.
+
+    The options are the same in every framework (see :class:`runalert.monitor.MonitorOptions`):
+    ``channels``/``alerter``, ``on_nonfinite``, ``stop_on_nonfinite`` (also set
+    ``control.should_training_stop``), ``check_every_n_steps``, ``on_crash``, ``on_stage_end`` (``"fit"`` is
+    ``train()``, ``"validate"`` a standalone ``evaluate()``, ``"test"`` ``predict()``), ``rules``,
+    ``automations``, ``stall_after``, ``rank_zero_only``, ``run_name`` (default ``TrainingArguments.run_name``),
+    ``project``, ``tags``, ``user`` and ``server``. Invalid options raise ``ValueError`` here.
+    """
+
+    framework = "transformers"
+    install_crash_hooks = True
+
+    def __init__(
+        self,
+        channels: Sequence[Channel] | None = None,
+        *,
+        alerter: Alerter | None = None,
+        on_nonfinite: str | Sequence[str] | bool | None = "loss",
+        stop_on_nonfinite: bool = False,
+        check_every_n_steps: int = 1,
+        on_crash: bool = True,
+        on_stage_end: Sequence[str] = ("fit", "test"),
+        rules: Sequence[Any] = (),
+        automations: Sequence[Any] = (),
+        stall_after: float | timedelta | None = None,
+        rank_zero_only: bool = True,
+        run_name: str | None = None,
+        project: str | None = None,
+        tags: Sequence[str] = (),
+        user: str | None = None,
+        server: str | None = None,
+    ) -> None:
+        self._setup_monitor(
+            channels=channels,
+            alerter=alerter,
+            on_nonfinite=on_nonfinite,
+            stop_on_nonfinite=stop_on_nonfinite,
+            check_every_n_steps=check_every_n_steps,
+            on_crash=on_crash,
+            on_stage_end=on_stage_end,
+            rules=rules,
+            automations=automations,
+            stall_after=stall_after,
+            rank_zero_only=rank_zero_only,
+            run_name=run_name,
+            project=project,
+            tags=tags,
+            user=user,
+            server=server,
+        )
+        self._tap = _LossTap()
+        self._training = False
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _start(self, args: Any) -> None:
+        self._begin(
+            self._run_name(lambda: getattr(args, "run_name", None)),
+            rank=int(getattr(args, "process_index", 0)),
+            world_size=int(getattr(args, "world_size", 1)),
+        )
+
+    def _stop_if_asked(self, control: Any) -> None:
+        if self.monitor.should_stop:
+            control.should_training_stop = True
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        def run() -> None:
+            self._training = True
+            self._start(args)
+            self.monitor.stage_start("fit")
+            self._tap.attach(model)
+
+        self._guard("on_train_begin", run)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        loss = self._tap.take()
+        self.monitor.step(state.global_step, {} if loss is None else {LOSS_KEY: loss}, epoch=_epoch(state))
+        self._stop_if_asked(control)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        def run() -> None:
+            values = plain_metrics(logs)
+            if values:
+                self.monitor.metrics(values, step=state.global_step, epoch=_epoch(state))
+            self._stop_if_asked(control)
+
+        self._guard("on_log", run)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        def run() -> None:
+            self._tap.detach()
+            self._training = False
+            stopped = None
+            max_steps = int(getattr(state, "max_steps", 0) or 0)
+            if max_steps and state.global_step < max_steps:
+                stopped = f"Training stopped early at step {state.global_step} of {max_steps}"
+            self.monitor.stage_end("fit", note=self._stopped_note(stopped))
+            self.monitor.finish("finished")
+
+        self._guard("on_train_end", run)
+
+    # -- evaluation and prediction -------------------------------------------------------------------------------
+    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.monitor.heartbeat()  # progress for the stall watchdog
+
+    # -- evaluation and prediction -------------------------------------------------------------------------------
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        # evaluate() logs its metrics through on_log too (fed to the monitor there); here only the stage ends.
+        if self._training:
+            return
+
+        def run() -> None:
+            self._start(args)
+            self.monitor.stage_end("validate", metrics=plain_metrics(metrics))
+            self.monitor.finish("finished")
+
+        self._guard("on_evaluate", run)
+
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        # predict() does not log its metrics: hand them over here, as the test stage (its keys are test_*).
+        def run() -> None:
+            self._start(args)
+            values = plain_metrics(metrics)
+            self.monitor.metrics(values, step=state.global_step, epoch=_epoch(state), stage="test")
+            self.monitor.stage_end("test", metrics=values)
+            if not self._training:
+                self.monitor.finish("finished")
+
+        self._guard("on_predict", run)
+
+
+def _epoch(state: Any) -> int | None:
+    epoch = getattr(state, "epoch", None)
+    return None if epoch is None else int(epoch)

@@ -218,6 +218,20 @@ def test_malformed_bodies_get_4xx(client: Any, method: str, path: str, body: Any
     assert 400 <= answer.status_code < 500, answer.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/runs/r", {"name": "nul\x00byte"}),
+        ("POST", "/runs/r/metrics", {"rows": [{"metrics": {"lo\x00ss": 1.0}}]}),
+        ("POST", "/alerts", {"title": "t", "text": "\x00"}),
+    ],
+)
+def test_nul_characters_never_give_a_500(client: Any, method: str, path: str, body: Any) -> None:
+    """SQLite stores them; PostgreSQL refuses them in text: a 422 then, never a 500."""
+    client.put(f"{P}/p/runs/r", json={})
+    assert client.request(method, f"{P}/p{path}", json=body).status_code < 500
+
+
 def test_garbage_bytes_get_4xx(client: Any) -> None:
     for payload in (b"{", b"\xff\xfe", b"null", b'{"rows": [{"metrics": {"x": 1e999}}]}'):
         answer = client.post(f"{P}/p/runs/r/metrics", content=payload, headers={"Content-Type": "application/json"})

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from runalert.server.context import ServerContext
 from runalert.server.settings import ServerSettings
@@ -60,6 +61,11 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses (a NUL character in PostgreSQL text, a number out of range).
+        return JSONResponse({"detail": "a value in the request cannot be stored (NUL character or out of range)"}, 422)
 
     @app.exception_handler(ValueError)
     async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:

@@ -78,7 +78,8 @@ def _database(database_url: str | None) -> Any:
     from runalert.server.db import Database
     from runalert.server.settings import ServerSettings
 
-    settings = ServerSettings(**({"database_url": database_url} if database_url else {}))
+    overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    settings = ServerSettings(**overrides)
     return Database(settings.resolved_database_url)
 
 

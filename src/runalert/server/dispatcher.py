@@ -130,7 +130,7 @@ class Dispatcher:
             return interval
         if due is None:
             return interval
-        return max(0.0, min(interval, due - time.time()))
+        return max(0.0, min(interval, float(due) - time.time()))
 
     def _run_job(self, job: _Job) -> None:
         try:
@@ -288,7 +288,7 @@ class Dispatcher:
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.settings.retry_max)
-        base = self.settings.retry_initial * (2 ** min(attempts - 1, 30))
+        base = self.settings.retry_initial * float(2 ** min(attempts - 1, 30))
         return min(self.settings.retry_max, base) * (1 + random.uniform(0, 0.1))
 
     def _record(self, job: _Job, started: float, outcome: str, error: str | None, retry_after: float | None) -> None:

@@ -316,7 +316,7 @@ class ServerEngine:
         try:
             self._replay_time = run.updated_at
             engine.set_state(run.run_id, run.state, reason=run.reason)
-            points: list[tuple[int, str, int | None, float, float]] = []
+            points: list[Any] = []
             for name, need in needs.items():
                 points += session.execute(
                     select(MetricPoint.id, MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.time)
@@ -354,7 +354,7 @@ class ServerEngine:
         for rule in state.get("rules", []):
             run_pk = runs.get(rule.get("run_id"))
             automation_id = ids.get(rule.get("automation"))
-            when = last.get((run_pk, automation_id))  # type: ignore[arg-type]
+            when = last.get((run_pk, automation_id))
             trigger = rule.get("trigger") or {}
             if when is not None and (trigger.get("last_fired") is None or trigger["last_fired"] < when):
                 rule["trigger"] = {**trigger, "last_fired": when}

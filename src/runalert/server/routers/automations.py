@@ -69,7 +69,7 @@ def _out(row: AutomationRow, result: str | None = None) -> AutomationOut:
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        result=result,  # type: ignore[arg-type]
+        result=result,
     )
 
 

@@ -37,7 +37,7 @@ def _out(session: Session, integration: Integration, result: str | None = None) 
         missing_secrets=[n for n in wanted if n not in known],
         created_at=integration.created_at,
         updated_at=integration.updated_at,
-        result=result,  # type: ignore[arg-type]
+        result=result,
     )
 
 

@@ -81,7 +81,14 @@ class MonitorOptions:
         stall_after: seconds without a step before a WARN "Run stalled" alert (``None``: no watchdog).
         rank_zero_only: routine alerts only from global rank zero (crashes come from the rank that failed).
         run_name, project, tags, user: run metadata (the run name is generated if not given here or at start).
-        server: a runalert server URL (stored; server registration comes with the client).
+        server: a runalert server (its URL, or a :class:`runalert.client.Client`); default ``RUNALERT_SERVER_URL``;
+            ``False``: none even if that is set. With one, at start the sender rank (rank zero) opens the run
+            there, registers ``automations`` there (``rules`` stay local), streams every finite logged value in
+            batches from a background thread and sends heartbeats; a crash or the end sends the final state.
+            A server that does not answer gives one warning; local alerting goes on.
+        heartbeat_interval: seconds between heartbeats to the server (its ``heartbeat_timeout`` fails a silent run).
+        server_options: tuning of the metric stream (``batch_size``, ``interval`` seconds, ``max_buffer`` steps,
+            ``retry_initial``, ``retry_max``) and ``startup_timeout`` (seconds before a silent server counts as down).
         install_crash_hooks: chain sys.excepthook / threading.excepthook / SIGTERM / atexit at start; ``None``:
             decided by the framework (not for Lightning, which has ``on_exception``).
         stage_summary_metrics: at most this many metrics in a stage-end summary.
@@ -103,7 +110,9 @@ class MonitorOptions:
     project: str | None = None
     tags: Sequence[str] = ()
     user: str | None = None
-    server: str | None = None
+    server: Any = None
+    heartbeat_interval: float | timedelta = 30.0
+    server_options: Mapping[str, Any] | None = None
     install_crash_hooks: bool | None = None
     stage_summary_metrics: int = 20
 
@@ -175,12 +184,40 @@ class MonitorOptions:
         if self.rules or self.automations:
             _check_rules(self.rules, self.automations)
         self.tags = tuple(self.tags or ())
-        for name in ("run_name", "project", "user", "server"):
+        self._check_server()
+        for name in ("run_name", "project", "user"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
         if self.install_crash_hooks is not None and not isinstance(self.install_crash_hooks, bool):
             raise ValueError(f"install_crash_hooks must be True, False or None, not {self.install_crash_hooks!r}")
+
+    def _check_server(self) -> None:
+        server = self.server
+        if server is None or server is False:
+            return
+        if server is True:
+            raise ValueError("server must be a URL, a runalert.client.Client, False or None, not True")
+        if isinstance(server, str):
+            from runalert.client.rest import check_server_url
+
+            self.server = check_server_url(server, what="server") if server.strip() else False
+        else:
+            from runalert.client.rest import Client
+
+            if not isinstance(server, Client):
+                raise ValueError(f"server must be a URL or a runalert.client.Client, not {type(server).__name__}")
+        interval = self.heartbeat_interval
+        if isinstance(interval, timedelta):
+            interval = interval.total_seconds()
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+            raise ValueError(f"heartbeat_interval must be seconds > 0 or a timedelta, not {self.heartbeat_interval!r}")
+        self.heartbeat_interval = float(interval)
+        allowed = {"batch_size", "interval", "max_buffer", "retry_initial", "retry_max", "startup_timeout"}
+        unknown = sorted(set(self.server_options or {}) - allowed)
+        if unknown:
+            raise ValueError(f"server_options: unknown {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+        self.server_options = dict(self.server_options or {})
 
 
 def _check_rules(rules: Sequence[Any], automations: Sequence[Any]) -> None:
@@ -257,6 +294,9 @@ class RunMonitor:
         self.stop_reason: str | None = None
         self.alerter: Alerter | None = None
         self.engine: Any = None
+        self.server_run: Any = None
+        """The :class:`runalert.client.ServerRun` when a server is configured (sender rank only)."""
+        self._stream_append: Any = None
         self.started = False
         self.finished = False
         self.crash_reported = False
@@ -325,6 +365,7 @@ class RunMonitor:
             self.alerter = runalert.get_alerter()
         self._start_time = _monotonic()
         self.started = True
+        self._setup_server()
         self._setup_engine()
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
@@ -401,10 +442,11 @@ class RunMonitor:
         if self.crash_reported and state == "finished":
             state = "failed"
         self._set_engine_state(state, None)
+        wait = self._flush_timeout() if timeout is None else timeout
+        self._finish_server(state, wait)
         alerter = self.alerter
         if alerter is None:
             return
-        wait = self._flush_timeout() if timeout is None else timeout
         if self._own_alerter:
             alerter.close(wait)
         else:
@@ -429,14 +471,25 @@ class RunMonitor:
             watchdog = self._watchdog
             if watchdog is not None:
                 watchdog.last_beat = _monotonic()
-            feed = self._feed
-            if feed is not None:
-                feed.clear()
+            append = self._stream_append
+            if append is None:
+                feed = self._feed
+                if feed is not None:
+                    feed.clear()
+                found = self._detector.step(values, step, feed)
+                if found is not None:
+                    self._on_nonfinite(found)
+                if feed:
+                    self._log_rules(feed, step)
+                return
+            feed = {}  # a new one per step: the stream keeps it
             found = self._detector.step(values, step, feed)
             if found is not None:
                 self._on_nonfinite(found)
             if feed:
-                self._log_rules(feed, step)
+                append(step, feed)
+                if self.engine is not None:
+                    self._log_rules(feed, step)
         except Exception as exc:
             self._fail("step", exc)
 
@@ -476,6 +529,9 @@ class RunMonitor:
                 self._last_metrics[key] = value
         if found is not None:
             self._on_nonfinite(found)
+        append = self._stream_append
+        if append is not None and feed:
+            append(step, dict(feed))
         if self.engine is not None and feed:
             wanted = self._rule_keys
             if wanted != "all" and wanted is not None:
@@ -541,6 +597,7 @@ class RunMonitor:
         self._set_engine_state("failed", reason)
         if self.opts.on_crash:
             self._send(title, text, level, fields, routine=routine, kind="crash")
+        self._server_failed(reason)
 
     def signal(self, signum: int) -> None:
         """A signal arrived. SIGTERM (preemption): ERROR "Run preempted (SIGTERM)", once per run, then a bounded
@@ -568,6 +625,7 @@ class RunMonitor:
             self._set_engine_state("failed", reason)
             if self.opts.on_crash:
                 self._send(title, text, AlertLevel.ERROR, self._fields(signal=signame, host=HOST), kind="signal")
+            self._server_failed(reason)
             if self.alerter is not None:
                 self.alerter.flush(self._flush_timeout())
         except Exception as exc:
@@ -591,6 +649,10 @@ class RunMonitor:
         """What survives a resume: the non-finite-sent flag, the alerter's suppression state, the engine state."""
         try:
             state: dict[str, Any] = {"version": 1, "nonfinite_sent": self.nonfinite_sent, "run_name": self.run_name}
+            if self.server_run is not None:
+                state["server_run_id"] = self.server_run.run_id
+            elif self._pending_state is not None and self._pending_state.get("server_run_id"):
+                state["server_run_id"] = self._pending_state["server_run_id"]
             if self.alerter is not None:
                 state["alerter"] = self.alerter.state_dict()
             if self.engine is not None:
@@ -728,7 +790,8 @@ class RunMonitor:
     def _setup_engine(self) -> None:
         """Rules and automations go on the monitor's own in-process engine (sender rank only)."""
         opts = self.opts
-        if (not opts.rules and not opts.automations) or not self.is_sender:
+        automations = () if self.server_run is not None else opts.automations  # registered on the server
+        if (not opts.rules and not automations) or not self.is_sender:
             return
         from runalert.automations import LocalEngine, OnRunMetric, SendNotification
 
@@ -740,7 +803,7 @@ class RunMonitor:
             action = SendNotification(title=_title(f"Rule: {described}"), severity=AlertLevel.WARN)
             engine.create(event >> action, name=f"rule {index}: {described}", cooldown=opts.rule_cooldown)
             watched.add(event.metric_name)
-        for index, automation in enumerate(opts.automations, 1):
+        for index, automation in enumerate(automations, 1):
             name = getattr(automation, "name", None) or f"automation {index}"
             engine.create(automation, name=name, fetch_existing=True)
             metric = getattr(automation.event, "metric_name", None)
@@ -752,8 +815,81 @@ class RunMonitor:
         self.engine = engine
         if watched:
             self._rule_keys = frozenset(watched)
-            self._detector.set_feed(watched)
-            self._feed = {}
+            if self._stream_append is None:
+                self._detector.set_feed(watched)
+                self._feed = {}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the server (runalert.client)
+    def _server_option(self) -> Any:
+        server = self.opts.server
+        if server is False:
+            return None
+        if server is None:
+            from runalert.client.rest import configured_server_url
+
+            server = configured_server_url()
+        return server or None
+
+    def _setup_server(self) -> None:
+        """With a server: open the run there, register automations, start the metric stream and heartbeats.
+        Sender rank (rank zero) only; a failure here never stops local alerting."""
+        if self.rank != 0:
+            return
+        try:
+            server = self._server_option()
+            if server is None:
+                return
+            from runalert.client import Client, ServerRun, make_run_id
+
+            client = server if isinstance(server, Client) else Client(server, project=self.opts.project)
+            pending = self._pending_state or {}
+            run_id = pending.get("server_run_id") or make_run_id(self.run_name)
+            opts = self.opts
+            tuning = dict(opts.server_options or {})
+            startup = tuning.pop("startup_timeout", None)
+            self.server_run = ServerRun(
+                client,
+                str(run_id),
+                project=opts.project or client.project,
+                name=self.run_name,
+                user=opts.user,
+                tags=opts.tags,
+                config=self.config,
+                host=HOST,
+                rank=self.rank,
+                world_size=self.world_size,
+                framework=self.framework,
+                automations=opts.automations,
+                heartbeat_interval=cast(float, opts.heartbeat_interval),
+                stream_options=tuning,
+                **({"startup_timeout": float(startup)} if startup is not None else {}),
+            )
+            self._stream_append = self.server_run.stream.append
+            self._detector.set_feed("all")  # every finite value goes to the stream
+            self._feed = None
+            self.server_run.start()
+        except Exception as exc:
+            self._fail("server", exc)
+
+    def _server_failed(self, reason: str | None) -> None:
+        """A crash: the server hears FAILED with ``reason`` now (bounded), not at finish."""
+        server = self.server_run
+        if server is None:
+            return
+        try:
+            server.fail(reason, timeout=min(3.0, self._flush_timeout()))
+        except Exception as exc:
+            self._fail("server-state", exc)
+
+    def _finish_server(self, state: str, timeout: float) -> None:
+        server = self.server_run
+        if server is None:
+            return
+        try:
+            server.finish(state, timeout=timeout)
+        except Exception as exc:
+            self._fail("server-finish", exc)
 
     def _log_rules(self, feed: Mapping[str, float], step: int | None) -> None:
         engine = self.engine

@@ -1,13 +1,13 @@
 """``runalert.Api``: W&B's automation calls (``create_automation``, ``automations`` ...) on a pluggable backend.
 
-The backend is the in-process :class:`LocalEngine` by default; a server-backed backend (HTTP to
-``runalert serve``) implements the same :class:`AutomationBackend` protocol and is chosen with ``backend=``.
+The backend is the in-process :class:`LocalEngine` by default; with a server URL (``server_url=`` or
+``RUNALERT_SERVER_URL``) it is :class:`~runalert.automations.http_backend.HttpBackend`, the REST API of
+``runalert serve``, with the same calls. Any :class:`AutomationBackend` can be given with ``backend=``.
 """
 
 from __future__ import annotations
 
 import builtins
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -93,9 +93,10 @@ class LocalBackend:
 class Api:
     """W&B-compatible automation API.
 
-    ``server_url`` (or ``RUNALERT_SERVER_URL``) and ``api_key`` (or ``RUNALERT_API_KEY``) are kept for the
-    server backend; until one is given with ``backend=``, automations run on the in-process engine
-    (``runalert.automations.default_engine()``), with the same calls.
+    With ``server_url`` (or ``RUNALERT_SERVER_URL``) the automations live on that runalert server (key from
+    ``api_key`` or ``RUNALERT_API_KEY``; project from ``project``, ``RUNALERT_PROJECT`` or ``"default"`` when an
+    automation's scope names none); otherwise they run on the in-process engine
+    (``runalert.automations.default_engine()``). The calls are the same.
     """
 
     def __init__(
@@ -103,14 +104,27 @@ class Api:
         server_url: str | None = None,
         api_key: str | None = None,
         *,
+        project: str | None = None,
         backend: AutomationBackend | None = None,
         engine: LocalEngine | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        self.server_url = server_url or os.environ.get("RUNALERT_SERVER_URL") or None
-        self._api_key = api_key or os.environ.get("RUNALERT_API_KEY") or None
         if backend is not None and engine is not None:
             raise ValueError("give backend or engine, not both")
-        self.backend: AutomationBackend = backend if backend is not None else LocalBackend(engine)
+        self.server_url = server_url or None
+        if backend is None and engine is None:
+            from runalert.client.rest import configured_server_url
+
+            self.server_url = self.server_url or configured_server_url()
+        if backend is not None:
+            self.backend: AutomationBackend = backend
+        elif engine is None and self.server_url:
+            from runalert.automations.http_backend import HttpBackend
+            from runalert.client.rest import Client
+
+            self.backend = HttpBackend(Client(self.server_url, api_key, project=project, timeout=timeout))
+        else:
+            self.backend = LocalBackend(engine)
         self.last_result: Upsert | None = None
 
     @property

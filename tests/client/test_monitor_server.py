@@ -1,0 +1,259 @@
+"""RunMonitor with ``server=``: the run opened, automations registered there, metrics streamed, heartbeats,
+the final state; a server down at start-up, or down mid-run and back; a SIGKILLed client noticed by the server.
+Real ``runalert serve`` processes and real receivers on loopback."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runalert.automations import OnRunMetric, OnRunState, Project, RunEvent, SendNotification, SendWebhook
+from runalert.channels import Webhook
+from runalert.client import Client
+from runalert.monitor import RunMonitor
+from tests.client.conftest import Receiver
+from tests.support import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _loss_automation(project: str, name: str | None = "loss-diverging") -> Any:
+    payload = {
+        "text": "run ${run_name}: ${metric_name} = ${metric_value} > ${threshold}",
+        "automation": "${automation_name}",
+        "project": "${project_name}",
+        "run_id": "${run_id}",
+    }
+    new = OnRunMetric(scope=Project(project), filter=RunEvent.metric("loss").avg(3) > 2.0) >> SendWebhook(
+        integration="hook", payload=payload
+    )
+    return new.model_copy(update={"name": name}) if name else new
+
+
+def _monitor(url: str, project: str, **options: Any) -> RunMonitor:
+    options.setdefault("on_stage_end", ())
+    options.setdefault("heartbeat_interval", 0.2)
+    return RunMonitor(server=url, project=project, install_crash_hooks=False, **options)
+
+
+def test_streams_metrics_and_a_server_automation_fires_a_filled_webhook(
+    server: Any, project: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client(server.url, project=project)
+    client.put_integration("hook", "webhook", url=receiver.url)
+    caplog.set_level(logging.DEBUG, logger="runalert")
+    local_rule = RunEvent.metric("acc") < -1.0  # local rules stay local
+    monitor = _monitor(server.url, project, automations=[_loss_automation(project)], rules=[local_rule], tags=["t1"])
+    monitor.start("bert base", config={"lr": 0.1, "bad": math.nan})
+    run = monitor.server_run
+    assert run is not None and run.opened
+    assert run.registered == {"loss-diverging": "created"}
+    assert "automation 'loss-diverging' on the server: created" in caplog.text
+    # automations went to the server, not to the local engine; the local rule is on the local engine
+    assert [a.name for a in monitor.engine.automations()] == ["rule 1: acc < -1"]
+    losses = [1.0, 1.2, 1.1, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    for step, loss in enumerate(losses):
+        monitor.step(step, {"loss": loss, "acc": 0.5, "name": "not a number"})
+    monitor.metrics({"val_loss": 0.25}, step=len(losses), stage="validate")
+    monitor.finish()
+    assert wait_for(lambda: len(receiver.bodies) == 1, timeout=20)
+    body = receiver.bodies[0]
+    assert body["automation"] == "loss-diverging"
+    assert body["project"] == project
+    assert body["run_id"] == run.run_id
+    assert body["text"].startswith("run bert base: loss = ")
+    stored = client.run(run.run_id)
+    assert (stored["state"], stored["reason"], stored["name"], stored["tags"]) == ("FINISHED", None, "bert base", ["t1"])
+    assert stored["points"] == 2 * len(losses) + 1 and stored["dropped"] == 0
+    assert stored["config"]["lr"] == 0.1 and stored["config"]["runalert"]["rank"] == 0
+    series = client.metrics(run.run_id)
+    assert [value for _step, value, _time in series["loss"]] == losses
+    assert series["val_loss"][0][:2] == (len(losses), 0.25)
+    # The same automation from the next run: unchanged, still one automation on the server.
+    again = _monitor(server.url, project, automations=[_loss_automation(project)])
+    again.start("second")
+    assert again.server_run is not None and again.server_run.registered == {"loss-diverging": "unchanged"}
+    again.finish()
+    assert [a["name"] for a in client.automations()] == ["loss-diverging"]
+
+
+def test_unnamed_automations_get_a_stable_name(server: Any, project: str, receiver: Receiver) -> None:
+    client = Client(server.url, project=project)
+    client.put_integration("hook", "webhook", url=receiver.url)
+    names = []
+    for _ in range(2):
+        monitor = _monitor(server.url, project, automations=[_loss_automation(project, name=None)])
+        monitor.start("r")
+        assert monitor.server_run is not None
+        names.append(dict(monitor.server_run.registered))
+        monitor.finish()
+    (name,) = names[0]
+    assert name.startswith("auto-")
+    assert names == [{name: "created"}, {name: "unchanged"}]
+
+
+def test_a_crash_sends_failed_with_its_reason_and_rank_one_does_not_stream(server: Any, project: str) -> None:
+    client = Client(server.url, project=project)
+    cases = [(RuntimeError("boom"), "exception"), (KeyboardInterrupt(), "interrupted")]
+    for exc, reason in cases:
+        monitor = _monitor(server.url, project, channels=[])
+        monitor.start("crashy")
+        monitor.step(1, {"loss": 0.5})
+        monitor.exception(exc)
+        run_id = monitor.server_run.run_id
+        assert (client.run(run_id)["state"], client.run(run_id)["reason"]) == ("FAILED", reason)
+        monitor.finish("failed")
+        assert client.run(run_id)["points"] == 1
+    monitor = _monitor(server.url, project, channels=[])
+    monitor.start("preempted")
+    monitor.signal(signal.SIGTERM)
+    assert client.run(monitor.server_run.run_id)["reason"] == "preempted"
+    monitor.finish()
+    other = _monitor(server.url, project, channels=[])
+    other.start("ddp", rank=1, world_size=2)
+    other.step(1, {"loss": 0.5})
+    assert other.server_run is None
+    other.finish()
+
+
+def test_a_resumed_monitor_continues_the_same_server_run(server: Any, project: str) -> None:
+    client = Client(server.url, project=project)
+    first = _monitor(server.url, project)
+    first.start("resumable")
+    first.step(1, {"loss": 1.0})
+    first.finish()
+    state = first.state_dict()
+    second = _monitor(server.url, project)
+    second.load_state_dict(state)
+    second.start("resumable")
+    assert second.server_run is not None and second.server_run.run_id == state["server_run_id"]
+    assert client.run(state["server_run_id"])["state"] == "RUNNING"
+    second.step(2, {"loss": 0.5})
+    second.finish()
+    stored = client.run(state["server_run_id"])
+    assert (stored["state"], stored["points"]) == ("FINISHED", 2)
+
+
+def test_server_down_at_start_one_warning_local_alerts_bounded_buffer_drops_reported(
+    make_server: Any, project: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()  # not started: nothing listens on its port yet
+    caplog.set_level(logging.DEBUG, logger="runalert")
+    options = {"max_buffer": 50, "retry_initial": 0.05, "retry_max": 0.2, "interval": 0.05}
+    monitor = _monitor(server.url, project, channels=[Webhook(receiver.url)], server_options=options)
+    monitor.start("offline")
+    for step in range(200):
+        monitor.step(step, {"loss": float(step) if step != 150 else math.nan})
+    # Training went on and local alerting works: the NaN alert reached the local receiver.
+    assert wait_for(lambda: receiver.titled("Non-finite loss"), timeout=10)
+    stream = monitor.server_run.stream
+    assert wait_for(lambda: stream.stats.dropped_rows == 199 - 50, timeout=10)  # 199 finite steps, 50 kept
+    server.start()
+    run_id = monitor.server_run.run_id
+    client = Client(server.url, project=project)
+    assert wait_for(lambda: client.run(run_id)["points"] == 50, timeout=30)
+    assert wait_for(lambda: client.run(run_id)["dropped"] == 149, timeout=10)
+    monitor.finish()
+    stored = client.run(run_id)
+    assert stored["state"] == "FINISHED"
+    assert [v for _s, v, _t in client.metrics(run_id)["loss"]][-1] == 199.0
+    down = [r for r in caplog.records if r.levelno >= logging.WARNING and "does not answer" in r.getMessage()]
+    assert len(down) == 1 and server.url in down[0].getMessage()
+    full = [r for r in caplog.records if r.levelno >= logging.WARNING and "is full" in r.getMessage()]
+    assert len(full) == 1
+
+
+def test_server_down_mid_run_then_back_loses_nothing(make_server: Any, project: str) -> None:
+    server = make_server().start()
+    client = Client(server.url, project=project)
+    options = {"retry_initial": 0.05, "retry_max": 0.3, "interval": 0.05}
+    monitor = _monitor(server.url, project, server_options=options)
+    monitor.start("flaky network")
+    for step in range(100):
+        monitor.step(step, {"loss": 1.0 / (step + 1), "lr": 0.1})
+    assert monitor.server_run.stream.flush(10)
+    server.kill()
+    for step in range(100, 300):
+        monitor.step(step, {"loss": 1.0 / (step + 1), "lr": 0.1})
+    assert not monitor.server_run.stream.flush(0.3)  # nobody takes them
+    server.start()  # same database, same port
+    assert wait_for(lambda: client.run(monitor.server_run.run_id)["points"] == 600, timeout=30)
+    monitor.finish()
+    stored = client.run(monitor.server_run.run_id)
+    assert (stored["state"], stored["dropped"], stored["last_step"]) == ("FINISHED", 0, 299)
+    steps = [s for s, _v, _t in client.metrics(monitor.server_run.run_id, names=["loss"])["loss"]]
+    assert steps == list(range(300))
+    assert monitor.server_run.stream.stats.dropped_points == 0
+
+
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from runalert.monitor import RunMonitor
+    monitor = RunMonitor(server=sys.argv[1], project=sys.argv[2], heartbeat_interval=0.2, channels=[],
+                         install_crash_hooks=False, on_stage_end=())
+    monitor.start("doomed")
+    monitor.step(1, {"loss": 0.5})
+    print(monitor.server_run.run_id, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_heartbeats_keep_a_run_running_and_a_sigkilled_client_is_failed_by_the_server(
+    make_server: Any, project: str, receiver: Receiver
+) -> None:
+    server = make_server(RUNALERT_HEARTBEAT_TIMEOUT="1.5").start()
+    client = Client(server.url, project=project)
+    client.put_integration("hook", "webhook", url=receiver.url)
+    payload = {"run": "${run_name}", "state": "${run_state}", "reason": "${reason}"}
+    event = OnRunState(scope=Project(project), filter=RunEvent.state.in_(["failed"]))
+    client.upsert_automation(
+        (event >> SendWebhook(integration="hook", payload=payload)).model_dump(mode="json") | {"name": "died"}
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_SCRIPT, server.url, project], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        assert run_id, "the client process did not start"
+        # Longer than the heartbeat timeout: the heartbeats keep it RUNNING.
+        assert not wait_for(lambda: client.run(run_id)["state"] != "RUNNING", timeout=3.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_for(lambda: client.run(run_id)["state"] == "FAILED", timeout=20)
+        assert client.run(run_id)["reason"] == "heartbeat_timeout"
+        assert wait_for(lambda: receiver.bodies, timeout=20)
+        assert receiver.bodies[0] == {"run": "doomed", "state": "FAILED", "reason": "heartbeat_timeout"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_automations_refused_by_the_server_are_reported_and_training_goes_on(
+    server: Any, project: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="runalert")
+    bad = OnRunMetric(scope=Project(project), filter=RunEvent.metric("loss") > 1.0) >> SendNotification(
+        integration="not-defined", title="x"
+    )
+    monitor = _monitor(server.url, project, automations=[bad.model_copy(update={"name": "needs-an-integration"})])
+    monitor.start("r")
+    monitor.step(1, {"loss": 5.0})
+    monitor.finish()
+    assert monitor.server_run.registered == {"needs-an-integration": "refused"}
+    assert "refused automation 'needs-an-integration'" in caplog.text
+    assert Client(server.url, project=project).run(monitor.server_run.run_id)["state"] == "FINISHED"
+    assert monitor.stats.errors == 0

@@ -71,10 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-name", default=None, help="the run's name in alerts")
     args = parser.parse_args(argv)
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(640, 8)).astype("float32")
-    y = (x[:, :1] * 0.5 - x[:, 1:2]).astype("float32")
     steps_per_epoch, batch_size = 10, 16
+    epochs = max(1, math.ceil(args.steps / steps_per_epoch))
+    n_train = epochs * steps_per_epoch * batch_size  # enough batches for every epoch: Keras does not rewind
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_train + 64, 8)).astype("float32")
+    y = (x[:, :1] * 0.5 - x[:, 1:2]).astype("float32")
 
     faults = Faults()
     model = keras.Sequential(
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         x[:-64],
         y[:-64],
         batch_size=batch_size,
-        epochs=max(1, math.ceil(args.steps / steps_per_epoch)),
+        epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=(x[-64:], y[-64:]),
         callbacks=[schedule, callback],

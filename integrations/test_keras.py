@@ -44,7 +44,7 @@ class NanFrom(keras.callbacks.Callback):
             self.layer.on.assign(1.0)
 
 
-def data(n: int = 160, seed: int = 0) -> tuple[Any, Any]:
+def data(n: int = 480, seed: int = 0) -> tuple[Any, Any]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)).astype("float32")
     return x, (x[:, :1] - x[:, 1:2]).astype("float32")
@@ -90,6 +90,27 @@ def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Ale
     assert nan["level"] == "ERROR" and nan["title"] == "Non-finite loss"
     assert nan["fields"]["step"] == "7" and nan["fields"]["epoch"] == "1"
     assert nan["fields"]["key"] == "loss" and nan["run"] == "keras-nan"
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+
+
+def test_out_of_order_async_batch_ends_are_handed_over_in_order(receiver: Receiver, alerter: Alerter) -> None:
+    # Keras' thread pool may run batch ends out of order; the NaN must still be reported at its own step.
+    callback = AlertCallback(alerter=alerter)
+    callback.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    callback.set_params({"epochs": 1, "steps": 3, "verbose": 0})
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    for batch in range(3):
+        callback.on_train_batch_begin(batch)
+    callback.on_train_batch_end(2, {"loss": math.inf})
+    callback.on_train_batch_end(1, {"loss": math.nan})
+    callback.on_train_batch_end(0, {"loss": 0.5})
+    callback.on_epoch_end(0, {"loss": math.nan})
+    callback.on_train_end({"loss": math.nan})
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "1" and nan["fields"]["value"] == "nan"
     receiver.settle()
     assert len(receiver.titled("Non-finite")) == 1
 

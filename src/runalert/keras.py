@@ -4,8 +4,9 @@ The callback translates Keras callback events into :class:`~runalert.monitor.Run
 nothing itself. Facts of Keras 3 that shape it:
 
 - ``async_safe = True``: without it, a callback that overrides a batch hook makes Keras turn off asynchronous
-  batch callbacks for the whole fit. With it, ``on_train_batch_end`` may run on Keras' thread pool, so calls
-  into the monitor are serialised here by a lock (uncontended in the synchronous case).
+  batch callbacks for the whole fit. With it, ``on_train_batch_end`` may run on Keras' thread pool, several at
+  once and out of order, so the calls are serialised by a lock and handed to the monitor in the order their
+  batches began (``on_train_batch_begin`` is always synchronous): a NaN is reported at the step it happened.
 - Keras gives callbacks no exception hook, and ``on_train_end`` is skipped on a crash: the monitor chains
   ``sys.excepthook``, ``threading.excepthook``, SIGTERM and ``atexit`` for the length of ``fit()`` and
   restores them in ``on_train_end``.
@@ -17,6 +18,7 @@ nothing itself. Facts of Keras 3 that shape it:
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -92,8 +94,13 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._epoch = 0
         self._epochs: int | None = None
         self._steps_per_epoch: int | None = None
-        self._counted = 0  # steps seen, when the epoch length is unknown
+        self._seen = 0  # steps handed to the monitor in this fit
+        self._base = 0  # the step number of the epoch's first batch
         self._last = -1
+        # Asynchronous batch-end calls may run out of order on Keras' thread pool; the batch-begin calls are
+        # synchronous and in order, so they give the order in which ends are handed to the monitor.
+        self._order: deque[int] = deque()
+        self._pending: dict[int, Mapping[str, Any]] = {}
 
     # -- fit -----------------------------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -102,30 +109,60 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
             self._in_fit = True
             self._epochs = params.get("epochs")
             self._steps_per_epoch = params.get("steps")
-            self._counted = 0
-            self._last = -1
+            self._seen, self._base, self._last = 0, 0, -1
+            self._order.clear()
+            self._pending.clear()
             self._begin(self._run_name())
             self.monitor.stage_start("fit")
 
         self._guard("on_train_begin", run)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        # Keras waits for every batch-end call of an epoch before on_epoch_end: nothing is in flight here.
         self._epoch = int(epoch)
+        per_epoch = self._steps_per_epoch
+        self._base = self._epoch * int(per_epoch) if per_epoch else self._seen
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._order.append(int(batch))  # main thread, in order (never dispatched asynchronously by Keras)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        # May run on Keras' callback thread pool (async_safe): one monitor call at a time.
+        # May run on Keras' callback thread pool (async_safe): one monitor call at a time, in batch order.
         with self._lock:
-            per_epoch = self._steps_per_epoch
-            step = self._epoch * int(per_epoch) + int(batch) if per_epoch else self._counted
-            self._counted += 1
-            self._last = max(self._last, step)
-            self.monitor.step(step, logs or {}, epoch=self._epoch)
+            self._pending[int(batch)] = logs or {}
+            self._drain()
             if self.monitor.should_stop and self.model is not None:
                 self.model.stop_training = True
+
+    def _drain(self, everything: bool = False) -> None:
+        """Hand the pending batch ends to the monitor in the order their batches began."""
+        order, pending = self._order, self._pending
+        while order:
+            first = order[0]
+            following = order[1] if len(order) > 1 else None
+            # The end of the batch that began at ``first`` (with steps_per_execution > 1 it ends further on).
+            end = next((e for e in pending if e >= first and (following is None or e < following)), None)
+            if end is None:
+                if not everything:
+                    return
+                order.popleft()  # a batch whose end never came (it failed): skip it
+                continue
+            order.popleft()
+            self._step(end, pending.pop(end))
+        if everything:
+            for end in sorted(pending):
+                self._step(end, pending.pop(end))
+
+    def _step(self, batch: int, logs: Mapping[str, Any]) -> None:
+        step = self._base + batch
+        self._seen += 1
+        self._last = max(self._last, step)
+        self.monitor.step(step, logs, epoch=self._epoch)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         def run() -> None:
             with self._lock:
+                self._drain(everything=True)
                 self.monitor.metrics(plain_metrics(logs), step=self._last_step(), epoch=int(epoch), stage="fit")
                 if self.monitor.should_stop and self.model is not None:
                     self.model.stop_training = True
@@ -133,18 +170,18 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._guard("on_epoch_end", run)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        def run() -> None:
+        def summary() -> None:
             with self._lock:
-                self._in_fit = False
+                self._drain(everything=True)
                 stopped = None
                 done = self._epoch + 1
-                if self.model is not None and self.model.stop_training and self._epochs and done < self._epochs:
+                if getattr(self.model, "stop_training", False) and self._epochs and done < self._epochs:
                     stopped = f"Training stopped early after {done} of {self._epochs} epochs"
-                note = self._stopped_note(stopped)
-                self.monitor.stage_end("fit", metrics=plain_metrics(logs), note=note)
-                self.monitor.finish("finished")
+                self.monitor.stage_end("fit", metrics=plain_metrics(logs), note=self._stopped_note(stopped))
 
-        self._guard("on_train_end", run)
+        self._in_fit = False
+        self._guard("on_train_end", summary)
+        self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
 
     # -- evaluate ------------------------------------------------------------------------------------------------
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -166,9 +203,9 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
                 values = plain_metrics(logs)
                 self.monitor.metrics(values, step=self._last_step(), stage="test")
                 self.monitor.stage_end("test", metrics=values)
-                self.monitor.finish("finished")
 
         self._guard("on_test_end", run)
+        self._guard("on_test_end-finish", lambda: self.monitor.finish("finished"))
 
     def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.monitor.heartbeat()  # progress for the stall watchdog

@@ -170,17 +170,17 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         self._guard("on_log", run)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        def run() -> None:
+        def summary() -> None:
             self._tap.detach()
-            self._training = False
             stopped = None
             max_steps = int(getattr(state, "max_steps", 0) or 0)
             if max_steps and state.global_step < max_steps:
                 stopped = f"Training stopped early at step {state.global_step} of {max_steps}"
             self.monitor.stage_end("fit", note=self._stopped_note(stopped))
-            self.monitor.finish("finished")
 
-        self._guard("on_train_end", run)
+        self._training = False
+        self._guard("on_train_end", summary)
+        self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
 
     # -- evaluation and prediction -------------------------------------------------------------------------------
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

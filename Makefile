@@ -31,9 +31,13 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src/runalert
 
-## demo: the quickstart: alerts of each level, a mention and a rate-limited repeat
+## demo: the quickstart (each level, a mention, a rate-limited repeat, a signed webhook), then a Lightning
+## run whose loss turns NaN at step 20: one ERROR alert, training stopped, the fit summary
 demo: venv
 	$(PY) examples/quickstart.py
+	@echo
+	@echo "== a Lightning run that diverges (examples/lightning_train.py --nan-at-step 20 --stop-on-nan) =="
+	$(PY) examples/lightning_train.py --nan-at-step 20 --stop-on-nan
 
 bench: venv
 	$(PY) -m benchmarks

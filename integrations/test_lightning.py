@@ -178,6 +178,9 @@ def test_invalid_options_fail_at_construction() -> None:
         AlertCallback(on_stage_end=("fit", "deploy"))
     with pytest.raises(ValueError, match="check_every_n_steps"):
         AlertCallback(check_every_n_steps=0)
+    with pytest.raises(TypeError, match=r"unknown option.*stop_on_nan.*the options are"):
+        AlertCallback(stop_on_nan=True)
+    assert AlertCallback(rule_cooldown=60).options.rule_cooldown == 60  # the rest of MonitorOptions passes through
 
 
 def test_standalone_pytorch_lightning_trainer(receiver: Receiver, alerter: Alerter) -> None:

@@ -8,6 +8,7 @@ few guarded helpers that never let a problem in runalert reach the training loop
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -79,9 +80,16 @@ class MonitorOwner:
         tags: Sequence[str],
         user: str | None,
         server: str | None,
+        **options: Any,
     ) -> None:
         from runalert.monitor import MonitorOptions
 
+        known = {f.name for f in dataclasses.fields(MonitorOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"AlertCallback got unknown option(s) {', '.join(unknown)}; the options are: {', '.join(sorted(known))}"
+            )
         # MonitorOptions validates every option here, at construction, with a message naming the field.
         self.options = MonitorOptions(
             channels=channels,
@@ -100,6 +108,7 @@ class MonitorOwner:
             tags=tags,
             user=user,
             server=server,
+            **options,
         )
         self.monitor = self._new_monitor()
 

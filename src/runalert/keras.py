@@ -41,7 +41,8 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
     ``channels``/``alerter``, ``on_nonfinite``, ``stop_on_nonfinite`` (also set ``model.stop_training``),
     ``check_every_n_steps``, ``on_crash``, ``on_stage_end`` (``"fit"`` is ``fit()``, ``"test"`` a standalone
     ``evaluate()``), ``rules``, ``automations``, ``stall_after``, ``rank_zero_only``, ``run_name``, ``project``,
-    ``tags``, ``user`` and ``server``. Invalid options raise ``ValueError`` here.
+    ``tags``, ``user`` and ``server``; the rest of ``MonitorOptions`` (``rule_cooldown``, ``heartbeat_interval`` ...)
+    as keywords. Invalid options raise ``ValueError`` here, unknown ones ``TypeError``.
 
     Steps are counted from 0 across epochs (``epoch * steps_per_epoch + batch``).
     """
@@ -69,6 +70,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         tags: Sequence[str] = (),
         user: str | None = None,
         server: str | None = None,
+        **options: Any,
     ) -> None:
         keras.callbacks.Callback.__init__(self)
         self._setup_monitor(
@@ -88,6 +90,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
             tags=tags,
             user=user,
             server=server,
+            **options,
         )
         self._lock = threading.Lock()
         self._in_fit = False

@@ -124,6 +124,7 @@ class _AlertHooks(MonitorOwner):
         tags: Sequence[str] = (),
         user: str | None = None,
         server: str | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self._setup_monitor(
@@ -143,6 +144,7 @@ class _AlertHooks(MonitorOwner):
             tags=tags,
             user=user,
             server=server,
+            **options,
         )
         self._step = 0
         self._every = max(1, int(check_every_n_steps))
@@ -282,5 +284,6 @@ class AlertCallback(_AlertHooks, *_callback_bases()):  # type: ignore[misc]
     ``stop_on_nonfinite`` (also set ``trainer.should_stop``), ``check_every_n_steps``, ``on_crash``,
     ``on_stage_end`` (stages that send an INFO summary), ``rules``, ``automations``, ``stall_after`` (seconds),
     ``rank_zero_only``, ``run_name`` (default: the first logger's ``name/version``), ``project``, ``tags``,
-    ``user`` and ``server``. Invalid options raise ``ValueError`` here.
+    ``user`` and ``server``; the rest of ``MonitorOptions`` (``rule_cooldown``, ``heartbeat_interval`` ...)
+    as keywords. Invalid options raise ``ValueError`` here, unknown ones ``TypeError``.
     """

@@ -86,7 +86,8 @@ class AlertCallback(MonitorOwner, TrainerCallback):
     ``control.should_training_stop``), ``check_every_n_steps``, ``on_crash``, ``on_stage_end`` (``"fit"`` is
     ``train()``, ``"validate"`` a standalone ``evaluate()``, ``"test"`` ``predict()``), ``rules``,
     ``automations``, ``stall_after``, ``rank_zero_only``, ``run_name`` (default ``TrainingArguments.run_name``),
-    ``project``, ``tags``, ``user`` and ``server``. Invalid options raise ``ValueError`` here.
+    ``project``, ``tags``, ``user`` and ``server``; the rest of ``MonitorOptions`` (``rule_cooldown``,
+    ``heartbeat_interval`` ...) as keywords. Invalid options raise ``ValueError`` here, unknown ones ``TypeError``.
     """
 
     framework = "transformers"
@@ -111,6 +112,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         tags: Sequence[str] = (),
         user: str | None = None,
         server: str | None = None,
+        **options: Any,
     ) -> None:
         self._setup_monitor(
             channels=channels,
@@ -129,6 +131,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
             tags=tags,
             user=user,
             server=server,
+            **options,
         )
         self._tap = _LossTap()
         self._training = False

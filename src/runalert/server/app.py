@@ -53,6 +53,9 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
     else:
         app.include_router(automations.router)
         app.include_router(events.router)
+    from runalert.server.routers import web
+
+    app.include_router(web.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -31,7 +31,7 @@ from runalert.alerting.ratelimit import TokenBucket
 from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
-from runalert.server.engine import ENCRYPTED
+from runalert.server.engine import ENCRYPTED, run_url
 from runalert.server.integrations import build_channel, parse_integration
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
 from runalert.server.settings import ServerSettings
@@ -205,6 +205,9 @@ class Dispatcher:
         run = session.get(Run, record.run_pk) if record.run_pk else None
         fields = dict(record.fields)
         fields.setdefault("project", project.name if project else "")
+        link = run_url(self.settings.public_url, project.name if project else None, run.run_id) if run else ""
+        if link:
+            fields.setdefault("run url", link)
         payload = record.payload
         if payload is not None and ENCRYPTED in payload:
             payload = self.cipher.decrypt_json(payload[ENCRYPTED])

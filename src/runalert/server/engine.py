@@ -16,21 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runalert.alert import Alert
 from runalert.automations import Automation, Firing, LocalEngine, NewAutomation, OnRunMetric, SendWebhook
+from runalert.automations.engine import RunInfo
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
 from runalert.server.models import AlertRecord, Integration, MetricPoint, Project, Run, Secret
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.outbox import default_integrations, record_alert
 
-__all__ = ["ENCRYPTED", "ServerEngine", "automation_from_spec"]
+__all__ = ["ENCRYPTED", "ServerEngine", "automation_from_spec", "run_url"]
 
 log = logging.getLogger("runalert.server.engine")
 
@@ -43,6 +44,35 @@ class _Sink:
 
     def deliver(self, alert: Alert, channels: Any = None) -> None:
         return None
+
+
+def run_url(public_url: str | None, project: str | None, run_id: str) -> str:
+    """The run page's address for ``${run_url}``: ``public_url`` + ``/runs/<project>/<run id>``; empty without
+    a public URL (the server cannot know how people reach it)."""
+    if not public_url or not project:
+        return ""
+    from urllib.parse import quote
+
+    return f"{public_url.rstrip('/')}/runs/{quote(project, safe='')}/{quote(run_id, safe='')}"
+
+
+class _ServerLocalEngine(LocalEngine):
+    """``LocalEngine`` with ``${run_url}`` filled: the in-process engine has no page to link to, the server does."""
+
+    def __init__(self, *args: Any, public_url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.public_url = public_url
+
+    def _build_alert(
+        self,
+        automation: Automation,
+        run: RunInfo,
+        transition: Literal["fired", "resolved"],
+        detail: str,
+        extra: Mapping[str, str],
+    ) -> Alert | None:
+        url = run_url(self.public_url, run.project, run.run_id)
+        return super()._build_alert(automation, run, transition, detail, {"run_url": url, **extra} if url else extra)
 
 
 def automation_from_spec(spec: dict[str, Any]) -> Automation:
@@ -80,7 +110,7 @@ class ServerEngine:
         """The project's engine (built with its integrations, secrets and automations on first use)."""
         engine = self._engines.get(project_id)
         if engine is None:
-            engine = LocalEngine(_Sink(), clock=self._clock)
+            engine = _ServerLocalEngine(_Sink(), clock=self._clock, public_url=self.public_url)
             self._engines[project_id] = engine
             self._automation_ids[project_id] = {}
             project = session.get(Project, project_id)

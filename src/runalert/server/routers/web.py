@@ -1,0 +1,515 @@
+"""The web page: runs with their state and sparklines, automations, and alert history with deliveries.
+
+Server-rendered (Jinja2, autoescaped), no JavaScript, charts as inline SVG polylines computed here from the
+stored points (the last points of each metric, downsampled to one min/max pair per horizontal pixel bucket so
+that a spike survives).
+
+Auth follows the API's rules. With no key in the database: loopback clients only (or ``--insecure``), every
+project visible. Otherwise a project key is needed, and the page shows that project only. It is taken from
+``Authorization: Bearer``, from the ``runalert_key`` cookie, or from a ``?key=`` query, which is moved at once
+into the cookie (HttpOnly, SameSite=Strict) by a redirect to the same page without the key, so that it stays
+out of the address bar, the history and the logs. ``/login`` is a small form that sets the same cookie;
+``/logout`` clears it. A key is never written into a page.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from runalert.server.auth import hash_key, is_loopback
+from runalert.server.models import AlertRecord, ApiKey, Automation, MetricPoint, Project, Run
+from runalert.server.routers._deps import Ctx
+from runalert.server.routers._views import alerts_out
+
+__all__ = ["COOKIE", "Chart", "chart", "router", "run_path"]
+
+router = APIRouter(include_in_schema=False)
+
+COOKIE = "runalert_key"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True, default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+INDEX_RUNS = 100
+INDEX_METRICS = 4  # sparklines per run on the index
+INDEX_POINTS = 400  # last points of each metric read for a sparkline
+RUN_METRICS = 24
+RUN_POINTS = 5000
+ALERTS = 50
+
+
+def run_path(project: str, run_id: str) -> str:
+    """The run page's path (``${run_url}`` is the server's public URL followed by this)."""
+    return f"/runs/{quote(project, safe='')}/{quote(run_id, safe='')}"
+
+
+# -- charts ------------------------------------------------------------------------------------------------
+@dataclass
+class Chart:
+    """An inline SVG line chart: polyline point lists (one per finite stretch), labels and markers."""
+
+    name: str
+    width: int
+    height: int
+    lines: list[str] = field(default_factory=list)
+    nonfinite: list[float] = field(default_factory=list)  # x positions of NaN/inf values
+    count: int = 0
+    last: str = ""
+    low: str = ""
+    high: str = ""
+    first_step: str = ""
+    last_step: str = ""
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}"
+
+
+def chart(name: str, points: Sequence[tuple[int | None, float | None]], *, width: int, height: int) -> Chart:
+    """A chart of ``points`` ((step, value), oldest first; value ``None`` for a non-finite one).
+
+    More points than half the width are downsampled: each bucket of consecutive points keeps its minimum and
+    its maximum (in order), so that a spike or a divergence stays visible in a sparkline.
+    """
+    out = Chart(name=name, width=width, height=height, count=len(points))
+    if not points:
+        return out
+    n = len(points)
+    finite = [v for _s, v in points if v is not None and math.isfinite(v)]
+    last = points[-1][1]
+    out.last = _fmt(last) if last is not None else "non-finite"
+    steps = [s for s, _v in points if s is not None]
+    if steps:
+        out.first_step, out.last_step = str(steps[0]), str(steps[-1])
+    if not finite:
+        out.nonfinite = [_x(i, n, width) for i, (_s, v) in enumerate(points) if v is None][:200]
+        return out
+    low, high = min(finite), max(finite)
+    out.low, out.high = _fmt(low), _fmt(high)
+    span = high - low
+    pad = 2.0
+
+    def y(value: float) -> float:
+        if span <= 0 or not math.isfinite(span):
+            return height / 2
+        return pad + (height - 2 * pad) * (1.0 - (value - low) / span)
+
+    buckets = max(1, width // 2)
+    stretch: list[str] = []
+    marks: list[float] = []
+    if n <= buckets:
+        for i, (_s, v) in enumerate(points):
+            if v is None or not math.isfinite(v):
+                marks.append(_x(i, n, width))
+                if stretch:
+                    out.lines.append(" ".join(stretch))
+                    stretch = []
+                continue
+            stretch.append(f"{_x(i, n, width):.1f},{y(v):.1f}")
+    else:
+        for b in range(buckets):
+            start, end = b * n // buckets, (b + 1) * n // buckets
+            chunk = [(i, points[i][1]) for i in range(start, end)]
+            good = [(i, v) for i, v in chunk if v is not None and math.isfinite(v)]
+            if len(good) < len(chunk):
+                marks.append(_x(start, n, width))
+            if not good:
+                if stretch:
+                    out.lines.append(" ".join(stretch))
+                    stretch = []
+                continue
+            lo = min(good, key=lambda p: p[1])
+            hi = max(good, key=lambda p: p[1])
+            for i, v in sorted({lo, hi}):
+                stretch.append(f"{_x(i, n, width):.1f},{y(v):.1f}")
+    if stretch:
+        out.lines.append(" ".join(stretch))
+    # A single point draws nothing as a polyline: make it a short flat segment.
+    out.lines = [line if " " in line else f"{line} {line}" for line in out.lines]
+    out.nonfinite = marks[:200]
+    return out
+
+
+def _x(i: int, n: int, width: int) -> float:
+    return 0.0 if n <= 1 else i * (width - 1) / (n - 1)
+
+
+# -- auth --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks: every project (``project_id`` None) or one project's key."""
+
+    project_id: int | None
+    project: str | None
+    via_cookie: bool = False
+
+
+class _Denied(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _key_of(request: Request) -> tuple[str | None, bool]:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip(), False
+        return "", False
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def _viewer_for_key(session: Session, token: str) -> Viewer | None:
+    key = session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(token)))
+    if key is None:
+        return None
+    now = time.time()
+    if key.last_used_at is None or now - key.last_used_at > 60:
+        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    project = session.get(Project, key.project_id)
+    return Viewer(key.project_id, project.name if project is not None else None)
+
+
+def _viewer(session: Session, request: Request, insecure: bool) -> Viewer:
+    token, from_cookie = _key_of(request)
+    if token is not None:
+        viewer = _viewer_for_key(session, token) if token else None
+        if viewer is None:
+            raise _Denied("That key is not valid." if token else "The Authorization header must be 'Bearer <key>'.")
+        return Viewer(viewer.project_id, viewer.project, via_cookie=from_cookie)
+    if session.scalar(select(ApiKey.id).limit(1)) is not None:
+        raise _Denied("")
+    client = request.client.host if request.client else None
+    if not insecure and not is_loopback(client):
+        raise _Denied("This server has no API keys and shows its page to loopback clients only.")
+    return Viewer(None, None)
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to go back to after logging in (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = _env.get_template(name).render(**context)
+    return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+def _login_page(request: Request, reason: str) -> HTMLResponse:
+    target = request.url.path
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+    if query:
+        target += "?" + urlencode(query)
+    response = _render("login.html", status=401, reason=reason, next=_safe_next(target))
+    response.headers["WWW-Authenticate"] = 'Bearer realm="runalert"'
+    return response
+
+
+def _authorize(ctx: Any, request: Request, session: Session) -> Viewer | Response:
+    """The viewer, or the response to send instead (401 with the login form, or the redirect that drops
+    ``?key=`` from the address after putting it in the cookie)."""
+    query_key = request.query_params.get("key")
+    if query_key is not None:
+        viewer = _viewer_for_key(session, query_key) if query_key else None
+        if viewer is None:
+            return _login_page(request, "That key is not valid.")
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+        target = request.url.path + ("?" + urlencode(query) if query else "")
+        redirect = RedirectResponse(_safe_next(target), status_code=303, headers=HEADERS)
+        _set_cookie(request, redirect, query_key)
+        return redirect
+    try:
+        return _viewer(session, request, ctx.settings.insecure)
+    except _Denied as denied:
+        return _login_page(request, denied.reason)
+
+
+def _set_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=30 * 86400,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+# -- data --------------------------------------------------------------------------------------------------
+def metric_names(session: Session, run_pk: int, limit: int) -> list[str]:
+    """The run's metric names, alphabetically: a skip scan of the (run, name, id) index (a few probes per
+    name, whatever the number of points), where ``SELECT DISTINCT`` would read every point."""
+    first = select(func.min(MetricPoint.name).label("name")).where(MetricPoint.run_pk == run_pk)
+    cte = first.cte("names", recursive=True)
+    following = (
+        select(func.min(MetricPoint.name))
+        .where(MetricPoint.run_pk == run_pk, MetricPoint.name > cte.c.name)
+        .scalar_subquery()
+    )
+    cte = cte.union_all(select(following.label("name")).where(cte.c.name.is_not(None)))
+    found = session.scalars(select(cte.c.name).where(cte.c.name.is_not(None)).limit(limit)).all()
+    return [str(n) for n in found]
+
+
+def series(session: Session, run_pk: int, name: str, limit: int) -> list[tuple[int | None, float | None]]:
+    rows = session.execute(
+        select(MetricPoint.step, MetricPoint.value)
+        .where(MetricPoint.run_pk == run_pk, MetricPoint.name == name)
+        .order_by(MetricPoint.id.desc())
+        .limit(limit)
+    ).all()
+    return [(s, v) for s, v in reversed(rows)]
+
+
+def _delivery_status(status: str, attempts: int) -> str:
+    if status == "pending":
+        return "retrying" if attempts else "pending"
+    return status
+
+
+def _alert_views(session: Session, records: list[AlertRecord], projects: dict[int, str]) -> list[dict[str, Any]]:
+    views = []
+    for record, out in zip(records, alerts_out(session, records), strict=True):
+        project = projects.get(record.project_id, "")
+        views.append(
+            {
+                "id": out.id,
+                "title": out.title,
+                "text": out.text,
+                "level": out.level,
+                "kind": out.kind,
+                "source": out.source,
+                "project": project,
+                "run_id": out.run_id,
+                "run_href": run_path(project, out.run_id) if out.run_id else None,
+                "automation": out.automation,
+                "created": _when(out.created_at),
+                "suppressed": out.suppressed,
+                "deliveries": [
+                    {
+                        "integration": d.integration,
+                        "status": _delivery_status(d.status, d.attempts),
+                        "attempts": d.attempts,
+                        "last_error": (d.last_error or "")[:300],
+                        "finished": _when(d.finished_at) if d.finished_at else "",
+                    }
+                    for d in out.deliveries
+                ],
+            }
+        )
+    return views
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _ago(ts: float, now: float) -> str:
+    seconds = max(0.0, now - ts)
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
+
+
+def _run_view(run: Run, project: str, now: float) -> dict[str, Any]:
+    return {
+        "project": project,
+        "run_id": run.run_id,
+        "name": run.name,
+        "user": run.user or "",
+        "tags": list(run.tags or []),
+        "state": run.state,
+        "reason": run.reason or "",
+        "created": _when(run.created_at),
+        "last_seen": _ago(run.last_seen_at, now),
+        "last_step": "" if run.last_step is None else str(run.last_step),
+        "points": run.points,
+        "dropped": run.dropped,
+        "href": run_path(project, run.run_id),
+    }
+
+
+def _automation_views(session: Session, viewer: Viewer, projects: dict[int, str]) -> list[dict[str, Any]]:
+    try:
+        from runalert.automations import Automation as AutomationModel
+        from runalert.server.routers.automations import _summary
+    except ImportError:  # pragma: no cover - runalert.automations missing
+        return []
+    query = select(Automation).order_by(Automation.project_id, Automation.name)
+    if viewer.project_id is not None:
+        query = query.where(Automation.project_id == viewer.project_id)
+    views = []
+    for row in session.scalars(query.limit(500)):
+        try:
+            summary = _summary(AutomationModel.model_validate(row.spec))
+        except ValueError:
+            summary = "(cannot be read)"
+        views.append(
+            {
+                "project": projects.get(row.project_id, ""),
+                "name": row.name,
+                "summary": summary,
+                "enabled": row.enabled,
+                "version": row.version,
+            }
+        )
+    return views
+
+
+def _projects(session: Session, viewer: Viewer) -> dict[int, str]:
+    query = select(Project.id, Project.name)
+    if viewer.project_id is not None:
+        query = query.where(Project.id == viewer.project_id)
+    return {int(pid): str(name) for pid, name in session.execute(query)}
+
+
+# -- pages -------------------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+def index(
+    ctx: Ctx, request: Request, state: Annotated[str | None, Query(pattern="^(RUNNING|FINISHED|FAILED)$")] = None
+) -> Response:
+    now = time.time()
+    with ctx.db.session() as session:
+        viewer = _authorize(ctx, request, session)
+        if isinstance(viewer, Response):
+            return viewer
+        projects = _projects(session, viewer)
+        query = select(Run)
+        if viewer.project_id is not None:
+            query = query.where(Run.project_id == viewer.project_id)
+        if state:
+            query = query.where(Run.state == state)
+        runs = []
+        for run in session.scalars(query.order_by(Run.last_seen_at.desc(), Run.id.desc()).limit(INDEX_RUNS)):
+            view = _run_view(run, projects.get(run.project_id, ""), now)
+            view["charts"] = [
+                chart(name, series(session, run.id, name, INDEX_POINTS), width=120, height=28)
+                for name in metric_names(session, run.id, INDEX_METRICS)
+            ]
+            runs.append(view)
+        count_query = select(Run.state, func.count(Run.id)).group_by(Run.state)
+        if viewer.project_id is not None:
+            count_query = count_query.where(Run.project_id == viewer.project_id)
+        counts = {str(s): int(c) for s, c in session.execute(count_query).all()}
+        alert_query = select(AlertRecord)
+        if viewer.project_id is not None:
+            alert_query = alert_query.where(AlertRecord.project_id == viewer.project_id)
+        records = list(session.scalars(alert_query.order_by(AlertRecord.created_at.desc()).limit(ALERTS)))
+        alerts = _alert_views(session, records, projects)
+        automations = _automation_views(session, viewer, projects)
+    return _render(
+        "index.html",
+        refresh=30,
+        viewer=viewer,
+        runs=runs,
+        counts=counts,
+        state=state,
+        alerts=alerts,
+        automations=automations,
+        now=_when(now),
+    )
+
+
+@router.get("/runs/{project}/{run_id}", response_class=HTMLResponse)
+def run_page(ctx: Ctx, request: Request, project: str, run_id: str) -> Response:
+    now = time.time()
+    with ctx.db.session() as session:
+        viewer = _authorize(ctx, request, session)
+        if isinstance(viewer, Response):
+            return viewer
+        owner = session.scalar(select(Project).where(Project.name == project))
+        run = (
+            session.scalar(select(Run).where(Run.project_id == owner.id, Run.run_id == run_id))
+            if owner is not None and (viewer.project_id is None or viewer.project_id == owner.id)
+            else None
+        )
+        if owner is None or run is None:
+            return _render("not_found.html", status=404, viewer=viewer, what=f"run {run_id} in project {project}")
+        view = _run_view(run, owner.name, now)
+        charts = [
+            chart(name, series(session, run.id, name, RUN_POINTS), width=560, height=140)
+            for name in metric_names(session, run.id, RUN_METRICS)
+        ]
+        records = list(
+            session.scalars(
+                select(AlertRecord)
+                .where(AlertRecord.run_pk == run.id)
+                .order_by(AlertRecord.created_at.desc())
+                .limit(200)
+            )
+        )
+        alerts = _alert_views(session, records, {owner.id: owner.name})
+    return _render(
+        "run.html", refresh=30, viewer=viewer, run=view, charts=charts, alerts=alerts, config=run.config or {}
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(next: str | None = None) -> Response:
+    return _render("login.html", status=200, reason="", next=_safe_next(next))
+
+
+@router.post("/login")
+async def login(ctx: Ctx, request: Request) -> Response:
+    """The login form's target (``application/x-www-form-urlencoded``: ``key``, ``next``)."""
+    body = await request.body()
+    form = parse_qs(body[:8192].decode("utf-8", "replace"), max_num_fields=10)
+    key = (form.get("key") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/"])[0])
+
+    def check() -> Viewer | None:
+        with ctx.db.session() as session:
+            return _viewer_for_key(session, key) if key else None
+
+    viewer = await run_in_threadpool(check)
+    if viewer is None:
+        response = _render("login.html", status=401, reason="That key is not valid.", next=target)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="runalert"'
+        return response
+    redirect = RedirectResponse(target, status_code=303, headers=HEADERS)
+    _set_cookie(request, redirect, key)
+    return redirect
+
+
+@router.get("/logout")
+def logout() -> Response:
+    redirect = RedirectResponse("/login", status_code=303, headers=HEADERS)
+    redirect.delete_cookie(COOKIE, path="/")
+    return redirect

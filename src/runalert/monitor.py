@@ -35,6 +35,7 @@ __all__ = ["STAGES", "MonitorOptions", "MonitorStats", "RunMonitor"]
 STAGES = ("fit", "validate", "test", "predict")
 
 _monotonic = time.monotonic
+_now = time.time
 
 # A failure on one rank makes the others fail later in a collective; these errors look like that.
 _CONSEQUENTIAL = re.compile(
@@ -297,6 +298,8 @@ class RunMonitor:
         self.server_run: Any = None
         """The :class:`runalert.client.ServerRun` when a server is configured (sender rank only)."""
         self._stream_append: Any = None
+        self._stream_push: Any = None
+        self._stream_seq: Any = None
         self.started = False
         self.finished = False
         self.crash_reported = False
@@ -471,8 +474,8 @@ class RunMonitor:
             watchdog = self._watchdog
             if watchdog is not None:
                 watchdog.last_beat = _monotonic()
-            append = self._stream_append
-            if append is None:
+            push = self._stream_push
+            if push is None:
                 feed = self._feed
                 if feed is not None:
                     feed.clear()
@@ -487,7 +490,7 @@ class RunMonitor:
             if found is not None:
                 self._on_nonfinite(found)
             if feed:
-                append(step, feed)
+                push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
                 if self.engine is not None:
                     self._log_rules(feed, step)
         except Exception as exc:
@@ -866,6 +869,7 @@ class RunMonitor:
                 **({"startup_timeout": float(startup)} if startup is not None else {}),
             )
             self._stream_append = self.server_run.stream.append
+            self._stream_push, self._stream_seq = self.server_run.stream.appender()
             self._detector.set_feed("all")  # every finite value goes to the stream
             self._feed = None
             self.server_run.start()

@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 
-from tests.server.conftest import FAST, ServerProcess  # noqa: E402
+from tests.server.conftest import FAST, ServerProcess
 
 FAST_ENV = {f"RUNALERT_{k.upper()}": str(v) for k, v in FAST.items()}
 

@@ -18,7 +18,7 @@ import pytest
 
 from runalert.automations import OnRunMetric, OnRunState, Project, RunEvent, SendNotification, SendWebhook
 from runalert.channels import Webhook
-from runalert.client import Client
+from runalert.client import Client, NotFoundError, ServerUnavailableError
 from runalert.monitor import RunMonitor
 from tests.client.conftest import Receiver
 from tests.support import wait_for
@@ -33,10 +33,18 @@ def _loss_automation(project: str, name: str | None = "loss-diverging") -> Any:
         "project": "${project_name}",
         "run_id": "${run_id}",
     }
-    new = OnRunMetric(scope=Project(project), filter=RunEvent.metric("loss").avg(3) > 2.0) >> SendWebhook(
-        integration="hook", payload=payload
-    )
+    new = OnRunMetric(
+        event_type="RUN_METRIC", scope=Project(name=project), filter=RunEvent.metric("loss").avg(3) > 2.0
+    ) >> SendWebhook(integration="hook", payload=payload)
     return new.model_copy(update={"name": name}) if name else new
+
+
+def _stored(client: Client, run_id: str) -> dict[str, Any]:
+    """The run as the server has it, or ``{}`` while it is not there (yet)."""
+    try:
+        return client.run(run_id)
+    except (NotFoundError, ServerUnavailableError):
+        return {}
 
 
 def _monitor(url: str, project: str, **options: Any) -> RunMonitor:
@@ -72,7 +80,12 @@ def test_streams_metrics_and_a_server_automation_fires_a_filled_webhook(
     assert body["run_id"] == run.run_id
     assert body["text"].startswith("run bert base: loss = ")
     stored = client.run(run.run_id)
-    assert (stored["state"], stored["reason"], stored["name"], stored["tags"]) == ("FINISHED", None, "bert base", ["t1"])
+    assert (stored["state"], stored["reason"], stored["name"], stored["tags"]) == (
+        "FINISHED",
+        None,
+        "bert base",
+        ["t1"],
+    )
     assert stored["points"] == 2 * len(losses) + 1 and stored["dropped"] == 0
     assert stored["config"]["lr"] == 0.1 and stored["config"]["runalert"]["rank"] == 0
     series = client.metrics(run.run_id)
@@ -160,8 +173,8 @@ def test_server_down_at_start_one_warning_local_alerts_bounded_buffer_drops_repo
     server.start()
     run_id = monitor.server_run.run_id
     client = Client(server.url, project=project)
-    assert wait_for(lambda: client.run(run_id)["points"] == 50, timeout=30)
-    assert wait_for(lambda: client.run(run_id)["dropped"] == 149, timeout=10)
+    assert wait_for(lambda: _stored(client, run_id).get("points") == 50, timeout=30)
+    assert wait_for(lambda: _stored(client, run_id).get("dropped") == 149, timeout=10)
     monitor.finish()
     stored = client.run(run_id)
     assert stored["state"] == "FINISHED"
@@ -186,7 +199,7 @@ def test_server_down_mid_run_then_back_loses_nothing(make_server: Any, project: 
         monitor.step(step, {"loss": 1.0 / (step + 1), "lr": 0.1})
     assert not monitor.server_run.stream.flush(0.3)  # nobody takes them
     server.start()  # same database, same port
-    assert wait_for(lambda: client.run(monitor.server_run.run_id)["points"] == 600, timeout=30)
+    assert wait_for(lambda: _stored(client, monitor.server_run.run_id).get("points") == 600, timeout=30)
     monitor.finish()
     stored = client.run(monitor.server_run.run_id)
     assert (stored["state"], stored["dropped"], stored["last_step"]) == ("FINISHED", 0, 299)
@@ -216,7 +229,7 @@ def test_heartbeats_keep_a_run_running_and_a_sigkilled_client_is_failed_by_the_s
     client = Client(server.url, project=project)
     client.put_integration("hook", "webhook", url=receiver.url)
     payload = {"run": "${run_name}", "state": "${run_state}", "reason": "${reason}"}
-    event = OnRunState(scope=Project(project), filter=RunEvent.state.in_(["failed"]))
+    event = OnRunState(scope=Project(name=project), filter=RunEvent.state.in_(["failed"]))
     client.upsert_automation(
         (event >> SendWebhook(integration="hook", payload=payload)).model_dump(mode="json") | {"name": "died"}
     )
@@ -246,9 +259,9 @@ def test_automations_refused_by_the_server_are_reported_and_training_goes_on(
     server: Any, project: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="runalert")
-    bad = OnRunMetric(scope=Project(project), filter=RunEvent.metric("loss") > 1.0) >> SendNotification(
-        integration="not-defined", title="x"
-    )
+    bad = OnRunMetric(
+        event_type="RUN_METRIC", scope=Project(name=project), filter=RunEvent.metric("loss") > 1.0
+    ) >> SendNotification(integration="not-defined", title="x")
     monitor = _monitor(server.url, project, automations=[bad.model_copy(update={"name": "needs-an-integration"})])
     monitor.start("r")
     monitor.step(1, {"loss": 5.0})
@@ -256,4 +269,23 @@ def test_automations_refused_by_the_server_are_reported_and_training_goes_on(
     assert monitor.server_run.registered == {"needs-an-integration": "refused"}
     assert "refused automation 'needs-an-integration'" in caplog.text
     assert Client(server.url, project=project).run(monitor.server_run.run_id)["state"] == "FINISHED"
+    assert monitor.stats.errors == 0
+
+
+def test_a_server_that_never_answers_gives_one_warning_of_each_kind(
+    project: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.support import free_port
+
+    caplog.set_level(logging.DEBUG, logger="runalert")
+    options = {"max_buffer": 10, "retry_initial": 0.05, "retry_max": 0.1}
+    monitor = _monitor(f"http://127.0.0.1:{free_port()}", project, channels=[], server_options=options)
+    monitor.start("alone")
+    for step in range(100):
+        monitor.step(step, {"loss": 1.0})
+    monitor.finish(timeout=3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "does not answer" in warnings[0] and "is full" in warnings[1] and "never answered" in warnings[2]
+    assert "100 metric values" in warnings[2] and "FINISHED" in warnings[2]
     assert monitor.stats.errors == 0

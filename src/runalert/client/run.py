@@ -274,8 +274,22 @@ class ServerRun:
             return True
         self.closed = True
         deadline = time.monotonic() + max(0.0, timeout)
-        delivered = self.stream.close(max(0.0, timeout * 0.7))
+        answered = self._opened_once
+        delivered = self.stream.close(max(0.0, timeout * 0.7), warn=answered)
         self.heartbeat.stop(min(1.0, max(0.0, deadline - time.monotonic())))
+        if not answered and not self.ensure_open():
+            # Never heard from: one line for the whole run rather than one per thing left undone.
+            stats = self.stream.stats
+            logger.warning(
+                "runalert: the runalert server at %s never answered during run %s: its %d metric values and its "
+                "final state (%s) were not delivered",
+                self.client.server_url,
+                self.run_id,
+                stats.dropped_points,
+                state.upper(),
+            )
+            self.client.close()
+            return False
         ok = True
         if self.final_state is None:
             wanted = state.upper()

@@ -11,6 +11,7 @@ through (``dropped``). ``flush(timeout)`` and ``close(timeout)`` never wait long
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import re
 import threading
@@ -126,6 +127,11 @@ class MetricStream:
         """Queue one step's values (finite floats; the mapping must not change afterwards). Never blocks."""
         self._buf.append((next(self._seq), step, values, _time()))
 
+    def appender(self) -> tuple[Callable[[Any], None], Callable[[], int]]:
+        """For hot paths that cannot afford a method call: ``push, seq = stream.appender()``, then
+        ``push((seq(), step, values, time.time()))`` is exactly :meth:`append`."""
+        return self._buf.append, self._seq.__next__
+
     def start(self) -> MetricStream:
         """Start the background thread (idempotent)."""
         if not self._started:
@@ -170,9 +176,10 @@ class MetricStream:
             with self._cond:
                 self._flush_wanted -= 1
 
-    def close(self, timeout: float | None = 10.0) -> bool:
+    def close(self, timeout: float | None = 10.0, *, warn: bool = True) -> bool:
         """Flush (bounded by ``timeout``), then stop the thread. What could not be delivered is counted as
-        dropped and logged. ``True`` if everything was delivered."""
+        dropped and logged (a warning, or at debug level with ``warn=False``). ``True`` if everything was
+        delivered."""
         deadline = None if timeout is None else _monotonic() + max(0.0, timeout)
         with self._cond:
             self._closing = True
@@ -201,7 +208,8 @@ class MetricStream:
                     self._unreported += points
             if rows:
                 delivered = False
-                logger.warning(
+                logger.log(
+                    logging.WARNING if warn else logging.DEBUG,
                     "runalert: %d step(s) of metrics (%d values) for run %s were not delivered: the server at %s "
                     "did not take them before the stream closed",
                     rows,
@@ -280,44 +288,50 @@ class MetricStream:
         backoff = 0.0
         retry_at = 0.0
         closing_failures = 0
+        asked = (False, 0)
         next_send = _monotonic() + self.interval
         while True:
             try:
-                self._drain()
                 with self._cond:
-                    closing, abandon, flushing = self._closing, self._abandon, self._flush_wanted > 0
+                    closing, abandon, flushing = self._closing, self._abandon, self._flush_wanted
                 if abandon:
                     return
-                now = _monotonic()
-                has_work = bool(self._pending) or self._unreported > 0
-                due = len(self._pending) >= self.batch_size or now >= next_send or closing or flushing
-                if has_work and due and now >= retry_at:
-                    outcome = self._send_one()
-                    if outcome:
-                        backoff = 0.0
+                if (closing, flushing) != asked:  # a new flush or close: try at once, even in a backoff
+                    asked = (closing, flushing)
+                    if closing or flushing:
                         retry_at = 0.0
-                        if not self._pending:
-                            next_send = _monotonic() + self.interval
-                        with self._cond:
-                            self._cond.notify_all()
-                        continue  # more may be due at once
-                    if closing:
-                        closing_failures += 1
-                        if closing_failures >= 2:  # closing and the server does not take them: give up now
+                now = _monotonic()
+                # While backing off nothing is drained: the hand-off queue keeps the newest steps (evicting the
+                # oldest, counted at the next drain), so a server that is down costs no work here.
+                if now >= retry_at and (
+                    closing or flushing or now >= next_send or len(self._buf) + len(self._pending) >= self.batch_size
+                ):
+                    self._drain()
+                    if self._pending or self._unreported > 0:
+                        if self._send_one():
+                            backoff = retry_at = 0.0
+                            if not self._pending:
+                                next_send = _monotonic() + self.interval
+                            with self._cond:
+                                self._cond.notify_all()
+                            continue  # more may be due at once
+                        if closing:
+                            closing_failures += 1
+                            if closing_failures >= 2:  # closing and the server does not take them: give up now
+                                return
+                        backoff = self.retry_initial if backoff == 0.0 else min(self.retry_max, backoff * 2)
+                        if closing:
+                            backoff = min(backoff, self.retry_initial)
+                        retry_at = _monotonic() + backoff + random.uniform(0, backoff / 4)
+                    else:
+                        next_send = now + self.interval
+                        if closing:
+                            with self._cond:
+                                self._cond.notify_all()
                             return
-                    backoff = self.retry_initial if backoff == 0.0 else min(self.retry_max, backoff * 2)
-                    if closing:
-                        backoff = min(backoff, self.retry_initial)
-                    retry_at = _monotonic() + backoff + random.uniform(0, backoff / 4)
-                elif closing and not has_work:
-                    with self._cond:
-                        self._cond.notify_all()
-                    return
                 with self._cond:
                     self._cond.notify_all()
-                wait = 0.05
-                if retry_at:
-                    wait = min(max(0.0, retry_at - _monotonic()), 0.25)
+                wait = 0.05 if not retry_at else max(0.0, retry_at - _monotonic())
                 if self._wake.wait(wait):
                     self._wake.clear()
             except Exception as exc:  # never die silently: log, wait, go on

@@ -30,6 +30,7 @@ from runalert.automations import (
     SendWebhook,
 )
 from runalert.channels import Channel
+from runalert.client import Client
 from runalert.config import Settings, build_channels
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "Alerter",
     "Api",
     "Channel",
+    "Client",
     "DoNothing",
     "OnRunMetric",
     "OnRunState",

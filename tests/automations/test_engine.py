@@ -347,11 +347,19 @@ def test_api_on_the_in_process_engine(receiver: tuple[HTTPServer, Alerter], fres
 
 
 def test_api_defaults_to_the_process_wide_engine(fresh_default: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = Api()
+    assert api.server_url is None
+    assert api.engine is default_engine()
+    assert [i.name for i in api.slack_integrations()] == ["default"]
+
+
+def test_api_with_a_server_url_uses_the_server(fresh_default: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runalert.automations.http_backend import HttpBackend
+
     monkeypatch.setenv("RUNALERT_SERVER_URL", "http://127.0.0.1:8787")
     api = Api()
     assert api.server_url == "http://127.0.0.1:8787"
-    assert api.engine is default_engine()
-    assert [i.name for i in api.slack_integrations()] == ["default"]
+    assert isinstance(api.backend, HttpBackend)  # the calls themselves are tested against a real server in tests/client
 
 
 def test_wandb_docs_example_runs_with_only_the_import_changed(

@@ -573,15 +573,15 @@ class RunMonitor:
         message = one_line(str(exc), 500)
         if isinstance(exc, KeyboardInterrupt):
             reason, level, title, routine = "interrupted", AlertLevel.WARN, "Run interrupted", True
-            text = f"Run {self.run_name} was interrupted (KeyboardInterrupt) at {self._where_text()}."
+            text = f"Run {self.run_name} was interrupted (KeyboardInterrupt) {self._where_text()}."
         elif name in _PREEMPTION_TYPES:
             reason, level, title, routine = "preempted", AlertLevel.ERROR, "Run preempted (SIGTERM)", True
-            text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) at {self._where_text()}."
+            text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text()}."
         elif self.world_size > 1 and self._consequential(exc):
             reason, level, routine = "exception", AlertLevel.WARN, False
             title = _title(f"Rank {self.rank} failed after another rank")
             text = (
-                f"Rank {self.rank} of run {self.run_name} failed at {self._where_text()} with {name}: {message}\n"
+                f"Rank {self.rank} of run {self.run_name} failed {self._where_text()} with {name}: {message}\n"
                 "This looks like a consequence of a failure on another rank (a collective or connection error); "
                 "look for that rank's crash alert.\n\n"
                 f"Last frames (most recent call last):\n{format_frames(exc)}"
@@ -590,7 +590,7 @@ class RunMonitor:
             reason, level, routine = "exception", AlertLevel.ERROR, False
             title = _title(f"Run crashed: {name}")
             text = (
-                f"Run {self.run_name} crashed at {self._where_text()} on rank {self.rank} ({HOST}).\n"
+                f"Run {self.run_name} crashed {self._where_text()} on rank {self.rank} ({HOST}).\n"
                 f"{name}: {message}\n\n"
                 f"Last frames (most recent call last):\n{format_frames(exc)}"
             )
@@ -619,11 +619,11 @@ class RunMonitor:
                 signame = f"signal {signum}"
             if signum == _signal.SIGTERM:
                 title = "Run preempted (SIGTERM)"
-                text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) at {self._where_text()}."
+                text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text()}."
                 reason = "preempted"
             else:
                 title = _title(f"Run received {signame}")
-                text = f"Run {self.run_name} received {signame} at {self._where_text()}."
+                text = f"Run {self.run_name} received {signame} {self._where_text()}."
                 reason = "exception"
             self._set_engine_state("failed", reason)
             if self.opts.on_crash:
@@ -920,7 +920,8 @@ class RunMonitor:
     # ------------------------------------------------------------------------------------------------------------
     # helpers
     def _where_text(self) -> str:
-        text = f"step {self._step}" if self._step is not None else "start-up (no step yet)"
+        """Where the run was: after the last step it reported (the failing step itself never reports)."""
+        text = f"after step {self._step}" if self._step is not None else "during start-up (before the first step)"
         if self._epoch is not None:
             text += f", epoch {self._epoch}"
         return text

@@ -36,6 +36,7 @@ def test_exception_is_reported_once_with_type_message_frames_and_context(receive
     (alert,) = receiver.wait(1)
     assert alert["title"] == "Run crashed: ValueError" and alert["level"] == "ERROR"
     assert "ValueError: shapes (3,4) and (5,6) not aligned" in alert["text"]
+    assert "crashed after step 41, epoch 3" in alert["text"]  # the last step reported; the failing one never is
     assert "Last frames (most recent call last):" in alert["text"] and "in _raise" in alert["text"]
     assert alert["fields"]["step"] == "41" and alert["fields"]["epoch"] == "3" and alert["fields"]["rank"] == "0"
     assert alert["fields"]["exception"] == "ValueError" and alert["fields"]["host"] == alert["host"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from runalert._log import logger
 
-__all__ = ["Finding", "NonFiniteDetector", "is_loss_key", "value_kind"]
+__all__ = ["Finding", "NonFiniteDetector", "base_key", "is_loss_key", "value_kind"]
 
 FLOAT, INT, TENSOR, NUMPY, OTHER, SKIP = range(6)
 _KINDS: dict[type, int] = {float: FLOAT, int: INT, bool: SKIP}
@@ -38,6 +38,11 @@ _LOSS_KEY = re.compile(r"(^|[_/.\-\s])loss($|[_/.\-\s])", re.IGNORECASE)
 def is_loss_key(key: str) -> bool:
     """Whether ``key`` names a loss: ``loss``, ``train_loss``, ``val/loss``, ``loss_step`` ... (not ``lossy``)."""
     return bool(_LOSS_KEY.search(key))
+
+
+def base_key(key: str) -> str:
+    """``key`` without a note of where the value came from: ``"loss (model output)"`` -> ``"loss"``."""
+    return key.split(" (", 1)[0] if key.endswith(")") else key
 
 
 def value_kind(value: Any) -> int:
@@ -120,7 +125,7 @@ class NonFiniteDetector:
             if (
                 watch == "all"
                 or (watch == "loss" and is_loss_key(key))
-                or (isinstance(watch, frozenset) and key in watch)
+                or (isinstance(watch, frozenset) and (key in watch or base_key(key) in watch))
             ):
                 role |= WATCH
             feed = self.feed_keys

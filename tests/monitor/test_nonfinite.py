@@ -148,6 +148,13 @@ def test_integer_and_finite_tensors_never_alert() -> None:
     assert detector.reads == 3
 
 
+def test_a_listed_key_also_watches_its_annotated_source() -> None:
+    detector = NonFiniteDetector(["loss"], check_every_n_steps=1)
+    finding = detector.step({"loss (model output)": float("nan"), "lossy": float("nan")}, 1)
+    assert finding is not None and finding.key == "loss (model output)"
+    assert NonFiniteDetector(["loss"], check_every_n_steps=1).step({"lossy": float("nan")}, 1) is None
+
+
 def test_loss_key_names() -> None:
     assert all(is_loss_key(k) for k in ("loss", "train_loss", "val/loss", "loss_step", "eval_loss"))
     assert not any(is_loss_key(k) for k in ("lossy", "glossary", "accuracy"))

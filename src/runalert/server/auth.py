@@ -27,6 +27,7 @@ __all__ = [
     "get_or_create_project",
     "hash_key",
     "is_loopback",
+    "touch_key",
 ]
 
 KEY_PREFIX = "ra_"
@@ -75,18 +76,31 @@ class ProjectRef:
     name: str
 
 
+def touch_key(session: Session, key_id: int, now: float | None = None) -> None:
+    """Record that a key was used now."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now or time.time()))
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def authenticate(
-    session: Session, request: Request, project: str | None, *, create: bool, insecure: bool = False
+    session: Session,
+    request: Request,
+    project: str | None,
+    *,
+    create: bool,
+    insecure: bool = False,
+    touch: bool = True,
 ) -> ProjectRef | None:
     """Check the request's key against ``project``.
 
     Returns the project (created when ``create`` and the server runs without keys), or ``None`` when
     ``project`` is ``None`` and the caller may see every project (loopback without keys). Raises 401/404.
-    ``insecure`` (``serve --insecure``) accepts any client while there are no keys.
+    ``insecure`` (``serve --insecure``) accepts any client while there are no keys. ``touch``: record the
+    key's use here (at most once a minute; a write); when false, the key's id is left in
+    ``request.state.runalert_touch_key`` for the caller to record (see ``touch_key``).
     """
     header = request.headers.get("authorization")
     if header:
@@ -98,7 +112,10 @@ def authenticate(
             raise _unauthorized("invalid API key")
         now = time.time()
         if key.last_used_at is None or now - key.last_used_at > 60:
-            session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+            if touch:
+                session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+            else:
+                request.state.runalert_touch_key = key.id  # the caller records it in a write transaction
         owner = session.get(Project, key.project_id)
         assert owner is not None
         if project is not None and owner.name != project:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "is_postgresql", "make_engine", "upgrade"]
+__all__ = ["READ_ONLY", "Database", "insert_points", "is_postgresql", "make_engine", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "runalert_read_only"
 
 
 def is_postgresql(engine: Engine) -> bool:
@@ -42,7 +44,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (``Database.read_session``) take no write lock: WAL lets them run beside the writer.
+            read = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -69,6 +73,10 @@ class Database:
         if migrate:
             upgrade(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the database locked polls for it with
+        # growing sleeps: under a stream of metric batches the dispatcher could wait seconds for its turn.
+        # The server's own writers queue here instead (other processes, the CLI's, still get busy_timeout).
+        self._writer: threading.RLock | None = threading.RLock() if not is_postgresql(self.engine) else None
 
     @property
     def postgresql(self) -> bool:
@@ -77,8 +85,30 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in a transaction: committed on success, rolled back on error."""
+        with self._writer or nullcontext(), self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only: on SQLite it takes no write lock (a deferred ``BEGIN``), so that it
+        neither waits for a writer nor makes one wait."""
         with self.sessions() as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_POINT_COLUMNS = "run_pk, name, step, value, nonfinite, time"
+
+
+def insert_points(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert metric points ``(run_pk, name, step, value, nonfinite, time)`` with one ``executemany`` of the
+    driver, in the session's transaction (the ORM's bulk insert costs about ten times more per row)."""
+    if not rows:
+        return
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO metric_points ({_POINT_COLUMNS}) VALUES ({', '.join([mark] * 6)})"
+    connection.exec_driver_sql(sql, list(rows))

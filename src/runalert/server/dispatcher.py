@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from runalert.alert import Alert, AlertLevel
@@ -122,15 +122,25 @@ class Dispatcher:
             self._wake.clear()
 
     def _idle_wait(self) -> float:
+        """How long to sleep when nothing could be claimed: until the earliest pending row can be (its retry time
+        or the end of its lease), at most ``dispatch_interval``. While a delivery is in flight, the rows queued
+        behind it are due but blocked: its end wakes the loop, so there is no reason to poll (spinning on them
+        would take the CPU from ingestion)."""
         interval = self.settings.dispatch_interval
+        with self._lock:
+            inflight = self._inflight
+        if inflight:
+            return interval
         try:
-            with self.db.session() as session:
-                due = session.scalar(select(func.min(Delivery.next_attempt_at)).where(Delivery.status == "pending"))
+            with self.db.read_session() as session:
+                lease = func.coalesce(Delivery.lease_until, 0.0)
+                ready = case((lease > Delivery.next_attempt_at, lease), else_=Delivery.next_attempt_at)
+                due = session.scalar(select(func.min(ready)).where(Delivery.status == "pending"))
         except Exception:
             return interval
         if due is None:
             return interval
-        return max(0.0, min(interval, float(due) - time.time()))
+        return max(0.005, min(interval, float(due) - time.time()))
 
     def _run_job(self, job: _Job) -> None:
         try:

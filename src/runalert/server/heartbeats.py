@@ -64,7 +64,7 @@ class HeartbeatMonitor:
     def check(self, now: float) -> int:
         """Fail every RUNNING run silent since ``now - timeout``. Returns how many were failed."""
         cutoff = now - self.timeout
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             silent = session.scalars(
                 select(Run.id).where(Run.state == "RUNNING", Run.last_seen_at < cutoff).order_by(Run.id)
             ).all()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 
-from runalert.server.auth import ProjectRef, authenticate
+from runalert.server.auth import ProjectRef, authenticate, touch_key
 from runalert.server.context import ServerContext
 from runalert.server.schemas import PROJECT_PATTERN
 
@@ -24,8 +24,19 @@ ProjectName = Annotated[str, Path(pattern=PROJECT_PATTERN, description="the proj
 
 def _project(request: Request, project: ProjectName, *, create: bool) -> ProjectRef:
     ctx = get_ctx(request)
-    with ctx.db.session() as session:
-        ref = authenticate(session, request, project, create=create, insecure=ctx.settings.insecure)
+    try:  # most calls name a project that exists: check the key without taking SQLite's write lock
+        with ctx.db.read_session() as session:
+            ref = authenticate(session, request, project, create=False, insecure=ctx.settings.insecure, touch=False)
+    except HTTPException as exc:
+        if not (create and exc.status_code == 404):
+            raise
+        with ctx.db.session() as session:
+            ref = authenticate(session, request, project, create=True, insecure=ctx.settings.insecure)
+    else:
+        touch = getattr(request.state, "runalert_touch_key", None)
+        if touch is not None:
+            with ctx.db.session() as session:
+                touch_key(session, touch)
     if ref is None:  # pragma: no cover - a named project always resolves or raises
         raise HTTPException(404, detail=f"project {project!r} not found")
     return ref

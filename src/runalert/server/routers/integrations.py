@@ -83,7 +83,7 @@ def put_integration(
         raise HTTPException(422, detail=str(exc)) from None
     data = spec.model_dump(mode="json")
     now = time.time()
-    with ctx.db.session() as session:
+    with ctx.engine.lock, ctx.db.session() as session:  # the ingest order: engine, then database
         integration = session.scalar(
             select(Integration).where(Integration.project_id == project.id, Integration.name == name)
         )

@@ -7,10 +7,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runalert.server.auth import ProjectRef
+from runalert.server.db import insert_points
 from runalert.server.models import MetricPoint, Run
 from runalert.server.routers._deps import Ctx, ReadProject, WriteProject
 from runalert.server.routers._views import run_out
@@ -104,30 +105,28 @@ def post_metrics(ctx: Ctx, project: WriteProject, run_id: RunId, body: MetricBat
     """Stores the values, evaluates the project's metric automations on them, and records what fired, all
     in one transaction. ``NaN``/``Infinity`` are stored as non-finite and never enter a window."""
     now = time.time()
-    points: list[dict[str, object]] = []
+    points: list[tuple[str, int | None, float | None, str | None, float]] = []
     rows: list[tuple[int | None, dict[str, float]]] = []
+    isfinite = math.isfinite
     for row in body.rows:
         when = row.time if row.time is not None else now
+        step = row.step
         values: dict[str, float] = {}
         for name, value in row.metrics.items():
             if value is None:
                 continue
-            finite = math.isfinite(value)
-            points.append(
-                {
-                    "name": name,
-                    "step": row.step,
-                    "value": value if finite else None,
-                    "nonfinite": None if finite else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")),
-                    "time": when,
-                }
-            )
+            if isfinite(value):
+                points.append((name, step, value, None, when))
+            else:
+                points.append(
+                    (name, step, None, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"), when)
+                )
             values[name] = value
-        rows.append((row.step, values))
+        rows.append((step, values))
     with ctx.engine.lock, ctx.db.session() as session:
         run = _run(session, project, run_id)
-        if points:
-            session.execute(insert(MetricPoint), [{**p, "run_pk": run.id} for p in points])
+        run_pk = run.id
+        insert_points(session, [(run_pk, *p) for p in points])
         run.points += len(points)
         run.dropped += body.dropped
         steps = [s for s, _ in rows if s is not None]

@@ -1,0 +1,338 @@
+"""The server under load: a real ``runalert serve`` process (uvicorn, SQLite in WAL mode) on loopback.
+
+- ``ingest``: metric points per second accepted, stored and evaluated against 20 automations, over 1,000 runs:
+  batches of 50 steps x 10 metrics (500 points; a run logging 10 metrics at 10 steps/s that flushes every
+  5 s) posted by several client processes, each over a kept-alive connection, to runs picked at random.
+- ``alert latency``: under that load, a probe posts one point that crosses a threshold to a run of its own
+  every 100 ms; the time from the POST being sent to the webhook arriving at a loopback receiver, p50/p99
+  (so it counts the ingest request, the transaction, the dispatcher's claim and the delivery).
+
+The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
+says how many there were. SQLite only here (PostgreSQL is covered by the test suite, not this benchmark).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import ROOT, Row
+
+SUITE = "server"
+PROJECT = "bench"
+RUNS = 1_000
+PROBE_RUNS = 400  # of the 1,000: each fires once (edge-triggered), so a probe needs a fresh one
+STEPS_PER_BATCH = 50
+METRICS = ("loss", "val_loss", "acc", "lr", "grad_norm", "gpu_mem", "tokens_per_s", "step_time", "ppl", "wd")
+API = f"/api/v1/projects/{PROJECT}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _automations() -> list[dict[str, Any]]:
+    """20 automations: 19 that real runs keep (thresholds, windows, changes, z-scores) and the probe's."""
+    from runalert.automations import OnRunMetric, Project, RunEvent, SendWebhook
+
+    m = RunEvent.metric
+    filters = [
+        m("loss") > 1e6,
+        m("loss").avg(10) > 1e6,
+        m("loss").max(50) > 1e6,
+        m("val_loss").min(20) < -1e6,
+        m("loss").zscore(30).abs() > 1e3,
+        m("acc") < -1.0,
+        m("acc").avg(5) > 2.0,
+        m("lr") > 10.0,
+        m("lr").changes_by(frac=100.0),
+        m("grad_norm") > 1e6,
+        m("grad_norm").avg(20) > 1e6,
+        m("grad_norm").zscore(50) > 1e3,
+        m("gpu_mem") > 1e12,
+        m("gpu_mem").max(100) > 1e12,
+        m("tokens_per_s") < -1.0,
+        m("tokens_per_s").decreases_by(frac=0.99),
+        m("step_time").avg(10) > 1e6,
+        m("ppl") > 1e9,
+        m("wd").increases_by(diff=1e6),
+        m("probe") > 0.5,
+    ]
+    out = []
+    for i, f in enumerate(filters):
+        name = "probe" if i == len(filters) - 1 else f"rule-{i:02d}"
+        payload = {"run": "${run_id}", "automation": "${automation_name}", "value": "${metric_value}"}
+        new = OnRunMetric(scope=Project(PROJECT), filter=f) >> SendWebhook(integration="hook", payload=payload)
+        data = new.model_dump(mode="json")
+        data["name"] = name
+        out.append({k: v for k, v in data.items() if v is not None})
+    return out
+
+
+class _Receiver:
+    """A webhook receiver on loopback that records when each run's alert arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                when = time.perf_counter()
+                try:
+                    run = json.loads(body)["run"]
+                except (ValueError, KeyError, TypeError):
+                    run = None
+                if run is not None:
+                    receiver.arrived.setdefault(run, when)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> bytes:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path}: {response.status} {data[:300]!r}")
+    return data
+
+
+def _batches(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """``count`` (run path, JSON body) pairs, built before the clock starts."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        run = rng.randrange(PROBE_RUNS, RUNS)
+        start = rng.randrange(0, 1_000_000)
+        rows = [
+            {
+                "step": start + i,
+                "metrics": {
+                    "loss": 2.0 / (1 + (start + i) / 1e4) + rng.random() * 0.05,
+                    "val_loss": 2.1 + rng.random() * 0.05,
+                    "acc": rng.random(),
+                    "lr": 3e-4,
+                    "grad_norm": 1.0 + rng.random(),
+                    "gpu_mem": 3.2e10 + rng.random() * 1e8,
+                    "tokens_per_s": 5.0e4 + rng.random() * 1e3,
+                    "step_time": 0.1 + rng.random() * 0.01,
+                    "ppl": 7.0 + rng.random(),
+                    "wd": 0.01,
+                },
+            }
+            for i in range(STEPS_PER_BATCH)
+        ]
+        out.append((f"{API}/runs/run-{run:04d}/metrics", json.dumps({"rows": rows}).encode()))
+    return out
+
+
+def _client(port: int, seed: int, start_at: float, stop_at: float, results: Any) -> None:
+    batches = _batches(seed, 400)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    sent = points = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    while time.time() < stop_at:
+        path, body = batches[sent % len(batches)]
+        data = _request(conn, "POST", path, body)
+        points += json.loads(data)["accepted"]
+        sent += 1
+    conn.close()
+    results.put((sent, points))
+
+
+class _Server:
+    def __init__(self, home: Path, database_url: str) -> None:
+        self.port = _free_port()
+        self.log = home / "server.log"
+        env = {
+            **os.environ,
+            "RUNALERT_HOME": str(home),
+            "RUNALERT_DATABASE_URL": database_url,
+            "RUNALERT_DISPATCH_INTERVAL": "0.2",
+            "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runalert.server", "--port", str(self.port), "--log-level", "warning"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                _request(conn, "GET", "/healthz")
+                conn.close()
+                break
+            except (OSError, RuntimeError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _setup(server: _Server, receiver: _Receiver) -> None:
+    conn = server.connect()
+    _request(conn, "PUT", f"{API}/integrations/hook", json.dumps({"kind": "webhook", "url": receiver.url}).encode())
+    for automation in _automations():
+        _request(conn, "PUT", f"{API}/automations/{automation['name']}", json.dumps(automation).encode())
+    for i in range(RUNS):
+        _request(conn, "PUT", f"{API}/runs/run-{i:04d}", json.dumps({"name": f"run {i}", "user": "bench"}).encode())
+    conn.close()
+
+
+def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: float = 0.1) -> None:
+    conn = server.connect()
+    i = 0
+    while time.time() < stop_at and i < PROBE_RUNS:
+        run = f"run-{i:04d}"
+        body = json.dumps({"rows": [{"step": 1, "metrics": {"probe": 1.0}}]}).encode()
+        started = time.perf_counter()
+        answer = json.loads(_request(conn, "POST", f"{API}/runs/{run}/metrics", body))
+        if answer["fired"]:
+            sent[run] = started
+        i += 1
+        time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    conn.close()
+
+
+def measure(*, seconds: float, clients: int, database_url: str | None = None) -> dict[str, Any]:
+    """One load run; returns points/s, request rate, and the probes' latencies (ms)."""
+    with tempfile.TemporaryDirectory(prefix="runalert-bench-") as tmp:
+        home = Path(tmp)
+        receiver = _Receiver()
+        server = _Server(home, database_url or f"sqlite:///{home / 'runalert.db'}")
+        try:
+            _setup(server, receiver)
+            ctx = mp.get_context("spawn")
+            results = ctx.Queue()
+            start_at = time.time() + 3.0  # the clients build their batches first
+            stop_at = start_at + seconds
+            procs = [
+                ctx.Process(target=_client, args=(server.port, seed, start_at, stop_at, results))
+                for seed in range(clients)
+            ]
+            for proc in procs:
+                proc.start()
+            sent: dict[str, float] = {}
+            while time.time() < start_at + 0.5:
+                time.sleep(0.01)
+            probe = threading.Thread(target=_probe, args=(server, stop_at, sent))
+            probe.start()
+            cpu_before = _cpu_seconds(server.proc.pid)
+            totals = [results.get(timeout=seconds + 120) for _ in procs]
+            server_cpu = (_cpu_seconds(server.proc.pid) - cpu_before) / seconds
+            for proc in procs:
+                proc.join(30)
+            probe.join(30)
+            deadline = time.time() + 10
+            while time.time() < deadline and any(run not in receiver.arrived for run in sent):
+                time.sleep(0.05)
+        finally:
+            server.stop()
+            receiver.close()
+        latencies = sorted((receiver.arrived[r] - t) * 1000 for r, t in sent.items() if r in receiver.arrived)
+        return {
+            "points_per_s": sum(p for _s, p in totals) / seconds,
+            "requests_per_s": sum(s for s, _p in totals) / seconds,
+            "latencies_ms": latencies,
+            "probes": len(sent),
+            "lost": len(sent) - len(latencies),
+            "server_cpu": server_cpu,
+        }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def run(quick: bool) -> list[Row]:
+    seconds = 10.0 if quick else 30.0
+    clients = 3
+    result = measure(seconds=seconds, clients=clients)
+    latencies = result["latencies_ms"]
+    cpus = os.cpu_count() or 0
+    note = f"SQLite WAL; {RUNS} runs, 20 automations, {clients} client processes on the same {cpus} CPUs"
+    rows = [
+        Row(
+            SUITE,
+            f"ingest + evaluate, batches of {STEPS_PER_BATCH * len(METRICS)} points",
+            result["points_per_s"],
+            "points/s",
+            1,
+            target="≥ 100,000 points/s on 2 cores (SQLite)",
+            note=note + f"; {result['requests_per_s']:.0f} batches/s; the server used {result['server_cpu']:.2f} CPUs",
+        ),
+        Row(
+            SUITE,
+            "alert latency under that load (POST sent -> webhook received)",
+            statistics.median(latencies) if latencies else float("nan"),
+            "ms",
+            len(latencies),
+            target="p99 ≤ 250 ms",
+            note=f"{result['probes']} probes, {result['lost']} not received within 10 s",
+            spread={"p50": _pct(latencies, 0.5), "p90": _pct(latencies, 0.9), "p99": _pct(latencies, 0.99)},
+        ),
+    ]
+    return rows
+
+
+if __name__ == "__main__":  # python -m benchmarks.bench_server [--quick]
+    for row in run("--quick" in sys.argv):
+        print(json.dumps(row.as_dict()))

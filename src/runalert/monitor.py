@@ -760,7 +760,9 @@ class RunMonitor:
             parts.append("Final metrics: " + format_metrics(final, self.opts.stage_summary_metrics))
         if note:
             parts.append(str(note))
-        fields = self._fields(stage=stage, duration=format_duration(duration), steps=steps)
+        fields = self._fields(
+            stage=stage, duration=format_duration(duration), steps=steps if stage == "fit" or steps else None
+        )
         self._send(_title(f"{stage.capitalize()} finished"), "\n".join(parts), AlertLevel.INFO, fields, kind="stage")
 
     @staticmethod

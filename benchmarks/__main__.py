@@ -16,7 +16,15 @@ from rich.table import Table
 from benchmarks.harness import Row
 
 # Suites in the order they are run; each is benchmarks/<name>.py with run(quick) -> list[Row].
-SUITES = ["bench_alert_core", "bench_evaluators", "bench_monitor"]
+SUITES = [
+    "bench_alert_core",
+    "bench_evaluators",
+    "bench_monitor",
+    "bench_lightning",
+    "bench_keras",
+    "bench_transformers",
+    "bench_reaction",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,10 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # The metric points' index grows with every batch: keep its pages in memory (64 MiB at most), and
+            # sorts and temporary indexes off the disk.
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         @event.listens_for(engine, "begin")

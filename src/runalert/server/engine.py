@@ -215,6 +215,45 @@ class ServerEngine:
                 firings += engine.log(run.run_id, values, step)
         return self._record(session, run, firings, "metric", now)
 
+    def evaluate_metrics(
+        self,
+        session: Session,
+        project_id: int,
+        run_id: str,
+        attrs: tuple[str, str | None, tuple[str, ...]],
+        rows: Sequence[tuple[int | None, dict[str, float]]],
+    ) -> list[Firing]:
+        """The ingest path's half of ``on_metrics``: evaluate a batch of a run known by its (name, user, tags)
+        alone (no ORM object). Hand the firings, if any, to ``record_metric_firings``."""
+        engine = self._engines.get(project_id)
+        if engine is None:
+            engine = self.engine(session, project_id)
+        key = (project_id, run_id)
+        if self._runs.get(key) != attrs or engine.run(run_id) is None:
+            engine.start_run(
+                run_id, name=attrs[0], project=self._project_names.get(project_id), user=attrs[1], tags=list(attrs[2])
+            )
+            self._runs[key] = attrs
+        firings: list[Firing] = []
+        log_values = engine.log
+        for step, values in rows:
+            if values:
+                found = log_values(run_id, values, step)
+                if found:
+                    firings += found
+        return firings
+
+    def record_metric_firings(self, session: Session, run: Run, firings: list[Firing], now: float) -> list[AlertRecord]:
+        """The firings of ``evaluate_metrics`` as alerts and outbox rows in ``session``'s transaction."""
+        return self._record(session, run, firings, "metric", now)
+
+    def forget(self, project_id: int, run_id: str) -> None:
+        """``forget_run`` by key."""
+        engine = self._engines.get(project_id)
+        if engine is not None:
+            engine.forget_run(run_id)
+        self._runs.pop((project_id, run_id), None)
+
     def on_state(
         self,
         session: Session,

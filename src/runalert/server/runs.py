@@ -15,7 +15,7 @@ from runalert.server.outbox import record_alert, short_title
 if TYPE_CHECKING:
     from runalert.server.engine import ServerEngine
 
-__all__ = ["REASONS", "STATES", "change_state", "normalize_state", "touch_run", "upsert_run"]
+__all__ = ["HEARTBEAT_TIMEOUT", "REASONS", "STATES", "change_state", "normalize_state", "touch_run", "upsert_run"]
 
 STATES = ("RUNNING", "FINISHED", "FAILED")
 REASONS = ("exception", "interrupted", "preempted", "heartbeat_timeout")

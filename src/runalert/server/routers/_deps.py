@@ -10,7 +10,7 @@ from runalert.server.auth import ProjectRef, authenticate, touch_key
 from runalert.server.context import ServerContext
 from runalert.server.schemas import PROJECT_PATTERN
 
-__all__ = ["Ctx", "ReadProject", "WriteProject", "get_ctx"]
+__all__ = ["Ctx", "ProjectName", "ReadProject", "WriteProject", "get_ctx", "read_project", "write_project"]
 
 
 def get_ctx(request: Request) -> ServerContext:

@@ -296,6 +296,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _http_stack() -> str:
+    """What uvicorn picks (its ``auto``): httptools and uvloop when installed (``uvicorn[standard]``), else h11
+    and asyncio."""
+    from importlib.util import find_spec
+
+    parser = "httptools" if find_spec("httptools") else "h11"
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    return f"uvicorn with {parser} and {loop}"
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -308,7 +318,8 @@ def run(quick: bool) -> list[Row]:
     result = measure(seconds=seconds, clients=clients)
     latencies = result["latencies_ms"]
     cpus = os.cpu_count() or 0
-    note = f"SQLite WAL; {RUNS} runs, 20 automations, {clients} client processes on the same {cpus} CPUs"
+    stack = _http_stack()
+    note = f"SQLite WAL; {RUNS} runs, 20 automations, {clients} client processes on the same {cpus} CPUs; {stack}"
     rows = [
         Row(
             SUITE,

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting.ratelimit import TokenBucket
@@ -348,8 +348,10 @@ class Dispatcher:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return  # the lease expired and another dispatcher took the row over: its attempt counts
-            session.add(
-                Attempt(delivery_seq=job.seq, started_at=started, duration=now - started, outcome=outcome, error=error)
+            session.execute(
+                insert(Attempt).values(
+                    delivery_seq=job.seq, started_at=started, duration=now - started, outcome=outcome, error=error
+                )
             )
         self._count(f"deliveries_{outcome}_total", 1)
         if outcome == "dead":

@@ -240,6 +240,17 @@ def _ingest(
     and record what fired, in ``session``'s transaction. The run is read and written in plain SQL; the ORM
     loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout)."""
     now = time.time()
+    found = connection.exec_driver_sql(_RUN_SQL.format(m=m), (project.id, run_id)).first()
+    if found is None:
+        raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
+    run_pk, run_name, user, tags, state, reason = found
+    if state == "FAILED" and reason == HEARTBEAT_TIMEOUT:
+        # A run failed for silence speaks again: the rare path, through the ORM (state change, messages).
+        run = session.get_one(Run, run_pk)
+        touch_run(session, ctx.engine, run, now)
+    if isinstance(tags, str):  # SQLite hands JSON back as text
+        tags = json.loads(tags)
+    attrs = (run_name, user, tuple(str(t) for t in tags or ()))
     points: list[tuple[Any, ...]] = []
     rows: list[tuple[int | None, dict[str, float]]] = []
     isfinite = math.isfinite
@@ -252,24 +263,13 @@ def _ingest(
             if value is None:
                 continue
             if isfinite(value):
-                add((name, step, value, None, when))
+                add((run_pk, name, step, value, None, when))
             else:
-                add((name, step, None, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"), when))
+                add((run_pk, name, step, None, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"), when))
             values[name] = value
         rows.append((step, values))
     steps = [s for s, _ in rows if s is not None]
-    found = connection.exec_driver_sql(_RUN_SQL.format(m=m), (project.id, run_id)).first()
-    if found is None:
-        raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
-    run_pk, name, user, tags, state, reason = found
-    if state == "FAILED" and reason == HEARTBEAT_TIMEOUT:
-        # A run failed for silence speaks again: the rare path, through the ORM (state change, messages).
-        run = session.get_one(Run, run_pk)
-        touch_run(session, ctx.engine, run, now)
-    if isinstance(tags, str):  # SQLite hands JSON back as text
-        tags = json.loads(tags)
-    attrs = (name, user, tuple(str(t) for t in tags or ()))
-    insert_points(session, [(run_pk, *p) for p in points])
+    insert_points(session, points)
     sql = _TOUCH_SQL + (_STEP_SQL if steps else "") + " WHERE id = {m}"
     params: tuple[Any, ...] = (len(points), body.dropped, now, now)
     if steps:

@@ -62,6 +62,10 @@ def serve(  # noqa: PLR0917 - typer options
         )
         raise typer.Exit(2)
     app = create_app(settings, context=context)
+    # Metric batches are handled on the event loop's thread, which gives up the GIL only when made to: the
+    # dispatcher's thread (alert deliveries) waits for it at each step, 5 ms by default. 1 ms keeps alert latency
+    # low under a stream of batches, at a cost only while both threads want to run.
+    sys.setswitchinterval(0.001)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -28,6 +28,7 @@ from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
 from runalert.alerting import Alerter
 from runalert.nonfinite import FLOAT, INT, NUMPY, TENSOR, Finding, NonFiniteDetector, value_kind
 from runalert.ranks import global_rank, world_size
+from runalert.rulefeed import RuleFeed
 from runalert.watchdog import StallWatchdog
 
 __all__ = ["STAGES", "MonitorOptions", "MonitorStats", "RunMonitor"]
@@ -320,6 +321,7 @@ class RunMonitor:
         self._lock = threading.RLock()  # start/finish/exception only, never on the step path
         self._rule_keys: frozenset[str] | str | None = None
         self._feed: dict[str, float] | None = None
+        self._rules_feed: RuleFeed | None = None
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
 
@@ -409,6 +411,7 @@ class RunMonitor:
                 self._on_nonfinite(found)
             if metrics:
                 self._absorb_metrics(metrics, self._step, stage)
+            self._drain_rules()  # rule alerts of the stage go out before its summary
             began = self._stages.pop(stage, None)
             if stage not in cast("tuple[str, ...]", self.opts.on_stage_end) or not self.is_sender:
                 return
@@ -442,6 +445,8 @@ class RunMonitor:
                 self._on_nonfinite(found)
         except Exception as exc:
             self._fail("finish-read", exc)
+        if self._rules_feed is not None:
+            self._rules_feed.close()
         if self.crash_reported and state == "finished":
             state = "failed"
         self._set_engine_state(state, None)
@@ -476,9 +481,8 @@ class RunMonitor:
                 watchdog.last_beat = _monotonic()
             push = self._stream_push
             if push is None:
-                feed = self._feed
-                if feed is not None:
-                    feed.clear()
+                # a new dict per step when rules are on: the rule feed keeps it until its thread evaluates it
+                feed: dict[str, float] | None = {} if self._feed is not None else None
                 found = self._detector.step(values, step, feed)
                 if found is not None:
                     self._on_nonfinite(found)
@@ -659,6 +663,7 @@ class RunMonitor:
             if self.alerter is not None:
                 state["alerter"] = self.alerter.state_dict()
             if self.engine is not None:
+                self._drain_rules()
                 state["engine"] = self.engine.state_dict()
             elif self._pending_state is not None and "engine" in self._pending_state:
                 state["engine"] = self._pending_state["engine"]
@@ -687,7 +692,8 @@ class RunMonitor:
 
     @property
     def stats(self) -> MonitorStats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters (rule values still queued are evaluated first, so it covers every step)."""
+        self._drain_rules()
         snapshot = MonitorStats(**{**self._stats.__dict__, "by_kind": dict(self._stats.by_kind)})
         snapshot.steps = self._count
         snapshot.checks = self._detector.reads
@@ -818,6 +824,7 @@ class RunMonitor:
         engine.start_run(run, name=run, project=opts.project, user=opts.user, tags=opts.tags)
         engine.set_state(run, "running")
         self.engine = engine
+        self._rules_feed = RuleFeed(self._evaluate_rules)
         if watched:
             self._rule_keys = frozenset(watched)
             if self._stream_append is None:
@@ -898,8 +905,19 @@ class RunMonitor:
             self._fail("server-finish", exc)
 
     def _log_rules(self, feed: Mapping[str, float], step: int | None) -> None:
+        """Hand ``feed`` to the rule feed's thread (the step path's only cost for rules)."""
+        rules = self._rules_feed
+        if rules is not None and self.is_sender:
+            rules.push(feed, step)
+
+    def _drain_rules(self) -> None:
+        rules = self._rules_feed
+        if rules is not None:
+            rules.drain()
+
+    def _evaluate_rules(self, feed: Mapping[str, float], step: int | None) -> None:
         engine = self.engine
-        if engine is None or not self.is_sender:
+        if engine is None:
             return
         firings = engine.log(self.run_name, feed, step=step)
         if firings:

@@ -1,0 +1,55 @@
+"""Rules are evaluated off the training thread, in order, and nothing queued is lost at the end."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from runalert.rulefeed import RuleFeed
+from tests.support import wait_for
+
+
+def test_values_are_evaluated_in_order_on_another_thread() -> None:
+    seen: list[tuple[int | None, str]] = []
+
+    def evaluate(values: Mapping[str, float], step: int | None) -> None:
+        seen.append((step, threading.current_thread().name))
+
+    feed = RuleFeed(evaluate, interval=0.01)
+    for step in range(100):
+        feed.push({"loss": float(step)}, step)
+    assert wait_for(lambda: len(seen) == 100, timeout=5)
+    assert [s for s, _ in seen] == list(range(100))
+    assert {name for _, name in seen} == {"runalert-rules"}
+    feed.close()
+
+
+def test_close_evaluates_what_is_left_and_a_failure_does_not_stop_the_rest() -> None:
+    seen: list[int | None] = []
+
+    def evaluate(values: Mapping[str, float], step: int | None) -> None:
+        if step == 3:
+            raise RuntimeError("a broken rule")
+        seen.append(step)
+
+    feed = RuleFeed(evaluate, interval=60)  # the thread would not drain before close
+    for step in range(6):
+        feed.push({"x": 1.0}, step)
+    feed.close()
+    assert seen == [0, 1, 2, 4, 5]
+    assert feed.errors == 1 and feed.pending == 0
+
+
+def test_a_backlog_beyond_the_bound_is_counted_not_grown() -> None:
+    block = threading.Event()
+
+    def evaluate(values: Mapping[str, float], step: int | None) -> None:
+        block.wait(5)
+
+    feed = RuleFeed(evaluate, interval=0.01, max_pending=10)
+    for step in range(50):
+        feed.push({"x": 1.0}, step)
+    assert feed.pending <= 10 and feed.dropped >= 39
+    block.set()
+    feed.close()
+    assert feed.pending == 0

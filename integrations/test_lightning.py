@@ -246,3 +246,29 @@ def test_ddp_stop_on_nonfinite_stops_every_rank_and_only_rank_zero_sends(receive
     assert all(a["fields"]["rank"] == "0" for a in alerts)
     (fit,) = receiver.titled("Fit finished")
     assert "Training stopped early after 4 steps" in fit["text"]
+
+
+class Untouchable:
+    """A value whose attributes raise: runalert must not let that reach the training loop."""
+
+    @property
+    def ndim(self) -> int:
+        raise RuntimeError("do not touch")
+
+
+class OddOutputs(Tiny):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        return {"loss": super().training_step(batch, batch_idx), "odd": Untouchable()}
+
+
+def test_a_failure_inside_a_step_hook_never_reaches_training(
+    receiver: Receiver, alerter: Alerter, caplog: pytest.LogCaptureFixture
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-odd")
+    t = trainer(callback, max_steps=6)
+    t.fit(OddOutputs(), loader())
+    assert t.global_step == 6  # trained to the end
+    assert callback.hook_failures == 6  # each failure counted
+    logged = [r for r in caplog.records if r.name == "runalert" and "on_train_batch_end" in r.getMessage()]
+    assert len(logged) == 1  # logged once
+    assert "Fit finished" in [a["title"] for a in receiver.wait(1)]

@@ -150,3 +150,17 @@ class MonitorOwner:
 
     def _guard(self, hook: str, fn: Callable[[], Any]) -> Any:
         return guarded(self.framework, hook, fn)
+
+    def _hook_failed(self, hook: str) -> None:
+        """For the per-step hooks, which guard themselves with a plain ``try`` (no closure on the hot path):
+        log the failure once per hook, count it, and let training go on."""
+        failures = getattr(self, "hook_failures", 0)
+        self.hook_failures = failures + 1
+        log_once(
+            f"adapter-{self.framework}-{hook}",
+            logging.ERROR,
+            "runalert: internal error in the %s callback (%s); training goes on",
+            self.framework,
+            hook,
+            exc_info=True,
+        )

@@ -127,15 +127,21 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._base = self._epoch * int(per_epoch) if per_epoch else self._seen
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._order.append(int(batch))  # main thread, in order (never dispatched asynchronously by Keras)
+        try:
+            self._order.append(int(batch))  # main thread, in order (never dispatched asynchronously by Keras)
+        except Exception:
+            self._hook_failed("on_train_batch_begin")
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         # May run on Keras' callback thread pool (async_safe): one monitor call at a time, in batch order.
-        with self._lock:
-            self._pending[int(batch)] = logs or {}
-            self._drain()
-            if self.monitor.should_stop and self.model is not None:
-                self.model.stop_training = True
+        try:
+            with self._lock:
+                self._pending[int(batch)] = logs or {}
+                self._drain()
+                if self.monitor.should_stop and self.model is not None:
+                    self.model.stop_training = True
+        except Exception:
+            self._hook_failed("on_train_batch_end")
 
     def _drain(self, everything: bool = False) -> None:
         """Hand the pending batch ends to the monitor in the order their batches began."""

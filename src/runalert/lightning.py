@@ -59,11 +59,14 @@ def _callback_bases() -> tuple[type, ...]:
     return tuple(bases)
 
 
+_NO_VALUES: Mapping[str, Any] = {}
+
+
 def _step_values(outputs: Any) -> dict[str, Any] | None:
     """The step's values from ``training_step``'s output: a loss tensor, or a dict with ``"loss"`` and more."""
     if outputs is None:
         return None
-    if isinstance(outputs, Mapping):
+    if type(outputs) is dict or isinstance(outputs, Mapping):
         values = {}
         for key, value in outputs.items():
             # Scalars only: a 0-dim tensor (left on its device) or a Python/numpy number.
@@ -172,15 +175,20 @@ class _AlertHooks(MonitorOwner):
 
     # -- training steps ------------------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        # The step as training_step sees it (LightningModule.global_step), before the optimizer step bumps it.
-        self._step = trainer.global_step
+        try:
+            # The step as training_step sees it (LightningModule.global_step), before the optimizer step bumps it.
+            self._step = trainer.global_step
+        except Exception:
+            self._hook_failed("on_train_batch_start")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        values = _step_values(outputs)
-        monitor = self.monitor
-        monitor.step(self._step, values or {}, epoch=trainer.current_epoch)
-        if self.options.stop_on_nonfinite:
-            self._maybe_stop(trainer)
+        try:
+            values = _step_values(outputs)
+            self.monitor.step(self._step, values or _NO_VALUES, epoch=trainer.current_epoch)
+            if self.options.stop_on_nonfinite:
+                self._maybe_stop(trainer)
+        except Exception:
+            self._hook_failed("on_train_batch_end")
 
     def _maybe_stop(self, trainer: Any) -> None:
         should_stop = bool(self.monitor.should_stop)

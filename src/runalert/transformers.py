@@ -159,9 +159,12 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         self._guard("on_train_begin", run)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        loss = self._tap.take()
-        self.monitor.step(state.global_step, {} if loss is None else {LOSS_KEY: loss}, epoch=_epoch(state))
-        self._stop_if_asked(control)
+        try:
+            loss = self._tap.take()
+            self.monitor.step(state.global_step, {} if loss is None else {LOSS_KEY: loss}, epoch=_epoch(state))
+            self._stop_if_asked(control)
+        except Exception:
+            self._hook_failed("on_step_end")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         def run() -> None:

@@ -20,6 +20,7 @@ SUITES = [
     "bench_alert_core",
     "bench_evaluators",
     "bench_monitor",
+    "bench_server",
     "bench_lightning",
     "bench_keras",
     "bench_transformers",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -32,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds: every suite in about two minutes")
     parser.add_argument("--only", nargs="+", choices=SUITES, help="run only these suites")
+    parser.add_argument("--steps", type=int, help="training steps of the framework comparisons")
+    parser.add_argument("--rounds", type=int, help="rounds (runs of each variant) of the framework comparisons")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"), help="where to write rows")
     args = parser.parse_args(argv)
+    if args.steps:
+        os.environ["RUNALERT_BENCH_STEPS"] = str(args.steps)
+    if args.rounds:
+        os.environ["RUNALERT_BENCH_ROUNDS"] = str(args.rounds)
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
     rows: list[Row] = []

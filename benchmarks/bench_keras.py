@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved
+from benchmarks.harness import Row, interleaved, steps_and_rounds
 
 SUITE = "keras"
 MODULE = "benchmarks.bench_keras"
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = (300, 2) if quick else (5_000, 5)
+    steps, rounds = steps_and_rounds(quick, (300, 2), (5_000, 5))
     with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
         args = ["--steps", str(steps)] + (["--server", url] if url else [])
         rows = interleaved(

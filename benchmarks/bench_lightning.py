@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved
+from benchmarks.harness import Row, interleaved, steps_and_rounds
 
 SUITE = "lightning"
 MODULE = "benchmarks.bench_lightning"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = (500, 2) if quick else (10_000, 5)
+    steps, rounds = steps_and_rounds(quick, (500, 2), (10_000, 5))
     variants = list(VARIANTS)
     notes: dict[str, str] = {}
     if importlib.util.find_spec("wandb") is None:

@@ -25,7 +25,7 @@ import warnings
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved
+from benchmarks.harness import Row, interleaved, steps_and_rounds
 
 SUITE = "transformers"
 MODULE = "benchmarks.bench_transformers"
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = (200, 2) if quick else (2_000, 5)
+    steps, rounds = steps_and_rounds(quick, (200, 2), (2_000, 5))
     with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
         args = ["--steps", str(steps)] + (["--server", url] if url else [])
         rows = interleaved(

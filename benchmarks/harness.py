@@ -34,6 +34,15 @@ class Row:
         return asdict(self)
 
 
+def steps_and_rounds(quick: bool, quick_default: tuple[int, int], full_default: tuple[int, int]) -> tuple[int, int]:
+    """A comparison's training steps and rounds; ``--steps``/``--rounds`` (``RUNALERT_BENCH_STEPS``/``_ROUNDS``)
+    override them."""
+    steps, rounds = quick_default if quick else full_default
+    steps = int(os.environ.get("RUNALERT_BENCH_STEPS") or steps)
+    rounds = int(os.environ.get("RUNALERT_BENCH_ROUNDS") or rounds)
+    return steps, rounds
+
+
 def ns_per_call(fn: Callable[[], object], *, repeat: int, number: int) -> list[float]:
     """Nanoseconds per call of ``fn``: ``repeat`` samples, each the mean over ``number`` calls."""
     samples = []
@@ -83,9 +92,11 @@ def interleaved(
     """Run each variant once per round, rotating the order each round, and compare medians to ``baseline``.
 
     Interleaving A and B in one run (rather than all A, then all B) keeps a machine's drift (thermal, other
-    load) from landing on one side of the comparison.
+    load) from landing on one side of the comparison. One unmeasured run comes first, so that cold file caches
+    (and a server still starting) do not land on the first variant.
     """
     results: dict[str, list[float]] = {v: [] for v in variants}
+    run_variant(module, variants[0], args)  # discarded: the first process after start-up pays for cold caches
     for r in range(rounds):
         order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
         for variant in order:

@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-## test: lint, then every test suite (core tests and framework integrations)
+## test: lint and type-check, then every test suite (core, server, client, framework integrations)
 test: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src/runalert
 	$(PY) -m pytest -q
 
 test-fast: venv

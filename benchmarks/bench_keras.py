@@ -74,6 +74,15 @@ def _train(variant: str, steps: int, server: str | None) -> dict[str, Any]:
     return _models.loop_result(timer.marks, (len(history.epoch) - 1) * _models.STEPS_PER_EPOCH)
 
 
+def preload() -> None:
+    """Imports done once in the zygote (benchmarks.harness.Zygote), before the variants' processes fork."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    _models.pin_threads()
+    import keras  # noqa: F401
+
+    import runalert.keras  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("variant", choices=VARIANTS)

@@ -30,7 +30,7 @@ from bisect import bisect_right
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import ROOT, Row, run_variant
+from benchmarks.harness import ROOT, Row, Zygote, run_variant
 
 SUITE = "reaction"
 MODULE = "benchmarks.bench_reaction"
@@ -226,9 +226,21 @@ def measure_sigkill(home: str, attempts: int) -> tuple[list[float], str]:
 def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 3
     rows: list[Row] = []
+    zygote = Zygote(MODULE) if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK") else None
+    try:
+        measured = {
+            (framework, every): [
+                run_variant(MODULE, framework, ["--every", str(every)], zygote=zygote) for _ in range(rounds)
+            ]
+            for framework in FRAMEWORKS
+            for every in (1, 10)
+        }
+    finally:
+        if zygote is not None:
+            zygote.close()
     for framework in FRAMEWORKS:
         for every in (1, 10):
-            results = [run_variant(MODULE, framework, ["--every", str(every)]) for _ in range(rounds)]
+            results = measured[(framework, every)]
             steps = [float(r["steps"]) for r in results]
             ms = [float(r["ms"]) for r in results]
             late = any(r.get("after_end") for r in results)
@@ -271,6 +283,19 @@ def run(quick: bool) -> list[Row]:
     else:
         rows.append(Row(SUITE, name, float("nan"), "s", 0, note=f"not measured: {why}"))
     return rows
+
+
+def preload() -> None:
+    """Imports done once in the zygote (benchmarks.harness.Zygote), before each measured process forks."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    _models.pin_threads()
+    import keras  # noqa: F401
+    import lightning.pytorch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import runalert.keras
+    import runalert.lightning
+    import runalert.transformers  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,6 +121,14 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
     return _models.loop_result(timer.marks, trainer.state.global_step - _models.STEPS_PER_EPOCH)
 
 
+def preload() -> None:
+    """Imports done once in the zygote (benchmarks.harness.Zygote), before the variants' processes fork."""
+    _models.pin_threads()
+    import transformers  # noqa: F401
+
+    import runalert.transformers  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("variant", choices=VARIANTS)

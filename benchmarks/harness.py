@@ -61,8 +61,93 @@ def micro_row(suite: str, name: str, samples: Sequence[float], *, unit: str = "n
     return Row(suite, name, statistics.median(ordered), unit, len(ordered), spread=spread, **extra)  # type: ignore[arg-type]
 
 
-def run_variant(module: str, variant: str, args: Sequence[str] = (), *, timeout: float = 600) -> dict[str, float]:
-    """Run ``python -m <module> <variant> <args>`` and read the JSON object it prints on its last line."""
+class Zygote:
+    """A process that imports a suite's modules once, then forks a fresh child for each variant run.
+
+    Each run still gets its own process (as with ``python -m``), but not its own imports: importing Lightning
+    or transformers takes seconds on a small machine, more than a quick run's training loop. The suite module
+    may define ``preload()`` (set the environment, import the frameworks); children run its ``main(argv)``.
+    """
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.harness", "--zygote", module],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, argv: Sequence[str]) -> dict[str, float]:
+        """Run ``main(argv)`` in a forked child; the JSON object it prints last."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(list(argv)) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.module} zygote died (exit {self._proc.wait()})")
+        reply = json.loads(line)
+        if reply["status"] != 0:
+            raise RuntimeError(f"{self.module} {' '.join(argv)} failed in a forked child ({reply['status']})")
+        return dict(json.loads(reply["stdout"].strip().splitlines()[-1]))
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+def _zygote_main(module_name: str) -> None:
+    """The zygote's side: preload, then fork one child per line of argv read from stdin."""
+    import contextlib
+    import importlib
+    import io
+
+    module = importlib.import_module(module_name)
+    preload = getattr(module, "preload", None)
+    if preload is not None:
+        preload()
+    protocol = os.fdopen(os.dup(1), "w")  # replies go here; fd 1 itself goes to stderr in the children
+    for line in sys.stdin:
+        argv = json.loads(line)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh process with the imports already done
+            os.close(read_end)
+            os.dup2(2, 1)  # anything printed at the C level must not reach the protocol
+            status = 0
+            buffer = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(buffer):
+                    module.main(argv)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                status = 1
+            os.write(write_end, buffer.getvalue().encode())
+            os._exit(status)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            output = pipe.read().decode()
+        _, wait_status = os.waitpid(pid, 0)
+        protocol.write(json.dumps({"status": os.waitstatus_to_exitcode(wait_status), "stdout": output}) + "\n")
+        protocol.flush()
+
+
+def run_variant(
+    module: str, variant: str, args: Sequence[str] = (), *, timeout: float = 600, zygote: Zygote | None = None
+) -> dict[str, float]:
+    """Run ``python -m <module> <variant> <args>`` (or a child of ``zygote``) and read the JSON object it prints
+    on its last line."""
+    if zygote is not None:
+        return zygote.run([variant, *args])
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(
         [sys.executable, "-m", module, variant, *args],
@@ -96,11 +181,16 @@ def interleaved(
     (and a server still starting) do not land on the first variant.
     """
     results: dict[str, list[float]] = {v: [] for v in variants}
-    run_variant(module, variants[0], args)  # discarded: the first process after start-up pays for cold caches
-    for r in range(rounds):
-        order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
-        for variant in order:
-            results[variant].append(run_variant(module, variant, args)[metric])
+    zygote = Zygote(module) if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK") else None
+    try:
+        run_variant(module, variants[0], args, zygote=zygote)  # discarded: cold caches, a server still starting
+        for r in range(rounds):
+            order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
+            for variant in order:
+                results[variant].append(run_variant(module, variant, args, zygote=zygote)[metric])
+    finally:
+        if zygote is not None:
+            zygote.close()
     base = baseline or variants[0]
     base_median = statistics.median(results[base])
     rows = []
@@ -120,3 +210,8 @@ def interleaved(
             )
         )
     return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
+        _zygote_main(sys.argv[2])

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runalert._log import log_once
 
 if TYPE_CHECKING:
-    from runalert.alerting import Alerter
-    from runalert.channels import Channel
     from runalert.monitor import MonitorOptions, RunMonitor
 
-__all__ = ["MonitorOwner", "guarded", "plain_metrics"]
+__all__ = ["MonitorOwner", "guarded", "log_hook_failure", "plain_metrics"]
+
+
+def log_hook_failure(framework: str, hook: str) -> None:
+    """Log the exception being handled, once per (framework, hook): training goes on."""
+    log_once(
+        f"adapter-{framework}-{hook}",
+        logging.ERROR,
+        "runalert: internal error in the %s callback (%s); training goes on",
+        framework,
+        hook,
+        exc_info=True,
+    )
 
 
 def guarded(framework: str, hook: str, fn: Callable[[], Any]) -> Any:
@@ -29,14 +38,7 @@ def guarded(framework: str, hook: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except Exception:
-        log_once(
-            f"adapter-{framework}-{hook}",
-            logging.ERROR,
-            "runalert: internal error in the %s callback (%s); training goes on",
-            framework,
-            hook,
-            exc_info=True,
-        )
+        log_hook_failure(framework, hook)
         return None
 
 
@@ -61,27 +63,8 @@ class MonitorOwner:
     options: MonitorOptions
     monitor: RunMonitor
 
-    def _setup_monitor(
-        self,
-        *,
-        channels: Sequence[Channel] | None,
-        alerter: Alerter | None,
-        on_nonfinite: str | Sequence[str] | bool | None,
-        stop_on_nonfinite: bool,
-        check_every_n_steps: int,
-        on_crash: bool,
-        on_stage_end: Sequence[str],
-        rules: Sequence[Any],
-        automations: Sequence[Any],
-        stall_after: float | timedelta | None,
-        rank_zero_only: bool,
-        run_name: str | None,
-        project: str | None,
-        tags: Sequence[str],
-        user: str | None,
-        server: str | None,
-        **options: Any,
-    ) -> None:
+    def _setup_monitor(self, **options: Any) -> None:
+        """Build :class:`MonitorOptions` from the adapter's keyword arguments (the same in every framework)."""
         from runalert.monitor import MonitorOptions
 
         known = {f.name for f in dataclasses.fields(MonitorOptions)}
@@ -91,25 +74,7 @@ class MonitorOwner:
                 f"AlertCallback got unknown option(s) {', '.join(unknown)}; the options are: {', '.join(sorted(known))}"
             )
         # MonitorOptions validates every option here, at construction, with a message naming the field.
-        self.options = MonitorOptions(
-            channels=channels,
-            alerter=alerter,
-            on_nonfinite=on_nonfinite,
-            stop_on_nonfinite=stop_on_nonfinite,
-            check_every_n_steps=check_every_n_steps,
-            on_crash=on_crash,
-            on_stage_end=on_stage_end,
-            rules=rules,
-            automations=automations,
-            stall_after=stall_after,
-            rank_zero_only=rank_zero_only,
-            run_name=run_name,
-            project=project,
-            tags=tags,
-            user=user,
-            server=server,
-            **options,
-        )
+        self.options = MonitorOptions(**options)
         self.monitor = self._new_monitor()
 
     def _new_monitor(self) -> RunMonitor:
@@ -149,18 +114,14 @@ class MonitorOwner:
         return "\n".join(parts) or None
 
     def _guard(self, hook: str, fn: Callable[[], Any]) -> Any:
-        return guarded(self.framework, hook, fn)
+        try:
+            return fn()
+        except Exception:
+            self._hook_failed(hook)
+            return None
 
     def _hook_failed(self, hook: str) -> None:
-        """For the per-step hooks, which guard themselves with a plain ``try`` (no closure on the hot path):
-        log the failure once per hook, count it, and let training go on."""
-        failures = getattr(self, "hook_failures", 0)
-        self.hook_failures = failures + 1
-        log_once(
-            f"adapter-{self.framework}-{hook}",
-            logging.ERROR,
-            "runalert: internal error in the %s callback (%s); training goes on",
-            self.framework,
-            hook,
-            exc_info=True,
-        )
+        """A hook failed (the per-step hooks guard themselves with a plain ``try``: no closure on the hot path):
+        count it, log it once per hook, and let training go on."""
+        self.hook_failures = getattr(self, "hook_failures", 0) + 1
+        log_hook_failure(self.framework, hook)

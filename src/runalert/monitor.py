@@ -320,7 +320,7 @@ class RunMonitor:
         self._watchdog: StallWatchdog | None = None
         self._lock = threading.RLock()  # start/finish/exception only, never on the step path
         self._rule_keys: frozenset[str] | str | None = None
-        self._feed: dict[str, float] | None = None
+        self._feed_rules = False  # rules watch some of the step's values (and no stream collects them)
         self._rules_feed: RuleFeed | None = None
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
@@ -482,7 +482,7 @@ class RunMonitor:
             push = self._stream_push
             if push is None:
                 # a new dict per step when rules are on: the rule feed keeps it until its thread evaluates it
-                feed: dict[str, float] | None = {} if self._feed is not None else None
+                feed: dict[str, float] | None = {} if self._feed_rules else None
                 found = self._detector.step(values, step, feed)
                 if found is not None:
                     self._on_nonfinite(found)
@@ -829,7 +829,7 @@ class RunMonitor:
             self._rule_keys = frozenset(watched)
             if self._stream_append is None:
                 self._detector.set_feed(watched)
-                self._feed = {}
+                self._feed_rules = True
 
     # ------------------------------------------------------------------------------------------------------------
     # the server (runalert.client)
@@ -880,7 +880,7 @@ class RunMonitor:
             self._stream_append = self.server_run.stream.append
             self._stream_push, self._stream_seq = self.server_run.stream.appender()
             self._detector.set_feed("all")  # every finite value goes to the stream
-            self._feed = None
+            self._feed_rules = False
             self.server_run.start()
         except Exception as exc:
             self._fail("server", exc)

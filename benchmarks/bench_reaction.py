@@ -30,7 +30,7 @@ from bisect import bisect_right
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import ROOT, Row, Zygote, run_variant
+from benchmarks.harness import ROOT, Row, run_variant, zygote_for
 
 SUITE = "reaction"
 MODULE = "benchmarks.bench_reaction"
@@ -226,7 +226,7 @@ def measure_sigkill(home: str, attempts: int) -> tuple[list[float], str]:
 def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 3
     rows: list[Row] = []
-    zygote = Zygote(MODULE) if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK") else None
+    zygote = zygote_for(MODULE)
     try:
         measured = {
             (framework, every): [

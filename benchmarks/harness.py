@@ -103,6 +103,14 @@ class Zygote:
             self._proc.kill()
 
 
+def zygote_for(module: str) -> Zygote | None:
+    """A :class:`Zygote` for ``module``, or ``None`` (plain ``python -m`` runs) without ``os.fork`` or with
+    ``RUNALERT_BENCH_NO_FORK`` set."""
+    if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK"):
+        return Zygote(module)
+    return None
+
+
 def _zygote_main(module_name: str) -> None:
     """The zygote's side: preload, then fork one child per line of argv read from stdin."""
     import contextlib
@@ -181,7 +189,7 @@ def interleaved(
     (and a server still starting) do not land on the first variant.
     """
     results: dict[str, list[float]] = {v: [] for v in variants}
-    zygote = Zygote(module) if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK") else None
+    zygote = zygote_for(module)
     try:
         run_variant(module, variants[0], args, zygote=zygote)  # discarded: cold caches, a server still starting
         for r in range(rounds):

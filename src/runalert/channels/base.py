@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,13 +110,10 @@ class Channel(abc.ABC):
         """What makes two channels the same destination (may hold secrets: it is only ever hashed)."""
         return self.describe()
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable id for this destination, used to match spooled alerts to channels on the next start."""
-        key: str | None = self.__dict__.get("_key")
-        if key is None:
-            key = self.__dict__["_key"] = f"{self.kind}-{hashlib.sha256(self.identity().encode()).hexdigest()[:16]}"
-        return key
+        return f"{self.kind}-{hashlib.sha256(self.identity().encode()).hexdigest()[:16]}"
 
     def accepts(self, alert: Alert) -> bool:
         """Whether this channel takes alerts of ``alert.level`` (its ``min_level`` or above)."""

@@ -161,15 +161,18 @@ def _client(port: int, seed: int, start_at: float, stop_at: float, results: Any)
     batches = _batches(seed, 400)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     sent = points = 0
+    per_second = [0] * (int(stop_at - start_at) + 1)
     while time.time() < start_at:
         time.sleep(0.001)
-    while time.time() < stop_at:
+    while (now := time.time()) < stop_at:
         path, body = batches[sent % len(batches)]
         data = _request(conn, "POST", path, body)
-        points += json.loads(data)["accepted"]
+        accepted = json.loads(data)["accepted"]
+        points += accepted
+        per_second[int(now - start_at)] += accepted
         sent += 1
     conn.close()
-    results.put((sent, points))
+    results.put((sent, points, per_second))
 
 
 class _Server:
@@ -277,9 +280,11 @@ def measure(*, seconds: float, clients: int, database_url: str | None = None) ->
             server.stop()
             receiver.close()
         latencies = sorted((receiver.arrived[r] - t) * 1000 for r, t in sent.items() if r in receiver.arrived)
+        per_second = [sum(column) for column in zip(*(c for _s, _p, c in totals), strict=True)][: int(seconds)]
         return {
-            "points_per_s": sum(p for _s, p in totals) / seconds,
-            "requests_per_s": sum(s for s, _p in totals) / seconds,
+            "points_per_s": sum(p for _s, p, _c in totals) / seconds,
+            "per_second": per_second,
+            "requests_per_s": sum(s for s, _p, _c in totals) / seconds,
             "latencies_ms": latencies,
             "probes": len(sent),
             "lost": len(sent) - len(latencies),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from runalert.automations.filters import (
@@ -155,6 +155,17 @@ class Evaluator:
     def push_many(self, values: Iterable[float]) -> list[bool | None]:
         return [self.push(v) for v in values]
 
+    def scan(self, values: Sequence[float], start: int, active: bool) -> int:
+        """Push ``values[start:]`` (finite) until one gives an edge: a condition that is not ``None`` and not
+        ``active``. Returns its index, with the values up to it pushed (``observed`` is its statistic), or -1
+        with all pushed. The same as ``push`` one value at a time, in fewer Python calls."""
+        push = self.push
+        for i in range(start, len(values)):
+            condition = push(values[i])
+            if condition is not None and condition is not active:
+                return i
+        return -1
+
     def _window_values(self) -> list[float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -204,6 +215,22 @@ class ThresholdEvaluator(Evaluator):
         value = agg.value
         self.observed = value
         return self._op(value, self._threshold)
+
+    def scan(self, values: Sequence[float], start: int, active: bool) -> int:
+        if not self._plain:
+            return super().scan(values, start, active)
+        op, threshold = self._op, self._threshold
+        end = len(values)
+        for i in range(start, end):
+            if op(values[i], threshold) is not active:
+                end = i + 1
+                break
+        else:
+            i = -1
+        if end > start:
+            self.count += end - start
+            self._last = self.observed = values[end - 1]
+        return i
 
     def _window_values(self) -> list[float]:
         if self._plain:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from runalert.server.models import ApiKey, Project
@@ -76,7 +76,7 @@ class ProjectRef:
     name: str
 
 
-def touch_key(session: Session, key_id: int, now: float | None = None) -> None:
+def touch_key(session: Session | Connection, key_id: int, now: float | None = None) -> None:
     """Record that a key was used now."""
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now or time.time()))
 

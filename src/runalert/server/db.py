@@ -8,11 +8,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["READ_ONLY", "Database", "insert_points", "is_postgresql", "make_engine", "upgrade"]
+__all__ = ["READ_ONLY", "Database", "DriverCursor", "is_postgresql", "make_engine", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "runalert_read_only"
@@ -104,15 +105,36 @@ class Database:
         self.engine.dispose()
 
 
-_POINT_COLUMNS = "run_pk, name, step, value, nonfinite, time"
+class DriverCursor:
+    """The driver's own cursor on a SQLAlchemy connection (in its transaction), for the ingest path's few plain
+    statements: SQLAlchemy's execution layer costs more than they do. ``{m}`` in a statement is the driver's
+    parameter mark. The driver's errors are raised as SQLAlchemy's (a ``DataError`` is still a ``DataError``),
+    with the parameters left out of the message."""
 
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        self._cursor = connection.connection.cursor()
+        self._errors: type[Exception] = connection.dialect.loaded_dbapi.Error
 
-def insert_points(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert metric points ``(run_pk, name, step, value, nonfinite, time)`` with one ``executemany`` of the
-    driver, in the session's transaction (the ORM's bulk insert costs about ten times more per row)."""
-    if not rows:
-        return
-    connection = session.connection()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO metric_points ({_POINT_COLUMNS}) VALUES ({', '.join([mark] * 6)})"
-    connection.exec_driver_sql(sql, list(rows))
+    def first(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of a query, or None."""
+        self.execute(statement, params)
+        return self._cursor.fetchone()
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        sql = statement.format(m=self.mark)
+        try:
+            self._cursor.execute(sql, params)
+        except self._errors as exc:
+            raise self._translate(sql, exc) from exc
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        sql = statement.format(m=self.mark)
+        try:
+            self._cursor.executemany(sql, rows)
+        except self._errors as exc:
+            raise self._translate(sql, exc) from exc
+
+    def _translate(self, sql: str, exc: Exception) -> Exception:
+        return DBAPIError.instance(sql, None, exc, self._errors, hide_parameters=True, dialect=self.connection.dialect)

@@ -27,9 +27,10 @@ from runalert.automations import Automation, Firing, LocalEngine, NewAutomation,
 from runalert.automations.engine import RunInfo
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
-from runalert.server.models import AlertRecord, Integration, MetricPoint, Project, Run, Secret
+from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.outbox import default_integrations, record_alert
+from runalert.server.points import last_points
 
 __all__ = ["ENCRYPTED", "ServerEngine", "automation_from_spec", "run_url"]
 
@@ -203,28 +204,16 @@ class ServerEngine:
             engine.forget_run(run.run_id)
         self._runs.pop((run.project_id, run.run_id), None)
 
-    def on_metrics(
-        self, session: Session, run: Run, rows: Sequence[tuple[int | None, dict[str, float]]], now: float
-    ) -> list[AlertRecord]:
-        """Evaluate a batch; the firings become alerts and outbox rows in ``session``'s transaction."""
-        engine = self.engine(session, run.project_id)
-        self._ensure_run(engine, run)
-        firings: list[Firing] = []
-        for step, values in rows:
-            if values:
-                firings += engine.log(run.run_id, values, step)
-        return self._record(session, run, firings, "metric", now)
-
     def evaluate_metrics(
         self,
         session: Session,
         project_id: int,
         run_id: str,
         attrs: tuple[str, str | None, tuple[str, ...]],
-        rows: Sequence[tuple[int | None, dict[str, float]]],
+        columns: Mapping[str, tuple[Sequence[int | None], Sequence[float]]],
     ) -> list[Firing]:
-        """The ingest path's half of ``on_metrics``: evaluate a batch of a run known by its (name, user, tags)
-        alone (no ORM object). Hand the firings, if any, to ``record_metric_firings``."""
+        """Evaluate a batch, given per metric as ``{name: (steps, values)}``, of a run known by its (name, user,
+        tags) alone (no ORM object). Hand the firings, if any, to ``record_metric_firings``."""
         engine = self._engines.get(project_id)
         if engine is None:
             engine = self.engine(session, project_id)
@@ -234,14 +223,7 @@ class ServerEngine:
                 run_id, name=attrs[0], project=self._project_names.get(project_id), user=attrs[1], tags=list(attrs[2])
             )
             self._runs[key] = attrs
-        firings: list[Firing] = []
-        log_values = engine.log
-        for step, values in rows:
-            if values:
-                found = log_values(run_id, values, step)
-                if found:
-                    firings += found
-        return firings
+        return engine.log_columns(run_id, columns)
 
     def record_metric_firings(self, session: Session, run: Run, firings: list[Firing], now: float) -> list[AlertRecord]:
         """The firings of ``evaluate_metrics`` as alerts and outbox rows in ``session``'s transaction."""
@@ -385,17 +367,12 @@ class ServerEngine:
         try:
             self._replay_time = run.updated_at
             engine.set_state(run.run_id, run.state, reason=run.reason)
-            points: list[Any] = []
+            # Each metric's last finite values, replayed in the order they were stored (one metric's order is
+            # what its windows see; the order across metrics changes nothing).
             for name, need in needs.items():
-                points += session.execute(
-                    select(MetricPoint.id, MetricPoint.name, MetricPoint.step, MetricPoint.value, MetricPoint.time)
-                    .where(MetricPoint.run_pk == run.id, MetricPoint.name == name, MetricPoint.value.is_not(None))
-                    .order_by(MetricPoint.id.desc())
-                    .limit(need)
-                ).all()
-            for _id, name, step, value, when in sorted(points):
-                self._replay_time = when
-                engine.log(run.run_id, {name: value}, step)
+                for step, value, when in last_points(session, run.id, name, need, finite_only=True):
+                    self._replay_time = when
+                    engine.log(run.run_id, {name: value}, step)
         finally:
             self._replay_time = None
 

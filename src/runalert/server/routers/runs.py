@@ -16,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from runalert.server.auth import ProjectRef, authenticate, hash_key, is_loopback, touch_key
 from runalert.server.context import ServerContext
-from runalert.server.db import insert_points
-from runalert.server.models import MetricPoint, Run
+from runalert.server.db import DriverCursor
+from runalert.server.models import Run
+from runalert.server.points import Column, insert_chunks, last_points, metric_names
 from runalert.server.routers._deps import Ctx, ProjectName, ReadProject, WriteProject, get_ctx
 from runalert.server.routers._views import run_out
 from runalert.server.runs import HEARTBEAT_TIMEOUT, change_state, touch_run, upsert_run
@@ -180,16 +181,13 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
     with ctx.engine.lock:
         try:
             with ctx.db.session() as session:
-                connection = session.connection()
-                m = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-                project = _fast_project(connection, m, request, project_name, ctx.settings.insecure)
+                sql = DriverCursor(session.connection())
+                project = _fast_project(sql, request, project_name, ctx.settings.insecure)
                 if project is None:  # any other case (a new project, a wrong key ...): the full check, its answers
                     project = authenticate(session, request, project_name, create=True, insecure=ctx.settings.insecure)
                     assert project is not None
                 body = _parse_batch(raw)  # after the key: a bad key is 401 whatever the body
-                out = _ingest(
-                    ctx, session, connection=connection, m=m, project=project, run_id=run_id, body=body, log=evaluated
-                )
+                out = _ingest(ctx, session, sql=sql, project=project, run_id=run_id, body=body, log=evaluated)
         except Exception:
             # The evaluators saw a batch that is not stored: they would be ahead of the database.
             for project_id, evaluated_run in evaluated:
@@ -201,7 +199,7 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
     return out
 
 
-def _fast_project(connection: Any, m: str, request: Request, name: str, insecure: bool) -> ProjectRef | None:
+def _fast_project(sql: DriverCursor, request: Request, name: str, insecure: bool) -> ProjectRef | None:
     """``authenticate`` for the ingest path's common cases, in plain SQL: a valid key of the project, or no keys
     at all and a loopback client of an existing project. ``None``: let ``authenticate`` decide."""
     header = request.headers.get("authorization")
@@ -209,19 +207,19 @@ def _fast_project(connection: Any, m: str, request: Request, name: str, insecure
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        found = connection.exec_driver_sql(_KEY_SQL.format(m=m), (hash_key(token.strip()),)).first()
+        found = sql.first(_KEY_SQL, (hash_key(token.strip()),))
         if found is None or found[3] != name:
             return None
         key_id, project_id, last_used_at, project_name = found
         now = time.time()
         if last_used_at is None or now - last_used_at > 60:
-            touch_key(connection, key_id, now)
+            touch_key(sql.connection, key_id, now)
         return ProjectRef(project_id, project_name)
-    if connection.exec_driver_sql(_ANY_KEY_SQL).first() is not None:
+    if sql.first(_ANY_KEY_SQL) is not None:
         return None
     if not insecure and not is_loopback(request.client.host if request.client else None):
         return None
-    found = connection.exec_driver_sql(_PROJECT_SQL.format(m=m), (name,)).first()
+    found = sql.first(_PROJECT_SQL, (name,))
     return ProjectRef(found[0], found[1]) if found is not None else None
 
 
@@ -229,18 +227,17 @@ def _ingest(
     ctx: ServerContext,
     session: Session,
     *,
-    connection: Any,
-    m: str,
+    sql: DriverCursor,
     project: ProjectRef,
     run_id: str,
     body: MetricBatchIn,
     log: list[tuple[int, str]],
 ) -> MetricBatchOut:
-    """Store the batch (points with one ``executemany``, the run's counters with one ``UPDATE``), evaluate it,
-    and record what fired, in ``session``'s transaction. The run is read and written in plain SQL; the ORM
-    loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout)."""
+    """Store the batch (a chunk per metric with one ``executemany``, the run's counters with one ``UPDATE``),
+    evaluate it, and record what fired, in ``session``'s transaction. The run is read and written in plain SQL;
+    the ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout)."""
     now = time.time()
-    found = connection.exec_driver_sql(_RUN_SQL.format(m=m), (project.id, run_id)).first()
+    found = sql.first(_RUN_SQL, (project.id, run_id))
     if found is None:
         raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
     run_pk, run_name, user, tags, state, reason = found
@@ -251,39 +248,35 @@ def _ingest(
     if isinstance(tags, str):  # SQLite hands JSON back as text
         tags = json.loads(tags)
     attrs = (run_name, user, tuple(str(t) for t in tags or ()))
-    points: list[tuple[Any, ...]] = []
-    rows: list[tuple[int | None, dict[str, float]]] = []
-    isfinite = math.isfinite
-    add = points.append
+    columns: dict[str, Column] = {}
+    top: int | None = None
     for row in body.rows:
         when = row.time if row.time is not None else now
         step = row.step
-        values: dict[str, float] = {}
+        if step is not None and (top is None or step > top):
+            top = step
         for name, value in row.metrics.items():
             if value is None:
                 continue
-            if isfinite(value):
-                add((run_pk, name, step, value, None, when))
-            else:
-                add((run_pk, name, step, None, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"), when))
-            values[name] = value
-        rows.append((step, values))
-    steps = [s for s, _ in rows if s is not None]
-    insert_points(session, points)
-    sql = _TOUCH_SQL + (_STEP_SQL if steps else "") + " WHERE id = {m}"
-    params: tuple[Any, ...] = (len(points), body.dropped, now, now)
-    if steps:
-        top = max(steps)
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = ([], [], [])
+            column[0].append(step)
+            column[1].append(value)
+            column[2].append(when)
+    accepted = insert_chunks(sql, run_pk, columns)
+    params: tuple[Any, ...] = (accepted, body.dropped, now, now)
+    if top is not None:
         params += (top, top)
-    connection.exec_driver_sql(sql.format(m=m), (*params, run_pk))
+    sql.execute(_TOUCH_SQL + (_STEP_SQL if top is not None else "") + " WHERE id = {m}", (*params, run_pk))
     log.append((project.id, run_id))
-    firings = ctx.engine.evaluate_metrics(session, project.id, run_id, attrs, rows)
+    firings = ctx.engine.evaluate_metrics(session, project.id, run_id, attrs, {n: c[:2] for n, c in columns.items()})
     fired: list[FiredOut] = []
     if firings:
         run = session.get_one(Run, run_pk)
         alerts = ctx.engine.record_metric_firings(session, run, firings, now)
         fired = [FiredOut(alert_id=a.id, automation=a.fields.get("automation"), title=a.title) for a in alerts]
-    return MetricBatchOut(accepted=len(points), fired=fired)
+    return MetricBatchOut(accepted=accepted, fired=fired)
 
 
 @router.get("/{run_id}/metrics", response_model=list[MetricSeriesOut], summary="The run's metric series")
@@ -297,21 +290,13 @@ def get_metrics(
     """The last ``limit`` points of each metric (of ``name`` only, when given), oldest first."""
     with ctx.db.session() as session:
         run = _run(session, project, run_id)
-        names = name or list(
-            session.scalars(select(MetricPoint.name).where(MetricPoint.run_pk == run.id).distinct().order_by("name"))
-        )
-        out = []
-        for metric in names[:50]:
-            points = session.execute(
-                select(MetricPoint.step, MetricPoint.value, MetricPoint.nonfinite, MetricPoint.time)
-                .where(MetricPoint.run_pk == run.id, MetricPoint.name == metric)
-                .order_by(MetricPoint.id.desc())
-                .limit(limit)
-            ).all()
-            series = [(s, v if nf is None else float(nf), t) for s, v, nf, t in reversed(points)]
-            out.append(
-                MetricSeriesOut(
-                    name=metric, points=[(s, v if v is None or math.isfinite(v) else None, t) for s, v, t in series]
-                )
+        names = name or metric_names(session, run.id, 50)
+        return [
+            MetricSeriesOut(
+                name=metric,
+                points=[
+                    (s, v if math.isfinite(v) else None, t) for s, v, t in last_points(session, run.id, metric, limit)
+                ],
             )
-        return out
+            for metric in names[:50]
+        ]

@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from runalert.server.auth import hash_key, is_loopback
-from runalert.server.models import AlertRecord, ApiKey, Automation, MetricPoint, Project, Run
+from runalert.server.models import AlertRecord, ApiKey, Automation, Project, Run
+from runalert.server.points import last_points, metric_names
 from runalert.server.routers._deps import Ctx
 from runalert.server.routers._views import alerts_out
 
@@ -267,29 +268,9 @@ def _set_cookie(request: Request, response: Response, token: str) -> None:
 
 
 # -- data --------------------------------------------------------------------------------------------------
-def metric_names(session: Session, run_pk: int, limit: int) -> list[str]:
-    """The run's metric names, alphabetically: a skip scan of the (run, name, id) index (a few probes per
-    name, whatever the number of points), where ``SELECT DISTINCT`` would read every point."""
-    first = select(func.min(MetricPoint.name).label("name")).where(MetricPoint.run_pk == run_pk)
-    cte = first.cte("names", recursive=True)
-    following = (
-        select(func.min(MetricPoint.name))
-        .where(MetricPoint.run_pk == run_pk, MetricPoint.name > cte.c.name)
-        .scalar_subquery()
-    )
-    cte = cte.union_all(select(following.label("name")).where(cte.c.name.is_not(None)))
-    found = session.scalars(select(cte.c.name).where(cte.c.name.is_not(None)).limit(limit)).all()
-    return [str(n) for n in found]
-
-
 def series(session: Session, run_pk: int, name: str, limit: int) -> list[tuple[int | None, float | None]]:
-    rows = session.execute(
-        select(MetricPoint.step, MetricPoint.value)
-        .where(MetricPoint.run_pk == run_pk, MetricPoint.name == name)
-        .order_by(MetricPoint.id.desc())
-        .limit(limit)
-    ).all()
-    return [(s, v) for s, v in reversed(rows)]
+    """The metric's last ``limit`` points as (step, value) for a chart; non-finite values are gaps (None)."""
+    return [(s, v if math.isfinite(v) else None) for s, v, _t in last_points(session, run_pk, name, limit)]
 
 
 def _delivery_status(status: str, attempts: int) -> str:

@@ -1,0 +1,124 @@
+"""Metric points on disk (``runalert.server.points``) and the migration that packed them into chunks, on SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from runalert.server.db import MIGRATIONS, Database, DriverCursor
+from runalert.server.models import Project, Run
+from runalert.server.points import NO_STEP, insert_chunks, last_points, metric_names, pack, unpack
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _same(a: list[tuple[int | None, float, float]], b: list[tuple[int | None, float, float]]) -> bool:
+    """Equal point lists, NaN equal to NaN."""
+    return len(a) == len(b) and all(
+        sa == sb and ta == tb and (va == vb or (math.isnan(va) and math.isnan(vb)))
+        for (sa, va, ta), (sb, vb, tb) in zip(a, b, strict=True)
+    )
+
+
+def test_pack_round_trip_keeps_missing_steps_and_non_finite_values() -> None:
+    points = [(0, 1.5, 10.0), (None, NAN, 11.0), (2**53, INF, 12.0), (-(2**40), -INF, 13.0)]
+    steps, values, times = zip(*points, strict=True)
+    packed = pack(list(steps), list(values), list(times))
+    assert all(len(blob) == 8 * len(points) for blob in packed)
+    assert _same(unpack(*packed), points)
+    assert NO_STEP not in [s for s, _v, _t in unpack(*packed)]
+
+
+def _run(db: Database) -> int:
+    with db.session() as session:
+        project = Project(name="p")
+        session.add(project)
+        session.flush()
+        run = Run(project_id=project.id, run_id="r1", name="r1")
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_last_points_walks_chunks_newest_first(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        run_pk = _run(db)
+        expected: list[tuple[int | None, float, float]] = []
+        with db.session() as session:
+            cursor = DriverCursor(session.connection())
+            for batch in range(40):  # 40 chunks of 5 points for "loss", one point of "lr" each, and a NaN
+                steps = [batch * 5 + i for i in range(5)]
+                values = [float(s) if s != 101 else NAN for s in steps]
+                times = [1000.0 + s for s in steps]
+                lr = ([batch * 5], [0.1], [1000.0])
+                assert (
+                    insert_chunks(cursor, run_pk, {"loss": (steps, values, times), "lr": lr, "empty": ([], [], [])})
+                    == 6
+                )
+                expected += zip(steps, values, times, strict=True)
+        with db.session() as session:
+            assert metric_names(session, run_pk, 10) == ["loss", "lr"]
+            assert metric_names(session, run_pk, 1) == ["loss"]
+            assert _same(last_points(session, run_pk, "loss", 7), expected[-7:])
+            assert _same(last_points(session, run_pk, "loss", 1000), expected)
+            assert last_points(session, run_pk, "loss", 0) == []
+            finite = [p for p in expected if math.isfinite(p[1])]
+            assert _same(last_points(session, run_pk, "loss", 150, finite_only=True), finite[-150:])
+            assert len(last_points(session, run_pk, "lr", 100)) == 40
+            assert last_points(session, run_pk, "missing", 5) == []
+    finally:
+        db.dispose()
+
+
+def _alembic(db: Database, action: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+
+def test_migration_packs_stored_points_and_unpacks_them_on_downgrade(database_url: str) -> None:
+    db = Database(database_url, migrate=False)
+    try:
+        _alembic(db, "upgrade", "0001")
+        points = [(None if i == 3 else i, float(i), 500.0 + i, None) for i in range(2500)]
+        points[7] = (7, None, 507.0, "nan")
+        points[8] = (8, None, 508.0, "-inf")
+        with db.engine.begin() as connection:
+            connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', 0)"))
+            connection.execute(
+                text(
+                    "INSERT INTO runs (project_id, run_id, name, tags, config, state, created_at, updated_at, "
+                    "last_seen_at, points, dropped) VALUES (1, 'r1', 'r1', '[]', '{}', 'RUNNING', 0, 0, 0, 0, 0)"
+                )
+            )
+            for name in ("loss", "acc"):
+                connection.execute(
+                    text(
+                        "INSERT INTO metric_points (run_pk, name, step, value, nonfinite, time) "
+                        "VALUES (1, :name, :step, :value, :nonfinite, :time)"
+                    ),
+                    [{"name": name, "step": s, "value": v, "nonfinite": nf, "time": t} for s, v, t, nf in points],
+                )
+        _alembic(db, "upgrade", "head")
+        expected = [(s, v if nf is None else {"nan": NAN, "-inf": -INF}[nf], t) for s, v, t, nf in points]
+        with db.session() as session:
+            assert metric_names(session, 1, 10) == ["acc", "loss"]
+            assert _same(last_points(session, 1, "loss", 5000), expected)  # type: ignore[arg-type]
+            assert _same(last_points(session, 1, "acc", 3), expected[-3:])  # type: ignore[arg-type]
+            chunks = session.execute(text("SELECT count FROM metric_chunks WHERE name = 'loss' ORDER BY id")).all()
+            assert [c for (c,) in chunks] == [1000, 1000, 500]
+        _alembic(db, "downgrade", "0001")
+        with db.engine.begin() as connection:
+            back = connection.execute(
+                text("SELECT step, value, time, nonfinite FROM metric_points WHERE name = 'loss' ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in back] == points
+    finally:
+        db.dispose()

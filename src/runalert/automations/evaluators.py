@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+_PUSH = {None: "_push_last", Agg.AVERAGE: "_push_avg", Agg.MAX: "_push_max", Agg.MIN: "_push_min"}
+
+
 class SlidingAgg:
     """MIN, MAX or AVERAGE (or the last value, ``agg=None``) of the last ``size`` values pushed.
 
@@ -58,8 +61,7 @@ class SlidingAgg:
         self._since = 0
         self._i = 0
         self.value = math.nan
-        pushes = {None: self._push_last, Agg.AVERAGE: self._push_avg, Agg.MAX: self._push_max, Agg.MIN: self._push_min}
-        self.push: Callable[[float], float | None] = pushes[agg]
+        self.push: Callable[[float], float | None] = getattr(self, _PUSH[agg])
 
     @property
     def full(self) -> bool:

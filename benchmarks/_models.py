@@ -9,6 +9,7 @@ median epoch's time times the number of timed epochs (see :func:`loop_result`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -56,20 +57,110 @@ def epochs_for(steps: int) -> int:
     return 1 + max(1, -(-steps // STEPS_PER_EPOCH))
 
 
-def loop_result(marks: list[float], steps: int) -> dict[str, Any]:
-    """The variant's figures from ``marks``: the time at the start of each timed epoch, then at the loop's end.
+class CostMeter:
+    """What an alerting callback costs a loop, measured from inside it: the time the training thread spends in
+    the callback's hooks (each ``on_*`` method wrapped with a timer) and the CPU time of the callback's own
+    threads (those named ``runalert-*``, from ``/proc/self/task/<tid>/schedstat``, in ns).
+
+    Unlike the loop's wall time, neither moves when another tenant of a shared machine takes the CPU for a
+    while: they are the figures that can show a cost of 1% of a step where wall times spread by 20%.
+    """
+
+    def __init__(self, callback: Any, thread_prefix: str = "runalert") -> None:
+        self.hook_ns = 0
+        self.calls = 0
+        self.by_hook: dict[str, list[int]] = {}  # name -> [calls, ns]
+        self.thread_prefix = thread_prefix
+        self._threads: dict[int, int] = {}  # native id -> ns on the CPU when last read
+        self._threads_ns = 0
+        self.by_thread: dict[str, int] = {}  # name -> ns
+        for name in dir(callback):
+            if name.startswith("on_"):
+                method = getattr(callback, name)
+                if callable(method):
+                    setattr(callback, name, self._timed(name, method))
+
+    def _timed(self, name: str, method: Any) -> Any:
+        clock = time.perf_counter_ns
+        tally = self.by_hook.setdefault(name, [0, 0])
+
+        @functools.wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                took = clock() - start
+                self.hook_ns += took
+                self.calls += 1
+                tally[0] += 1
+                tally[1] += took
+
+        return timed
+
+    def threads_ns(self) -> int:
+        """CPU ns used so far by the callback's threads (including those that have ended since a last read)."""
+        import threading
+
+        for thread in threading.enumerate():
+            if thread.name.startswith(self.thread_prefix) and thread.native_id is not None:
+                try:
+                    with open(f"/proc/self/task/{thread.native_id}/schedstat") as stat:
+                        used = int(stat.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                grew = used - self._threads.get(thread.native_id, 0)
+                self._threads_ns += grew
+                self.by_thread[thread.name] = self.by_thread.get(thread.name, 0) + grew
+                self._threads[thread.native_id] = used
+        return self._threads_ns
+
+
+METER: CostMeter | None = None
+"""The variant's meter, if it has a callback to measure (read by :func:`mark`)."""
+
+
+def mark() -> tuple[float, float, float, float]:
+    """Now, as (wall seconds, this process's CPU seconds, seconds spent in the measured callback's hooks so
+    far, CPU seconds of its threads so far); the last two are 0 without a :data:`METER`."""
+    hooks = threads = 0.0
+    if METER is not None:
+        hooks, threads = METER.hook_ns / 1e9, METER.threads_ns() / 1e9
+    return time.perf_counter(), time.process_time(), hooks, threads
+
+
+def loop_result(marks: list[tuple[float, float, float, float]], steps: int) -> dict[str, Any]:
+    """The variant's figures from ``marks`` (:func:`mark` at the start of each timed epoch, then at the loop's
+    end).
 
     ``seconds`` is the median epoch's wall time times the number of timed epochs: the loop's time, robust to a
     spike of another process on a shared machine (a spike lands in one epoch, not in the median).
-    ``total_seconds`` is the plain wall time of the timed loop.
+    ``cpu_seconds`` is the same of the process's CPU time (all its threads). ``hook_seconds`` and
+    ``thread_seconds`` are what the measured callback took over the whole timed loop: in its hooks, on the
+    training thread, and in its own threads (see :class:`CostMeter`). ``total_seconds`` is the plain wall time.
     """
     import statistics
 
-    epochs = [b - a for a, b in itertools.pairwise(marks)]
-    if not epochs:
-        return {"seconds": float("nan"), "total_seconds": float("nan"), "steps": steps}
-    median = statistics.median(epochs)
-    return {"seconds": median * len(epochs), "total_seconds": marks[-1] - marks[0], "steps": steps}
+    if len(marks) < 2:
+        nan = float("nan")
+        return {"seconds": nan, "cpu_seconds": nan, "total_seconds": nan, "steps": steps}
+    wall = [b[0] - a[0] for a, b in itertools.pairwise(marks)]
+    cpu = [b[1] - a[1] for a, b in itertools.pairwise(marks)]
+    return {
+        "seconds": statistics.median(wall) * len(wall),
+        "cpu_seconds": statistics.median(cpu) * len(cpu),
+        "hook_seconds": marks[-1][2] - marks[0][2],
+        "thread_seconds": marks[-1][3] - marks[0][3],
+        "total_seconds": marks[-1][0] - marks[0][0],
+        "steps": steps,
+    }
+
+
+def measured(callback: Any) -> Any:
+    """``callback`` with its hooks timed, as the variant's :data:`METER` (see :func:`mark`)."""
+    global METER
+    METER = CostMeter(callback)
+    return callback
 
 
 def rules() -> list[Any]:
@@ -79,7 +170,7 @@ def rules() -> list[Any]:
     return [
         RunEvent.metric("loss").avg(5) > 10,
         RunEvent.metric("loss").increases_by(diff=100),
-        abs(RunEvent.metric("loss").zscore(30)) > 10,
+        RunEvent.metric("loss").zscore(30) > 10,  # a spike up (a falling loss is no alarm)
     ]
 
 
@@ -188,3 +279,29 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def cost_row(rows: list[Any], variant: str = "runalert", baseline: str = "none") -> Any:
+    """A row for what ``variant``'s callback did inside the timed loop (its :class:`CostMeter`), per step: the
+    time in its hooks on the training thread, as a ratio of ``baseline``'s step (1 + hooks / step), with the CPU
+    time of its own threads in the note. Robust where wall-time ratios are not (see :class:`CostMeter`)."""
+    from benchmarks.harness import Row
+
+    found = {row.name: row for row in rows}
+    row, base = found[variant], found[baseline]
+    steps = row.extra.get("steps") or 1
+    hooks_us = row.extra.get("hook_seconds", float("nan")) / steps * 1e6
+    threads_us = row.extra.get("thread_seconds", float("nan")) / steps * 1e6
+    step_us = base.median / steps * 1e6
+    return Row(
+        row.suite,
+        f"{variant}: its hooks per step (training thread)",
+        hooks_us,
+        "µs",
+        row.samples,
+        ratio=1 + hooks_us / step_us,
+        baseline=f"{baseline}'s step ({step_us:,.0f} µs)",
+        target="≤ 1.01 (DESIGN §7, as cost)",
+        note=f"plus {threads_us:,.1f} µs/step of CPU in runalert's own threads (rules, metric stream, heartbeat), "
+        "which run beside the training thread",
+    )

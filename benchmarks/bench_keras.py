@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import warnings
 from typing import Any
 
@@ -52,14 +51,14 @@ def _train(variant: str, steps: int, server: str | None) -> dict[str, Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            self.marks: list[float] = []
+            self.marks: list[tuple[float, float, float, float]] = []
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             if epoch >= 1:
-                self.marks.append(time.perf_counter())
+                self.marks.append(_models.mark())
 
         def on_train_end(self, logs: Any = None) -> None:
-            self.marks.append(time.perf_counter())
+            self.marks.append(_models.mark())
 
     timer = LoopTimer()
     callbacks: list[Any] = [timer]
@@ -68,7 +67,9 @@ def _train(variant: str, steps: int, server: str | None) -> dict[str, Any]:
     elif variant == "runalert":
         from runalert.keras import AlertCallback
 
-        callbacks.append(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        callbacks.append(
+            _models.measured(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        )
     epochs = _models.epochs_for(steps)
     history = model.fit(x, y, batch_size=_models.BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     return _models.loop_result(timer.marks, (len(history.epoch) - 1) * _models.STEPS_PER_EPOCH)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (300, 2), (5_000, 5))
+    steps, rounds = steps_and_rounds(quick, (200, 2), (5_000, 5))
     with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
         args = ["--steps", str(steps)] + (["--server", url] if url else [])
         rows = interleaved(
@@ -108,6 +109,7 @@ def run(quick: bool) -> list[Row]:
             rounds=rounds,
             args=args,
             baseline="none",
+            warm_up=not quick,
             targets={"runalert": "≤ 1.01 (DESIGN §7)"},
         )
     notes = {
@@ -117,6 +119,7 @@ def run(quick: bool) -> list[Row]:
     }
     for row in rows:
         row.note = "; ".join(n for n in (f"{steps:,} steps, KERAS_BACKEND=torch", notes.get(row.name, "")) if n)
+    rows.append(_models.cost_row(rows))
     return rows
 
 

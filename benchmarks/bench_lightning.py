@@ -90,14 +90,14 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
         """From the first step after the warm-up epoch to the end of the training loop."""
 
         def __init__(self) -> None:
-            self.marks: list[float] = []
+            self.marks: list[tuple[float, float, float, float]] = []
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.current_epoch >= 1:
-                self.marks.append(time.perf_counter())
+                self.marks.append(_models.mark())
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.marks.append(time.perf_counter())
+            self.marks.append(_models.mark())
 
     timer = LoopTimer()
     callbacks: list[Any] = [timer]
@@ -107,7 +107,9 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
     elif variant == "runalert":
         from runalert.lightning import AlertCallback
 
-        callbacks.append(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        callbacks.append(
+            _models.measured(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        )
     elif variant == "wandb_offline":
         from lightning.pytorch.loggers import WandbLogger
 
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (500, 2), (10_000, 5))
+    steps, rounds = steps_and_rounds(quick, (300, 2), (10_000, 5))
     variants = list(VARIANTS)
     notes: dict[str, str] = {}
     if importlib.util.find_spec("wandb") is None:
@@ -175,6 +177,7 @@ def run(quick: bool) -> list[Row]:
             rounds=rounds,
             args=args,
             baseline="none",
+            warm_up=not quick,
             targets={"runalert": "≤ 1.01 and < wandb_offline (DESIGN §7)"},
         )
     notes["runalert"] = "non-finite check every step, 3 rules, " + (
@@ -185,6 +188,7 @@ def run(quick: bool) -> list[Row]:
     notes["knockknock"] = "start/end messages only"
     for row in rows:
         row.note = "; ".join(n for n in (f"{steps:,} steps", notes.get(row.name, "")) if n)
+    rows.append(_models.cost_row(rows))
     return rows
 
 

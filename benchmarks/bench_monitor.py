@@ -103,7 +103,7 @@ def _stepper(monitor: RunMonitor, make_values: Callable[[int], dict[str, Any]]) 
 
 
 def run(quick: bool) -> list[Row]:
-    repeat, number = (15, 2_000) if quick else (40, 10_000)
+    repeat, number = (11, 1_000) if quick else (40, 10_000)
     rows: list[Row] = []
     logging.getLogger("runalert").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as home, _server(home) as server_url:

@@ -318,7 +318,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(quick: bool) -> list[Row]:
-    seconds = 10.0 if quick else 30.0
+    seconds = 6.0 if quick else 30.0
     clients = 3
     result = measure(seconds=seconds, clients=clients)
     latencies = result["latencies_ms"]

@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 import warnings
 from typing import Any
 
@@ -101,21 +100,23 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
         """From the first step after the warm-up epoch to the end of the training loop."""
 
         def __init__(self) -> None:
-            self.marks: list[float] = []
+            self.marks: list[tuple[float, float, float, float]] = []
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step >= _models.STEPS_PER_EPOCH and state.global_step % _models.STEPS_PER_EPOCH == 0:
-                self.marks.append(time.perf_counter())
+                self.marks.append(_models.mark())
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.marks.append(time.perf_counter())
+            self.marks.append(_models.mark())
 
     timer = LoopTimer()
     callbacks: list[Any] = [timer]
     if variant == "runalert":
         from runalert.transformers import AlertCallback
 
-        callbacks.append(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        callbacks.append(
+            _models.measured(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
+        )
     trainer = tiny_trainer(workdir, _models.STEPS_PER_EPOCH + steps, callbacks)
     trainer.train()
     return _models.loop_result(timer.marks, trainer.state.global_step - _models.STEPS_PER_EPOCH)
@@ -153,6 +154,7 @@ def run(quick: bool) -> list[Row]:
             rounds=rounds,
             args=args,
             baseline="none",
+            warm_up=not quick,
             targets={"runalert": "≤ 1.01 (DESIGN §7)"},
         )
     note = "model-output loss checked every step, 3 rules, " + (
@@ -160,6 +162,7 @@ def run(quick: bool) -> list[Row]:
     )
     for row in rows:
         row.note = f"{steps:,} steps, tiny BERT (batch {TOKEN_BATCH})" + (f"; {note}" if row.name == "runalert" else "")
+    rows.append(_models.cost_row(rows))
     return rows
 
 

@@ -29,6 +29,7 @@ class Row:
     target: str | None = None  # what DESIGN.md section 7 asks, in words
     note: str = ""
     spread: dict[str, float] = field(default_factory=dict)  # p10/p90 or min/max
+    extra: dict[str, float] = field(default_factory=dict)  # medians of the variant's other figures
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -181,21 +182,28 @@ def interleaved(
     args: Sequence[str] = (),
     baseline: str | None = None,
     targets: dict[str, str] | None = None,
+    warm_up: bool = True,
 ) -> list[Row]:
     """Run each variant once per round, rotating the order each round, and compare medians to ``baseline``.
 
     Interleaving A and B in one run (rather than all A, then all B) keeps a machine's drift (thermal, other
-    load) from landing on one side of the comparison. One unmeasured run comes first, so that cold file caches
-    (and a server still starting) do not land on the first variant.
+    load) from landing on one side of the comparison. One unmeasured run comes first (unless ``warm_up`` is
+    false: ``--quick``), so that cold file caches (and a server still starting) do not land on the first variant.
     """
     results: dict[str, list[float]] = {v: [] for v in variants}
+    others: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     zygote = zygote_for(module)
     try:
-        run_variant(module, variants[0], args, zygote=zygote)  # discarded: cold caches, a server still starting
+        if warm_up:  # discarded: cold caches, a server still starting
+            run_variant(module, variants[0], args, zygote=zygote)
         for r in range(rounds):
             order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
             for variant in order:
-                results[variant].append(run_variant(module, variant, args, zygote=zygote)[metric])
+                figures = run_variant(module, variant, args, zygote=zygote)
+                results[variant].append(figures[metric])
+                for key, value in figures.items():
+                    if key != metric and isinstance(value, int | float):
+                        others[variant].setdefault(key, []).append(float(value))
     finally:
         if zygote is not None:
             zygote.close()
@@ -215,6 +223,7 @@ def interleaved(
                 baseline=base,
                 target=(targets or {}).get(variant),
                 spread={"min": min(samples), "max": max(samples)},
+                extra={key: statistics.median(values) for key, values in others[variant].items()},
             )
         )
     return rows

@@ -150,6 +150,7 @@ class _AlertHooks(MonitorOwner):
             **options,
         )
         self._step = 0
+        self._epoch: int | None = None  # read at each epoch's start, not each step (a chain of properties)
         self._every = max(1, int(check_every_n_steps))
 
     # -- run and stages ------------------------------------------------------------------------------------------
@@ -174,6 +175,9 @@ class _AlertHooks(MonitorOwner):
         self._guard("teardown", lambda: self.monitor.finish("finished"))
 
     # -- training steps ------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._guard("on_train_epoch_start", lambda: setattr(self, "_epoch", int(trainer.current_epoch)))
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         try:
             # The step as training_step sees it (LightningModule.global_step), before the optimizer step bumps it.
@@ -184,7 +188,7 @@ class _AlertHooks(MonitorOwner):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         try:
             values = _step_values(outputs)
-            self.monitor.step(self._step, values or _NO_VALUES, epoch=trainer.current_epoch)
+            self.monitor.step(self._step, values or _NO_VALUES, epoch=self._epoch)
             if self.options.stop_on_nonfinite:
                 self._maybe_stop(trainer)
         except Exception:

@@ -31,7 +31,7 @@ class RuleFeed:
         max_pending: values waiting at most; beyond, new ones are dropped, counted and warned about once.
     """
 
-    def __init__(self, evaluate: Evaluate, *, interval: float = 0.02, max_pending: int = 100_000) -> None:
+    def __init__(self, evaluate: Evaluate, *, interval: float = 0.1, max_pending: int = 100_000) -> None:
         self._evaluate = evaluate
         self._interval = interval
         self._max = max_pending

@@ -32,6 +32,7 @@ MAX_NAME = 256
 
 _time = time.time
 _monotonic = time.monotonic
+_POLL = 0.25  # seconds between two looks at the hand-off queue
 
 
 @dataclass
@@ -331,7 +332,10 @@ class MetricStream:
                             return
                 with self._cond:
                     self._cond.notify_all()
-                wait = 0.05 if not retry_at else max(0.0, retry_at - _monotonic())
+                # Polled, not signalled (the step path takes no lock): often enough to see ``batch_size`` steps
+                # wait, seldom enough that waking costs the training thread nothing it would notice.
+                wait = min(_POLL, max(0.0, next_send - _monotonic())) if not retry_at else retry_at - _monotonic()
+                wait = max(0.0, wait)
                 if self._wake.wait(wait):
                     self._wake.clear()
             except Exception as exc:  # never die silently: log, wait, go on

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (200, 2), (2_000, 5))
+    steps, rounds = steps_and_rounds(quick, (100, 2), (2_000, 5))
     with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
         args = ["--steps", str(steps)] + (["--server", url] if url else [])
         rows = interleaved(

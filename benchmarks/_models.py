@@ -116,20 +116,41 @@ class CostMeter:
         return self._threads_ns
 
 
+class _GcClock:
+    """Seconds spent in the garbage collector, and full (generation 2) collections, in this process."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        import gc
+
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.full += info.get("generation") == 2
+
+
+GC = _GcClock()
+
 METER: CostMeter | None = None
 """The variant's meter, if it has a callback to measure (read by :func:`mark`)."""
 
 
-def mark() -> tuple[float, float, float, float]:
+def mark() -> tuple[float, float, float, float, float, float]:
     """Now, as (wall seconds, this process's CPU seconds, seconds spent in the measured callback's hooks so
     far, CPU seconds of its threads so far); the last two are 0 without a :data:`METER`."""
     hooks = threads = 0.0
     if METER is not None:
         hooks, threads = METER.hook_ns / 1e9, METER.threads_ns() / 1e9
-    return time.perf_counter(), time.process_time(), hooks, threads
+    return time.perf_counter(), time.process_time(), hooks, threads, GC.seconds, float(GC.full)
 
 
-def loop_result(marks: list[tuple[float, float, float, float]], steps: int) -> dict[str, Any]:
+def loop_result(marks: list[tuple[float, float, float, float, float, float]], steps: int) -> dict[str, Any]:
     """The variant's figures from ``marks`` (:func:`mark` at the start of each timed epoch, then at the loop's
     end).
 
@@ -151,6 +172,8 @@ def loop_result(marks: list[tuple[float, float, float, float]], steps: int) -> d
         "cpu_seconds": statistics.median(cpu) * len(cpu),
         "hook_seconds": marks[-1][2] - marks[0][2],
         "thread_seconds": marks[-1][3] - marks[0][3],
+        "gc_seconds": marks[-1][4] - marks[0][4],
+        "gc_full": marks[-1][5] - marks[0][5],
         "total_seconds": marks[-1][0] - marks[0][0],
         "steps": steps,
     }

@@ -29,10 +29,25 @@ SUITES = [
 ]
 
 
+def _suite(name: str) -> str:
+    """A suite by its module name (``bench_server``) or its short one (``server``)."""
+    full = name if name.startswith("bench_") else f"bench_{name}"
+    if full not in SUITES:
+        known = ", ".join(s.removeprefix("bench_") for s in SUITES)
+        raise argparse.ArgumentTypeError(f"no suite {name!r}; the suites are {known}")
+    return full
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds: every suite in about two minutes")
-    parser.add_argument("--only", nargs="+", choices=SUITES, help="run only these suites")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        type=_suite,
+        metavar="SUITE",
+        help=f"run only these suites: {', '.join(s.removeprefix('bench_') for s in SUITES)}",
+    )
     parser.add_argument("--steps", type=int, help="training steps of the framework comparisons")
     parser.add_argument("--rounds", type=int, help="rounds (runs of each variant) of the framework comparisons")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"), help="where to write rows")

@@ -344,17 +344,10 @@ class LocalEngine:
         """
         firings: list[Firing] = []
         with self._lock:
-            by_metric = self._by_metric
             run = self._ensure_run(run_id)
-            plan = run.plan
             now: float | None = None
             for metric, raw in metrics.items():
-                applied = plan.get(metric)
-                if applied is None:
-                    watchers = by_metric.get(metric)
-                    if not watchers:
-                        continue
-                    applied = plan[metric] = [(a, self._rule(run_id, a)) for a in watchers if self._matches(run, a)]
+                applied = self._applied(run, metric)
                 if not applied:
                     continue
                 try:
@@ -372,11 +365,9 @@ class LocalEngine:
                         continue  # not evaluable, or no edge: nothing can happen (the common case)
                     if now is None:
                         now = self._clock()
-                    transition = rule.trigger.step(condition, now, automation.cooldown)
-                    if transition is None or (transition == "resolved" and not automation.notify_resolved):
-                        continue
-                    spec = automation.event.filter.metric  # type: ignore[union-attr]
-                    firings.append(self._metric_firing(automation, run, transition, spec, evaluator, x, step))
+                    firing = self._on_edge(run, automation, rule, now, value=x, step=step)
+                    if firing is not None:
+                        firings.append(firing)
         if firings:
             self._deliver(firings)
         return firings
@@ -393,16 +384,9 @@ class LocalEngine:
         """
         firings: list[Firing] = []
         with self._lock:
-            by_metric = self._by_metric
             run = self._ensure_run(run_id)
-            plan = run.plan
             for metric, (steps, values) in columns.items():
-                applied = plan.get(metric)
-                if applied is None:
-                    watchers = by_metric.get(metric)
-                    if not watchers:
-                        continue
-                    applied = plan[metric] = [(a, self._rule(run_id, a)) for a in watchers if self._matches(run, a)]
+                applied = self._applied(run, metric)
                 if not applied or not values:
                     continue
                 if math.isfinite(sum(values)):  # all finite (NaN and inf propagate; an overflow takes the slow way)
@@ -439,13 +423,33 @@ class LocalEngine:
             while i >= 0:
                 if now is None:
                     now = self._clock()
-                transition = trigger.step(not trigger.active, now, automation.cooldown)
-                if transition is not None and (transition == "fired" or automation.notify_resolved):
-                    spec = automation.event.filter.metric  # type: ignore[union-attr]
-                    firings.append(
-                        self._metric_firing(automation, run, transition, spec, evaluator, values[i], steps[i])
-                    )
+                firing = self._on_edge(run, automation, rule, now, value=values[i], step=steps[i])
+                if firing is not None:
+                    firings.append(firing)
                 i = evaluator.scan(values, i + 1, trigger.active)
+
+    def _applied(self, run: RunInfo, metric: str) -> list[tuple[Automation, _Rule]] | None:
+        """The automations (with their rules) that evaluate ``metric`` for ``run``, from the run's plan (built
+        on first use); ``None`` when no automation watches the metric (not cached: names are unbounded)."""
+        applied = run.plan.get(metric)
+        if applied is None:
+            watchers = self._by_metric.get(metric)
+            if not watchers:
+                return None
+            applied = run.plan[metric] = [(a, self._rule(run.run_id, a)) for a in watchers if self._matches(run, a)]
+        return applied
+
+    def _on_edge(
+        self, run: RunInfo, automation: Automation, rule: _Rule, now: float, *, value: float, step: int | None
+    ) -> Firing | None:
+        """The rule's condition just turned (to ``not rule.trigger.active``): step the trigger; the firing, if
+        the transition is one to report."""
+        transition = rule.trigger.step(not rule.trigger.active, now, automation.cooldown)
+        if transition is None or (transition == "resolved" and not automation.notify_resolved):
+            return None
+        spec = automation.event.filter.metric  # type: ignore[union-attr]
+        assert rule.evaluator is not None
+        return self._metric_firing(automation, run, transition, spec, rule.evaluator, value, step)
 
     def set_state(self, run_id: str, state: str, *, reason: str | None = None) -> list[Firing]:
         """Announce a run's state (RUNNING, FINISHED, FAILED; CRASHED = FAILED) and fire run-state automations.

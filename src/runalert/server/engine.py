@@ -185,24 +185,18 @@ class ServerEngine:
 
     # -- runs ------------------------------------------------------------------------------------------
     def _ensure_run(self, engine: LocalEngine, run: Run) -> None:
-        attrs = (run.name, run.user, tuple(run.tags or ()))
-        key = (run.project_id, run.run_id)
-        if self._runs.get(key) != attrs or engine.run(run.run_id) is None:
+        self._start_run(engine, run.project_id, run.run_id, (run.name, run.user, tuple(str(t) for t in run.tags or ())))
+
+    def _start_run(
+        self, engine: LocalEngine, project_id: int, run_id: str, attrs: tuple[str, str | None, tuple[str, ...]]
+    ) -> None:
+        """Give the engine the run's (name, user, tags), unless it has them already."""
+        key = (project_id, run_id)
+        if self._runs.get(key) != attrs or engine.run(run_id) is None:
             engine.start_run(
-                run.run_id,
-                name=run.name,
-                project=self._project_names.get(run.project_id),
-                user=run.user,
-                tags=list(attrs[2]),
+                run_id, name=attrs[0], project=self._project_names.get(project_id), user=attrs[1], tags=list(attrs[2])
             )
             self._runs[key] = attrs
-
-    def forget_run(self, run: Run) -> None:
-        """Drop a run's evaluator state (after a failed transaction: it would be ahead of the database)."""
-        engine = self._engines.get(run.project_id)
-        if engine is not None:
-            engine.forget_run(run.run_id)
-        self._runs.pop((run.project_id, run.run_id), None)
 
     def evaluate_metrics(
         self,
@@ -217,12 +211,7 @@ class ServerEngine:
         engine = self._engines.get(project_id)
         if engine is None:
             engine = self.engine(session, project_id)
-        key = (project_id, run_id)
-        if self._runs.get(key) != attrs or engine.run(run_id) is None:
-            engine.start_run(
-                run_id, name=attrs[0], project=self._project_names.get(project_id), user=attrs[1], tags=list(attrs[2])
-            )
-            self._runs[key] = attrs
+        self._start_run(engine, project_id, run_id, attrs)
         return engine.log_columns(run_id, columns)
 
     def record_metric_firings(self, session: Session, run: Run, firings: list[Firing], now: float) -> list[AlertRecord]:
@@ -230,7 +219,7 @@ class ServerEngine:
         return self._record(session, run, firings, "metric", now)
 
     def forget(self, project_id: int, run_id: str) -> None:
-        """``forget_run`` by key."""
+        """Drop a run's evaluator state (after a failed transaction: it would be ahead of the database)."""
         engine = self._engines.get(project_id)
         if engine is not None:
             engine.forget_run(run_id)

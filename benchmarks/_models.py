@@ -68,21 +68,17 @@ class CostMeter:
 
     def __init__(self, callback: Any, thread_prefix: str = "runalert") -> None:
         self.hook_ns = 0
-        self.calls = 0
-        self.by_hook: dict[str, list[int]] = {}  # name -> [calls, ns]
         self.thread_prefix = thread_prefix
         self._threads: dict[int, int] = {}  # native id -> ns on the CPU when last read
         self._threads_ns = 0
-        self.by_thread: dict[str, int] = {}  # name -> ns
         for name in dir(callback):
             if name.startswith("on_"):
                 method = getattr(callback, name)
                 if callable(method):
-                    setattr(callback, name, self._timed(name, method))
+                    setattr(callback, name, self._timed(method))
 
-    def _timed(self, name: str, method: Any) -> Any:
+    def _timed(self, method: Any) -> Any:
         clock = time.perf_counter_ns
-        tally = self.by_hook.setdefault(name, [0, 0])
 
         @functools.wraps(method)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -90,16 +86,12 @@ class CostMeter:
             try:
                 return method(*args, **kwargs)
             finally:
-                took = clock() - start
-                self.hook_ns += took
-                self.calls += 1
-                tally[0] += 1
-                tally[1] += took
+                self.hook_ns += clock() - start
 
         return timed
 
     def threads_ns(self) -> int:
-        """CPU ns used so far by the callback's threads (including those that have ended since a last read)."""
+        """CPU ns used so far by the callback's threads (a thread that has ended counts up to its last read)."""
         import threading
 
         for thread in threading.enumerate():
@@ -109,9 +101,7 @@ class CostMeter:
                         used = int(stat.read().split()[0])
                 except (OSError, ValueError, IndexError):
                     continue
-                grew = used - self._threads.get(thread.native_id, 0)
-                self._threads_ns += grew
-                self.by_thread[thread.name] = self.by_thread.get(thread.name, 0) + grew
+                self._threads_ns += used - self._threads.get(thread.native_id, 0)
                 self._threads[thread.native_id] = used
         return self._threads_ns
 

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -318,3 +319,43 @@ def cost_row(rows: list[Any], variant: str = "runalert", baseline: str = "none")
         note=f"plus {threads_us:,.1f} µs/step of CPU in runalert's own threads (rules, metric stream, heartbeat), "
         "which run beside the training thread",
     )
+
+
+def compare(
+    suite: str,
+    module: str,
+    variants: list[str],
+    *,
+    quick: bool,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    target: str,
+    checks: str,
+    setting: str = "",
+    notes: dict[str, str] | None = None,
+) -> list[Any]:
+    """A framework comparison as each framework suite runs it: steps and rounds from ``sizes`` ((quick),
+    (full)), a local server for the runalert variant's streaming, the variants interleaved against ``none``
+    (``harness.interleaved``), a note on each row (``setting`` after the steps, ``notes`` per variant, what
+    the runalert variant ``checks``), then runalert's :func:`cost_row`."""
+    from benchmarks.harness import interleaved, steps_and_rounds
+
+    steps, rounds = steps_and_rounds(quick, *sizes)
+    with tempfile.TemporaryDirectory() as home, server(home) as url:
+        rows = interleaved(
+            suite,
+            module,
+            variants,
+            rounds=rounds,
+            args=["--steps", str(steps)] + (["--server", url] if url else []),
+            baseline="none",
+            warm_up=not quick,
+            targets={"runalert": target},
+        )
+    notes = dict(notes or {})
+    notes["runalert"] = f"{checks}, " + (
+        "streaming to a local server" if url else "no server (it did not start): no streaming"
+    )
+    for row in rows:
+        row.note = "; ".join(n for n in (f"{steps:,} steps{setting}", notes.get(row.name, "")) if n)
+    rows.append(cost_row(rows))
+    return rows

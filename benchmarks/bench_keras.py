@@ -23,7 +23,7 @@ import warnings
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved, steps_and_rounds
+from benchmarks.harness import Row
 
 SUITE = "keras"
 MODULE = "benchmarks.bench_keras"
@@ -99,27 +99,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (200, 2), (5_000, 5))
-    with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
-        args = ["--steps", str(steps)] + (["--server", url] if url else [])
-        rows = interleaved(
-            SUITE,
-            MODULE,
-            VARIANTS,
-            rounds=rounds,
-            args=args,
-            baseline="none",
-            warm_up=not quick,
-            targets={"runalert": "≤ 1.01 (DESIGN §7)"},
-        )
-    notes = {
-        "runalert": "non-finite check every step, 3 rules, "
-        + ("streaming to a local server" if url else "no server (it did not start): no streaming"),
-        "terminate_on_nan": "turns off Keras' asynchronous batch callbacks",
-    }
-    for row in rows:
-        row.note = "; ".join(n for n in (f"{steps:,} steps, KERAS_BACKEND=torch", notes.get(row.name, "")) if n)
-    rows.append(_models.cost_row(rows))
+    rows: list[Row] = _models.compare(
+        SUITE,
+        MODULE,
+        VARIANTS,
+        quick=quick,
+        sizes=((200, 2), (5_000, 5)),
+        target="≤ 1.01 (DESIGN §7)",
+        checks="non-finite check every step, 3 rules",
+        setting=", KERAS_BACKEND=torch",
+        notes={"terminate_on_nan": "turns off Keras' asynchronous batch callbacks"},
+    )
     return rows
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved, steps_and_rounds
+from benchmarks.harness import Row
 
 SUITE = "lightning"
 MODULE = "benchmarks.bench_lightning"
@@ -162,33 +162,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (300, 2), (10_000, 5))
     variants = list(VARIANTS)
-    notes: dict[str, str] = {}
+    notes = {
+        "early_stopping": "checks at epoch ends (every 100 steps)",
+        "wandb_offline": "WandbLogger(offline=True), log_every_n_steps=50",
+        "knockknock": "start/end messages only",
+    }
     if importlib.util.find_spec("wandb") is None:
         variants.remove("wandb_offline")
         notes["none"] = "wandb not installed: no W&B row"
-    with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
-        args = ["--steps", str(steps)] + (["--server", url] if url else [])
-        rows = interleaved(
-            SUITE,
-            MODULE,
-            variants,
-            rounds=rounds,
-            args=args,
-            baseline="none",
-            warm_up=not quick,
-            targets={"runalert": "≤ 1.01 and < wandb_offline (DESIGN §7)"},
-        )
-    notes["runalert"] = "non-finite check every step, 3 rules, " + (
-        "streaming to a local server" if url else "no server (it did not start): no streaming"
+    rows: list[Row] = _models.compare(
+        SUITE,
+        MODULE,
+        variants,
+        quick=quick,
+        sizes=((300, 2), (10_000, 5)),
+        target="≤ 1.01 and < wandb_offline (DESIGN §7)",
+        checks="non-finite check every step, 3 rules",
+        notes=notes,
     )
-    notes["early_stopping"] = "checks at epoch ends (every 100 steps)"
-    notes["wandb_offline"] = "WandbLogger(offline=True), log_every_n_steps=50"
-    notes["knockknock"] = "start/end messages only"
-    for row in rows:
-        row.note = "; ".join(n for n in (f"{steps:,} steps", notes.get(row.name, "")) if n)
-    rows.append(_models.cost_row(rows))
     return rows
 
 

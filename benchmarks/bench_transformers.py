@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 from benchmarks import _models
-from benchmarks.harness import Row, interleaved, steps_and_rounds
+from benchmarks.harness import Row
 
 SUITE = "transformers"
 MODULE = "benchmarks.bench_transformers"
@@ -144,25 +144,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    steps, rounds = steps_and_rounds(quick, (100, 2), (2_000, 5))
-    with tempfile.TemporaryDirectory() as home, _models.server(home) as url:
-        args = ["--steps", str(steps)] + (["--server", url] if url else [])
-        rows = interleaved(
-            SUITE,
-            MODULE,
-            VARIANTS,
-            rounds=rounds,
-            args=args,
-            baseline="none",
-            warm_up=not quick,
-            targets={"runalert": "≤ 1.01 (DESIGN §7)"},
-        )
-    note = "model-output loss checked every step, 3 rules, " + (
-        "streaming to a local server" if url else "no server (it did not start): no streaming"
+    rows: list[Row] = _models.compare(
+        SUITE,
+        MODULE,
+        VARIANTS,
+        quick=quick,
+        sizes=((100, 2), (2_000, 5)),
+        target="≤ 1.01 (DESIGN §7)",
+        checks="model-output loss checked every step, 3 rules",
+        setting=f", tiny BERT (batch {TOKEN_BATCH})",
     )
-    for row in rows:
-        row.note = f"{steps:,} steps, tiny BERT (batch {TOKEN_BATCH})" + (f"; {note}" if row.name == "runalert" else "")
-    rows.append(_models.cost_row(rows))
     return rows
 
 

@@ -62,14 +62,14 @@ def _train(variant: str, steps: int, server: str | None) -> dict[str, Any]:
 
     timer = LoopTimer()
     callbacks: list[Any] = [timer]
+    base = keras.callbacks.Callback
     if variant == "terminate_on_nan":
-        callbacks.append(keras.callbacks.TerminateOnNaN())
+        callbacks.append(_models.measured(keras.callbacks.TerminateOnNaN(), base=base))
     elif variant == "runalert":
         from runalert.keras import AlertCallback
 
-        callbacks.append(
-            _models.measured(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
-        )
+        callback = AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench")
+        callbacks.append(_models.measured(callback, base=base))
     epochs = _models.epochs_for(steps)
     history = model.fit(x, y, batch_size=_models.BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     return _models.loop_result(timer.marks, (len(history.epoch) - 1) * _models.STEPS_PER_EPOCH)
@@ -109,6 +109,7 @@ def run(quick: bool) -> list[Row]:
         checks="non-finite check every step, 3 rules",
         setting=", KERAS_BACKEND=torch",
         notes={"terminate_on_nan": "turns off Keras' asynchronous batch callbacks"},
+        measured=("runalert", "terminate_on_nan"),
     )
     return rows
 

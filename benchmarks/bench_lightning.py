@@ -14,6 +14,10 @@ epoch is timed. Variants:
 - ``knockknock``: a knockknock-style decorator around the training function: one message at the start and one
   at the end (through ``runalert.alert`` to the console), nothing per step.
 
+Besides each variant's wall time, the suite measures what runalert, W&B's logger and EarlyStopping cost from
+inside the loop (``_models.CostMeter``: the training thread's time in their code, and the CPU they use beside
+it, W&B's service process included): rows "<variant>: its code per step".
+
 ``python -m benchmarks.bench_lightning VARIANT [--steps N] [--server URL]`` runs one variant and prints
 ``{"seconds": ...}``; ``run(quick)`` is the suite for ``python -m benchmarks``.
 """
@@ -38,6 +42,8 @@ from benchmarks.harness import Row
 SUITE = "lightning"
 MODULE = "benchmarks.bench_lightning"
 VARIANTS = ["none", "early_stopping", "runalert", "wandb_offline", "knockknock"]
+WANDB_LOGGER_CALLS = ("log_metrics", "log_hyperparams", "save", "after_save_checkpoint", "finalize")
+"""The logger methods Lightning calls (timed as W&B's code on the training thread)."""
 
 
 def knockknock(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,17 +109,20 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
     callbacks: list[Any] = [timer]
     logger: Any = False
     if variant == "early_stopping":
-        callbacks.append(pl.callbacks.EarlyStopping(monitor="loss", check_finite=True, patience=10**9))
+        stopping = pl.callbacks.EarlyStopping(monitor="loss", check_finite=True, patience=10**9)
+        callbacks.append(_models.measured(stopping, base=pl.Callback))
     elif variant == "runalert":
         from runalert.lightning import AlertCallback
 
-        callbacks.append(
-            _models.measured(AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench"))
-        )
+        callback = AlertCallback(rules=_models.rules(), server=server, project="bench", run_name="bench")
+        callbacks.append(_models.measured(callback, base=pl.Callback))
     elif variant == "wandb_offline":
         from lightning.pytorch.loggers import WandbLogger
 
-        logger = WandbLogger(project="bench", offline=True, save_dir=workdir)
+        # What Lightning calls on a logger in the loop (log_metrics every log_every_n_steps, then save).
+        logger = _models.measured(
+            WandbLogger(project="bench", offline=True, save_dir=workdir), names=WANDB_LOGGER_CALLS
+        )
 
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -180,6 +189,7 @@ def run(quick: bool) -> list[Row]:
         target="≤ 1.01 and < wandb_offline (DESIGN §7)",
         checks="non-finite check every step, 3 rules",
         notes=notes,
+        measured=("runalert", "wandb_offline", "early_stopping"),
     )
     return rows
 

@@ -171,6 +171,61 @@ def test_state_dict_survives_checkpoint_resume(receiver: Receiver, alerter: Aler
     assert len(receiver.titled("Non-finite")) == 1
 
 
+class ManualTiny(Tiny):
+    """Manual optimization: the module steps its optimizer itself (global_step counts those steps)."""
+
+    def __init__(self, nan_from: int | None = None) -> None:
+        super().__init__(nan_from=nan_from)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        optimizer = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        optimizer.zero_grad()
+        if not math.isnan(float(loss.detach())):
+            self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
+@pytest.mark.parametrize(
+    ("module", "options", "batches"),
+    [
+        (Tiny, {"accumulate_grad_batches": 2}, 7),  # global_step 3 is batches 6 and 7
+        (ManualTiny, {}, 4),
+    ],
+    ids=["accumulate_grad_batches=2", "manual_optimization"],
+)
+def test_the_step_reported_is_the_step_training_step_sees(
+    receiver: Receiver, alerter: Alerter, module: Any, options: dict[str, Any], batches: int
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-steps", check_every_n_steps=1)
+    t = trainer(callback, max_steps=5, **options)
+    t.fit(module(nan_from=3), loader())
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "3"  # LightningModule.global_step in the first NaN training_step
+    assert callback.monitor.stats.steps >= batches
+
+
+def test_the_step_reported_after_a_checkpoint_resume_goes_on_from_the_checkpoint(
+    receiver: Receiver, alerter: Alerter, tmp_path: Any
+) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    trainer(AlertCallback(alerter=alerter), max_steps=4, enable_checkpointing=True, extra_callbacks=[checkpoints]).fit(
+        Tiny(), loader()
+    )
+    (path,) = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    resumed = AlertCallback(alerter=alerter, run_name="lit-resumed-steps")
+    trainer(resumed, max_steps=9).fit(Tiny(nan_from=6), loader(), ckpt_path=str(path))
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "6"
+    assert resumed.monitor.stats.steps == 5  # steps 4 to 8, after the resume
+
+
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="on_nonfinite"):
         AlertCallback(on_nonfinite="sometimes")
@@ -256,9 +311,21 @@ class Untouchable:
         raise RuntimeError("do not touch")
 
 
+class UnreadableError(Exception):
+    """Raised by :class:`Unreadable` (its own type: runalert logs each kind of failure once per process)."""
+
+
+class Unreadable(float):
+    """A float that cannot be read as one: reading a watched value fails inside runalert."""
+
+    def __float__(self) -> float:
+        raise UnreadableError("unreadable")
+
+
 class OddOutputs(Tiny):
     def training_step(self, batch: Any, batch_idx: int) -> Any:
-        return {"loss": super().training_step(batch, batch_idx), "odd": Untouchable()}
+        loss = super().training_step(batch, batch_idx)
+        return {"loss": loss, "odd": Untouchable(), "aux_loss": Unreadable(1.0)}
 
 
 def test_a_failure_inside_a_step_hook_never_reaches_training(
@@ -267,6 +334,28 @@ def test_a_failure_inside_a_step_hook_never_reaches_training(
     callback = AlertCallback(alerter=alerter, run_name="lit-odd")
     t = trainer(callback, max_steps=6)
     t.fit(OddOutputs(), loader())
+    assert t.global_step == 6  # trained to the end
+    # "aux_loss" is watched (a loss) and fails on each step: each failure counted, logged once; "odd" is
+    # neither watched nor fed to a rule, so runalert never touches it.
+    assert callback.monitor.stats.errors == 6
+    assert callback.monitor.stats.steps == 6
+    logged = [r for r in caplog.records if r.name == "runalert" and "UnreadableError" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in caplog.records]
+    assert "RunMonitor.step failed" in logged[0].getMessage()
+    assert "Fit finished" in [a["title"] for a in receiver.wait(1)]
+
+
+def test_a_bug_in_a_step_hook_is_counted_logged_once_and_never_reaches_training(
+    receiver: Receiver, alerter: Alerter, caplog: pytest.LogCaptureFixture
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-bug")
+
+    def broken(*args: Any, **kwargs: Any) -> None:  # a bug in runalert's own step code (fault injection)
+        raise KeyError("a bug")
+
+    callback.monitor.step = broken  # type: ignore[method-assign]
+    t = trainer(callback, max_steps=6)
+    t.fit(Tiny(), loader())
     assert t.global_step == 6  # trained to the end
     assert callback.hook_failures == 6  # each failure counted
     logged = [r for r in caplog.records if r.name == "runalert" and "on_train_batch_end" in r.getMessage()]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AlertCallback"]
 
+_NO_LOGS: Mapping[str, Any] = {}
+
 
 class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[misc]
     """Alerts for a Keras run: NaN/inf losses, crashes, the end of ``fit()`` and ``evaluate()``, rules.
@@ -136,8 +138,13 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         # May run on Keras' callback thread pool (async_safe): one monitor call at a time, in batch order.
         try:
             with self._lock:
-                self._pending[int(batch)] = logs or {}
-                self._drain()
+                order = self._order
+                if order and order[0] == batch and not self._pending:
+                    order.popleft()  # the common case: the end of the oldest batch begun, in order
+                    self._step(batch, logs or _NO_LOGS)
+                else:
+                    self._pending[int(batch)] = logs or _NO_LOGS
+                    self._drain()
                 if self.monitor.should_stop and self.model is not None:
                     self.model.stop_training = True
         except Exception:

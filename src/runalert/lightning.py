@@ -62,19 +62,44 @@ def _callback_bases() -> tuple[type, ...]:
 _NO_VALUES: Mapping[str, Any] = {}
 
 
-def _step_values(outputs: Any) -> dict[str, Any] | None:
-    """The step's values from ``training_step``'s output: a loss tensor, or a dict with ``"loss"`` and more."""
+def _step_values(outputs: Any) -> Mapping[str, Any] | None:
+    """The step's values from ``training_step``'s output: a loss tensor, or a dict with ``"loss"`` and more.
+
+    A plain dict goes to the monitor as it is (what Lightning hands over each step: ``{"loss": tensor}``, plus
+    the step's extra keys). Only keys the monitor watches or feeds to rules are looked at there, and a value
+    that is not a scalar is handled there (a tensor with more than one element is checked as a whole; anything
+    non-numeric is skipped with one warning), so no copy is made here on every step.
+    """
+    if type(outputs) is dict:
+        return outputs or None
     if outputs is None:
         return None
-    if type(outputs) is dict or isinstance(outputs, Mapping):
-        values = {}
-        for key, value in outputs.items():
-            # Scalars only: a 0-dim tensor (left on its device) or a Python/numpy number.
-            if getattr(value, "ndim", 0) == 0 and not isinstance(value, str | bytes):
-                values[str(key)] = value
-        return values or None
+    if isinstance(outputs, Mapping):
+        return {str(key): value for key, value in outputs.items()} or None
     if getattr(outputs, "ndim", None) == 0:
         return {"loss": outputs}
+    return None
+
+
+def _step_tracker(trainer: Any) -> Any:
+    """The progress counter behind ``trainer.global_step`` (Lightning's optimizer-step tracker), or ``None``.
+
+    ``trainer.global_step`` walks a chain of properties (microseconds a step inside a busy loop); its value is
+    one attribute, ``completed``, of an object Lightning updates in place (also when it loads a checkpoint). The
+    object is looked up at each epoch's start and used only if it agrees with ``trainer.global_step`` then;
+    anything unexpected (another Lightning version's layout) gives ``None``: read ``global_step`` itself.
+    """
+    try:
+        loop = trainer.fit_loop.epoch_loop
+        module = trainer.lightning_module
+        if module is None or module.automatic_optimization:
+            tracker = loop.automatic_optimization.optim_progress.optimizer.step.total
+        else:
+            tracker = loop.manual_optimization.optim_step_progress.total
+        if type(tracker.completed) is int and tracker.completed == trainer.global_step:
+            return tracker
+    except Exception:  # a layout we do not know: fall back to the public property
+        pass
     return None
 
 
@@ -152,6 +177,8 @@ class _AlertHooks(MonitorOwner):
         self._step = 0
         self._epoch: int | None = None  # read at each epoch's start, not each step (a chain of properties)
         self._every = max(1, int(check_every_n_steps))
+        self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
+        self._tracker: Any = None  # see _step_tracker
 
     # -- run and stages ------------------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -176,30 +203,33 @@ class _AlertHooks(MonitorOwner):
 
     # -- training steps ------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._guard("on_train_epoch_start", lambda: setattr(self, "_epoch", int(trainer.current_epoch)))
+        def start() -> None:
+            self._epoch = int(trainer.current_epoch)
+            self._tracker = _step_tracker(trainer)
+            self._step = int(trainer.global_step)
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        try:
-            # The step as training_step sees it (LightningModule.global_step), before the optimizer step bumps it.
-            self._step = trainer.global_step
-        except Exception:
-            self._hook_failed("on_train_batch_start")
+        self._guard("on_train_epoch_start", start)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         try:
-            values = _step_values(outputs)
-            self.monitor.step(self._step, values or _NO_VALUES, epoch=self._epoch)
-            if self.options.stop_on_nonfinite:
-                self._maybe_stop(trainer)
+            # self._step is the step this batch's training_step saw (LightningModule.global_step): the counter as
+            # the previous batch (or the epoch's start) left it. Then it moves on to what the next batch sees:
+            # the optimizer step of this batch, if it made one, is counted by now. One hook a step, not two.
+            step = self._step
+            tracker = self._tracker
+            self._step = tracker.completed if tracker is not None else trainer.global_step
+            self.monitor.step(step, _step_values(outputs) or _NO_VALUES, epoch=self._epoch)
+            if self._stop_on_nonfinite:
+                self._maybe_stop(trainer, step)
         except Exception:
             self._hook_failed("on_train_batch_end")
 
-    def _maybe_stop(self, trainer: Any) -> None:
+    def _maybe_stop(self, trainer: Any, step: int) -> None:
         should_stop = bool(self.monitor.should_stop)
         if int(getattr(trainer, "world_size", 1)) > 1:
             # Every rank must stop at the same step or the others wait in a collective forever: agree on check
             # steps only (a step number all ranks share), so unchecked steps add no collective.
-            if self._step % self._every:
+            if step % self._every:
                 return
             should_stop = bool(trainer.strategy.reduce_boolean_decision(should_stop, all=False))
         if should_stop:

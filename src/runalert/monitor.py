@@ -322,6 +322,8 @@ class RunMonitor:
         self._rule_keys: frozenset[str] | str | None = None
         self._feed_rules = False  # rules watch some of the step's values (and no stream collects them)
         self._rules_feed: RuleFeed | None = None
+        self._rules_queue: Any = None  # the feed's queue and its bound (RuleFeed.appender), for the step path
+        self._rules_cap = 0
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
 
@@ -480,14 +482,18 @@ class RunMonitor:
             if watchdog is not None:
                 watchdog.last_beat = _monotonic()
             push = self._stream_push
+            rules = self._rules_queue  # set with the engine, on the sender rank only
             if push is None:
                 # a new dict per step when rules are on: the rule feed keeps it until its thread evaluates it
                 feed: dict[str, float] | None = {} if self._feed_rules else None
                 found = self._detector.step(values, step, feed)
                 if found is not None:
                     self._on_nonfinite(found)
-                if feed:
-                    self._log_rules(feed, step)
+                if feed and rules is not None:
+                    if len(rules) < self._rules_cap:
+                        rules.append((feed, step))  # RuleFeed.push, without the call
+                    else:
+                        self._log_rules(feed, step)
                 return
             feed = {}  # a new one per step: the stream keeps it
             found = self._detector.step(values, step, feed)
@@ -495,8 +501,11 @@ class RunMonitor:
                 self._on_nonfinite(found)
             if feed:
                 push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
-                if self.engine is not None:
-                    self._log_rules(feed, step)
+                if rules is not None:
+                    if len(rules) < self._rules_cap:
+                        rules.append((feed, step))
+                    else:
+                        self._log_rules(feed, step)
         except Exception as exc:
             self._fail("step", exc)
 
@@ -748,7 +757,7 @@ class RunMonitor:
             for key, value in last.items():
                 number = self._to_number(value)
                 if number is not None:
-                    final.setdefault(key, number)
+                    final.setdefault(str(key), number)
         if metrics:
             for key, value in metrics.items():
                 number = self._to_number(value)
@@ -825,6 +834,7 @@ class RunMonitor:
         engine.set_state(run, "running")
         self.engine = engine
         self._rules_feed = RuleFeed(self._evaluate_rules)
+        self._rules_queue, self._rules_cap = self._rules_feed.appender()
         if watched:
             self._rule_keys = frozenset(watched)
             if self._stream_append is None:

@@ -118,19 +118,21 @@ class NonFiniteDetector:
 
     # -- roles -------------------------------------------------------------------------------------------------
     def role(self, key: str) -> int:
+        """WATCH and/or FEED for ``key`` (cached); 0 for a key that is not a string (a step's output may hold any)."""
         role = self._roles.get(key)
         if role is None:
             role = 0
-            watch = self.watch
-            if (
-                watch == "all"
-                or (watch == "loss" and is_loss_key(key))
-                or (isinstance(watch, frozenset) and (key in watch or base_key(key) in watch))
-            ):
-                role |= WATCH
-            feed = self.feed_keys
-            if feed == "all" or (isinstance(feed, frozenset) and key in feed):
-                role |= FEED
+            if isinstance(key, str):
+                watch = self.watch
+                if (
+                    watch == "all"
+                    or (watch == "loss" and is_loss_key(key))
+                    or (isinstance(watch, frozenset) and (key in watch or base_key(key) in watch))
+                ):
+                    role |= WATCH
+                feed = self.feed_keys
+                if feed == "all" or (isinstance(feed, frozenset) and key in feed):
+                    role |= FEED
             if len(self._roles) < 10_000:
                 self._roles[key] = role
         return role
@@ -155,7 +157,9 @@ class NonFiniteDetector:
         check = self.every == 1 or self.count % self.every == 0
         found: Finding | None = None
         roles = self._roles
-        to_read: list[tuple[str, int, Any]] | None = None
+        # Tensors to read on a check step: the first one in locals, more in a list (one read per device).
+        first: tuple[str, int, Any] | None = None
+        more: list[tuple[str, int, Any]] | None = None
         for key, value in values.items():
             role = roles.get(key)
             if role is None:
@@ -174,17 +178,39 @@ class NonFiniteDetector:
                 kind = value_kind(value)
             if kind == TENSOR:
                 if check:
-                    if to_read is None:
-                        to_read = []
-                    to_read.append((key, role, value))
+                    if first is None:
+                        first = (key, role, value)
+                    elif more is None:
+                        more = [first, (key, role, value)]
+                    else:
+                        more.append((key, role, value))
                 elif role & WATCH:
                     self._accumulate(key, value, step)
                 continue
             hit = self._host_value(key, value, kind, role, step, feed=feed)
             if hit is not None and found is None:
                 found = hit
-        if check and (to_read or self._dirty):
-            hit = self._read(to_read or [], step, feed)
+        if not check:
+            return found
+        if first is not None and more is None and not self._dirty and not self._late:
+            # The common case (a loss, checked every step): one .item(), nothing stacked.
+            key, role, tensor = first
+            try:
+                number = tensor.item()
+                finite = math.isfinite(number)
+            except (RuntimeError, ValueError, TypeError):  # more than one element, or complex: the general read
+                pass
+            else:
+                self.reads += 1
+                if finite:
+                    if feed is not None and role & FEED:
+                        feed[key] = float(number)
+                    return found
+                if found is None and role & WATCH:
+                    found = Finding(key, float(number), step, step)
+                return found
+        if first is not None or self._dirty:
+            hit = self._read(more or ([first] if first is not None else []), step, feed)
             if hit is not None and found is None:
                 found = hit
         return found

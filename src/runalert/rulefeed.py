@@ -58,6 +58,14 @@ class RuleFeed:
         if self._thread is None:
             self._start()
 
+    def appender(self) -> tuple[deque[tuple[Mapping[str, float], int | None]], int]:
+        """For hot paths that cannot afford a method call: ``queue, cap = feed.appender()``, then
+        ``queue.append((values, step)) if len(queue) < cap else feed.push(values, step)`` is :meth:`push` (a full
+        queue goes through :meth:`push`, which counts and warns). Starts the thread now."""
+        if self._thread is None:
+            self._start()
+        return self._queue, self._max
+
     @property
     def pending(self) -> int:
         """Values queued and not evaluated yet."""

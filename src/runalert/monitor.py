@@ -320,7 +320,8 @@ class RunMonitor:
         self._watchdog: StallWatchdog | None = None
         self._lock = threading.RLock()  # start/finish/exception only, never on the step path
         self._rule_keys: frozenset[str] | str | None = None
-        self._feed_rules = False  # rules watch some of the step's values (and no stream collects them)
+        self._feed = False  # rules or the metric stream want the step's values (a dict per step)
+        self._forward: Any = None  # with rules and a stream both: the rule thread hands values on to the stream
         self._rules_feed: RuleFeed | None = None
         self._rules_queue: Any = None  # the feed's queue and its bound (RuleFeed.appender), for the step path
         self._rules_cap = 0
@@ -481,31 +482,24 @@ class RunMonitor:
             watchdog = self._watchdog
             if watchdog is not None:
                 watchdog.last_beat = _monotonic()
-            push = self._stream_push
-            rules = self._rules_queue  # set with the engine, on the sender rank only
-            if push is None:
-                # a new dict per step when rules are on: the rule feed keeps it until its thread evaluates it
-                feed: dict[str, float] | None = {} if self._feed_rules else None
-                found = self._detector.step(values, step, feed)
-                if found is not None:
-                    self._on_nonfinite(found)
-                if feed and rules is not None:
-                    if len(rules) < self._rules_cap:
-                        rules.append((feed, step))  # RuleFeed.push, without the call
-                    else:
-                        self._log_rules(feed, step)
-                return
-            feed = {}  # a new one per step: the stream keeps it
+            # A new dict per step when rules or the stream want values: the one who takes it keeps it.
+            feed: dict[str, float] | None = {} if self._feed else None
             found = self._detector.step(values, step, feed)
             if found is not None:
                 self._on_nonfinite(found)
             if feed:
-                push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
+                # One hand-off a step: to the rule thread (which hands the values on to the stream, if there is
+                # one), else to the stream.
+                rules = self._rules_queue
                 if rules is not None:
                     if len(rules) < self._rules_cap:
-                        rules.append((feed, step))
+                        rules.append((feed, step))  # RuleFeed.push, without the call
                     else:
-                        self._log_rules(feed, step)
+                        self._log_rules(feed, step)  # full: counted and warned there
+                else:
+                    push = self._stream_push
+                    if push is not None:
+                        push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
         except Exception as exc:
             self._fail("step", exc)
 
@@ -545,10 +539,15 @@ class RunMonitor:
                 self._last_metrics[key] = value
         if found is not None:
             self._on_nonfinite(found)
+        if not feed:
+            return
+        if self._forward is not None:
+            self._log_rules(feed, step)  # all of it: the rule thread hands it on to the stream, in order
+            return
         append = self._stream_append
-        if append is not None and feed:
+        if append is not None:
             append(step, dict(feed))
-        if self.engine is not None and feed:
+        if self.engine is not None:
             wanted = self._rule_keys
             if wanted != "all" and wanted is not None:
                 feed = {k: v for k, v in feed.items() if k in wanted}
@@ -837,9 +836,15 @@ class RunMonitor:
         self._rules_queue, self._rules_cap = self._rules_feed.appender()
         if watched:
             self._rule_keys = frozenset(watched)
-            if self._stream_append is None:
-                self._detector.set_feed(watched)
-                self._feed_rules = True
+        if self._stream_append is not None:
+            # Every value goes to the rule thread, which hands it on to the stream after it: one hand-off on
+            # the step path instead of two, and the stream gets steps and epoch metrics in the order they came.
+            self._forward = self._stream_append
+        elif watched:
+            self._detector.set_feed(watched)
+            self._feed = True
+        else:
+            self._rules_queue = None  # nothing to evaluate on the step path
 
     # ------------------------------------------------------------------------------------------------------------
     # the server (runalert.client)
@@ -890,7 +895,7 @@ class RunMonitor:
             self._stream_append = self.server_run.stream.append
             self._stream_push, self._stream_seq = self.server_run.stream.appender()
             self._detector.set_feed("all")  # every finite value goes to the stream
-            self._feed_rules = False
+            self._feed = True
             self.server_run.start()
         except Exception as exc:
             self._fail("server", exc)
@@ -925,11 +930,25 @@ class RunMonitor:
         if rules is not None:
             rules.drain()
 
-    def _evaluate_rules(self, feed: Mapping[str, float], step: int | None) -> None:
+    def _evaluate_rules(self, batch: list[tuple[Mapping[str, float], int | None]]) -> None:
+        """The rule feed's batch, evaluated column by column (``LocalEngine.log_columns``: the same firings as
+        value by value, in far fewer calls)."""
+        forward = self._forward
+        if forward is not None:
+            for values, step in batch:  # first, so that a failing rule never keeps values from the stream
+                forward(step, values)
         engine = self.engine
         if engine is None:
             return
-        firings = engine.log(self.run_name, feed, step=step)
+        columns: dict[str, tuple[list[int | None], list[float]]] = {}
+        for values, step in batch:
+            for key, value in values.items():
+                column = columns.get(key)
+                if column is None:
+                    column = columns[key] = ([], [])
+                column[0].append(step)
+                column[1].append(value)
+        firings = engine.log_columns(cast(str, self.run_name), columns)
         if firings:
             for firing in firings:
                 if firing.kind == "fired":

@@ -2,9 +2,10 @@
 
 DESIGN.md section 4: a step with no alert costs a dictionary lookup, a finite check and an append. Evaluating
 three rules in place costs tens of microseconds a step inside a real training loop; here a daemon thread
-drains the queue every ``interval`` seconds (in order, one drainer at a time), so a rule fires within about
-``interval`` of the value that trips it, and the training thread pays only for the append. Torch releases the
-GIL in its kernels, so the evaluation overlaps with the step's own work.
+drains the queue every ``interval`` seconds (in order, one drainer at a time) and evaluates what it took as
+one batch (column by column: ``LocalEngine.log_columns``), so a rule fires within about ``interval`` of the
+value that trips it, and the training thread pays only for the append. Torch releases the GIL in its kernels,
+so the evaluation overlaps with the step's own work.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from runalert._log import log_once
 
 __all__ = ["RuleFeed"]
 
-Evaluate = Callable[[Mapping[str, float], "int | None"], None]
+Item = tuple[Mapping[str, float], "int | None"]
+Evaluate = Callable[[list[Item]], None]
+_BATCH = 10_000  # values evaluated in one call at most
 
 
 class RuleFeed:
     """A bounded queue of (values, step) and the thread that evaluates them in order.
 
     Args:
-        evaluate: called with each (values, step), in order, on the feed's thread (or on the caller's in
-            :meth:`drain`).
+        evaluate: called with a batch (a list) of the (values, step) queued since the last call, in order, on
+            the feed's thread (or on the caller's in :meth:`drain`). A batch that raises is counted, logged once
+            and dropped; later batches go on.
         interval: seconds between two drains.
         max_pending: values waiting at most; beyond, new ones are dropped, counted and warned about once.
     """
@@ -35,7 +39,7 @@ class RuleFeed:
         self._evaluate = evaluate
         self._interval = interval
         self._max = max_pending
-        self._queue: deque[tuple[Mapping[str, float], int | None]] = deque()
+        self._queue: deque[Item] = deque()
         self._drain_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,7 +62,7 @@ class RuleFeed:
         if self._thread is None:
             self._start()
 
-    def appender(self) -> tuple[deque[tuple[Mapping[str, float], int | None]], int]:
+    def appender(self) -> tuple[deque[Item], int]:
         """For hot paths that cannot afford a method call: ``queue, cap = feed.appender()``, then
         ``queue.append((values, step)) if len(queue) < cap else feed.push(values, step)`` is :meth:`push` (a full
         queue goes through :meth:`push`, which counts and warns). Starts the thread now."""
@@ -76,9 +80,9 @@ class RuleFeed:
         queue = self._queue
         with self._drain_lock:
             while queue:
-                values, step = queue.popleft()
+                batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
                 try:
-                    self._evaluate(values, step)
+                    self._evaluate(batch)
                 except Exception:
                     self.errors += 1
                     log_once("rules-evaluate", logging.ERROR, "runalert: rule evaluation failed", exc_info=True)

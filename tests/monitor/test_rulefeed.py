@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 
-from runalert.rulefeed import RuleFeed
+from runalert.rulefeed import Item, RuleFeed
 from tests.support import wait_for
 
 
 def test_values_are_evaluated_in_order_on_another_thread() -> None:
     seen: list[tuple[int | None, str]] = []
+    batches: list[int] = []
 
-    def evaluate(values: Mapping[str, float], step: int | None) -> None:
-        seen.append((step, threading.current_thread().name))
+    def evaluate(batch: list[Item]) -> None:
+        batches.append(len(batch))
+        seen.extend((step, threading.current_thread().name) for _values, step in batch)
 
     feed = RuleFeed(evaluate, interval=0.01)
     for step in range(100):
@@ -21,19 +22,37 @@ def test_values_are_evaluated_in_order_on_another_thread() -> None:
     assert wait_for(lambda: len(seen) == 100, timeout=5)
     assert [s for s, _ in seen] == list(range(100))
     assert {name for _, name in seen} == {"runalert-rules"}
+    assert sum(batches) == 100
     feed.close()
+
+
+def test_what_waits_is_evaluated_as_one_batch() -> None:
+    batches: list[list[int | None]] = []
+    feed = RuleFeed(lambda batch: batches.append([step for _values, step in batch]), interval=60)
+    for step in range(5):
+        feed.push({"x": 1.0}, step)
+    feed.drain()
+    feed.push({"x": 1.0}, 5)
+    feed.close()
+    assert batches == [[0, 1, 2, 3, 4], [5]]
 
 
 def test_close_evaluates_what_is_left_and_a_failure_does_not_stop_the_rest() -> None:
     seen: list[int | None] = []
 
-    def evaluate(values: Mapping[str, float], step: int | None) -> None:
-        if step == 3:
+    def evaluate(batch: list[Item]) -> None:
+        steps = [step for _values, step in batch]
+        if 3 in steps:
             raise RuntimeError("a broken rule")
-        seen.append(step)
+        seen.extend(steps)
 
     feed = RuleFeed(evaluate, interval=60)  # the thread would not drain before close
-    for step in range(6):
+    for step in range(3):
+        feed.push({"x": 1.0}, step)
+    feed.drain()
+    feed.push({"x": 1.0}, 3)
+    feed.drain()  # this batch fails: counted, logged, dropped
+    for step in range(4, 6):
         feed.push({"x": 1.0}, step)
     feed.close()
     assert seen == [0, 1, 2, 4, 5]
@@ -43,7 +62,7 @@ def test_close_evaluates_what_is_left_and_a_failure_does_not_stop_the_rest() -> 
 def test_a_backlog_beyond_the_bound_is_counted_not_grown() -> None:
     block = threading.Event()
 
-    def evaluate(values: Mapping[str, float], step: int | None) -> None:
+    def evaluate(batch: list[Item]) -> None:
         block.wait(5)
 
     feed = RuleFeed(evaluate, interval=0.01, max_pending=10)

@@ -906,6 +906,8 @@ class RunMonitor:
         if server is None:
             return
         try:
+            if self._forward is not None:
+                self._drain_rules()  # the values still with the rule thread go to the stream first
             server.fail(reason, timeout=min(3.0, self._flush_timeout()))
         except Exception as exc:
             self._fail("server-state", exc)

@@ -126,6 +126,15 @@ def test_a_crash_sends_failed_with_its_reason_and_rank_one_does_not_stream(serve
         assert (client.run(run_id)["state"], client.run(run_id)["reason"]) == ("FAILED", reason)
         monitor.finish("failed")
         assert client.run(run_id)["points"] == 1
+    # With a local rule too, the values go to the server through the rule thread: a crash sends them first.
+    ruled = _monitor(server.url, project, channels=[], rules=[RunEvent.metric("loss") > 100.0])
+    ruled.start("crashy with a rule")
+    ruled.step(1, {"loss": 0.5})
+    ruled.step(2, {"loss": 0.25})
+    ruled.exception(RuntimeError("boom"))
+    stored = client.run(ruled.server_run.run_id)
+    assert (stored["state"], stored["points"]) == ("FAILED", 2)  # before finish
+    ruled.finish("failed")
     monitor = _monitor(server.url, project, channels=[])
     monitor.start("preempted")
     monitor.signal(signal.SIGTERM)

@@ -9,7 +9,8 @@ nothing itself:
 - ``setup(stage)`` starts the run (rank and world size from the trainer, run name from ``run_name=`` or the
   first logger) and the stage;
 - ``on_train_batch_end`` hands the step's loss tensor to the monitor as is (no ``.item()``: the monitor keeps
-  a device-side flag and reads it every ``check_every_n_steps`` steps);
+  a device-side flag and reads it every ``check_every_n_steps`` steps), with the step ``training_step`` saw,
+  read from Lightning's optimizer-step counter (no batch-start hook: one hook a step);
 - epoch ends and validation ends hand over ``trainer.callback_metrics``. Every rank reads them, because
   reading them can run an all-reduce; the monitor decides which rank sends;
 - ``on_fit_end``/``on_validation_end``/``on_test_end``/``on_predict_end`` end the stage (the fit summary

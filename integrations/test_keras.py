@@ -115,6 +115,32 @@ def test_out_of_order_async_batch_ends_are_handed_over_in_order(receiver: Receiv
     assert len(receiver.titled("Non-finite")) == 1
 
 
+def test_in_order_async_batch_ends_with_later_batches_begun_are_handed_over_at_once(
+    receiver: Receiver, alerter: Alerter
+) -> None:
+    # Keras' pool runs a batch end while the next batches have begun: the end of the oldest batch begun goes
+    # to the monitor at once, at its own step.
+    callback = AlertCallback(alerter=alerter)
+    callback.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    callback.set_params({"epochs": 1, "steps": 3, "verbose": 0})
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_begin(0)
+    callback.on_train_batch_begin(1)
+    callback.on_train_batch_end(0, {"loss": 0.5})
+    assert callback.monitor.stats.steps == 1  # handed over at once, not held for batch 1
+    callback.on_train_batch_begin(2)
+    callback.on_train_batch_end(1, {"loss": math.nan})
+    assert callback.monitor.nonfinite_sent
+    callback.on_train_batch_end(2, {"loss": 0.25})
+    callback.on_epoch_end(0, {"loss": 0.25})
+    callback.on_train_end({"loss": 0.25})
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "1"
+    assert callback.monitor.stats.steps == 3
+
+
 def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter) -> None:
     model = fit(AlertCallback(alerter=alerter, stop_on_nonfinite=True), epochs=6, nan_at=7)
     # With asynchronous batch callbacks another step or two of the epoch may start before the flag is seen;

@@ -345,7 +345,6 @@ class LocalEngine:
         firings: list[Firing] = []
         with self._lock:
             run = self._ensure_run(run_id)
-            now: float | None = None
             for metric, raw in metrics.items():
                 applied = self._applied(run, metric)
                 if not applied:
@@ -357,17 +356,7 @@ class LocalEngine:
                 if not math.isfinite(x):
                     firings += [self._nonfinite_firing(a, run, metric, x, step) for a, _rule in applied]
                     continue
-                for automation, rule in applied:
-                    evaluator = rule.evaluator
-                    assert evaluator is not None
-                    condition = evaluator.push(x)
-                    if condition is None or condition is rule.trigger.active:
-                        continue  # not evaluable, or no edge: nothing can happen (the common case)
-                    if now is None:
-                        now = self._clock()
-                    firing = self._on_edge(run, automation, rule, now, value=x, step=step)
-                    if firing is not None:
-                        firings.append(firing)
+                self._scan_column(run, applied, (step,), (x,), firings)  # a column of one value
         if firings:
             self._deliver(firings)
         return firings

@@ -329,17 +329,8 @@ class NonFiniteDetector:
         feed: dict[str, float] | None,
         include_dirty: bool = True,
     ) -> Finding | None:
-        """One read per device: the dirty accumulators and the current tensors, stacked and copied at once."""
-        if len(current) == 1 and not (include_dirty and self._dirty) and not self._late:
-            key, role, tensor = current[0]  # the common case (a loss read every step): one .item()
-            if tensor.numel() == 1:
-                self.reads += 1
-                number = float(tensor.item())
-                if math.isfinite(number):
-                    if feed is not None and role & FEED:
-                        feed[key] = number
-                    return None
-                return Finding(key, number, step, step) if role & WATCH else None
+        """One read per device: the dirty accumulators and the current tensors, stacked and copied at once (a
+        lone value with one ``.item()``; the step path reads a lone tensor itself, see :meth:`step`)."""
         import torch
 
         groups: dict[Any, list[tuple[str, str, int, Any]]] = {}

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -64,7 +64,7 @@ class CostMeter:
     (``names``, or the ``on_*`` hooks the object overrides from the framework's ``base`` class), and ``also``
     methods of what it registers elsewhere (a forward hook on the model), wrapped with a timer.
 
-    With :func:`aside_ns` (the CPU the tool uses beside the training thread), this is a cost that can be read
+    With :data:`ASIDE` (the CPU the tool uses beside the training thread), this is a cost that can be read
     where wall times cannot: neither moves when another tenant of a shared machine takes the CPU for a while,
     so they show 1% of a step where the loop's wall time spreads by 20%. A hook the object leaves to the base
     class is the framework's no-op, the same for every callback: a timer around it would time only the timer.
@@ -117,16 +117,15 @@ class _AsideClock:
 
     def read(self) -> int:
         """CPU ns so far; to be called on the training thread (which is not counted)."""
-        import threading
-
-        main = threading.get_native_id()  # (not main_thread().native_id: stale in a process forked by the zygote)
-        for pid in [os.getpid(), *_descendants(os.getpid())]:
+        me = os.getpid()
+        training = threading.get_native_id()  # (not main_thread().native_id: stale in a process the zygote forked)
+        for pid in [me, *_descendants(me)]:
             try:
                 tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
             except OSError:
                 continue
             for tid in tids:
-                if pid == os.getpid() and tid == main:
+                if pid == me and tid == training:
                     continue
                 try:
                     with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
@@ -139,29 +138,33 @@ class _AsideClock:
 
 
 def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid``: from ``/proc/<pid>/task/<tid>/children`` (cheap), else from every process's
-    parent in ``/proc/<pid>/stat`` (a kernel without that file)."""
-    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-        return _descendants_by_parent(pid)
+    """The processes below ``pid``, each found from its parent's ``/proc/<pid>/task/<tid>/children`` (cheap), or,
+    on a kernel without those files, from every process's parent in ``/proc/<pid>/stat``."""
+    children = _children if os.path.exists(f"/proc/{pid}/task/{pid}/children") else _children_by_parent()
     found, todo = [], [pid]
     while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as children:
-                    kids = [int(child) for child in children.read().split()]
-            except (OSError, ValueError):
-                continue
-            found += kids
-            todo += kids
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
     return found
 
 
-def _descendants_by_parent(pid: int) -> list[int]:
+def _children(parent: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{parent}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{parent}/task/{tid}/children") as children:
+                kids += [int(child) for child in children.read().split()]
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
+def _children_by_parent() -> Callable[[int], list[int]]:
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -172,12 +175,7 @@ def _descendants_by_parent(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
             parents.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return lambda parent: parents.get(parent, [])
 
 
 class _GcClock:

@@ -51,7 +51,7 @@ def _train(variant: str, steps: int, server: str | None) -> dict[str, Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            self.marks: list[tuple[float, float, float, float, float, float]] = []
+            self.marks: list[_models.Mark] = []
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             if epoch >= 1:

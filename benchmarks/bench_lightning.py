@@ -94,7 +94,7 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
         """From the first step after the warm-up epoch to the end of the training loop."""
 
         def __init__(self) -> None:
-            self.marks: list[tuple[float, float, float, float, float, float]] = []
+            self.marks: list[_models.Mark] = []
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.current_epoch >= 1:

@@ -226,8 +226,7 @@ def measure_sigkill(home: str, attempts: int) -> tuple[list[float], str]:
 def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 3
     rows: list[Row] = []
-    zygote = zygote_for(MODULE)
-    try:
+    with zygote_for(MODULE) as zygote:
         measured = {
             (framework, every): [
                 run_variant(MODULE, framework, ["--every", str(every)], zygote=zygote) for _ in range(rounds)
@@ -235,9 +234,6 @@ def run(quick: bool) -> list[Row]:
             for framework in FRAMEWORKS
             for every in (1, 10)
         }
-    finally:
-        if zygote is not None:
-            zygote.close()
     for framework in FRAMEWORKS:
         for every in (1, 10):
             results = measured[(framework, every)]

@@ -100,7 +100,7 @@ def _train(variant: str, steps: int, server: str | None, workdir: str) -> dict[s
         """From the first step after the warm-up epoch to the end of the training loop."""
 
         def __init__(self) -> None:
-            self.marks: list[tuple[float, float, float, float, float, float]] = []
+            self.marks: list[_models.Mark] = []
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step >= _models.STEPS_PER_EPOCH and state.global_step % _models.STEPS_PER_EPOCH == 0:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,12 +105,18 @@ class Zygote:
             self._proc.kill()
 
 
-def zygote_for(module: str) -> Zygote | None:
-    """A :class:`Zygote` for ``module``, or ``None`` (plain ``python -m`` runs) without ``os.fork`` or with
-    ``RUNALERT_BENCH_NO_FORK`` set."""
-    if hasattr(os, "fork") and not os.environ.get("RUNALERT_BENCH_NO_FORK"):
-        return Zygote(module)
-    return None
+@contextlib.contextmanager
+def zygote_for(module: str) -> Iterator[Zygote | None]:
+    """A :class:`Zygote` for ``module``, closed on leaving, or ``None`` (plain ``python -m`` runs) without
+    ``os.fork`` or with ``RUNALERT_BENCH_NO_FORK`` set."""
+    if not hasattr(os, "fork") or os.environ.get("RUNALERT_BENCH_NO_FORK"):
+        yield None
+        return
+    zygote = Zygote(module)
+    try:
+        yield zygote
+    finally:
+        zygote.close()
 
 
 def _zygote_main(module_name: str) -> None:
@@ -192,8 +199,7 @@ def interleaved(
     """
     results: dict[str, list[float]] = {v: [] for v in variants}
     others: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
-    zygote = zygote_for(module)
-    try:
+    with zygote_for(module) as zygote:
         if warm_up:  # discarded: cold caches, a server still starting
             run_variant(module, variants[0], args, zygote=zygote)
         for r in range(rounds):
@@ -204,9 +210,6 @@ def interleaved(
                 for key, value in figures.items():
                     if key != metric and isinstance(value, int | float):
                         others[variant].setdefault(key, []).append(float(value))
-    finally:
-        if zygote is not None:
-            zygote.close()
     base = baseline or variants[0]
     base_median = statistics.median(results[base])
     rows = []

@@ -106,7 +106,7 @@ def run(quick: bool) -> list[Row]:
         quick=quick,
         sizes=((200, 2), (5_000, 5)),
         target="≤ 1.01 (DESIGN §7)",
-        checks="non-finite check every step, 3 rules",
+        checks="non-finite check of every step, 3 rules",
         setting=", KERAS_BACKEND=torch",
         notes={"terminate_on_nan": "turns off Keras' asynchronous batch callbacks"},
         measured=("runalert", "terminate_on_nan"),

@@ -7,7 +7,8 @@ epoch is timed. Variants:
 - ``none``: no callback (the baseline);
 - ``early_stopping``: ``EarlyStopping(monitor="loss", check_finite=True)``, Lightning's own NaN check (it
   looks at epoch ends; ``patience`` so large it never stops a healthy run);
-- ``runalert``: ``runalert.lightning.AlertCallback`` with the non-finite check on every step, 3 local rules and,
+- ``runalert``: ``runalert.lightning.AlertCallback`` as a user adds it (every step's loss checked, the held
+  losses read together about every 0.05 s), 3 local rules and,
   when the server starts here, every value streamed to a local ``runalert`` server (started by the suite);
 - ``wandb_offline``: W&B's ``WandbLogger`` in offline mode (``WANDB_MODE=offline``; left out if ``wandb`` is
   not installed), logging every 50 steps (Lightning's default);
@@ -190,7 +191,7 @@ def run(quick: bool) -> list[Row]:
         quick=quick,
         sizes=((300, 2), (10_000, 5)),
         target="≤ 1.01 and < wandb_offline (DESIGN §7)",
-        checks="non-finite check every step, 3 rules",
+        checks="every step's loss checked (reads paced by time), 3 rules",
         notes=notes,
         measured=("runalert", "wandb_offline", "early_stopping"),
     )

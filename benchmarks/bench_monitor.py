@@ -115,10 +115,11 @@ def run(quick: bool) -> list[Row]:
 
             tensor = torch.tensor(0.5, requires_grad=True) * 1.0
             tensor_values = {"loss": tensor}
-            cases.append(("CPU tensor loss, check every step", {}, lambda i: tensor_values, None))
+            cases.append(("CPU tensor loss, reads paced by time (default)", {}, lambda i: tensor_values, None))
             cases.append(
-                ("CPU tensor loss, check every 50", {"check_every_n_steps": 50}, lambda i: tensor_values, None)
+                ("CPU tensor loss, read every step", {"check_every_n_steps": 1}, lambda i: tensor_values, None)
             )
+            cases.append(("CPU tensor loss, read every 50", {"check_every_n_steps": 50}, lambda i: tensor_values, None))
         except ImportError:
             pass
         try:

@@ -4,8 +4,9 @@ A tiny BERT built from a config (no download) on synthetic tokens, same steps, C
 its own process, interleaved round by round, only the training loop after a warm-up epoch timed. Variants:
 
 - ``none``: no callback (the baseline);
-- ``runalert``: ``runalert.transformers.AlertCallback`` (the model's output loss checked every step through a
-  forward hook, 3 local rules on the logged ``loss``, streaming to a local server with ``--server``).
+- ``runalert``: ``runalert.transformers.AlertCallback`` (every step's model output loss checked through a
+  forward hook, the held losses read together about every 0.05 s, 3 local rules on the logged ``loss``,
+  streaming to a local server with ``--server``).
 
 ``report_to="none"``, ``disable_tqdm=True``, ``save_strategy="no"``, ``logging_steps=50``.
 
@@ -151,7 +152,7 @@ def run(quick: bool) -> list[Row]:
         quick=quick,
         sizes=((100, 1), (2_000, 5)),  # quick: one round (a smoke run; a tiny BERT takes seconds to set up)
         target="≤ 1.01 (DESIGN §7)",
-        checks="model-output loss checked every step, 3 rules",
+        checks="every step's model-output loss checked (reads paced by time), 3 rules",
         setting=f", tiny BERT (batch {TOKEN_BATCH})",
     )
     return rows

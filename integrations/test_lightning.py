@@ -87,14 +87,32 @@ def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Ale
     assert sys.excepthook is sys.__excepthook__  # Lightning has on_exception: no process hooks at all
 
 
-def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter) -> None:
-    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+def test_stop_on_nonfinite_stops_training_on_the_step_with_reads_every_step(
+    receiver: Receiver, alerter: Alerter
+) -> None:
+    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True, check_every_n_steps=1)
     t = trainer(callback, max_steps=20)
     t.fit(Tiny(nan_from=4), loader())
     assert t.global_step == 5  # the NaN step ran (and stepped the optimizer), then the loop stopped
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
     assert "Training will stop" in nan["text"]
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert "stopped early" in fit["text"]
+
+
+def test_stop_on_nonfinite_with_reads_paced_by_time_stops_at_the_next_read(
+    receiver: Receiver, alerter: Alerter
+) -> None:
+    # The default reads the held losses together, about every 0.05 s: the alert still names the NaN's own step,
+    # and training stops at the step of the read that found it (steps this quick: the read at step 7 or sooner).
+    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+    t = trainer(callback, max_steps=40)
+    t.fit(Tiny(nan_from=4), loader())
+    assert 5 <= t.global_step <= 8
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "4" and "Training will stop" in nan["text"]
     (fit,) = receiver.wait(1, "Fit finished")
     assert "stopped early" in fit["text"]
 
@@ -287,7 +305,7 @@ def test_ddp_two_ranks_one_crash_alert_naming_rank_1(receiver: Receiver) -> None
 
 
 def test_ddp_stop_on_nonfinite_stops_every_rank_and_only_rank_zero_sends(receiver: Receiver) -> None:
-    # The ranks agree on stopping (one all-reduce on check steps), so none waits for the other in a collective.
+    # The ranks agree on stopping (one all-reduce every 10 steps), so none waits for the other in a collective.
     result = run_example(
         "lightning_train.py",
         *("--devices", "2", "--steps", "30", "--nan-at-step", "3", "--stop-on-nan"),
@@ -300,7 +318,8 @@ def test_ddp_stop_on_nonfinite_stops_every_rank_and_only_rank_zero_sends(receive
     assert sorted(a["title"] for a in alerts) == ["Fit finished", "Non-finite loss", "Test finished"], alerts
     assert all(a["fields"]["rank"] == "0" for a in alerts)
     (fit,) = receiver.titled("Fit finished")
-    assert "Training stopped early after 4 steps" in fit["text"]
+    # The ranks agree on stopping on steps 0, 10, 20 ... (with reads paced by time): both stop after step 10.
+    assert "Training stopped early after 11 steps" in fit["text"]
 
 
 class Untouchable:

@@ -107,7 +107,7 @@ def test_nan_loss_caught_under_default_logging_nan_inf_filter(
 
 
 def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter, tmp_path: Any) -> None:
-    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+    callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True, check_every_n_steps=1)
     trainer = make_trainer(callback, tmp_path, nan_from=3, max_steps=20)
     trainer.train()
     assert trainer.state.global_step == 3

@@ -60,7 +60,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         alerter: Alerter | None = None,
         on_nonfinite: str | Sequence[str] | bool | None = "loss",
         stop_on_nonfinite: bool = False,
-        check_every_n_steps: int = 1,
+        check_every_n_steps: int | None = None,
         on_crash: bool = True,
         on_stage_end: Sequence[str] = ("fit", "test"),
         rules: Sequence[Any] = (),

@@ -8,8 +8,9 @@ nothing itself:
 
 - ``setup(stage)`` starts the run (rank and world size from the trainer, run name from ``run_name=`` or the
   first logger) and the stage;
-- ``on_train_batch_end`` hands the step's loss tensor to the monitor as is (no ``.item()``: the monitor keeps
-  a device-side flag and reads it every ``check_every_n_steps`` steps), with the step ``training_step`` saw,
+- ``on_train_batch_end`` hands the step's loss tensor to the monitor as is (no ``.item()``: the monitor holds
+  it and reads the held values together, about every 0.05 s or every ``check_every_n_steps`` steps), with the
+  step ``training_step`` saw,
   read from Lightning's optimizer-step counter (no batch-start hook: one hook a step);
 - epoch ends and validation ends hand over ``trainer.callback_metrics``. Every rank reads them, because
   reading them can run an all-reduce; the monitor decides which rank sends;
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["AlertCallback"]
 
 _STAGES = ("fit", "validate", "test", "predict")
+_AGREE_EVERY = 10  # steps between two agreements of the ranks on stopping, when check_every_n_steps is None
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -141,7 +143,7 @@ class _AlertHooks(MonitorOwner):
         alerter: Alerter | None = None,
         on_nonfinite: str | Sequence[str] | bool | None = "loss",
         stop_on_nonfinite: bool = False,
-        check_every_n_steps: int = 1,
+        check_every_n_steps: int | None = None,
         on_crash: bool = True,
         on_stage_end: Sequence[str] = ("fit", "test"),
         rules: Sequence[Any] = (),
@@ -177,7 +179,10 @@ class _AlertHooks(MonitorOwner):
         )
         self._step = 0
         self._epoch: int | None = None  # read at each epoch's start, not each step (a chain of properties)
-        self._every = max(1, int(check_every_n_steps))
+        # Ranks agree on stopping on steps that are multiples of this (a collective every step would cost more
+        # than the check): every n-th step, or every _AGREE_EVERY steps with reads paced by time.
+        self._every = _AGREE_EVERY if check_every_n_steps is None else max(1, int(check_every_n_steps))
+        self._multi_rank = False  # world size > 1, read once at setup (trainer.world_size is a chain of properties)
         self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
         self._tracker: Any = None  # see _step_tracker
 
@@ -189,7 +194,8 @@ class _AlertHooks(MonitorOwner):
                 rank=int(trainer.global_rank),
                 world_size=int(trainer.world_size),
             )
-            if int(trainer.world_size) > 1:
+            self._multi_rank = int(trainer.world_size) > 1
+            if self._multi_rank:
                 # One run, one name on every rank (a generated name differs per process): rank zero's wins.
                 # Every rank runs setup, so this collective is safe here.
                 self.monitor.run_name = trainer.strategy.broadcast(self.monitor.run_name, src=0)
@@ -227,9 +233,9 @@ class _AlertHooks(MonitorOwner):
 
     def _maybe_stop(self, trainer: Any, step: int) -> None:
         should_stop = bool(self.monitor.should_stop)
-        if int(getattr(trainer, "world_size", 1)) > 1:
-            # Every rank must stop at the same step or the others wait in a collective forever: agree on check
-            # steps only (a step number all ranks share), so unchecked steps add no collective.
+        if self._multi_rank:
+            # Every rank must stop at the same step or the others wait in a collective forever: agree on every
+            # self._every-th step only (a step number all ranks share), so the other steps add no collective.
             if step % self._every:
                 return
             should_stop = bool(trainer.strategy.reduce_boolean_decision(should_stop, all=False))

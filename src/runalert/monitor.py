@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from runalert._context import HOST, format_duration, format_frames, format_metrics, format_value, one_line
-from runalert._log import log_once
+from runalert._log import log_once, logger
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
 from runalert.alerting import Alerter
 from runalert.nonfinite import FLOAT, INT, NUMPY, TENSOR, Finding, NonFiniteDetector, value_kind
@@ -71,7 +71,9 @@ class MonitorOptions:
         on_nonfinite: which values to watch for NaN/inf: ``"loss"`` (keys naming a loss: ``loss``,
             ``train_loss``, ``val/loss`` ...), ``"all"``, a list of keys, or ``False``/``None`` (off).
         stop_on_nonfinite: also set :attr:`RunMonitor.should_stop` so the adapter stops training gracefully.
-        check_every_n_steps: tensors are read every n steps (no host-device sync on the other steps).
+        check_every_n_steps: tensors are held and read together every n steps (1: at each step; no host-device
+            sync on the others); ``None`` (the default): about every 0.05 s, or at each step when a step takes
+            longer. Each value is checked with its own step either way (:mod:`runalert.nonfinite`).
         on_crash: report exceptions, KeyboardInterrupt and SIGTERM.
         on_stage_end: stages (fit, validate, test, predict) whose end sends an INFO summary.
         rules: local rules, ``RunEvent.metric(...)`` filters, evaluated in-process. Each becomes an automation
@@ -100,7 +102,7 @@ class MonitorOptions:
     alerter: Alerter | None = None
     on_nonfinite: str | Collection[str] | bool | None = "loss"
     stop_on_nonfinite: bool = False
-    check_every_n_steps: int = 1
+    check_every_n_steps: int | None = None
     on_crash: bool = True
     on_stage_end: Collection[str] | str | bool | None = ("fit", "test")
     rules: Sequence[Any] = ()
@@ -137,8 +139,8 @@ class MonitorOptions:
         if not isinstance(self.stop_on_nonfinite, bool):
             raise ValueError(f"stop_on_nonfinite must be True or False, not {self.stop_on_nonfinite!r}")
         n = self.check_every_n_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"check_every_n_steps must be an integer >= 1, not {n!r}")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"check_every_n_steps must be an integer >= 1 or None, not {n!r}")
         if not isinstance(self.on_crash, bool):
             raise ValueError(f"on_crash must be True or False, not {self.on_crash!r}")
         # on_stage_end
@@ -254,7 +256,7 @@ class MonitorStats:
     errors: int = 0
     nonfinite: int = 0
     checks: int = 0
-    """Host-device reads of tensor values (one per device per check step with tensors)."""
+    """Host-device reads of tensor values (one per device per read of the held tensors)."""
     rule_firings: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -325,6 +327,7 @@ class RunMonitor:
         self._rules_feed: RuleFeed | None = None
         self._rules_queue: Any = None  # the feed's queue and its bound (RuleFeed.appender), for the step path
         self._rules_cap = 0
+        self._waiting: list[tuple[dict[str, float], int | None]] = []  # steps whose tensors are held, in order
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
 
@@ -409,9 +412,7 @@ class RunMonitor:
         """A stage ended: an INFO summary (duration, steps, final metrics, ``note``) if it is in ``on_stage_end``."""
         try:
             self._beat()
-            found = self._detector.flush(self._step)
-            if found is not None:
-                self._on_nonfinite(found)
+            self._read_held()
             if metrics:
                 self._absorb_metrics(metrics, self._step, stage)
             self._drain_rules()  # rule alerts of the stage go out before its summary
@@ -443,11 +444,12 @@ class RunMonitor:
         if self._hooks is not None:
             self._hooks.uninstall()
         try:
-            found = self._detector.flush(self._step)
-            if found is not None:
-                self._on_nonfinite(found)
+            self._read_held()
         except Exception as exc:
-            self._fail("finish-read", exc)
+            if self.crash_reported:  # a device that failed with the run cannot be read: not runalert's failure
+                logger.debug("runalert: the held values could not be read after the crash: %r", exc)
+            else:
+                self._fail("finish-read", exc)
         if self._rules_feed is not None:
             self._rules_feed.close()
         if self.crash_reported and state == "finished":
@@ -471,8 +473,9 @@ class RunMonitor:
     # ------------------------------------------------------------------------------------------------------------
     # the hot path
     def step(self, step: int, values: Mapping[str, Any], *, epoch: int | None = None) -> None:
-        """One training step. Floats are checked now; tensors are accumulated on their device and read every
-        ``check_every_n_steps`` steps. Also feeds rules and the stall watchdog. Never raises."""
+        """One training step. Floats are checked now; tensors are held and read together (every
+        ``check_every_n_steps`` steps, or about every 0.05 s: :mod:`runalert.nonfinite`). Also feeds rules
+        and the stall watchdog. Never raises."""
         try:
             self._step = step
             if epoch is not None:
@@ -484,24 +487,50 @@ class RunMonitor:
                 watchdog.last_beat = _monotonic()
             # A new dict per step when rules or the stream want values: the one who takes it keeps it.
             feed: dict[str, float] | None = {} if self._feed else None
-            found = self._detector.step(values, step, feed)
+            detector = self._detector
+            found = detector.step(values, step, feed)
             if found is not None:
                 self._on_nonfinite(found)
-            if feed:
-                # One hand-off a step: to the rule thread (which hands the values on to the stream, if there is
-                # one), else to the stream.
-                rules = self._rules_queue
-                if rules is not None:
-                    if len(rules) < self._rules_cap:
-                        rules.append((feed, step))  # RuleFeed.push, without the call
-                    else:
-                        self._log_rules(feed, step)  # full: counted and warned there
-                else:
-                    push = self._stream_push
-                    if push is not None:
-                        push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
+            if feed is not None:
+                if detector.held:
+                    self._waiting.append((feed, step))  # its tensors are not read yet: handed over after the read
+                elif self._waiting:
+                    self._waiting.append((feed, step))
+                    self._hand_over_waiting()
+                elif feed:
+                    self._hand_over(feed, step)
         except Exception as exc:
             self._fail("step", exc)
+
+    def _hand_over(self, feed: dict[str, float], step: int | None) -> None:
+        """A step's finite values (complete) to the rule thread, which hands them on to the stream if there is
+        one, else to the stream: one hand-off a step."""
+        rules = self._rules_queue
+        if rules is not None:
+            if len(rules) < self._rules_cap:
+                rules.append((feed, step))  # RuleFeed.push, without the call
+            else:
+                self._log_rules(feed, step)  # full: counted and warned there
+        else:
+            push = self._stream_push
+            if push is not None:
+                push((self._stream_seq(), step, feed, _now()))  # MetricStream.append, without the call
+
+    def _hand_over_waiting(self) -> None:
+        """The steps whose feeds waited for a read of held tensors, in order."""
+        waiting, self._waiting = self._waiting, []
+        for feed, step in waiting:
+            if feed:
+                self._hand_over(feed, step)
+
+    def _read_held(self) -> None:
+        """Read the held tensors now (before epoch metrics, at a stage's or the run's end), then hand over the
+        steps that waited for them."""
+        found = self._detector.read()
+        if found is not None:
+            self._on_nonfinite(found)
+        if self._waiting:
+            self._hand_over_waiting()
 
     def heartbeat(self) -> None:
         """A sign of progress that is not a training step (a validation batch): keeps the watchdog quiet."""
@@ -529,6 +558,7 @@ class RunMonitor:
             self._fail("metrics", exc)
 
     def _absorb_metrics(self, values: Mapping[str, Any], step: int | None, stage: str | None) -> None:
+        self._read_held()  # the steps before these metrics go first, to the rules and the stream
         feed: dict[str, float] = {}
         found = self._detector.check(values, step, feed)
         for key, value in values.items():
@@ -723,10 +753,7 @@ class RunMonitor:
         stop = self.opts.stop_on_nonfinite
         if stop:
             self._request_stop(found)
-        if found.first_step is not None and found.step is not None and found.first_step != found.step:
-            span = f"between steps {found.first_step} and {found.step}"
-        else:
-            span = f"at step {found.step}" if found.step is not None else "at an unknown step"
+        span = f"at step {found.step}" if found.step is not None else "at an unknown step"
         value = found.value_text
         text = f"{found.key} = {value} {span}"
         if found.note:

@@ -1,30 +1,38 @@
-"""Non-finite (NaN / inf) detection on logged values, without host-device syncs on unchecked steps.
+"""Non-finite (NaN / inf) detection on logged values, without a host-device sync on most steps.
 
 - Python floats (and ints) are checked at once: ``value - value == 0.0`` is false exactly for NaN and ±inf.
 - numpy scalars and 0-d arrays are converted with ``float()``; larger arrays are checked with ``numpy.isfinite``.
-- torch tensors (recognised by ``type(x).__module__``; torch is never imported here) are *accumulated on their
-  own device*: on an unchecked step, ``acc.addcmul_(t.detach(), zero)`` adds ``t * 0`` to a per-key float32
-  accumulator: ``0`` for a finite value, NaN for NaN or ±inf, and it can never overflow. That is one
-  asynchronous kernel and no synchronisation. Every ``check_every_n_steps`` steps the dirty accumulators and
-  the current tensors (watched keys, and rule keys whose values are wanted) are stacked per device and read
-  with a single ``.tolist()``: one host-device sync per device per check step, none on other steps.
+- torch tensors (recognised by ``type(x).__module__``; torch is never imported here) are *held*, not read: a
+  step appends the tensor to a list, which launches no kernel and reads nothing. The held tensors are read
+  together, stacked per device and copied with one ``.tolist()`` (one host-device sync per device), when a read
+  is due:
+
+  - ``check_every_n_steps=n``: on every n-th step;
+  - ``None`` (the default): about every :data:`READ_INTERVAL` seconds. The detector measures the steps'
+    pace at each read and holds as many steps as fit in that time (every step when a step takes longer).
+
+  Reading a scalar costs 6-10 µs inside a real training loop on a CPU, and a pipeline stall on a GPU; the
+  default bounds that cost by time, whatever the model, while each value is still checked with its own step:
+  a NaN is reported with the step and value where it appeared, at most :data:`READ_INTERVAL` later. A tensor
+  is read when its batch is read: one that is updated in place afterwards is read as it is then.
 - Anything else (strings, None, lists ...) is skipped, with one warning per key.
 
-The detector also hands out the finite values of the keys rules want (``feed``): floats on every step,
-tensors only on check steps (converted in the same read).
+The detector also hands out the finite values of the keys rules want (``feed``): floats at once, tensors when
+they are read (into the ``feed`` dict of their own step, given with them).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runalert._log import logger
 
-__all__ = ["Finding", "NonFiniteDetector", "base_key", "is_loss_key", "value_kind"]
+__all__ = ["READ_INTERVAL", "Finding", "NonFiniteDetector", "base_key", "is_loss_key", "value_kind"]
 
 FLOAT, INT, TENSOR, NUMPY, OTHER, SKIP = range(6)
 _KINDS: dict[type, int] = {float: FLOAT, int: INT, bool: SKIP}
@@ -32,7 +40,15 @@ _KINDS: dict[type, int] = {float: FLOAT, int: INT, bool: SKIP}
 WATCH = 1
 FEED = 2
 
+READ_INTERVAL = 0.05
+"""Seconds between two reads of the held tensors when ``check_every_n_steps`` is ``None``."""
+_MAX_BATCH = 1024  # steps held at most between two reads (``None`` mode)
+_MAX_HELD = 65_536  # tensors held at most: beyond, a read comes early (a bound on memory)
+
 _LOSS_KEY = re.compile(r"(^|[_/.\-\s])loss($|[_/.\-\s])", re.IGNORECASE)
+
+Held = tuple[Any, str, int, "int | None", "dict[str, float] | None"]
+"""A tensor waiting to be read: (tensor, key, role, step, the step's feed dict)."""
 
 
 def is_loss_key(key: str) -> bool:
@@ -70,15 +86,15 @@ def value_kind(value: Any) -> int:
 
 @dataclass(frozen=True)
 class Finding:
-    """A non-finite value: ``value`` is NaN/±inf when known, ``None`` when only the accumulated flag says so.
+    """A non-finite value: ``value`` is NaN/±inf when known, ``None`` when only a reduction says so (a
+    tensor with more than one element).
 
-    ``first_step`` .. ``step`` is the span in which it happened (equal when seen at once).
+    ``step`` is the step the value came with.
     """
 
     key: str
     value: float | None
     step: int | None
-    first_step: int | None
     note: str = ""
 
     @property
@@ -94,27 +110,36 @@ class NonFiniteDetector:
     Args:
         watch: ``"loss"`` (keys naming a loss, see :func:`is_loss_key`), ``"all"``, a collection of key
             names, or ``None`` (no non-finite checks).
-        check_every_n_steps: tensors are read every n :meth:`step` calls (1: every step).
+        check_every_n_steps: held tensors are read every n :meth:`step` calls (1: every step); ``None``: about
+            every ``read_interval`` seconds (see the module's docstring).
         feed: keys whose finite values are wanted (rules), ``"all"`` or ``None``.
+        read_interval: seconds between two reads when ``check_every_n_steps`` is ``None``.
     """
 
     def __init__(
         self,
         watch: str | Collection[str] | None = "loss",
-        check_every_n_steps: int = 1,
+        check_every_n_steps: int | None = None,
         feed: str | Collection[str] | None = None,
+        *,
+        read_interval: float = READ_INTERVAL,
     ) -> None:
         self.watch = watch if isinstance(watch, str) or watch is None else frozenset(watch)
         self.feed_keys = feed if isinstance(feed, str) or feed is None else frozenset(feed)
-        self.every = max(1, int(check_every_n_steps))
+        self.every = None if check_every_n_steps is None else max(1, int(check_every_n_steps))
+        self.read_interval = float(read_interval)
         self.count = 0
+        """:meth:`step` calls so far."""
         self.reads = 0
-        """Host-device reads done (one per device per check step with pending tensors)."""
+        """Host-device reads done (one per device per read of held tensors)."""
+        self.held: list[Held] = []
+        """Tensors not read yet, in step order (a step's feed dict gets their values when they are read)."""
         self._roles: dict[str, int] = {}
-        self._acc: dict[str, Any] = {}  # key -> (accumulator, zero) on the key's device
-        self._dirty: dict[str, int | None] = {}  # key -> first step accumulated since the last read
         self._warned: set[str] = set()
-        self._late: list[Finding] = []  # found while moving a key's accumulator to another device
+        self._batch = 1  # steps between two reads (None mode: adapted at each read)
+        self._due = self.every or 1  # the step count at which the next read comes
+        self._last_time = time.monotonic()  # when the last read was (None mode)
+        self._last_count = 0  # self.count at the last read
 
     # -- roles -------------------------------------------------------------------------------------------------
     def role(self, key: str) -> int:
@@ -149,17 +174,15 @@ class NonFiniteDetector:
 
     # -- scanning ----------------------------------------------------------------------------------------------
     def step(self, values: Mapping[str, Any], step: int | None, feed: dict[str, float] | None = None) -> Finding | None:
-        """One training step: check watched values, accumulate tensors, read them on check steps.
+        """One training step: check host values now, hold tensors, read what is held when a read is due.
 
-        Finite values of feed keys are put in ``feed`` when given. Returns the first non-finite finding, if any.
+        Finite values of feed keys are put in ``feed`` when given: host values now, tensors when they are read
+        (while :attr:`held` is not empty, ``feed`` may still be filled in). Returns the first non-finite
+        finding, if any: a held one from an earlier step first.
         """
-        self.count += 1
-        check = self.every == 1 or self.count % self.every == 0
         found: Finding | None = None
         roles = self._roles
-        # Tensors to read on a check step: the first one in locals, more in a list (one read per device).
-        first: tuple[str, int, Any] | None = None
-        more: list[tuple[str, int, Any]] | None = None
+        held = self.held
         for key, value in values.items():
             role = roles.get(key)
             if role is None:
@@ -171,80 +194,143 @@ class NonFiniteDetector:
                     if feed is not None and role & FEED:
                         feed[key] = value
                 elif found is None and role & WATCH:
-                    found = Finding(key, value, step, step)
+                    found = Finding(key, value, step)
                 continue
             kind = _KINDS.get(type(value))
             if kind is None:
                 kind = value_kind(value)
             if kind == TENSOR:
-                if check:
-                    if first is None:
-                        first = (key, role, value)
-                    elif more is None:
-                        more = [first, (key, role, value)]
-                    else:
-                        more.append((key, role, value))
-                elif role & WATCH:
-                    self._accumulate(key, value, step)
+                held.append((value, key, role, step, feed))
                 continue
             hit = self._host_value(key, value, kind, role, step, feed=feed)
             if hit is not None and found is None:
                 found = hit
-        if not check:
-            return found
-        if first is not None and more is None and not self._dirty and not self._late:
-            # The common case (a loss, checked every step): one .item(), nothing stacked.
-            key, role, tensor = first
-            try:
-                number = tensor.item()
-                finite = math.isfinite(number)
-            except (RuntimeError, ValueError, TypeError):  # more than one element, or complex: the general read
-                pass
-            else:
-                self.reads += 1
-                if finite:
-                    if feed is not None and role & FEED:
-                        feed[key] = float(number)
-                    return found
-                if found is None and role & WATCH:
-                    found = Finding(key, float(number), step, step)
-                return found
-        if first is not None or self._dirty:
-            hit = self._read(more or ([first] if first is not None else []), step, feed)
-            if hit is not None and found is None:
-                found = hit
+        self.count = count = self.count + 1
+        if held and (count >= self._due or len(held) >= _MAX_HELD):
+            earlier = self.read()
+            if earlier is not None:
+                return earlier
+        return found
+
+    def read(self) -> Finding | None:
+        """Read every held tensor now (due, or at the end of a stage or run); returns the first non-finite."""
+        held = self.held
+        if held:
+            self.held = []
+            found = self._settle(held)
+        else:
+            found = None
+        self._schedule()
         return found
 
     def check(
         self, values: Mapping[str, Any], step: int | None, feed: dict[str, float] | None = None
     ) -> Finding | None:
-        """Check every watched value now (epoch-level metrics: tensors are read at once)."""
+        """Check every watched value now (epoch-level metrics: tensors are read at once, not held)."""
         found: Finding | None = None
-        to_read: list[tuple[str, int, Any]] = []
+        tensors: list[Held] = []
         for key, value in values.items():
             role = self.role(key)
             if not role:
                 continue
             kind = value_kind(value)
             if kind == TENSOR:
-                to_read.append((key, role, value))
+                tensors.append((value, key, role, step, feed))
                 continue
             hit = self._host_value(key, value, kind, role, step, feed=feed)
             if hit is not None and found is None:
                 found = hit
-        if to_read:
-            hit = self._read(to_read, step, feed, include_dirty=False)
+        if tensors:
+            hit = self._settle(tensors)
             if hit is not None and found is None:
                 found = hit
         return found
 
-    def flush(self, step: int | None) -> Finding | None:
-        """Read what was accumulated since the last check step (at the end of a stage or run)."""
-        if not self._dirty:
-            return None
-        return self._read([], step, None)
-
     # -- internals ---------------------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """After a read: when the next one is due."""
+        count = self.count
+        steps = count - self._last_count
+        self._last_count = count
+        every = self.every
+        if every is not None:
+            batch = every - count % every  # the next multiple of n
+        else:
+            now = time.monotonic()
+            if steps > 0:
+                pace = (now - self._last_time) / steps
+                fit = int(self.read_interval / pace) if pace > 0 else _MAX_BATCH
+                self._batch = max(1, min(fit, 2 * self._batch, _MAX_BATCH))  # grows at most twofold a read
+            self._last_time = now
+            batch = self._batch
+        self._due = count + batch
+
+    def _settle(self, held: list[Held]) -> Finding | None:
+        """Read ``held`` (one read per device), put finite values in their steps' feeds, return the first
+        non-finite value (in the order held)."""
+        numbers = self._numbers(held)
+        found: Finding | None = None
+        for (_, key, role, step, feed), number in zip(held, numbers, strict=True):
+            if number is None:
+                continue
+            if type(number) is _Reduced:
+                if found is None and math.isnan(number):
+                    found = Finding(key, None, step, "non-finite element(s)")
+                continue
+            if number - number == 0.0:
+                if feed is not None and role & FEED:
+                    feed[key] = number
+            elif found is None and role & WATCH:
+                found = Finding(key, number, step)
+        return found
+
+    def _numbers(self, held: list[Held]) -> list[float | None]:
+        """The held tensors' values as floats: a scalar's value, a larger tensor's :class:`_Reduced` flag (0.0,
+        or NaN if any element is not finite), ``None`` for what is not checked. One read per device."""
+        try:
+            # The common cases: one value (one .item()), or scalars on one device (one stack, one .tolist();
+            # stack promotes mixed dtypes, and fails on mixed devices or shapes: then the general path).
+            if len(held) == 1:
+                number = held[0][0].item()
+                if type(number) is float:
+                    self.reads += 1
+                    return [number]
+            else:
+                import torch
+
+                stacked = torch.stack([entry[0] for entry in held])
+                if stacked.dim() == 1 and stacked.is_floating_point():
+                    numbers: list[float | None] = stacked.tolist()
+                    self.reads += 1
+                    return numbers
+        except (RuntimeError, ValueError, TypeError):
+            pass
+        return self._numbers_by_device(held)
+
+    def _numbers_by_device(self, held: list[Held]) -> list[float | None]:
+        import torch
+
+        numbers: list[float | None] = [None] * len(held)  # None: not checked (integers, booleans)
+        reduced: set[int] = set()
+        groups: dict[Any, tuple[list[int], list[Any]]] = {}
+        for index, (tensor, _, role, _, _) in enumerate(held):
+            t = tensor.detach()
+            if t.numel() != 1 or t.is_complex():  # checked, not fed: reduced to a flag on the device
+                if not role & WATCH or not (t.is_floating_point() or t.is_complex()):
+                    continue  # integers and booleans are always finite
+                t = ((t.abs() if t.is_complex() else t) * 0).sum()  # NaN if an element is not finite, else 0
+                reduced.add(index)
+            group = groups.setdefault(t.device, ([], []))
+            group[0].append(index)
+            group[1].append(t.reshape(()))
+        for device, (indices, values) in groups.items():
+            dtype = torch.float32 if getattr(device, "type", "cpu") == "mps" else torch.float64
+            read = torch.stack([value.to(dtype) for value in values]).tolist()
+            self.reads += 1
+            for index, number in zip(indices, read, strict=True):
+                numbers[index] = _Reduced(number) if index in reduced else float(number)
+        return numbers
+
     def _host_value(
         self, key: str, value: Any, kind: int, role: int, step: int | None, *, feed: dict[str, float] | None = None
     ) -> Finding | None:
@@ -257,7 +343,7 @@ class NonFiniteDetector:
                 import numpy
 
                 if role & WATCH and not bool(numpy.isfinite(value).all()):
-                    return Finding(key, None, step, step, "non-finite element(s)")
+                    return Finding(key, None, step, "non-finite element(s)")
                 return None
         elif kind == SKIP:
             return None
@@ -269,7 +355,7 @@ class NonFiniteDetector:
                 feed[key] = number
             return None
         if role & WATCH:
-            return Finding(key, number, step, step)
+            return Finding(key, number, step)
         return None
 
     def _warn_non_numeric(self, key: str, value: Any) -> None:
@@ -283,95 +369,6 @@ class NonFiniteDetector:
             type(value).__name__,
         )
 
-    def _accumulate(self, key: str, tensor: Any, step: int | None) -> None:
-        entry = self._acc.get(key)
-        try:
-            if entry is None:
-                raise LookupError
-            entry[0].addcmul_(tensor.detach(), entry[1])
-        except Exception:
-            self._accumulate_slow(key, tensor, step)
-            return
-        if key not in self._dirty:
-            self._dirty[key] = step
 
-    def _accumulate_slow(self, key: str, tensor: Any, step: int | None) -> None:
-        """First sight of a key, a new device, a non-scalar tensor or an odd dtype."""
-        import torch
-
-        t = tensor.detach()
-        if t.dtype == torch.bool or not (t.is_floating_point() or t.is_complex()):
-            return  # integers and booleans are always finite
-        if t.is_complex():
-            t = torch.view_as_real(t)
-        if t.numel() != 1:
-            t = (t * 0).sum()  # NaN if any element is non-finite, else 0 (never overflows)
-        t = t.reshape(())
-        dtype = torch.float32
-        entry = self._acc.get(key)
-        if entry is not None and entry[0].device != t.device:
-            # The value moved to another device: read what was accumulated so far, then start afresh.
-            pending = self._read([], step, None)
-            if pending is not None:
-                self._late.append(pending)
-            entry = None
-        if entry is None:
-            entry = (torch.zeros((), dtype=dtype, device=t.device), torch.zeros((), dtype=dtype, device=t.device))
-            self._acc[key] = entry
-        entry[0].addcmul_(t, entry[1])
-        if key not in self._dirty:
-            self._dirty[key] = step
-
-    def _read(
-        self,
-        current: list[tuple[str, int, Any]],
-        step: int | None,
-        feed: dict[str, float] | None,
-        include_dirty: bool = True,
-    ) -> Finding | None:
-        """One read per device: the dirty accumulators and the current tensors, stacked and copied at once (a
-        lone value with one ``.item()``; the step path reads a lone tensor itself, see :meth:`step`)."""
-        import torch
-
-        groups: dict[Any, list[tuple[str, str, int, Any]]] = {}
-        if include_dirty:
-            for key in self._dirty:
-                acc = self._acc[key][0]
-                groups.setdefault(acc.device, []).append(("acc", key, WATCH, acc))
-        for key, role, tensor in current:
-            t = tensor.detach()
-            if t.numel() != 1:
-                if role & WATCH and (t.is_floating_point() or t.is_complex()):
-                    flag = (t.abs() * 0).sum() if t.is_complex() else (t * 0).sum()
-                    groups.setdefault(t.device, []).append(("flag", key, WATCH, flag))
-                continue
-            groups.setdefault(t.device, []).append(("value", key, role, t.reshape(())))
-        found: Finding | None = None
-        dirty = dict(self._dirty) if include_dirty else {}
-        if include_dirty:
-            self._dirty.clear()
-        if self._late:
-            found = self._late.pop(0)
-        for device, items in groups.items():
-            if len(items) == 1:  # the common case (a loss, every step): one .item(), no stack
-                numbers = [float(items[0][3].item())]
-            else:
-                dtype = torch.float32 if getattr(device, "type", "cpu") == "mps" else torch.float64
-                numbers = torch.stack([item[3].to(dtype) for item in items]).tolist()
-            self.reads += 1
-            for (what, key, role, tensor), number in zip(items, numbers, strict=True):
-                if what == "acc":
-                    tensor.zero_()
-                if math.isfinite(number):
-                    if what == "value" and feed is not None and role & FEED:
-                        feed[key] = number
-                    continue
-                if not role & WATCH or found is not None:
-                    continue
-                if what == "value":
-                    found = Finding(key, number, step, step)
-                elif what == "flag":
-                    found = Finding(key, None, step, step, "non-finite element(s)")
-                else:
-                    found = Finding(key, None, step, dirty.get(key), f"read every {self.every} steps")
-        return found
+class _Reduced(float):
+    """The flag of a tensor with more than one element: 0.0, or NaN when one of them is not finite."""

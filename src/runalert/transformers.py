@@ -7,10 +7,10 @@ nothing itself. Two facts of ``Trainer`` shape it:
   average of the previous losses instead of a NaN/inf step loss (``Trainer._inner_training_loop``), so
   ``on_log`` never sees it; and ``grad_norm`` is only logged every ``logging_steps``. So the callback puts a
   forward hook on the model while it trains and hands the model's output ``loss`` of every optimizer step to
-  the monitor as a tensor under the key ``"loss (model output)"`` (no ``.item()``: the monitor keeps a
-  device-side flag and reads it every ``check_every_n_steps`` steps), so the alert, "Non-finite loss (model
-  output)", says where the value came from. The logged ``loss`` is handed over as well (rules on ``"loss"`` see
-  the loss of the Trainer's logs).
+  the monitor as a tensor under the key ``"loss (model output)"`` (no ``.item()``: the monitor holds it and
+  reads the held values together, about every 0.05 s or every ``check_every_n_steps`` steps), so the alert,
+  "Non-finite loss (model output)", says where the value came from. The logged ``loss`` is handed over as
+  well (rules on ``"loss"`` see the loss of the Trainer's logs).
 - **There is no exception hook**, and ``on_train_end`` is skipped on a crash: the monitor chains
   ``sys.excepthook``, ``threading.excepthook``, SIGTERM and ``atexit`` for the length of ``train()``, and
   restores them in ``on_train_end``.
@@ -100,7 +100,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         alerter: Alerter | None = None,
         on_nonfinite: str | Sequence[str] | bool | None = "loss",
         stop_on_nonfinite: bool = False,
-        check_every_n_steps: int = 1,
+        check_every_n_steps: int | None = None,
         on_crash: bool = True,
         on_stage_end: Sequence[str] = ("fit", "test"),
         rules: Sequence[Any] = (),

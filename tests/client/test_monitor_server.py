@@ -99,6 +99,33 @@ def test_streams_metrics_and_a_server_automation_fires_a_filled_webhook(
     assert [a["name"] for a in client.automations()] == ["loss-diverging"]
 
 
+def test_held_tensor_values_reach_the_server_in_step_order_before_later_metrics(server: Any, project: str) -> None:
+    torch = pytest.importorskip("torch")
+    # Tensors are held and read every 4 steps; floats are checked at once. A step's values go to the stream only
+    # when its tensors are read, and the steps in between wait with it: every series stays in step order, and
+    # epoch metrics come after the steps before them.
+    monitor = _monitor(server.url, project, rules=[RunEvent.metric("loss") > 8.5], check_every_n_steps=4)
+    monitor.start("held")
+    run = monitor.server_run
+    assert run is not None
+    losses = [float(step) for step in range(10)]
+    for step, loss in enumerate(losses):
+        values: dict[str, Any] = {"acc": 0.5 + step / 100}
+        if step != 5:  # step 5 has floats only, while earlier tensors are held
+            values["loss"] = torch.tensor(loss)
+        monitor.step(step, values)
+        assert monitor.stats.steps == step + 1  # (stats evaluates what the rule thread was given: at once)
+    monitor.metrics({"val_loss": 0.25}, step=10, stage="validate")  # reads steps 8 and 9 first
+    assert monitor.stats.rule_firings == 1  # the local rule saw step 9's loss once it was read
+    monitor.finish()
+    series = Client(server.url, project=project).metrics(run.run_id)
+    assert [(step, value) for step, value, _time in series["loss"]] == [(s, v) for s, v in enumerate(losses) if s != 5]
+    assert [step for step, _value, _time in series["acc"]] == list(range(10))
+    assert series["val_loss"][0][:2] == (10, 0.25)
+    times = sorted((time, name) for name in ("loss", "acc", "val_loss") for _step, _value, time in series[name])
+    assert times[-1][1] == "val_loss"  # streamed after every step before it
+
+
 def test_unnamed_automations_get_a_stable_name(server: Any, project: str, receiver: Receiver) -> None:
     client = Client(server.url, project=project)
     client.put_integration("hook", "webhook", url=receiver.url)

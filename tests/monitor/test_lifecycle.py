@@ -79,18 +79,18 @@ def test_rules_fire_through_the_engine_once_edge_triggered(receiver: Receiver) -
     assert monitor.stats.rule_firings == 1  # it resolved and tripped again, inside the cooldown
 
 
-def test_rules_get_tensor_values_only_on_check_steps(receiver: Receiver) -> None:
+def test_rules_get_every_steps_tensor_value_with_its_own_step_once_read(receiver: Receiver) -> None:
     torch = pytest.importorskip("torch")
     monitor = receiver.monitor(rules=[RunEvent.metric("loss") > 2.0], check_every_n_steps=3, on_stage_end=())
     monitor.start("tensor-rules")
     for step in range(1, 6):
-        monitor.step(step, {"loss": torch.tensor(5.0 if step == 4 else 1.0)})  # step 4 is not a check step
-    assert monitor.stats.rule_firings == 0
-    monitor.step(6, {"loss": torch.tensor(7.0)})
+        monitor.step(step, {"loss": torch.tensor(5.0 if step == 4 else 1.0)})  # step 4 is not a read step
+    assert monitor.stats.rule_firings == 0  # steps 4 and 5 are held
+    monitor.step(6, {"loss": torch.tensor(1.0)})  # the read: steps 4, 5 and 6 reach the rules, in order
     assert monitor.stats.rule_firings == 1
     monitor.finish()
     (alert,) = receiver.wait(1)
-    assert alert["fields"]["step"] == "6"
+    assert alert["fields"]["step"] == "4"
 
 
 def test_metrics_feed_rules_and_automations_and_run_state(receiver: Receiver) -> None:

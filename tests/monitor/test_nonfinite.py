@@ -98,7 +98,7 @@ def test_numpy_scalars_are_checked() -> None:
     assert found is not None and found.value is None
 
 
-def test_tensor_nan_is_detected_only_on_check_steps(receiver: Receiver) -> None:
+def test_tensor_nan_is_read_on_the_next_read_step_and_reported_with_its_own_step(receiver: Receiver) -> None:
     monitor = receiver.monitor(check_every_n_steps=4, on_stage_end=())
     monitor.start("tensor-run")
     weight = torch.tensor(1.0, requires_grad=True)
@@ -111,12 +111,13 @@ def test_tensor_nan_is_detected_only_on_check_steps(receiver: Receiver) -> None:
             seen_at = step
         if step < 8:
             assert not monitor.nonfinite_sent
-    assert seen_at == 8  # steps 4, 8, 12 are check steps
-    assert monitor.stats.checks == 3  # one host read per check step, none on the other 9 steps
+    assert seen_at == 8  # steps 4, 8, 12 are read steps
+    assert monitor.stats.checks == 3  # one host read per read step, none on the other 9 steps
     monitor.finish()
     (alert,) = receiver.wait(1)
     assert alert["title"] == "Non-finite loss"
-    assert "between steps 5 and 8" in alert["text"] and "read every 4 steps" in alert["text"]
+    assert "loss = nan at step 6 " in alert["text"]  # the held values are read one by one: the step is exact
+    assert alert["fields"]["step"] == "6" and alert["fields"]["value"] == "nan"
 
 
 def test_tensor_value_on_a_check_step_is_reported_exactly(receiver: Receiver) -> None:
@@ -165,3 +166,25 @@ def test_monitor_without_start_still_checks(receiver: Receiver) -> None:
     monitor.step(1, {"loss": float("nan")})
     assert monitor.nonfinite_sent
     assert receiver.wait(1)[0]["title"] == "Non-finite loss"
+
+
+def test_held_tensors_fill_their_own_steps_feeds_when_read() -> None:
+    detector = NonFiniteDetector("loss", check_every_n_steps=3, feed="all")
+    feeds: list[dict[str, float]] = []
+    for step in range(1, 4):
+        feed: dict[str, float] = {}
+        detector.step({"loss": torch.tensor(float(step)), "lr": 0.1, "n": torch.tensor(step)}, step, feed)
+        feeds.append(feed)
+        if step < 3:
+            assert feed == {"lr": 0.1} and detector.held  # floats at once, tensors held
+    assert not detector.held
+    assert feeds == [{"lr": 0.1, "loss": float(s), "n": float(s)} for s in range(1, 4)]
+
+
+def test_complex_values_are_checked_and_never_fed() -> None:
+    detector = NonFiniteDetector("all", check_every_n_steps=1, feed="all")
+    feed: dict[str, float] = {}
+    assert detector.step({"z": torch.tensor(1 + 2j)}, 1, feed) is None and feed == {}
+    found = detector.step({"z": torch.tensor(complex(float("nan"), 0.0)), "loss": torch.tensor(0.5)}, 2, feed)
+    assert found is not None and found.key == "z" and found.value is None and found.step == 2
+    assert feed == {"loss": 0.5}

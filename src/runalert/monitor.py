@@ -866,7 +866,7 @@ class RunMonitor:
         if self._stream_append is not None:
             # Every value goes to the rule thread, which hands it on to the stream after it: one hand-off on
             # the step path instead of two, and the stream gets steps and epoch metrics in the order they came.
-            self._forward = self._stream_append
+            self._forward = self.server_run.stream.extend
         elif watched:
             self._detector.set_feed(watched)
             self._feed = True
@@ -964,8 +964,7 @@ class RunMonitor:
         value by value, in far fewer calls)."""
         forward = self._forward
         if forward is not None:
-            for values, step in batch:  # first, so that a failing rule never keeps values from the stream
-                forward(step, values)
+            forward(batch)  # first, so that a failing rule never keeps values from the stream
         engine = self.engine
         if engine is None:
             return

@@ -185,6 +185,27 @@ def test_metric_stream_batches_by_size_and_reports_its_counts(server: Any, proje
     assert client.run("r1")["points"] == 5000
 
 
+def test_metric_stream_splits_wide_steps_and_leaves_out_names_the_server_would_refuse(
+    server: Any, project: str
+) -> None:
+    client = Client(server.url, project=project)
+    client.upsert_run("wide")
+    stream = MetricStream(client, "wide", interval=30.0).start()
+    wide = {f"m{i}": float(i) for i in range(1500)}  # more than the server takes in one row (1,000)
+    stream.append(0, {**wide, "x" * 300: 1.0})  # a name longer than the server takes (256)
+    stream.append(1, {"loss": 0.5, "acc": 0.25})
+    stream.append(2, {"loss": 0.4, "y" * 257: 2.0})  # known names, and a new long one
+    assert stream.close(10)
+    assert client.run("wide")["points"] == 1500 + 2 + 1  # every short name, in two rows for step 0
+    series = client.metrics("wide", names=["m0", "m1499", "loss", "x" * 300], limit=10)
+    assert {name: [point[:2] for point in points] for name, points in series.items()} == {
+        "m0": [(0, 0.0)],
+        "m1499": [(0, 1499.0)],
+        "loss": [(1, 0.5), (2, 0.4)],
+        "x" * 300: [],  # asked for, never stored
+    }
+
+
 def test_a_stream_to_nowhere_stays_bounded_and_closes_within_its_timeout(caplog: pytest.LogCaptureFixture) -> None:
     client = Client(f"http://127.0.0.1:{free_port()}", project="p")
     stream = MetricStream(client, "r1", max_buffer=100, interval=0.05, retry_initial=0.05, retry_max=0.1).start()

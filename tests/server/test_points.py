@@ -122,3 +122,47 @@ def test_migration_packs_stored_points_and_unpacks_them_on_downgrade(database_ur
         assert [tuple(row) for row in back] == points
     finally:
         db.dispose()
+
+
+def test_migration_round_trip_pages_through_more_chunks_than_one_page(database_url: str) -> None:
+    # 0002 reads the old points 10,000 at a time and the chunks 100 at a time (keyset pages on run, name and id):
+    # 150 runs with 2 metrics are 300 chunks, three pages, across run boundaries.
+    db = Database(database_url, migrate=False)
+    try:
+        _alembic(db, "upgrade", "0001")
+        runs = 150
+        with db.engine.begin() as connection:
+            connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', 0)"))
+            connection.execute(
+                text(
+                    "INSERT INTO runs (project_id, run_id, name, tags, config, state, created_at, updated_at, "
+                    "last_seen_at, points, dropped) VALUES (1, :run_id, :run_id, '[]', '{}', 'RUNNING', 0, 0, 0, 0, 0)"
+                ),
+                [{"run_id": f"r{i}"} for i in range(runs)],
+            )
+            pks = [pk for (pk,) in connection.execute(text("SELECT id FROM runs ORDER BY id")).all()]
+            rows = [
+                {"run_pk": pk, "name": name, "step": step, "value": pk * 10.0 + step, "time": 1000.0 + step}
+                for pk in pks
+                for name in ("loss", "acc")
+                for step in range(3)
+            ]
+            connection.execute(
+                text(
+                    "INSERT INTO metric_points (run_pk, name, step, value, nonfinite, time) "
+                    "VALUES (:run_pk, :name, :step, :value, NULL, :time)"
+                ),
+                rows,
+            )
+        query = text("SELECT run_pk, name, step, value, time FROM metric_points ORDER BY run_pk, name, id")
+        with db.engine.begin() as connection:
+            before = [tuple(row) for row in connection.execute(query).all()]
+        _alembic(db, "upgrade", "head")
+        with db.engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM metric_chunks")).scalar() == 2 * runs
+        _alembic(db, "downgrade", "0001")
+        with db.engine.begin() as connection:
+            after = [tuple(row) for row in connection.execute(query).all()]
+        assert len(after) == 6 * runs and after == before
+    finally:
+        db.dispose()

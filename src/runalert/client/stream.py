@@ -120,6 +120,7 @@ class MetricStream:
         self._busy = False
         self._warned_full = False
         self._warned_refused: set[int] = set()
+        self._fine_names: set[str] = set()  # metric names known to be within the server's length limit
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._started = False
 
@@ -127,6 +128,12 @@ class MetricStream:
     def append(self, step: int | None, values: Mapping[str, float]) -> None:
         """Queue one step's values (finite floats; the mapping must not change afterwards). Never blocks."""
         self._buf.append((next(self._seq), step, values, _time()))
+
+    def extend(self, items: list[tuple[Mapping[str, float], int | None]]) -> None:
+        """Queue many ``(values, step)`` at once (time-stamped now; the mappings must not change afterwards)."""
+        seq = self._seq
+        now = _time()
+        self._buf.extend([(next(seq), step, values, now) for values, step in items])
 
     def appender(self) -> tuple[Callable[[Any], None], Callable[[], int]]:
         """For hot paths that cannot afford a method call: ``push, seq = stream.appender()``, then
@@ -229,25 +236,26 @@ class MetricStream:
     def _drain(self) -> None:
         """Move what the caller appended into the pending batch, counting evictions and enforcing the bound."""
         buf = self._buf
+        popleft = buf.popleft
+        taken = [popleft() for _ in range(len(buf))]  # (the caller may append more meanwhile: next time)
+        if not taken:
+            return
+        points = sum([len(values) for _, _, values, _ in taken])
+        # Sequence numbers only grow: the ones missing between the last step taken before and the last one now
+        # were evicted from the bounded hand-off queue (estimated at this batch's mean size).
+        last = taken[-1][0]
+        gap = last - self._last_seq - len(taken)
+        self._last_seq = last
+        dropped_rows = gap
+        dropped_points = gap * points // len(taken) if gap > 0 else 0
         pending = self._pending
-        dropped_rows = dropped_points = 0
-        while True:
-            try:
-                seq, step, values, when = buf.popleft()
-            except IndexError:
-                break
-            gap = seq - self._last_seq - 1
-            if gap > 0:  # the hand-off queue overflowed: estimate with this step's size
-                dropped_rows += gap
-                dropped_points += gap * len(values)
-            self._last_seq = seq
-            pending.append((step, when, values))
-            self._pending_points += len(values)
-            if len(pending) > self.max_buffer:
-                _, _, old = pending.popleft()
-                self._pending_points -= len(old)
-                dropped_rows += 1
-                dropped_points += len(old)
+        pending.extend([(step, when, values) for _, step, values, when in taken])
+        self._pending_points += points
+        while len(pending) > self.max_buffer:
+            _, _, old = pending.popleft()
+            self._pending_points -= len(old)
+            dropped_rows += 1
+            dropped_points += len(old)
         if dropped_rows:
             self._dropped(dropped_rows, dropped_points)
 
@@ -271,17 +279,23 @@ class MetricStream:
         rows: list[dict[str, Any]] = []
         pending = self._pending
         count = points = 0
+        fine = self._fine_names
         for step, when, values in itertools.islice(pending, self.batch_size):
             count += 1
-            points += len(values)
-            if len(values) > MAX_METRICS_PER_ROW or any(len(k) > MAX_NAME for k in values):
-                clean = {k: v for k, v in values.items() if len(k) <= MAX_NAME}
-                items = list(clean.items())
-                for start in range(0, len(items), MAX_METRICS_PER_ROW):
-                    rows.append(
-                        {"step": step, "time": when, "metrics": dict(items[start : start + MAX_METRICS_PER_ROW])}
-                    )
-                continue
+            size = len(values)
+            points += size
+            if size > MAX_METRICS_PER_ROW or not fine.issuperset(values):
+                if size <= MAX_METRICS_PER_ROW and all(len(k) <= MAX_NAME for k in values):
+                    if len(fine) < 10_000:
+                        fine.update(values)
+                else:
+                    clean = {k: v for k, v in values.items() if len(k) <= MAX_NAME}
+                    items = list(clean.items())
+                    for start in range(0, len(items), MAX_METRICS_PER_ROW):
+                        rows.append(
+                            {"step": step, "time": when, "metrics": dict(items[start : start + MAX_METRICS_PER_ROW])}
+                        )
+                    continue
             rows.append({"step": step, "time": when, "metrics": values})
         return rows, count, points
 

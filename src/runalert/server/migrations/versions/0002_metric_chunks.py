@@ -81,20 +81,26 @@ def _create_points() -> None:
         batch_op.create_index("ix_metric_points_run_name_id", ["run_pk", "name", "id"], unique=False)
 
 
-def _old_points(bind: Any) -> Iterator[tuple[Any, ...]]:
-    """Every stored point, by (run, name, id), read a page at a time (keyset pagination)."""
+def _paged(bind: Any, columns: str, table: str, page: int) -> Iterator[tuple[Any, ...]]:
+    """Every row of ``table`` by (run_pk, name, id), read ``page`` rows at a time (keyset pagination: the
+    table is never held in memory whole). ``columns`` start with ``run_pk, name, id``."""
     query = sa.text(
-        "SELECT run_pk, name, id, step, value, nonfinite, time FROM metric_points "
-        "WHERE (run_pk, name, id) > (:run_pk, :name, :id) ORDER BY run_pk, name, id LIMIT 10000"
+        f"SELECT {columns} FROM {table} "
+        f"WHERE (run_pk, name, id) > (:run_pk, :name, :id) ORDER BY run_pk, name, id LIMIT {page}"
     )
     after: dict[str, Any] = {"run_pk": -1, "name": "", "id": -1}
     while True:
         rows = bind.execute(query, after).all()
         yield from rows
-        if len(rows) < 10000:
+        if len(rows) < page:
             return
         last = rows[-1]
         after = {"run_pk": last[0], "name": last[1], "id": last[2]}
+
+
+def _old_points(bind: Any) -> Iterator[tuple[Any, ...]]:
+    """Every stored point, by (run, name, id)."""
+    return _paged(bind, "run_pk, name, id, step, value, nonfinite, time", "metric_points", 10_000)
 
 
 def upgrade() -> None:
@@ -154,11 +160,9 @@ def downgrade() -> None:
         "INSERT INTO metric_points (run_pk, name, step, value, nonfinite, time) "
         "VALUES (:run_pk, :name, :step, :value, :nonfinite, :time)"
     )
-    chunks = bind.execute(
-        sa.text("SELECT run_pk, name, step_array, value_array, time_array FROM metric_chunks ORDER BY run_pk, name, id")
-    ).all()
+    chunks = _paged(bind, "run_pk, name, id, step_array, value_array, time_array", "metric_chunks", 100)
     pending: list[dict[str, Any]] = []
-    for run_pk, name, step_array, value_array, time_array in chunks:
+    for run_pk, name, _id, step_array, value_array, time_array in chunks:
         for step, value, when in zip(
             _items("q", step_array), _items("d", value_array), _items("d", time_array), strict=True
         ):

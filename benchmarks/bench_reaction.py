@@ -1,7 +1,7 @@
 """Reaction time: how soon someone hears about a NaN loss, and about a training process killed with SIGKILL.
 
 - **NaN → alert**, per framework (Lightning, Keras, transformers), with the default ``check_every_n_steps=None``
-  (held losses read together about every 0.05 s), ``=1`` and ``=10`` (``--quick``: the default and 1): the loss
+  (held losses read together about every 0.05 s), ``=1`` and ``=10`` (``--quick``: the default only): the loss
   turns NaN at a known step of a real training loop; the ``AlertCallback`` sends to a webhook receiver
   on loopback (a thread of the training process, so arrival and step times share one clock). The figure is
   the number of steps that began after the NaN step before the alert arrived (0: it arrived before the next
@@ -226,7 +226,7 @@ def measure_sigkill(home: str, attempts: int) -> tuple[list[float], str]:
 
 def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 3
-    settings: tuple[int | None, ...] = (None, 1) if quick else (None, 1, 10)
+    settings: tuple[int | None, ...] = (None,) if quick else (None, 1, 10)
     rows: list[Row] = []
     with zygote_for(MODULE) as zygote:
         measured = {

@@ -303,3 +303,65 @@ def test_columns_evaluate_exactly_as_rows(
         column_firings += by_columns.log_columns("r", columns)
     assert _by_automation(column_firings) == _by_automation(row_firings)
     assert by_columns.state_dict()["rules"] == by_rows.state_dict()["rules"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=runs,
+    window=windows,
+    prior=windows,
+    agg=aggs,
+    relative=st.booleans(),
+    direction=st.sampled_from(list(ChangeDir)),
+    threshold=st.integers(1, 8).map(lambda i: i / 4),
+    start=st.integers(0, 10),
+    active=st.booleans(),
+)
+def test_scan_over_many_values_is_push_one_at_a_time(
+    raw: list[float],
+    window: int,
+    prior: int,
+    agg: Agg | None,
+    relative: bool,
+    direction: ChangeDir,
+    threshold: float,
+    start: int,
+    active: bool,
+) -> None:
+    """``scan`` (the engine's path: a column at a time, stopping only at an edge) finds the same edges and
+    leaves the same state as ``push`` value by value, for every evaluator."""
+    values = [v for v in raw if math.isfinite(v)]
+    start = min(start, len(values))
+    specs = [
+        MetricThresholdFilter(name="m", agg=agg, window=window if agg else 1, cmp="$gt", threshold=threshold),
+        MetricChangeFilter(
+            name="m",
+            agg=agg,
+            window=window if agg else 1,
+            prior_window=prior if agg else 1,
+            change_type=ChangeType.RELATIVE if relative else ChangeType.ABSOLUTE,
+            change_dir=direction,
+            threshold=threshold,
+        ),
+        MetricZScoreFilter(name="m", window=window + 1, threshold=threshold, change_dir=direction),
+    ]
+    for spec in specs:
+        by_scan, by_push = make_evaluator(spec), make_evaluator(spec)
+        for v in values[:start]:  # some history first
+            by_scan.push(v)
+            by_push.push(v)
+        edges, state = [], active
+        i = by_scan.scan(values, start, state)
+        while i >= 0:
+            edges.append(i)
+            state = not state
+            i = by_scan.scan(values, i + 1, state)
+        expected, state = [], active
+        for j in range(start, len(values)):
+            condition = by_push.push(values[j])
+            if condition is not None and condition is not state:
+                expected.append(j)
+                state = not state
+        assert edges == expected, spec
+        assert by_scan.state_dict() == by_push.state_dict(), spec
+        assert by_scan.count == by_push.count and by_scan.observed == by_push.observed, spec

@@ -33,11 +33,19 @@ def backtest(filter: Any, values: Sequence[float], *, steps: Sequence[int] | Non
         raise ValueError(f"steps must have one entry per value ({len(values)}), not {len(steps)}")
     evaluator = make_evaluator(spec)
     trigger = Trigger()
-    fired: list[int] = []
+    where: list[int] = []  # the index of each finite value
+    finite: list[float] = []
     for i, raw in enumerate(values):
         x = float(raw)
-        if not math.isfinite(x):
-            continue
-        if trigger.step(evaluator.push(x)) == "fired":
+        if math.isfinite(x):
+            where.append(i)
+            finite.append(x)
+    fired: list[int] = []
+    # As the engine does: scan to the next edge of the condition (nothing changes in between), step the trigger.
+    j = evaluator.scan(finite, 0, trigger.active)
+    while j >= 0:
+        if trigger.step(not trigger.active) == "fired":
+            i = where[j]
             fired.append(i if steps is None else int(steps[i]))
+        j = evaluator.scan(finite, j + 1, trigger.active)
     return fired

@@ -136,12 +136,14 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def _directed(direction: ChangeDir, value: float, amount: float) -> bool:
-    if direction is ChangeDir.INCREASE:
-        return value >= amount
-    if direction is ChangeDir.DECREASE:
-        return value <= -amount
-    return abs(value) >= amount
+_NEVER: Any = object()
+"""``scan``'s ``active`` for ``push``: no condition is it, so a scan of one value stops at that value."""
+
+
+def _exact(values: deque[float]) -> tuple[float, float]:
+    """Mean and M2 (the sum of squared deviations) of ``values``, exactly (``math.fsum``)."""
+    mean = math.fsum(values) / len(values)
+    return mean, math.fsum((v - mean) * (v - mean) for v in values)
 
 
 class Evaluator:
@@ -259,28 +261,51 @@ class ChangeEvaluator(Evaluator):
         self._amount = float(spec.threshold)
         self.current: float | None = None
         self.prior: float | None = None
+        self._condition: bool | None = None  # of the last value pushed
 
     def push(self, x: float) -> bool | None:
-        self.count += 1
-        evicted = self._cur.push(x)
-        if evicted is not None:
-            self._prior.push(evicted)
-        prior_agg = self._prior
-        if len(prior_agg._buf) < prior_agg.size:  # the prior fills only once the current window is full
-            return None
-        cur = self._cur.value
-        prior = self._prior.value
-        self.current, self.prior = cur, prior
-        if self._relative:
-            if prior == 0:
-                return None
-            change = (cur - prior) / abs(prior)
-        else:
-            change = cur - prior
-        if not math.isfinite(change):  # overflow of huge finite values: not evaluable
-            return None
-        self.observed = change
-        return _directed(self._dir, change, self._amount)
+        self.scan((x,), 0, _NEVER)
+        return self._condition
+
+    def scan(self, values: Sequence[float], start: int, active: bool) -> int:
+        # The loop of push, with what it reads hoisted out of it: the rule thread's largest cost per value.
+        cur, prior = self._cur, self._prior
+        cur_push, prior_push, prior_buf, prior_size = cur.push, prior.push, prior._buf, prior.size
+        relative, amount, direction = self._relative, self._amount, self._dir
+        increase, decrease = direction is ChangeDir.INCREASE, direction is ChangeDir.DECREASE
+        isfinite = math.isfinite
+        observed: float | None = None
+        condition: bool | None = None
+        found = -1
+        end = len(values)
+        for i in range(start, end):
+            condition = None
+            evicted = cur_push(values[i])
+            if evicted is not None:
+                prior_push(evicted)
+            if len(prior_buf) < prior_size:  # the prior fills only once the current window is full
+                continue
+            if relative:
+                base = prior.value
+                if base == 0:
+                    continue
+                change = (cur.value - base) / abs(base)
+            else:
+                change = cur.value - prior.value
+            if not isfinite(change):  # overflow of huge finite values: not evaluable
+                continue
+            observed = change
+            condition = change >= amount if increase else change <= -amount if decrease else abs(change) >= amount
+            if condition is not active:
+                found = i
+                break
+        self.count += (found if found >= 0 else end - 1) - start + 1
+        self._condition = condition
+        if len(prior_buf) >= prior_size and end > start:
+            self.current, self.prior = cur.value, prior.value
+        if observed is not None:
+            self.observed = observed
+        return found
 
     def _window_values(self) -> list[float]:
         return self._prior.values() + self._cur.values()
@@ -313,55 +338,61 @@ class ZScoreEvaluator(Evaluator):
         self._run = 0  # how many of the last values are equal to the last one
         self.mean: float | None = None
         self.std: float | None = None
-
-    def _stats(self) -> tuple[float, float] | None:
-        """(mean, std) of the window, or None when the window is not full or constant."""
-        if len(self._buf) < self._w or self._run >= self._w:
-            return None
-        var = self._m2 / self._w
-        if not var > 0:
-            return None
-        return self._mean, math.sqrt(var)
+        self._condition: bool | None = None  # of the last value pushed
 
     def push(self, x: float) -> bool | None:
-        self.count += 1
-        result: bool | None = None
-        stats = self._stats()
-        if stats is not None:
-            mean, std = stats
-            z = (x - mean) / std
-            if math.isfinite(z):
-                self.mean, self.std, self.observed = mean, std, z
-                result = _directed(self._dir, z, self._t)
-        self._add(x)
-        return result
+        self.scan((x,), 0, _NEVER)
+        return self._condition
 
-    def _add(self, x: float) -> None:
-        buf = self._buf
-        self._run = self._run + 1 if buf and buf[-1] == x else 1
-        buf.append(x)
+    def scan(self, values: Sequence[float], start: int, active: bool) -> int:
+        # Each value is compared with the window before it, then added (Welford's update in its sliding form;
+        # exact recomputation every ``window`` values), with the state in locals for the loop.
+        buf, w, threshold, direction = self._buf, self._w, self._t, self._dir
+        increase, decrease = direction is ChangeDir.INCREASE, direction is ChangeDir.DECREASE
+        mean, m2, since, run = self._mean, self._m2, self._since, self._run
+        isfinite, sqrt = math.isfinite, math.sqrt
         n = len(buf)
-        if n > self._w:
-            y = buf.popleft()
-            n -= 1
-            old = self._mean
-            self._mean = old + (x - y) / n
-            self._m2 += (x - y) * (x - self._mean + y - old)
-        else:
-            delta = x - self._mean
-            self._mean += delta / n
-            self._m2 += delta * (x - self._mean)
-        self._since += 1
-        if self._since >= self._w or not math.isfinite(self._m2):
-            self._recompute()
-
-    def _recompute(self) -> None:
-        buf = self._buf
-        n = len(buf)
-        mean = math.fsum(buf) / n
-        self._mean = mean
-        self._m2 = math.fsum((v - mean) * (v - mean) for v in buf)
-        self._since = 0
+        seen: tuple[float, float, float] | None = None  # (mean, std, z) of the last value evaluated
+        condition: bool | None = None
+        found = -1
+        end = len(values)
+        for i in range(start, end):
+            x = values[i]
+            condition = None
+            if n >= w and run < w:  # full, and not constant (std 0 is known exactly from the run length)
+                var = m2 / w
+                if var > 0:
+                    std = sqrt(var)
+                    z = (x - mean) / std
+                    if isfinite(z):
+                        seen = (mean, std, z)
+                        condition = z >= threshold if increase else z <= -threshold if decrease else abs(z) >= threshold
+            run = run + 1 if n and buf[-1] == x else 1
+            buf.append(x)
+            n += 1
+            if n > w:
+                y = buf.popleft()
+                n -= 1
+                old = mean
+                mean = old + (x - y) / n
+                m2 += (x - y) * (x - mean + y - old)
+            else:
+                delta = x - mean
+                mean += delta / n
+                m2 += delta * (x - mean)
+            since += 1
+            if since >= w or not isfinite(m2):
+                mean, m2 = _exact(buf)
+                since = 0
+            if condition is not None and condition is not active:
+                found = i
+                break
+        self._mean, self._m2, self._since, self._run = mean, m2, since, run
+        self.count += (found if found >= 0 else end - 1) - start + 1
+        self._condition = condition
+        if seen is not None:
+            self.mean, self.std, self.observed = seen
+        return found
 
     def _window_values(self) -> list[float]:
         return list(self._buf)
@@ -373,7 +404,9 @@ class ZScoreEvaluator(Evaluator):
         self.count = 0
 
     def _load_push(self, x: float) -> None:
-        self._add(x)
+        mean, std = self.mean, self.std  # a value back into the window (a resumed state): not a new z-score
+        self.scan((x,), 0, _NEVER)
+        self.mean, self.std = mean, std
 
 
 def make_evaluator(

@@ -10,8 +10,8 @@ nothing itself:
   first logger) and the stage;
 - ``on_train_batch_end`` hands the step's loss tensor to the monitor as is (no ``.item()``: the monitor holds
   it and reads the held values together, about every 0.05 s or every ``check_every_n_steps`` steps), with the
-  step ``training_step`` saw,
-  read from Lightning's optimizer-step counter (no batch-start hook: one hook a step);
+  step ``training_step`` saw, read from Lightning's optimizer-step counter (no batch-start hook: one hook a
+  step);
 - epoch ends and validation ends hand over ``trainer.callback_metrics``. Every rank reads them, because
   reading them can run an all-reduce; the monitor decides which rank sends;
 - ``on_fit_end``/``on_validation_end``/``on_test_end``/``on_predict_end`` end the stage (the fit summary
@@ -181,7 +181,7 @@ class _AlertHooks(MonitorOwner):
         self._epoch: int | None = None  # read at each epoch's start, not each step (a chain of properties)
         # Ranks agree on stopping on steps that are multiples of this (a collective every step would cost more
         # than the check): every n-th step, or every _AGREE_EVERY steps with reads paced by time.
-        self._every = _AGREE_EVERY if check_every_n_steps is None else max(1, int(check_every_n_steps))
+        self._agree_every = _AGREE_EVERY if check_every_n_steps is None else max(1, int(check_every_n_steps))
         self._multi_rank = False  # world size > 1, read once at setup (trainer.world_size is a chain of properties)
         self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
         self._tracker: Any = None  # see _step_tracker
@@ -235,8 +235,8 @@ class _AlertHooks(MonitorOwner):
         should_stop = bool(self.monitor.should_stop)
         if self._multi_rank:
             # Every rank must stop at the same step or the others wait in a collective forever: agree on every
-            # self._every-th step only (a step number all ranks share), so the other steps add no collective.
-            if step % self._every:
+            # self._agree_every-th step only (a step number all ranks share), so the other steps add no collective.
+            if step % self._agree_every:
                 return
             should_stop = bool(trainer.strategy.reduce_boolean_decision(should_stop, all=False))
         if should_stop:

@@ -213,13 +213,13 @@ class NonFiniteDetector:
         return found
 
     def read(self) -> Finding | None:
-        """Read every held tensor now (due, or at the end of a stage or run); returns the first non-finite."""
+        """Read every held tensor now (due, or at the end of a stage or run); returns the first non-finite.
+        Nothing held: nothing to do (the schedule stands)."""
         held = self.held
-        if held:
-            self.held = []
-            found = self._settle(held)
-        else:
-            found = None
+        if not held:
+            return None
+        self.held = []
+        found = self._settle(held)
         self._schedule()
         return found
 

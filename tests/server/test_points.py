@@ -4,6 +4,7 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -83,6 +84,20 @@ def _alembic(db: Database, action: str, revision: str) -> None:
         getattr(command, action)(config, revision)
 
 
+def _old_runs(connection: Any, run_ids: list[str]) -> list[int]:
+    """Project 'p' and ``run_ids`` in it, in the schema of revision 0001 (SQL: the models are the head's);
+    the runs' primary keys, in order."""
+    connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', 0)"))
+    connection.execute(
+        text(
+            "INSERT INTO runs (project_id, run_id, name, tags, config, state, created_at, updated_at, "
+            "last_seen_at, points, dropped) VALUES (1, :run_id, :run_id, '[]', '{}', 'RUNNING', 0, 0, 0, 0, 0)"
+        ),
+        [{"run_id": run_id} for run_id in run_ids],
+    )
+    return [pk for (pk,) in connection.execute(text("SELECT id FROM runs ORDER BY id")).all()]
+
+
 def test_migration_packs_stored_points_and_unpacks_them_on_downgrade(database_url: str) -> None:
     db = Database(database_url, migrate=False)
     try:
@@ -91,13 +106,7 @@ def test_migration_packs_stored_points_and_unpacks_them_on_downgrade(database_ur
         points[7] = (7, None, 507.0, "nan")
         points[8] = (8, None, 508.0, "-inf")
         with db.engine.begin() as connection:
-            connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', 0)"))
-            connection.execute(
-                text(
-                    "INSERT INTO runs (project_id, run_id, name, tags, config, state, created_at, updated_at, "
-                    "last_seen_at, points, dropped) VALUES (1, 'r1', 'r1', '[]', '{}', 'RUNNING', 0, 0, 0, 0, 0)"
-                )
-            )
+            _old_runs(connection, ["r1"])
             for name in ("loss", "acc"):
                 connection.execute(
                     text(
@@ -132,15 +141,7 @@ def test_migration_round_trip_pages_through_more_chunks_than_one_page(database_u
         _alembic(db, "upgrade", "0001")
         runs = 150
         with db.engine.begin() as connection:
-            connection.execute(text("INSERT INTO projects (name, created_at) VALUES ('p', 0)"))
-            connection.execute(
-                text(
-                    "INSERT INTO runs (project_id, run_id, name, tags, config, state, created_at, updated_at, "
-                    "last_seen_at, points, dropped) VALUES (1, :run_id, :run_id, '[]', '{}', 'RUNNING', 0, 0, 0, 0, 0)"
-                ),
-                [{"run_id": f"r{i}"} for i in range(runs)],
-            )
-            pks = [pk for (pk,) in connection.execute(text("SELECT id FROM runs ORDER BY id")).all()]
+            pks = _old_runs(connection, [f"r{i}" for i in range(runs)])
             rows = [
                 {"run_pk": pk, "name": name, "step": step, "value": pk * 10.0 + step, "time": 1000.0 + step}
                 for pk in pks

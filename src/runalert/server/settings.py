@@ -39,6 +39,15 @@ class ServerSettings(BaseSettings):
     dispatch_interval: float = Field(1.0, gt=0, description="Poll interval of the dispatcher when idle.")
     dispatcher_threads: int = Field(4, ge=1, le=64)
     background: bool = Field(True, description="Run the dispatcher and the heartbeat monitor in this process.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; a larger one is answered 413."
+    )
+    max_batch_points: int = Field(
+        100_000, ge=1, description="Most metric points (values) in one metric batch; more is answered 413."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="A token for GET /metrics (Bearer), besides any project's API key; none: API keys only."
+    )
 
     @field_validator("home", mode="after")
     @classmethod

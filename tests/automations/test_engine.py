@@ -184,6 +184,81 @@ def test_nonfinite_values_are_reported_only_for_watched_metrics() -> None:
     assert [f.kind for f in engine.log("r", {"loss": 5})] == ["fired"]
 
 
+def test_a_nonfinite_value_fires_the_nonfinite_event_with_its_value(receiver: tuple[HTTPServer, Alerter]) -> None:
+    server, alerter = receiver
+    clock = Clock()
+    engine = LocalEngine(alerter, clock=clock)
+    payload = {"v": "${metric_value}", "m": "${metric_name}", "t": "${threshold}", "e": "${event_type}"}
+    hook = Webhook(server.url_for("/hook"))
+    engine.add_integration("ci", hook)
+    event = OnRunMetric(scope=Project("p"), filter=loss.is_nonfinite())
+    engine.create(event >> SendWebhook(integration="ci", payload=payload), name="nan", cooldown=0)
+    engine.create(OnRunMetric(filter=loss.avg(2) > 1) >> DoNothing(), name="avg")
+    engine.start_run("r", name="bert", project="p")
+    nan, inf = float("nan"), float("inf")
+    firings = [
+        f
+        for step, v in enumerate([1.0, nan, nan, 2.0, inf, -inf, 0.5, -inf])
+        for f in engine.log("r", {"loss": v}, step)
+    ]
+    fired = [(f.automation, f.kind, str(f.metric_value), f.step, f.threshold) for f in firings if f.automation == "nan"]
+    assert fired == [
+        ("nan", "fired", "nan", 1, None),
+        ("nan", "fired", "inf", 4, None),
+        ("nan", "fired", "-inf", 7, None),
+    ]
+    # the window-based rule reports the values it skips (never delivered); avg(1, 2) fires at 3
+    avg = [(f.kind, f.step) for f in firings if f.automation == "avg"]
+    assert avg == [
+        ("nonfinite", 1),
+        ("nonfinite", 2),
+        ("fired", 3),
+        ("nonfinite", 4),
+        ("nonfinite", 5),
+        ("nonfinite", 7),
+    ]
+    assert wait_for(lambda: len(received(server)) == 3)
+    assert [b["v"] for b in received(server)] == ["nan", "inf", "-inf"]
+    assert received(server)[0] == {"v": "nan", "m": "loss", "t": "", "e": "RUN_METRIC_NONFINITE"}
+
+
+def test_the_nonfinite_event_is_edge_triggered_with_a_cooldown_and_resolves() -> None:
+    clock = Clock()
+    engine = LocalEngine(clock=clock)
+    rule = OnRunMetric(filter=loss.is_nonfinite()) >> SendNotification(title="Loss is NaN")
+    engine.create(rule, name="nan", cooldown=timedelta(minutes=10), notify_resolved=True)
+    nan = float("nan")
+
+    def log(value: float) -> list[str]:
+        return [f.kind for f in engine.log("r", {"loss": value})]
+
+    assert log(nan) == ["fired"]
+    assert log(nan) == []  # still non-finite: the same activation
+    [resolved] = engine.log("r", {"loss": 1.0})
+    assert resolved.kind == "resolved" and resolved.alert is not None
+    assert resolved.alert.title == "Resolved: Loss is NaN"
+    assert log(nan) == [] and log(2.0) == []  # again inside the cooldown: silent (and so nothing resolves)
+    clock.now += 600
+    assert log(float("-inf")) == ["fired"]
+    # the same sequence through log_columns (the server's and the callbacks' path)
+    columns = LocalEngine(clock=Clock())
+    columns.create(rule, name="nan", cooldown=0)
+    batch = ([0, 1, 2, 3, 4], [1.0, nan, nan, 2.0, float("inf")])
+    assert [(f.kind, f.step) for f in columns.log_columns("r", {"loss": batch})] == [("fired", 1), ("fired", 4)]
+
+
+def test_equality_rules_fire_on_an_edge() -> None:
+    engine = LocalEngine()
+    engine.create(OnRunMetric(filter=RunEvent.metric("epoch") == 3) >> DoNothing(), name="epoch-3", cooldown=0)
+    engine.create(OnRunMetric(filter=RunEvent.metric("flag").max(2) != 0) >> DoNothing(), name="flag", cooldown=0)
+    rows = [{"epoch": 1, "flag": 0}, {"epoch": 3, "flag": 0}, {"epoch": 3, "flag": 1}, {"epoch": 4, "flag": 0}]
+    fired = [(f.automation, f.step) for step, row in enumerate(rows) for f in engine.log("r", row, step)]
+    assert fired == [("epoch-3", 1), ("flag", 2)]
+    [firing] = engine.log("r", {"epoch": 3}, 9)
+    assert (firing.metric_value, firing.threshold) == (3, 3)
+    assert firing.alert is None  # DoNothing
+
+
 def test_scope_and_run_filters_select_runs() -> None:
     engine = LocalEngine()
     rule = (loss > 1) & RunEvent.name.contains("bert") & (RunEvent.user == "ana") & ~RunEvent.tags.contains("muted")

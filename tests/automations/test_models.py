@@ -19,6 +19,7 @@ from runalert.automations import (
     DoNothing,
     EmailIntegration,
     MetricChangeFilter,
+    MetricNonFiniteFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
     NewAutomation,
@@ -124,6 +125,70 @@ def test_event_type_is_inferred_from_the_filter() -> None:
     assert OnRunState(filter=RunEvent.state == "finished").event_type == "RUN_STATE"
 
 
+def test_equality_builders_build_filters() -> None:
+    f = loss == 1
+    assert isinstance(f, MetricThresholdFilter)
+    assert (f.name, f.agg, f.window, f.cmp, f.threshold) == ("loss", None, 1, "$eq", 1)
+    g = loss.avg(3) != 0
+    assert (g.agg, g.window, g.cmp, g.threshold) == (Agg.AVERAGE, 3, "$ne", 0)
+    assert loss.eq(1) == (loss == 1) and loss.max(2).ne(5) == (loss.max(2) != 5)
+    assert (1 == loss) == (loss == 1)  # noqa: SIM300 - reflected: the operand builds the filter
+    assert (loss == 1).describe() == "loss == 1" and g.describe() == "avg(loss, 3) != 0"
+    # W&B's JSON form and the symbols are accepted
+    assert MetricThresholdFilter(name="loss", cmp_op="$ne", threshold=0) == (loss != 0)
+    assert MetricThresholdFilter(name="loss", cmp="==", threshold=1) == (loss == 1)
+    assert MetricThresholdFilter.model_validate({"name": "loss", "cmp": "ne", "threshold": 2}).cmp == "$ne"
+    assert OnRunMetric(filter=loss == 1).event_type == "RUN_METRIC"
+
+
+def test_operands_keep_structural_equality_and_hashing() -> None:
+    # between two operands == and != are still comparisons of the models (and give bools)
+    assert (loss.mean(3) == loss.avg(3)) is True
+    assert (loss.avg(3) == loss.avg(4)) is False
+    assert (loss.avg(3) != loss.avg(4)) is True and (loss != RunEvent.metric("loss")) is False
+    assert (loss.zscore(5) == loss.zscore(5)) is True and (loss.zscore(5) != abs(loss.zscore(5))) is True
+    assert len({loss, RunEvent.metric("loss"), loss.avg(3), loss.mean(3), loss.avg(4), loss.zscore(5)}) == 4
+    # filters and automations compare structurally (idempotent upserts compare them)
+    assert (loss == 1) == (loss == 1) and (loss == 1) != (loss == 2) and (loss == 1) != (loss != 1)
+    assert len({loss == 1, loss.eq(1), loss != 1, loss.is_nonfinite(), loss.is_nonfinite()}) == 3
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: bool(loss > 1), r"is a rule, not a truth value"),
+        (lambda: 0 < loss < 1, r"chained comparison such as 0 < m < 1"),
+        (lambda: 0 < loss.avg(3) <= 1, r"two rules"),
+        (lambda: (loss == 1) or (loss == 2), r"not a truth value"),
+        (lambda: (loss > 1) and RunEvent.name.contains("bert"), r"add a run filter with & \(not 'and'\)"),
+        (lambda: not loss.is_nonfinite(), r"not a truth value"),
+        (lambda: bool((loss > 1) & RunEvent.name.contains("bert")), r"not a truth value"),
+        (lambda: bool(loss.zscore(5) > 2), r"not a truth value"),
+        (lambda: loss == "high", r"a metric compares with a number \(int or float\), not str"),
+        (lambda: loss.avg(3) != None, r"RunEvent.metric\('loss'\).avg\(3\) != \.\.\.: .* not NoneType"),  # noqa: E711
+        (lambda: loss == True, r"not bool"),  # noqa: E712
+        (lambda: loss.zscore(5) == 3, r"zscore\(5\) == \.\.\. is not a rule: write zscore\(n\) > t"),
+        (lambda: loss.zscore(5) != 3, r"is not a rule"),
+    ],
+)
+def test_comparisons_python_would_turn_into_a_bool_raise_a_clear_type_error(build: object, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        build()  # type: ignore[operator]
+
+
+def test_nonfinite_builder_and_event() -> None:
+    f = loss.is_nonfinite()
+    assert isinstance(f, MetricNonFiniteFilter)
+    assert (f.name, f.kind, f.describe()) == ("loss", "nonfinite", "loss is non-finite (NaN or inf)")
+    event = OnRunMetric(scope=Project("p"), filter=f)
+    assert event.event_type == "RUN_METRIC_NONFINITE" and event.metric_name == "loss"
+    assert OnRunMetric.model_validate(json.loads(event.model_dump_json())) == event
+    with pytest.raises(ValueError, match="does not match"):
+        OnRunMetric(event_type="RUN_METRIC", filter=f)
+    with pytest.raises(ValueError, match=r"threshold must be a finite number, not nan; .*is_nonfinite\(\)"):
+        loss.eq(float("nan"))
+
+
 def test_wandb_docs_event_example() -> None:
     event = OnRunMetric(scope=Project("my-project"), filter=RunEvent.metric("my-metric").avg(5).gt(123.45))
     assert event.scope.name == "my-project"
@@ -155,6 +220,9 @@ EVENTS = [
     ),
     OnRunMetric(scope=Project("p", entity="team"), filter=abs(loss.zscore(30)) > 3),
     OnRunMetric(filter=~RunEvent.name.matches_regex("^tmp") & (loss.zscore(7) < -2.5)),
+    OnRunMetric(filter=loss == 1),
+    OnRunMetric(scope=Project("p"), filter=(loss.avg(3) != 0) & RunEvent.name.contains("b")),
+    OnRunMetric(scope=Project("p"), filter=loss.is_nonfinite() & RunEvent.user.eq("ana")),
     OnRunState(scope=Project("p"), filter=RunEvent.state.in_(["finished", "crashed"]) & RunEvent.user.in_(["a"])),
     OnCreateArtifact(scope=ArtifactCollectionScope("models", project="p")),
     OnAddArtifactAlias(scope=Project("p"), filter=ArtifactEvent.alias.matches_regex("^prod")),
@@ -185,6 +253,8 @@ def test_new_automation_and_automation_round_trip(event: object, action: object)
         WebhookIntegration(name="w", url="https://example.com/hook", signing_secret="SIGN", access_token_secret="TOK"),
         EmailIntegration(name="e", to=["a@example.com"], host="smtp.example.com", sender="r@example.com"),
         loss > 1,
+        loss.avg(2) != 0,
+        loss.is_nonfinite(),
         RunEvent.state == "failed",
         Project("p"),
     ],
@@ -218,7 +288,7 @@ INVALID = [
     (lambda: loss > "high", "threshold must be a number"),
     (lambda: RunEvent.state == "exploded", "state must be one of RUNNING, FINISHED, FAILED"),
     (lambda: RunEvent.state.in_([]), "at least one"),
-    (lambda: MetricThresholdFilter(name="x", cmp="==", threshold=1), "cmp must be one of >, >=, <, <="),
+    (lambda: MetricThresholdFilter(name="x", cmp="~", threshold=1), "cmp must be one of >, >=, <, <=, ==, !="),
     (lambda: MetricThresholdFilter(name="x", window=3, cmp=">", threshold=1), "window must be 1 without an aggregate"),
     (lambda: MetricThresholdFilter(name="", cmp=">", threshold=1), "name"),
     (lambda: MetricThresholdFilter(name="x", agg="median", window=3, cmp=">", threshold=1), "agg"),

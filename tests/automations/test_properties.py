@@ -18,6 +18,7 @@ from runalert.automations import (
     ChangeDir,
     ChangeType,
     MetricChangeFilter,
+    MetricNonFiniteFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
     Trigger,
@@ -61,6 +62,7 @@ def naive_threshold(spec: MetricThresholdFilter, values: list[float]) -> list[tu
         stat = aggregate(spec.agg, values[i + 1 - spec.window : i + 1])
         ops = {"$gt": stat > spec.threshold, "$gte": stat >= spec.threshold}
         ops |= {"$lt": stat < spec.threshold, "$lte": stat <= spec.threshold}
+        ops |= {"$eq": stat == spec.threshold, "$ne": stat != spec.threshold}
         out.append((ops[spec.cmp], stat))
     return out
 
@@ -108,7 +110,9 @@ def directed(direction: ChangeDir, value: float, amount: float) -> bool:
     return abs(value) >= amount
 
 
-def check(spec: object, raw: list[float], naive: object, boundary: float) -> None:
+def check(spec: object, raw: list[float], naive: object, boundary: float | None) -> None:
+    """``boundary=None``: the conditions are compared everywhere (``==``/``!=`` on dyadic values, whose sums
+    and averages over these windows are exact, so the incremental and naive statistics are equal)."""
     values = [v for v in raw if math.isfinite(v)]
     evaluator = make_evaluator(spec)  # type: ignore[arg-type]
     expected = naive(spec, values)  # type: ignore[operator]
@@ -120,12 +124,12 @@ def check(spec: object, raw: list[float], naive: object, boundary: float) -> Non
             continue
         assert evaluator.observed is not None and stat is not None
         assert close(evaluator.observed, stat), (i, evaluator.observed, stat)
-        if not close(abs(stat), boundary):
+        if boundary is None or not close(abs(stat), boundary):
             assert got == want, (i, got, want, stat)
     # the edge-triggered firings are those of the naive conditions
     trigger = Trigger()
     naive_fired = [i for i, (cond, _) in enumerate(expected) if trigger.step(cond) == "fired"]
-    if all(stat is None or not close(abs(stat), boundary) for _, stat in expected):
+    if boundary is None or all(stat is None or not close(abs(stat), boundary) for _, stat in expected):
         finite_index = [i for i, v in enumerate(raw) if math.isfinite(v)]
         assert backtest(spec, raw) == [finite_index[i] for i in naive_fired]
 
@@ -137,6 +141,34 @@ def test_threshold_agrees_with_naive(
 ) -> None:
     spec = MetricThresholdFilter(name="m", agg=agg, window=window if agg else 1, cmp=cmp, threshold=threshold)
     check(spec, raw, naive_threshold, threshold)
+
+
+small = st.integers(-3, 3).map(lambda i: i / 2)  # few distinct values: == and != change often
+small_runs = st.lists(
+    st.tuples(st.one_of(small, small, small, special), st.integers(1, 4)).map(lambda t: [t[0]] * t[1]),
+    max_size=40,
+).map(lambda chunks: [v for chunk in chunks for v in chunk])
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=small_runs, agg=aggs, window=windows, cmp=st.sampled_from(["$eq", "$ne"]), threshold=small)
+def test_equality_agrees_with_naive(raw: list[float], agg: Agg | None, window: int, cmp: str, threshold: float) -> None:
+    """``==`` and ``!=`` on a value or an aggregate: the same conditions and firings as the naive windows, exactly."""
+    spec = MetricThresholdFilter(name="m", agg=agg, window=window if agg else 1, cmp=cmp, threshold=threshold)
+    check(spec, raw, naive_threshold, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=runs)
+def test_nonfinite_fires_where_a_nonfinite_value_follows_a_finite_one(raw: list[float]) -> None:
+    """``is_nonfinite()`` sees every value: it fires at each NaN/inf that starts the run or follows a finite value."""
+    spec = MetricNonFiniteFilter(name="m")
+    expected = [i for i, v in enumerate(raw) if not math.isfinite(v) and (i == 0 or math.isfinite(raw[i - 1]))]
+    assert backtest(spec, raw) == expected
+    evaluator = make_evaluator(spec)
+    for v in raw:
+        assert evaluator.push(v) is (not math.isfinite(v))
+        assert evaluator.observed is not None and (evaluator.observed == v or math.isnan(v))
 
 
 @settings(max_examples=150, deadline=None)
@@ -230,6 +262,7 @@ def test_state_dict_round_trip_continues_identically(
             name="m", agg=agg, window=window if agg else 1, change_type="RELATIVE", change_dir="ANY", threshold=0.5
         ),
         MetricZScoreFilter(name="m", window=window, threshold=1.5),
+        MetricThresholdFilter(name="m", agg=agg, window=window if agg else 1, cmp="$ne", threshold=0.5),
     ]
     for spec in specs:
         whole = make_evaluator(spec)
@@ -240,6 +273,14 @@ def test_state_dict_round_trip_continues_identically(
         second.load_state_dict(json.loads(json.dumps(first.state_dict())))
         tail = [second.push(v) for v in values[split:]]
         assert head + tail == expected
+    # is_nonfinite() takes every value, NaN and inf included
+    whole, first = make_evaluator(MetricNonFiniteFilter(name="m")), make_evaluator(MetricNonFiniteFilter(name="m"))
+    expected = [whole.push(v) for v in raw]
+    head = [first.push(v) for v in raw[:split]]
+    second = make_evaluator(MetricNonFiniteFilter(name="m"))
+    second.load_state_dict(json.loads(json.dumps(first.state_dict(), allow_nan=False)))
+    assert head + [second.push(v) for v in raw[split:]] == expected
+    assert second.count == whole.count
 
 
 def _engine_with_rules(window: int, threshold: float, notify_resolved: bool) -> LocalEngine:
@@ -254,6 +295,10 @@ def _engine_with_rules(window: int, threshold: float, notify_resolved: bool) -> 
         "min": b.min(window) < threshold,
         "change": a.avg(window).changes_by(diff=abs(threshold) + 0.25),
         "zscore": b.zscore(window + 1).abs() > 1.5,
+        "eq": a == threshold,
+        "ne": b.avg(window) != threshold,
+        "nonfinite-a": a.is_nonfinite(),
+        "nonfinite-b": b.is_nonfinite(),
     }
     for name, f in filters.items():
         engine.create(OnRunMetric(filter=f) >> DoNothing(), name=name, notify_resolved=notify_resolved)
@@ -344,8 +389,14 @@ def test_scan_over_many_values_is_push_one_at_a_time(
             threshold=threshold,
         ),
         MetricZScoreFilter(name="m", window=window + 1, threshold=threshold, change_dir=direction),
+        MetricThresholdFilter(name="m", agg=agg, window=window if agg else 1, cmp="$ne", threshold=threshold),
+        MetricThresholdFilter(name="m", cmp="$eq", threshold=threshold),
+        MetricNonFiniteFilter(name="m"),
     ]
     for spec in specs:
+        if isinstance(spec, MetricNonFiniteFilter):  # the one evaluator that takes every value
+            values = raw
+            start = min(start, len(values))
         by_scan, by_push = make_evaluator(spec), make_evaluator(spec)
         for v in values[:start]:  # some history first
             by_scan.push(v)
@@ -364,4 +415,5 @@ def test_scan_over_many_values_is_push_one_at_a_time(
                 state = not state
         assert edges == expected, spec
         assert by_scan.state_dict() == by_push.state_dict(), spec
-        assert by_scan.count == by_push.count and by_scan.observed == by_push.observed, spec
+        assert by_scan.count == by_push.count, spec
+        assert by_scan.observed == by_push.observed or math.isnan(by_scan.observed or 0), spec

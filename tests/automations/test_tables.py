@@ -37,6 +37,38 @@ THRESHOLD = [
     (x.avg(4) > 0, [1, 1, 1], []),
 ]
 
+EQUALITY = [
+    # == fires when the value becomes 1: true at 1, 2 (one activation), false at 3, true again at 4
+    (x == 1, [0, 1, 1, 2, 1], [1, 4]),
+    (x.eq(2), [2], [0]),
+    # != 0: true from the start (the trigger starts inactive), false at 1-2, true at 3-4, false at 5, true at 7;
+    # the NaN at 6 never enters the window
+    (x != 0, [1, 0, 0, 2, 3, 0, NAN, 5], [0, 3, 7]),
+    (x.ne(2), [2, 2], []),
+    # finite stream 1, 1, 2 at indices 1, 3, 4
+    (x != 1, [NAN, 1, INF, 1, 2], [4]),
+    # avg of the last 2: -, 1, 1.5, 1, 2, 1
+    (x.avg(2) == 1, [0, 2, 1, 1, 3, -1], [1, 3, 5]),
+    # avg of the last 2: -, 0, 0.5, 0, -0.5, 0, 1 (!= 0 at 2, 4, 6)
+    (x.avg(2) != 0, [0, 0, 1, -1, 0, 0, 2], [2, 4, 6]),
+    # max of the last 3: -, -, 5, 1, 5, 5
+    (x.max(3) != 5, [5, 1, 1, 1, 5, 0], [3]),
+    # min of the last 2: -, 0, 0, 3, 0, 0, 2
+    (x.min(2).eq(0), [1, 0, 3, 4, 0, 2, 5], [1, 4]),
+    # floats compare exactly: 0.1 + 0.2 is 0.30000000000000004, not 0.3
+    (x == 0.3, [0.1 + 0.2], []),
+]
+
+NONFINITE = [
+    # fires at the first NaN; the second is the same activation; 2 ends it; inf fires, -inf right after does not
+    (x.is_nonfinite(), [1, NAN, NAN, 2, INF, -INF, 3, -INF], [1, 4, 7]),
+    # a run that starts with NaN fires at once
+    (x.is_nonfinite(), [NAN, 1], [0]),
+    (x.is_nonfinite(), [-INF], [0]),
+    (x.is_nonfinite(), [1, 2, 3], []),
+    (x.is_nonfinite(), [], []),
+]
+
 CHANGE = [
     # deltas: -, 1, 2, 0, 3, -4, 3
     (x.increases_by(diff=2), [0, 1, 3, 3, 6, 2, 5], [2, 4, 6]),
@@ -83,6 +115,24 @@ ZSCORE = [
 @pytest.mark.parametrize(("rule", "values", "expected"), THRESHOLD, ids=lambda v: repr(v)[:40])
 def test_threshold_table(rule: object, values: list[float], expected: list[int]) -> None:
     assert backtest(rule, values) == expected
+
+
+@pytest.mark.parametrize(("rule", "values", "expected"), EQUALITY, ids=lambda v: repr(v)[:40])
+def test_equality_table(rule: object, values: list[float], expected: list[int]) -> None:
+    assert backtest(rule, values) == expected
+
+
+@pytest.mark.parametrize(("rule", "values", "expected"), NONFINITE, ids=lambda v: repr(v)[:40])
+def test_nonfinite_table(rule: object, values: list[float], expected: list[int]) -> None:
+    assert backtest(rule, values) == expected
+
+
+def test_nonfinite_backtest_returns_steps_and_accepts_the_event() -> None:
+    from runalert.automations import OnRunMetric
+
+    event = OnRunMetric(filter=x.is_nonfinite())
+    assert event.event_type == "RUN_METRIC_NONFINITE"
+    assert backtest(event, [1, NAN, 2, INF], steps=[10, 20, 30, 40]) == [20, 40]
 
 
 @pytest.mark.parametrize(("rule", "values", "expected"), CHANGE, ids=lambda v: repr(v)[:40])

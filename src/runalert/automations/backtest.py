@@ -7,12 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runalert.automations.evaluators import Trigger, make_evaluator
-from runalert.automations.filters import (
-    MetricChangeFilter,
-    MetricThresholdFilter,
-    MetricZScoreFilter,
-    RunMetricFilter,
-)
+from runalert.automations.filters import METRIC_FILTERS, RunMetricFilter
 
 __all__ = ["backtest"]
 
@@ -22,12 +17,14 @@ def backtest(filter: Any, values: Sequence[float], *, steps: Sequence[int] | Non
 
     ``filter`` is a metric filter (``RunEvent.metric("loss").avg(5) > 2``), a :class:`RunMetricFilter` or an
     ``OnRunMetric`` event (its run filter is ignored). Non-finite values are skipped, as the engine skips
-    them (they never enter a window). With ``steps`` (one per value), the steps are returned instead.
+    them (they never enter a window), except by ``is_nonfinite()``, which sees every value and fires where a
+    NaN or inf follows a finite value (or starts the sequence). With ``steps`` (one per value), the steps are
+    returned instead.
     """
     spec = getattr(filter, "filter", filter)
     if isinstance(spec, RunMetricFilter):
         spec = spec.metric
-    if not isinstance(spec, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+    if not isinstance(spec, METRIC_FILTERS):
         raise TypeError(f"backtest takes a metric filter, not {type(filter).__name__}")
     if steps is not None and len(steps) != len(values):
         raise ValueError(f"steps must have one entry per value ({len(values)}), not {len(steps)}")
@@ -35,9 +32,10 @@ def backtest(filter: Any, values: Sequence[float], *, steps: Sequence[int] | Non
     trigger = Trigger()
     where: list[int] = []  # the index of each finite value
     finite: list[float] = []
+    takes_all = evaluator.takes_nonfinite
     for i, raw in enumerate(values):
         x = float(raw)
-        if math.isfinite(x):
+        if takes_all or math.isfinite(x):
             where.append(i)
             finite.append(x)
     fired: list[int] = []

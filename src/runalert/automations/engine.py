@@ -24,6 +24,7 @@ from runalert.automations.automation import DEFAULT_COOLDOWN, Automation, NewAut
 from runalert.automations.evaluators import (
     ChangeEvaluator,
     Evaluator,
+    NonFiniteEvaluator,
     Trigger,
     ZScoreEvaluator,
     make_evaluator,
@@ -31,6 +32,7 @@ from runalert.automations.evaluators import (
 from runalert.automations.events import OnRunMetric, OnRunState
 from runalert.automations.filters import (
     MetricChangeFilter,
+    MetricNonFiniteFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
     RunState,
@@ -67,9 +69,11 @@ class AutomationNotFoundError(LookupError):
 class Firing:
     """One automation firing (or resolving) for one run, with the alert that was delivered for it.
 
-    ``kind`` is ``"fired"``, ``"resolved"`` or ``"nonfinite"`` (a NaN/inf value of a watched metric: reported,
-    never delivered, never put in a window). ``metric_value`` is the statistic compared with ``threshold``: the
-    (aggregated) value for a threshold filter, the change for a change filter, the z-score for a z-score filter.
+    ``kind`` is ``"fired"``, ``"resolved"`` or ``"nonfinite"`` (a NaN/inf value of a metric that a window-based
+    rule watches: reported, never delivered, never put in a window; an ``is_nonfinite()`` rule fires on it as
+    ``"fired"``). ``metric_value`` is the statistic compared with ``threshold``: the (aggregated) value for a
+    threshold filter, the change for a change filter, the z-score for a z-score filter, the value itself (``nan``,
+    ``inf``, ``-inf``) for ``is_nonfinite()``, which has no threshold.
     """
 
     automation: str
@@ -99,8 +103,9 @@ class RunInfo:
     state: str | None = None
     reason: str | None = None
     matches: dict[str, bool] = field(default_factory=dict, repr=False)
-    plan: dict[str, list[tuple[Automation, _Rule]]] = field(default_factory=dict, repr=False)
-    """Per watched metric: the automations that apply to this run, with their rules (built on first use)."""
+    plan: dict[str, tuple[Applied, Applied]] = field(default_factory=dict, repr=False)
+    """Per watched metric: the automations that apply to this run, with their rules (built on first use), as
+    (the rules with windows, which see finite values only; the ``is_nonfinite()`` rules, which see every value)."""
 
     def forget_plan(self) -> None:
         """Drop what was derived from the automations and attributes (after either changed)."""
@@ -127,6 +132,9 @@ class _Rule:
     def __init__(self, evaluator: Evaluator | None) -> None:
         self.evaluator = evaluator
         self.trigger = Trigger()
+
+
+Applied = list[tuple[Automation, _Rule]]
 
 
 class LocalEngine:
@@ -347,16 +355,19 @@ class LocalEngine:
             run = self._ensure_run(run_id)
             for metric, raw in metrics.items():
                 applied = self._applied(run, metric)
-                if not applied:
+                if applied is None:
                     continue
+                windowed, every = applied
                 try:
                     x = float(raw)
                 except (TypeError, ValueError):
                     continue
-                if not math.isfinite(x):
-                    firings += [self._nonfinite_firing(a, run, metric, x, step) for a, _rule in applied]
-                    continue
-                self._scan_column(run, applied, (step,), (x,), firings)  # a column of one value
+                if math.isfinite(x):
+                    self._scan_column(run, windowed, (step,), (x,), firings)  # a column of one value
+                else:
+                    firings += [self._nonfinite_firing(a, run, metric, x, step) for a, _rule in windowed]
+                if every:
+                    self._scan_column(run, every, (step,), (x,), firings)
         if firings:
             self._deliver(firings)
         return firings
@@ -375,8 +386,13 @@ class LocalEngine:
         with self._lock:
             run = self._ensure_run(run_id)
             for metric, (steps, values) in columns.items():
-                applied = self._applied(run, metric)
-                if not applied or not values:
+                found = self._applied(run, metric)
+                if found is None or not values:
+                    continue
+                applied, every = found
+                if every:
+                    self._scan_column(run, every, steps, values, firings)
+                if not applied:
                     continue
                 if math.isfinite(sum(values)):  # all finite (NaN and inf propagate; an overflow takes the slow way)
                     self._scan_column(run, applied, steps, values, firings)
@@ -395,12 +411,13 @@ class LocalEngine:
     def _scan_column(
         self,
         run: RunInfo,
-        applied: list[tuple[Automation, _Rule]],
+        applied: Applied,
         steps: Sequence[int | None],
         values: Sequence[float],
         firings: list[Firing],
     ) -> None:
-        """Push finite ``values`` through each applied rule, handling each edge where it happens."""
+        """Push ``values`` (finite ones, unless the rules take every value) through each applied rule, handling
+        each edge where it happens."""
         if not values:
             return
         now: float | None = None
@@ -417,15 +434,23 @@ class LocalEngine:
                     firings.append(firing)
                 i = evaluator.scan(values, i + 1, trigger.active)
 
-    def _applied(self, run: RunInfo, metric: str) -> list[tuple[Automation, _Rule]] | None:
+    def _applied(self, run: RunInfo, metric: str) -> tuple[Applied, Applied] | None:
         """The automations (with their rules) that evaluate ``metric`` for ``run``, from the run's plan (built
-        on first use); ``None`` when no automation watches the metric (not cached: names are unbounded)."""
+        on first use), as (rules with windows, ``is_nonfinite()`` rules); ``None`` when no automation watches
+        the metric (not cached: names are unbounded)."""
         applied = run.plan.get(metric)
         if applied is None:
             watchers = self._by_metric.get(metric)
             if not watchers:
                 return None
-            applied = run.plan[metric] = [(a, self._rule(run.run_id, a)) for a in watchers if self._matches(run, a)]
+            windowed: Applied = []
+            every: Applied = []
+            for automation in watchers:
+                if self._matches(run, automation):
+                    rule = self._rule(run.run_id, automation)
+                    takes_all = rule.evaluator is not None and rule.evaluator.takes_nonfinite
+                    (every if takes_all else windowed).append((automation, rule))
+            applied = run.plan[metric] = (windowed, every)
         return applied
 
     def _on_edge(
@@ -669,13 +694,13 @@ class LocalEngine:
         automation: Automation,
         run: RunInfo,
         transition: Literal["fired", "resolved"],
-        spec: MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter,
+        spec: MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter | MetricNonFiniteFilter,
         evaluator: Evaluator,
         raw: float,
         step: int | None,
     ) -> Firing:
         observed = evaluator.observed
-        threshold = float(spec.threshold)
+        threshold = None if isinstance(evaluator, NonFiniteEvaluator) else float(spec.threshold)  # type: ignore[union-attr]
         where = f" at step {step}" if step is not None else ""
         if isinstance(evaluator, ChangeEvaluator):
             detail = (
@@ -692,7 +717,7 @@ class LocalEngine:
         extra = {
             "metric_name": spec.name,
             "metric_value": _fmt(observed),
-            "threshold": _fmt(threshold),
+            "threshold": _fmt(threshold),  # empty for is_nonfinite()
             "step": "" if step is None else str(step),
             "value": _fmt(raw),
         }

@@ -4,8 +4,10 @@
   (``math.fsum``) every ``size`` values so float drift cannot accumulate.
 - :class:`ThresholdEvaluator`, :class:`ChangeEvaluator`, :class:`ZScoreEvaluator`: ``push(value)`` returns
   whether the condition holds (``True``/``False``) or ``None`` when it cannot be evaluated yet (window not full,
-  prior 0 for a relative change, std 0 for a z-score). Only finite values may be pushed: the engine reports
-  non-finite values as their own event and never lets them into a window.
+  prior 0 for a relative change, std 0 for a z-score). Only finite values may be pushed: the engine never lets
+  a non-finite value into a window.
+- :class:`NonFiniteEvaluator` (``is_nonfinite()``): the one evaluator that takes every value, finite or not
+  (``takes_nonfinite``); its condition is "this value is NaN or inf".
 - :class:`Trigger`: edge-triggered firing with a cooldown, and the resolved transition.
 
 Every class has ``state_dict()``/``load_state_dict()`` (JSON-able) so state survives a resume.
@@ -24,6 +26,7 @@ from runalert.automations.filters import (
     ChangeDir,
     ChangeType,
     MetricChangeFilter,
+    MetricNonFiniteFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
     RunMetricFilter,
@@ -32,6 +35,7 @@ from runalert.automations.filters import (
 __all__ = [
     "ChangeEvaluator",
     "Evaluator",
+    "NonFiniteEvaluator",
     "SlidingAgg",
     "ThresholdEvaluator",
     "Trigger",
@@ -133,6 +137,8 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "$gte": operator.ge,
     "$lt": operator.lt,
     "$lte": operator.le,
+    "$eq": operator.eq,
+    "$ne": operator.ne,
 }
 
 
@@ -152,6 +158,8 @@ class Evaluator:
     kind: str = ""
     observed: float | None = None
     count: int = 0
+    takes_nonfinite: bool = False
+    """Whether non-finite values are pushed to it (only :class:`NonFiniteEvaluator`'s)."""
 
     def push(self, x: float) -> bool | None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -409,8 +417,59 @@ class ZScoreEvaluator(Evaluator):
         self.mean, self.std = mean, std
 
 
+class NonFiniteEvaluator(Evaluator):
+    """``is_nonfinite()``: the condition of each value is ``not math.isfinite(value)``; nothing is kept but the
+    last value (``observed``: ``nan``, ``inf``, ``-inf`` or the finite value). Every value is pushed to it."""
+
+    kind = "nonfinite"
+    takes_nonfinite = True
+
+    def __init__(self, spec: MetricNonFiniteFilter) -> None:
+        self.spec = spec
+
+    def push(self, x: float) -> bool | None:
+        self.count += 1
+        self.observed = x
+        return not math.isfinite(x)
+
+    def scan(self, values: Sequence[float], start: int, active: bool) -> int:
+        end = len(values)
+        if start >= end:
+            return -1
+        isfinite = math.isfinite
+        found = -1
+        if active:  # the edge is the next finite value
+            for i in range(start, end):
+                if isfinite(values[i]):
+                    found = i
+                    break
+        elif not isfinite(sum(values[start:]) if start else sum(values)):
+            # NaN and inf make the sum non-finite (so may a huge finite sum: then the loop finds nothing), so an
+            # all-finite column, the common case, costs one sum in C
+            for i in range(start, end):
+                if not isfinite(values[i]):
+                    found = i
+                    break
+        last = found if found >= 0 else end - 1
+        self.count += last - start + 1
+        self.observed = values[last]
+        return found
+
+    def state_dict(self) -> dict[str, Any]:
+        observed = self.observed
+        if observed is not None and not math.isfinite(observed):
+            return {"kind": self.kind, "values": [], "count": self.count, "observed": str(observed)}  # JSON-able
+        return super().state_dict()
+
+    def _window_values(self) -> list[float]:
+        return []
+
+    def _reset(self) -> None:
+        self.count = 0
+
+
 def make_evaluator(
-    spec: MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter | RunMetricFilter,
+    spec: MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter | MetricNonFiniteFilter | RunMetricFilter,
 ) -> Evaluator:
     """The evaluator for a metric filter."""
     if isinstance(spec, RunMetricFilter):
@@ -421,6 +480,8 @@ def make_evaluator(
         return ChangeEvaluator(spec)
     if isinstance(spec, MetricZScoreFilter):
         return ZScoreEvaluator(spec)
+    if isinstance(spec, MetricNonFiniteFilter):
+        return NonFiniteEvaluator(spec)
     raise TypeError(f"no evaluator for {type(spec).__name__}")
 
 

@@ -9,10 +9,8 @@ from pydantic import Field, model_validator
 from runalert.automations._base import LenientStrEnum, Model
 from runalert.automations.actions import DoNothing, SendNotification, SendWebhook
 from runalert.automations.filters import (
-    MetricChangeFilter,
-    MetricThresholdFilter,
+    METRIC_FILTERS,
     MetricVal,
-    MetricZScoreFilter,
     RunMetricFilter,
     RunStateFilter,
     StateFilter,
@@ -42,6 +40,8 @@ class EventType(LenientStrEnum):
     RUN_METRIC_THRESHOLD = "RUN_METRIC"
     RUN_METRIC_CHANGE = "RUN_METRIC_CHANGE"
     RUN_METRIC_ZSCORE = "RUN_METRIC_ZSCORE"
+    RUN_METRIC_NONFINITE = "RUN_METRIC_NONFINITE"
+    """``RunEvent.metric(m).is_nonfinite()``: a runalert extension (W&B has no such event)."""
     RUN_STATE = "RUN_STATE"
     CREATE_ARTIFACT = "CREATE_ARTIFACT"
     ADD_ARTIFACT_ALIAS = "ADD_ARTIFACT_ALIAS"
@@ -75,9 +75,10 @@ class _EventBase(Model):
 
 
 class OnRunMetric(_EventBase):
-    """A run metric satisfies a condition (threshold, change or z-score); ``scope=None``: every project."""
+    """A run metric satisfies a condition (threshold, change, z-score, or a non-finite value); ``scope=None``:
+    every project."""
 
-    event_type: Literal["RUN_METRIC", "RUN_METRIC_CHANGE", "RUN_METRIC_ZSCORE"]
+    event_type: Literal["RUN_METRIC", "RUN_METRIC_CHANGE", "RUN_METRIC_ZSCORE", "RUN_METRIC_NONFINITE"]
     scope: ProjectScope | None = None
     filter: RunMetricFilter
 
@@ -88,7 +89,7 @@ class OnRunMetric(_EventBase):
             raw = data["filter"]
             if isinstance(raw, str | bytes):
                 parsed = RunMetricFilter.model_validate_json(raw)
-            elif isinstance(raw, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+            elif isinstance(raw, METRIC_FILTERS):
                 parsed = RunMetricFilter(metric=raw)
             elif isinstance(raw, StateFilter | RunStateFilter):
                 raise ValueError("filter of OnRunMetric must be a metric filter; use OnRunState for RunEvent.state")
@@ -121,7 +122,7 @@ class OnRunState(_EventBase):
                 data = {**data, "filter": RunStateFilter.model_validate_json(raw)}
             elif isinstance(raw, StateFilter):
                 data = {**data, "filter": RunStateFilter(state=raw)}
-            elif isinstance(raw, RunMetricFilter | MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+            elif isinstance(raw, (RunMetricFilter, *METRIC_FILTERS)):
                 raise ValueError("filter of OnRunState must be a state filter (RunEvent.state ...); use OnRunMetric")
         return data
 

@@ -2,14 +2,19 @@
 
 Names, fields and defaults follow ``wandb.automations``::
 
-    RunEvent.metric("loss").avg(5) > 2.0               # MetricThresholdFilter
+    RunEvent.metric("loss").avg(5) > 2.0               # MetricThresholdFilter (>, >=, <, <=, ==, !=)
     RunEvent.metric("acc").decreases_by(frac=0.1)      # MetricChangeFilter
     abs(RunEvent.metric("loss").zscore(30)) > 3        # MetricZScoreFilter
+    RunEvent.metric("loss").is_nonfinite()             # MetricNonFiniteFilter (NaN or inf appears)
     RunEvent.state.in_(["finished", "failed"])         # StateFilter
+
+A comparison builds a filter, never a ``bool``: ``if m > 1``, ``m > 0 and m < 1`` or ``0 < m < 1`` raise a
+``TypeError`` saying what to write instead.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union
 
@@ -25,6 +30,7 @@ __all__ = [
     "MetricAgg",
     "MetricChangeFilter",
     "MetricFilter",
+    "MetricNonFiniteFilter",
     "MetricThresholdFilter",
     "MetricVal",
     "MetricZScoreFilter",
@@ -37,8 +43,8 @@ __all__ = [
 ]
 
 _CMP_ALIASES = {">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "gt": "$gt", "gte": "$gte", "lt": "$lt"}
-_CMP_ALIASES["lte"] = "$lte"
-_CMP_SYMBOLS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_CMP_ALIASES |= {"lte": "$lte", "==": "$eq", "eq": "$eq", "!=": "$ne", "ne": "$ne"}
+_CMP_SYMBOLS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$eq": "==", "$ne": "!="}
 
 
 class Agg(LenientStrEnum):
@@ -81,8 +87,37 @@ def _window(value: Any, field: str) -> Any:
     return value
 
 
+def _no_bool(rule: object) -> TypeError:
+    return TypeError(
+        f"{rule!r} is a rule, not a truth value: Python asked for its bool (an if, and/or/not, or a chained "
+        "comparison such as 0 < m < 1). Pass it as OnRunMetric(filter=...) or to backtest(); add a run filter "
+        "with & (not 'and'); for a range write two rules, m > 0 and m < 1, as two automations"
+    )
+
+
+def _comparand(value: Any, operand: str, op: str) -> float | int:
+    """``value`` as the right-hand side of ``operand op value``, or a ``TypeError`` saying what it must be."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{operand} {op} ...: a metric compares with a number (int or float), not {type(value).__name__}"
+        )
+    return value
+
+
+def _threshold_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"threshold must be a finite number, not {value!r}; to fire on NaN or inf use "
+            "RunEvent.metric(name).is_nonfinite()"
+        )
+    return finite_number(value, "threshold")
+
+
 class _MetricFilterBase(Model):
     name: str
+
+    def __bool__(self) -> bool:
+        raise _no_bool(self)
 
     @field_validator("name")
     @classmethod
@@ -114,7 +149,9 @@ class MetricThresholdFilter(_MetricFilterBase):
     name: str
     agg: Annotated[Agg | None, Field(validation_alias=AliasChoices("agg", "agg_op"))] = None
     window: Annotated[int, Field(validation_alias=AliasChoices("window", "window_size"))] = 1
-    cmp: Annotated[Literal["$gt", "$gte", "$lt", "$lte"], Field(validation_alias=AliasChoices("cmp", "cmp_op"))]
+    cmp: Annotated[
+        Literal["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"], Field(validation_alias=AliasChoices("cmp", "cmp_op"))
+    ]
     threshold: float
 
     @field_validator("cmp", mode="before")
@@ -123,7 +160,7 @@ class MetricThresholdFilter(_MetricFilterBase):
         if isinstance(value, str):
             value = _CMP_ALIASES.get(value.strip(), value.strip())
         if value not in _CMP_SYMBOLS:
-            raise ValueError(f"cmp must be one of >, >=, <, <= ($gt, $gte, $lt, $lte), not {value!r}")
+            raise ValueError(f"cmp must be one of >, >=, <, <=, ==, != ($gt, $gte, $lt, $lte, $eq, $ne), not {value!r}")
         return value
 
     @field_validator("window", mode="before")
@@ -134,7 +171,7 @@ class MetricThresholdFilter(_MetricFilterBase):
     @field_validator("threshold", mode="before")
     @classmethod
     def _thr(cls, value: Any) -> Any:
-        return finite_number(value, "threshold")
+        return _threshold_number(value)
 
     @model_validator(mode="after")
     def _agg_window(self) -> MetricThresholdFilter:
@@ -263,10 +300,34 @@ class MetricZScoreFilter(_MetricFilterBase):
         return f"MetricZScoreFilter({self.describe()!r})"
 
 
+class MetricNonFiniteFilter(_MetricFilterBase):
+    """A NaN, inf or -inf value of the metric: ``RunEvent.metric("loss").is_nonfinite()`` (a runalert extension).
+
+    The condition is "the latest value is not finite", so it fires when a non-finite value appears and, being
+    edge-triggered, again only after a finite value came in between (and the cooldown has passed).
+    """
+
+    kind: Literal["nonfinite"] = "nonfinite"
+    name: str
+
+    @property
+    def event_type(self) -> str:
+        return "RUN_METRIC_NONFINITE"
+
+    def describe(self) -> str:
+        return f"{self.name} is non-finite (NaN or inf)"
+
+    def __repr__(self) -> str:
+        return f"MetricNonFiniteFilter({self.describe()!r})"
+
+
 MetricFilter = Annotated[
-    Union[MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter],  # noqa: UP007
+    Union[MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, MetricNonFiniteFilter],  # noqa: UP007
     Field(discriminator="kind"),
 ]
+
+METRIC_FILTERS = (MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, MetricNonFiniteFilter)
+"""Every metric filter class (for ``isinstance``)."""
 
 
 _AGG_NAMES = {Agg.AVERAGE: "avg", Agg.MIN: "min", Agg.MAX: "max"}
@@ -278,9 +339,16 @@ def _num(value: float) -> str:
 
 # -- builders ------------------------------------------------------------------------------------------------
 class _Operand(Model):
-    """Comparisons and change builders shared by a bare metric and an aggregate."""
+    """Comparisons and change builders shared by a bare metric and an aggregate.
+
+    ``==`` and ``!=`` with a number build a filter, as ``>`` does; between two operands they keep the models'
+    structural equality (``RunEvent.metric("m").mean(3) == RunEvent.metric("m").avg(3)`` is ``True``).
+    """
 
     name: str
+
+    def _label(self) -> str:
+        return f"RunEvent.metric({self.name!r})"
 
     def _threshold(self, cmp: str, value: Any) -> MetricThresholdFilter:
         data: dict[str, Any] = {"name": self.name, "cmp": cmp, "threshold": value}
@@ -299,6 +367,27 @@ class _Operand(Model):
 
     def lte(self, value: float, /) -> MetricThresholdFilter:
         return self._threshold("$lte", value)
+
+    def eq(self, value: float, /) -> MetricThresholdFilter:
+        """Fires when the value (or aggregate) becomes exactly ``value`` (floats compare exactly)."""
+        return self._threshold("$eq", _comparand(value, self._label(), "=="))
+
+    def ne(self, value: float, /) -> MetricThresholdFilter:
+        """Fires when the value (or aggregate) becomes anything but ``value``."""
+        return self._threshold("$ne", _comparand(value, self._label(), "!="))
+
+    def __eq__(self, other: object) -> Any:
+        if isinstance(other, _Operand | ZScoreMetricOperand):
+            return Model.__eq__(self, other)
+        return self.eq(other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> Any:
+        if isinstance(other, _Operand | ZScoreMetricOperand):
+            return not Model.__eq__(self, other)
+        return self.ne(other)  # type: ignore[arg-type]
+
+    def __hash__(self) -> int:  # structural, as pydantic's for frozen models (a class defining __eq__ must say)
+        return hash((type(self), *self.__dict__.values()))
 
     def __gt__(self, other: Any) -> MetricThresholdFilter:
         return self.gt(other)
@@ -359,6 +448,10 @@ class MetricVal(_Operand):
     def zscore(self, window: int = 30) -> ZScoreMetricOperand:
         return ZScoreMetricOperand(name=self.name, window=window)
 
+    def is_nonfinite(self) -> MetricNonFiniteFilter:
+        """Fires when a NaN, inf or -inf value is logged (again only after a finite value)."""
+        return MetricNonFiniteFilter(name=self.name)
+
 
 class MetricAgg(_Operand):
     """An aggregate of the last ``window`` values: ``RunEvent.metric("loss").avg(5)``."""
@@ -370,6 +463,9 @@ class MetricAgg(_Operand):
     @classmethod
     def _win(cls, value: Any) -> Any:
         return _window(value, "window")
+
+    def _label(self) -> str:
+        return f"RunEvent.metric({self.name!r}).{_AGG_NAMES[self.agg]}({self.window})"
 
 
 class ZScoreMetricOperand(Model):
@@ -419,6 +515,22 @@ class ZScoreMetricOperand(Model):
 
     def __le__(self, other: Any) -> MetricZScoreFilter:
         return self.lt(other)
+
+    def __eq__(self, other: object) -> Any:
+        if isinstance(other, _Operand | ZScoreMetricOperand):
+            return Model.__eq__(self, other)
+        raise TypeError(
+            f"zscore({self.window}) == ... is not a rule: write zscore(n) > t (increases), zscore(n) < -t "
+            "(decreases) or abs(zscore(n)) > t (either way)"
+        )
+
+    def __ne__(self, other: object) -> Any:
+        if isinstance(other, _Operand | ZScoreMetricOperand):
+            return not Model.__eq__(self, other)
+        return self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
 
     def __abs__(self) -> ZScoreMetricOperand:
         return self.model_copy(update={"is_absolute": True})
@@ -516,13 +628,16 @@ class RunMetricFilter(Model):
     @model_validator(mode="before")
     @classmethod
     def _wrap(cls, data: Any) -> Any:
-        if isinstance(data, MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter):
+        if isinstance(data, METRIC_FILTERS):
             return {"metric": data}
         return data
 
     @property
     def event_type(self) -> str:
         return self.metric.event_type
+
+    def __bool__(self) -> bool:
+        raise _no_bool(self)
 
     def __and__(self, other: Any) -> RunMetricFilter:
         if isinstance(other, FieldFilter | And | Or | Not):

@@ -14,6 +14,7 @@ The evaluators, edge-triggering, cooldowns, run filters, titles and payload temp
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 from runalert.alert import Alert
 from runalert.automations import Automation, Firing, LocalEngine, NewAutomation, OnRunMetric, SendWebhook
 from runalert.automations.engine import RunInfo
+from runalert.automations.filters import MetricNonFiniteFilter
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
 from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
@@ -346,12 +348,15 @@ class ServerEngine:
 
     def _replay(self, session: Session, engine: LocalEngine, run: Run) -> None:
         needs: dict[str, int] = {}
+        nonfinite: set[str] = set()  # watched by is_nonfinite(), whose state is whether the last value is finite
         for automation in engine.automations():
             if isinstance(automation.event, OnRunMetric):
                 spec = automation.event.filter.metric
                 window = int(getattr(spec, "window", 1) or 1)
                 prior = int(getattr(spec, "prior_window", 0) or 0)
                 needs[spec.name] = max(needs.get(spec.name, 0), window + max(prior, window) + 2)
+                if isinstance(spec, MetricNonFiniteFilter):
+                    nonfinite.add(spec.name)
         self._ensure_run(engine, run)
         try:
             self._replay_time = run.updated_at
@@ -359,7 +364,10 @@ class ServerEngine:
             # Each metric's last finite values, replayed in the order they were stored (one metric's order is
             # what its windows see; the order across metrics changes nothing).
             for name, need in needs.items():
-                for step, value, when in last_points(session, run.id, name, need, finite_only=True):
+                points = last_points(session, run.id, name, need, finite_only=True)
+                if name in nonfinite:  # the newest point, if it is NaN/inf (no window ever holds one: it goes last)
+                    points += [p for p in last_points(session, run.id, name, 1) if not math.isfinite(p[1])]
+                for step, value, when in points:
                     self._replay_time = when
                     engine.log(run.run_id, {name: value}, step)
         finally:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     server_url: str | None = None
     api_key: SecretStr | None = None
+    forward_alerts: bool = Field(
+        True, description="With server_url: every alert also goes to the server (stored, sent to its integrations)."
+    )
 
     @field_validator("smtp_recipients", "apprise_urls", mode="before")
     @classmethod
@@ -157,5 +160,9 @@ def build_channels(settings: Settings) -> list[Channel]:
             Apprise([u.get_secret_value() for u in settings.apprise_urls], min_level=settings.apprise_min_level)
         )
     if settings.console or (settings.console is None and not channels):
-        channels.append(Console())
+        channels.append(Console())  # no local channel: the console, also beside the server (the run's own log)
+    if settings.server_url and settings.forward_alerts:
+        from runalert.client.forward import ServerForward  # the hub: docs/hub.md
+
+        channels.append(ServerForward(settings.server_url, settings.api_key))
     return channels

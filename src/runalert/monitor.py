@@ -642,7 +642,7 @@ class RunMonitor:
         self._set_engine_state("failed", reason)
         if self.opts.on_crash:
             self._send(title, text, level, fields, routine=routine, kind="crash")
-        self._server_failed(reason)
+        self._server_failed(reason, exc)
 
     def signal(self, signum: int) -> None:
         """A signal arrived. SIGTERM (preemption): ERROR "Run preempted (SIGTERM)", once per run, then a bounded
@@ -768,6 +768,8 @@ class RunMonitor:
         )
         fields = self._fields(step=found.step, key=found.key, value=value)
         self._send(_title(f"Non-finite {found.key}"), text, AlertLevel.ERROR, fields, kind="nonfinite")
+        if self.server_run is not None:  # the hub: the run's page shows key, step and value (docs/hub.md)
+            self.server_run.nonfinite(found.key, found.step, value)
 
     def _request_stop(self, found: Finding) -> None:
         if not self.should_stop:
@@ -927,7 +929,7 @@ class RunMonitor:
         except Exception as exc:
             self._fail("server", exc)
 
-    def _server_failed(self, reason: str | None) -> None:
+    def _server_failed(self, reason: str | None, exc: BaseException | None = None) -> None:
         """A crash: the server hears FAILED with ``reason`` now (bounded), not at finish."""
         server = self.server_run
         if server is None:
@@ -935,7 +937,7 @@ class RunMonitor:
         try:
             if self._forward is not None:
                 self._drain_rules()  # the values still with the rule thread go to the stream first
-            server.fail(reason, timeout=min(3.0, self._flush_timeout()))
+            server.fail(reason, timeout=min(3.0, self._flush_timeout()), exception=exc)  # the run page's details
         except Exception as exc:
             self._fail("server-state", exc)
 

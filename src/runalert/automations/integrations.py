@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runalert.automations._base import Model
 from runalert.channels import Channel, Email, SlackBot, SlackWebhook, Webhook
+from runalert.slack_text import normalize_mentions
 
 __all__ = ["EmailIntegration", "Integration", "SlackIntegration", "WebhookIntegration", "integration_for_channel"]
 
@@ -32,6 +33,15 @@ class SlackIntegration(Model):
     webhook_url_secret: str | None = None
     bot_token_secret: str | None = None
     channel: str | None = None
+    mentions: dict[str, list[str]] = Field(
+        default_factory=dict, description='per-level mentions, as RUNALERT_SLACK_MENTIONS: {"ERROR": ["U123", "S456"]}'
+    )
+
+    @field_validator("mentions")
+    @classmethod
+    def _mentions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        normalize_mentions(value)  # raises ValueError naming the level or the mention at fault
+        return value
 
     @property
     def id(self) -> str:
@@ -40,12 +50,12 @@ class SlackIntegration(Model):
     def build_channel(self, secrets: Mapping[str, str]) -> Channel | None:
         url = _secret(secrets, self.webhook_url_secret, "webhook_url_secret")
         if url is not None:
-            return SlackWebhook(url, name=self.name)
+            return SlackWebhook(url, mentions=self.mentions, name=self.name)
         token = _secret(secrets, self.bot_token_secret, "bot_token_secret")
         if token is not None:
             if not self.channel:
                 raise ValueError("channel is required with bot_token_secret (a channel ID C… or #name)")
-            return SlackBot(token, self.channel, name=self.name)
+            return SlackBot(token, self.channel, mentions=self.mentions, name=self.name)
         return None
 
 

@@ -409,11 +409,15 @@ class Client:
         project: str | None = None,
         retry: ClientRetry | None = None,
         timeout: float | None = None,
+        failure: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """RUNNING, FINISHED, or FAILED with ``reason`` (exception, interrupted, preempted)."""
+        """RUNNING, FINISHED, or FAILED with ``reason`` (exception, interrupted, preempted) and, for a crash,
+        ``failure``: ``{"exception": type name, "message": ..., "frames": [last frames, most recent last]}``."""
         body: dict[str, Any] = {"state": state.upper()}
         if reason is not None:
             body["reason"] = reason
+        if failure is not None:
+            body["failure"] = dict(failure)
         result: dict[str, Any] = self.request(
             "POST", f"{self._p(project)}/runs/{_segment(run_id)}/state", json=body, retry=retry, timeout=timeout
         )
@@ -425,6 +429,25 @@ class Client:
         """The run is alive. The answer has the run's ``state`` and the server's ``heartbeat_timeout``."""
         result: dict[str, Any] = self.request(
             "POST", f"{self._p(project)}/runs/{_segment(run_id)}/heartbeat", retry=retry, timeout=timeout
+        )
+        return result
+
+    def report_nonfinite(
+        self,
+        run_id: str,
+        key: str,
+        step: int | None,
+        value: str,
+        *,
+        project: str | None = None,
+        retry: ClientRetry | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The run saw a non-finite value: ``key`` at ``step`` was ``value`` (``"nan"``, ``"inf"``, ``"-inf"``).
+        The server keeps the first one for the run's page; the answer is the run."""
+        body = {"key": key, "step": step, "value": value}
+        result: dict[str, Any] = self.request(
+            "POST", f"{self._p(project)}/runs/{_segment(run_id)}/nonfinite", json=body, retry=retry, timeout=timeout
         )
         return result
 
@@ -470,10 +493,18 @@ class Client:
         integrations: Sequence[str] | None = None,
         alert_id: str | None = None,
         project: str | None = None,
+        markup: bool = True,
+        suppressed: int = 0,
+        run_name: str | None = None,
+        retry: ClientRetry | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Forward an alert; the server delivers it to ``integrations`` (default: the project's defaults).
 
-        ``alert_id`` (8 to 32 of ``[A-Za-z0-9_-]``) makes retries safe: the same id is stored once."""
+        ``alert_id`` (8 to 32 of ``[A-Za-z0-9_-]``) makes retries safe: the same id is stored once (the answer is
+        the stored alert). ``markup=False`` escapes every Slack token of ``text`` (alerts composed from run data);
+        ``suppressed`` counts repeats the sender held back before this one (its own ``wait_duration``);
+        ``run_name`` attaches the alert to the project's latest run of that name when ``run_id`` is not known."""
         body: dict[str, Any] = {"title": title, "text": text, "level": str(level), "wait_duration": wait_duration}
         if run_id is not None:
             body["run_id"] = run_id
@@ -483,7 +514,15 @@ class Client:
             body["integrations"] = list(integrations)
         if alert_id is not None:
             body["id"] = alert_id
-        result: dict[str, Any] = self.request("POST", f"{self._p(project)}/alerts", json=body)
+        if not markup:
+            body["markup"] = False
+        if suppressed:
+            body["suppressed"] = int(suppressed)
+        if run_name is not None and run_id is None:
+            body["run_name"] = run_name
+        result: dict[str, Any] = self.request(
+            "POST", f"{self._p(project)}/alerts", json=body, retry=retry, timeout=timeout
+        )
         return result
 
     def alerts(

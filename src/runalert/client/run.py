@@ -27,7 +27,7 @@ from runalert.client.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat
 from runalert.client.rest import NO_RETRY, Client, ClientError, ClientRetry, ServerError, ServerUnavailableError
 from runalert.client.stream import MetricStream
 
-__all__ = ["ServerRun", "automation_spec", "make_run_id"]
+__all__ = ["ServerRun", "automation_spec", "failure_details", "make_run_id"]
 
 _RUN_ID_BAD = re.compile(r"[^A-Za-z0-9._:@+-]+")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:@+-]+")
@@ -235,6 +235,9 @@ class ServerRun:
         if self.started:
             return self.opened
         self.started = True
+        from runalert.client.forward import register_run
+
+        register_run(self)  # the run's alerts are forwarded with its id (runalert.client.forward)
         try:
             with self._open_lock:
                 self._open(NO_RETRY, min(self.client.timeout, self.startup_timeout))
@@ -258,14 +261,36 @@ class ServerRun:
         self.heartbeat.start()
         return self.opened
 
-    def fail(self, reason: str | None, timeout: float = 3.0) -> bool:
-        """The run crashed: send what the stream holds (bounded), then FAILED with ``reason``. The threads keep
-        running until :meth:`finish`. ``True`` if the server has the state."""
+    def fail(self, reason: str | None, timeout: float = 3.0, *, exception: BaseException | None = None) -> bool:
+        """The run crashed: send what the stream holds (bounded), then FAILED with ``reason`` and, given the
+        ``exception``, its type, message and last frames (shown on the run's page). The threads keep running
+        until :meth:`finish`. ``True`` if the server has the state."""
         if self.final_state is not None:
             return True
         deadline = time.monotonic() + max(0.0, timeout)
         self.stream.flush(timeout / 2)
-        return self._send_state("FAILED", reason, deadline)
+        failure = failure_details(exception) if exception is not None else None
+        return self._send_state("FAILED", reason, deadline, failure)
+
+    def nonfinite(self, key: str, step: int | None, value: str) -> None:
+        """The run saw a non-finite value (``value``: ``"nan"``, ``"inf"``, ``"-inf"`` or ``"nan or inf"``): the
+        server keeps the first one for the run's page. Sent from a short-lived daemon thread (once a run: the
+        monitor reports the first one only); never blocks the caller, never raises."""
+        text = value.strip().lower()
+        text = {"infinity": "inf", "+inf": "inf", "-infinity": "-inf"}.get(text, text)
+        if text not in ("nan", "inf", "-inf"):
+            text = "nan or inf"  # a reduction over a tensor: which is not known
+
+        def send() -> None:
+            if not self.ensure_open():
+                logger.debug("runalert: the non-finite value of run %s was not reported (no server)", self.run_id)
+                return
+            try:
+                self.client.report_nonfinite(self.run_id, key, step, text, project=self.project, retry=NO_RETRY)
+            except ClientError as exc:
+                logger.debug("runalert: the non-finite value of run %s was not reported: %s", self.run_id, exc)
+
+        threading.Thread(target=send, name="runalert-nonfinite", daemon=True).start()
 
     def finish(self, state: str = "finished", reason: str | None = None, timeout: float = 10.0) -> bool:
         """End of the run: close the stream (bounded), stop the heartbeats, send the final state (unless
@@ -299,7 +324,9 @@ class ServerRun:
         self.client.close()
         return ok and delivered
 
-    def _send_state(self, state: str, reason: str | None, deadline: float) -> bool:
+    def _send_state(
+        self, state: str, reason: str | None, deadline: float, failure: Mapping[str, Any] | None = None
+    ) -> bool:
         left = deadline - time.monotonic()
         if left <= 0.05 or not (self.opened or self.ensure_open()):
             logger.warning(
@@ -312,7 +339,13 @@ class ServerRun:
         try:
             left = max(0.05, deadline - time.monotonic())
             self.client.set_state(
-                self.run_id, state, reason, project=self.project, retry=NO_RETRY, timeout=min(self.client.timeout, left)
+                self.run_id,
+                state,
+                reason,
+                project=self.project,
+                retry=NO_RETRY,
+                timeout=min(self.client.timeout, left),
+                failure=failure,
             )
         except ClientError as exc:
             logger.warning("runalert: could not tell the server that run %s is %s: %s", self.run_id, state, exc)
@@ -322,6 +355,23 @@ class ServerRun:
 
     def __repr__(self) -> str:
         return f"ServerRun(run_id={self.run_id!r}, project={self.project!r}, server={self.client.server_url!r})"
+
+
+def failure_details(exc: BaseException, frames: int = 8) -> dict[str, Any]:
+    """What the server shows of a crash: ``{"exception": type name, "message": ..., "frames": [...]}``, the
+    last ``frames`` frames of the traceback, most recent call last, each as ``file:line in function: code``."""
+    import traceback
+
+    from runalert._context import one_line
+
+    stack = traceback.extract_tb(exc.__traceback__)[-frames:] if exc.__traceback__ is not None else []
+    lines = []
+    for frame in stack:
+        line = f"{frame.filename}:{frame.lineno} in {frame.name}"
+        if frame.line:
+            line += ": " + one_line(frame.line, 300)
+        lines.append(line[:1000])
+    return {"exception": type(exc).__name__[:256], "message": one_line(str(exc), 4000), "frames": lines}
 
 
 def _reason(exc: Exception) -> str:

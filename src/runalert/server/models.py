@@ -104,6 +104,11 @@ class Run(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     points: Mapped[int] = mapped_column(BigInteger, default=0)
     dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the run's page shows about how it went wrong (sent by the client, revision 0003):
+    # failure: {"exception": type name, "message": ..., "frames": [...]} with the FAILED state of a crash;
+    # nonfinite: {"key": ..., "step": ..., "value": "nan" | "inf" | "-inf", "at": time}, the first one seen.
+    failure: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    nonfinite: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class MetricChunk(Base):

@@ -51,9 +51,28 @@ class RunIn(Request):
         return value
 
 
+class FailureIn(Request):
+    """How a run crashed, for its page: the exception's type and message and the last frames of its traceback."""
+
+    exception: Annotated[str, StringConstraints(max_length=256)] = ""
+    message: Annotated[str, StringConstraints(max_length=4000)] = ""
+    frames: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(default_factory=list, max_length=50)
+
+
 class StateIn(Request):
     state: Literal["RUNNING", "FINISHED", "FAILED", "CRASHED", "running", "finished", "failed", "crashed"]
     reason: Literal["exception", "interrupted", "preempted", "heartbeat_timeout"] | None = None
+    failure: FailureIn | None = Field(None, description="with FAILED: the crash's exception (shown on the run's page)")
+
+
+class NonFiniteIn(Request):
+    """A non-finite value the run saw: the server keeps the first one of the run for its page."""
+
+    key: MetricName
+    step: int | None = Field(None, ge=-MAX_STEP, le=MAX_STEP)
+    value: Literal["nan", "inf", "-inf", "NaN", "Infinity", "-Infinity", "nan or inf"] = Field(
+        description='"nan or inf": a reduction over a tensor said so, the element is not known'
+    )
 
 
 class RunOut(BaseModel):
@@ -71,6 +90,8 @@ class RunOut(BaseModel):
     last_step: int | None
     points: int
     dropped: int
+    failure: dict[str, Any] | None = Field(None, description="a crash's exception type, message and last frames")
+    nonfinite: dict[str, Any] | None = Field(None, description="the first non-finite value: key, step, value")
 
 
 class RunUpsertOut(RunOut):
@@ -131,6 +152,10 @@ class AlertIn(Request):
     )
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,32}$")] | None = Field(
         None, description="the client's alert id: the same id twice is stored once (safe retries)"
+    )
+    suppressed: int = Field(0, ge=0, le=MAX_STEP, description="repeats the sender held back before this one")
+    run_name: ShortText | None = Field(
+        None, description="without run_id: the alert goes with the project's latest run of this name, if any"
     )
 
     @field_validator("level", mode="before")
@@ -221,7 +246,7 @@ class Health(BaseModel):
 class IntegrationIn(Request):
     """An integration (``runalert.automations`` integration fields; secrets by name, set them under /secrets).
 
-    - ``slack``: ``webhook_url_secret``, or ``bot_token_secret`` and ``channel``;
+    - ``slack``: ``webhook_url_secret``, or ``bot_token_secret`` and ``channel``; optional ``mentions`` per level;
     - ``webhook``: ``url``, optional ``signing_secret`` (HMAC) and ``access_token_secret`` (Bearer token);
     - ``email``: ``host``, ``port``, ``sender``, ``to``, optional ``username``/``password_secret``,
       ``starttls``/``ssl``.
@@ -248,6 +273,9 @@ class IntegrationIn(Request):
     password_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
     starttls: bool | None = None
     ssl: bool | None = None
+    mentions: dict[ShortText, list[ShortText]] | None = Field(
+        None, max_length=3, description='slack: per-level mentions, e.g. {"ERROR": ["U123", "S456"]}'
+    )
 
     @field_validator("min_level", mode="before")
     @classmethod

@@ -25,6 +25,8 @@ def run_out(run: Run) -> RunOut:
         last_step=run.last_step,
         points=run.points,
         dropped=run.dropped,
+        failure=run.failure,
+        nonfinite=run.nonfinite,
     )
 
 

@@ -1,4 +1,8 @@
-"""Alerts: forwarded from ``runalert.alert()``, and the alert history with every delivery attempt."""
+"""Alerts: forwarded by the clients (every alert a run raises, callbacks and ``runalert.alert()``, when a server
+is configured), and the alert history with every delivery attempt.
+
+A forwarded alert carries the client's alert id: the idempotency key. The same id again (a retry after a lost
+answer, a resend from the spool) stores nothing and answers 200 with the stored alert."""
 
 from __future__ import annotations
 
@@ -42,6 +46,15 @@ def post_alert(ctx: Ctx, project: WriteProject, body: AlertIn, response: Respons
             if run is None:
                 raise HTTPException(404, detail=f"run {body.run_id!r} not found")
             touch_run(session, ctx.engine, run, now)
+        elif body.run_name:
+            # A forwarded alert whose sender no longer knows the run's id (resent from the spool by a later
+            # process): the project's latest run of that name, if any.
+            run = session.scalar(
+                select(Run)
+                .where(Run.project_id == project.id, Run.name == body.run_name)
+                .order_by(Run.created_at.desc(), Run.id.desc())
+                .limit(1)
+            )
         targets = None
         if body.integrations is not None:
             targets = []
@@ -68,6 +81,8 @@ def post_alert(ctx: Ctx, project: WriteProject, body: AlertIn, response: Respons
             alert_id=body.id,
             now=now,
         )
+        if body.suppressed:
+            record.suppressed_before += body.suppressed  # the sender's own wait_duration held these back
         out = alerts_out(session, [record])[0]
     ctx.count("alerts_client_total", 1)
     ctx.dispatcher.wake()

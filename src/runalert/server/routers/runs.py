@@ -29,6 +29,7 @@ from runalert.server.schemas import (
     MetricBatchIn,
     MetricBatchOut,
     MetricSeriesOut,
+    NonFiniteIn,
     RunIn,
     RunOut,
     RunUpsertOut,
@@ -88,10 +89,26 @@ def set_state(ctx: Ctx, project: WriteProject, run_id: RunId, body: StateIn) -> 
     with ctx.engine.lock, ctx.db.session() as session:
         run = _run(session, project, run_id)
         touch_run(session, ctx.engine, run, now)
-        reason = body.reason if body.state.upper() in ("FAILED", "CRASHED") else None
+        failed = body.state.upper() in ("FAILED", "CRASHED")
+        reason = body.reason if failed else None
         change_state(session, ctx.engine, run, body.state, reason, now=now)
+        if failed and body.failure is not None:
+            run.failure = body.failure.model_dump()
         out = run_out(run)
     ctx.dispatcher.wake()
+    return out
+
+
+@router.post("/{run_id}/nonfinite", response_model=RunOut, summary="The run saw a non-finite value (first one kept)")
+def report_nonfinite(ctx: Ctx, project: WriteProject, run_id: RunId, body: NonFiniteIn) -> RunOut:
+    now = time.time()
+    with ctx.engine.lock, ctx.db.session() as session:
+        run = _run(session, project, run_id)
+        touch_run(session, ctx.engine, run, now)
+        if run.nonfinite is None:
+            value = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(body.value, body.value)
+            run.nonfinite = {"key": body.key, "step": body.step, "value": value, "at": now}
+        out = run_out(run)
     return out
 
 

@@ -344,6 +344,38 @@ def _run_view(run: Run, project: str, now: float) -> dict[str, Any]:
         "points": run.points,
         "dropped": run.dropped,
         "href": run_path(project, run.run_id),
+        "failure": _failure_view(run),
+        "nonfinite": _nonfinite_view(run),
+    }
+
+
+def _failure_view(run: Run) -> dict[str, Any] | None:
+    """What the page shows of a failed run: the reason and, when the client sent it, the exception's type and
+    message and the last frames (strings; the template escapes them)."""
+    if run.state != "FAILED":
+        return None
+    failure = run.failure if isinstance(run.failure, dict) else {}
+    frames = failure.get("frames")
+    return {
+        "reason": run.reason or "",
+        "exception": str(failure.get("exception") or ""),
+        "message": str(failure.get("message") or ""),
+        "frames": [str(f) for f in frames] if isinstance(frames, list) else [],
+        "when": _when(run.failed_at),
+    }
+
+
+def _nonfinite_view(run: Run) -> dict[str, str] | None:
+    """The first non-finite value the run reported: key, step and value."""
+    found = run.nonfinite if isinstance(run.nonfinite, dict) else None
+    if not found:
+        return None
+    step = found.get("step")
+    return {
+        "key": str(found.get("key") or ""),
+        "step": "" if step is None else str(step),
+        "value": str(found.get("value") or ""),
+        "when": _when(found.get("at")) if isinstance(found.get("at"), int | float) else "",
     }
 
 

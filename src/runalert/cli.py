@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.console import Console as RichConsole
 
@@ -26,13 +28,30 @@ def _alerter(settings: Settings, *, resend: bool) -> Alerter:
 def flush(
     timeout: float = typer.Option(60.0, help="Seconds to wait for delivery before keeping the rest spooled."),
 ) -> None:
-    """Send the alerts spooled under RUNALERT_HOME to the channels configured now."""
+    """Send the alerts spooled under RUNALERT_HOME to the channels configured now.
+
+    Several ``runalert flush`` (or training processes) may run at once: each spooled alert is claimed by one
+    of them. Unreadable lines are moved to ``spool.quarantine`` beside the spool.
+    """
     settings = Settings()
     alerter = _alerter(settings, resend=False)
-    waiting = len(alerter.spool)
-    sent = alerter.resend_spooled()
-    delivered = alerter.close(timeout)
-    left = len(alerter.spool)
+    deadline = time.monotonic() + timeout
+    try:
+        waiting = len(alerter.spool)
+    except OSError as exc:
+        alerter.close(0)
+        out.print(f"[red]cannot read the spool {alerter.spool.path}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    sent = 0
+    while batch := alerter.resend_spooled():  # a claim is bounded; go on while the previous batch went out
+        sent += batch
+        if not alerter.flush(max(0.0, deadline - time.monotonic())):
+            break
+    delivered = alerter.close(max(0.0, deadline - time.monotonic()))
+    try:
+        left = len(alerter.spool)
+    except OSError:
+        left = 0
     out.print(
         f"{sent} spooled alert(s) resent"
         + (f", {waiting - sent} kept for channels not configured now" if waiting > sent else "")

@@ -24,6 +24,9 @@ __all__ = ["Alerter"]
 
 _live: weakref.WeakSet[Alerter] = weakref.WeakSet()
 
+_STOP_GRACE = 1.0
+"""Seconds close() gives the channels' threads, all together, to finish the request they are in."""
+
 
 @atexit.register
 def _close_all_at_exit() -> None:
@@ -141,14 +144,13 @@ class Alerter:
                 continue
             if self._closed or not self._worker(channel).put(alert):
                 overflow.append(SpooledAlert(channel.key, channel.name, alert, time.time()))
-        if overflow:
+        if overflow and self._spool(overflow):
             log_once(
                 "alerter-overflow",
                 logging.WARNING,
                 "runalert: alerter is closed or a channel's queue is full; alerts are written to %s",
                 self.spool.path,
             )
-            self._spool(overflow)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -174,12 +176,17 @@ class Alerter:
         _live.discard(self)
         with self._lock:
             workers = list(self._workers.values())
+        # All workers are told to stop first, then joined against one shared grace period: a channel stuck in a
+        # request delays close() by at most _STOP_GRACE in all, however many channels hang.
+        for worker in workers:
+            worker.request_stop()
+        grace_end = time.monotonic() + _STOP_GRACE
         left: list[SpooledAlert] = []
         now = time.time()
         for worker in workers:
-            left += [SpooledAlert(worker.channel.key, worker.channel.name, a, now) for a in worker.stop(timeout=1.0)]
-        if left:
-            self._spool(left)
+            stranded = worker.stop(timeout=max(0.0, grace_end - time.monotonic()))
+            left += [SpooledAlert(worker.channel.key, worker.channel.name, a, now) for a in stranded]
+        if left and self._spool(left):
             logger.warning(
                 "runalert: %d alert(s) not delivered yet were saved to %s; they are sent on the next start "
                 "or by `runalert flush`",
@@ -189,12 +196,22 @@ class Alerter:
         return delivered and not left
 
     def resend_spooled(self) -> int:
-        """Queue the spooled alerts meant for this alerter's channels; returns how many."""
+        """Queue the spooled alerts meant for this alerter's channels; returns how many.
+
+        At most ``max_queue`` are taken at once (the rest stay spooled for the next call). A spool that cannot
+        be read is logged once and left as it is: this never raises.
+        """
         by_key = {channel.key: channel for channel in self.channels}
         try:
-            records = self.spool.claim(by_key)
-        except OSError as exc:
-            log_once("spool-read", logging.WARNING, "runalert: cannot read the spool %s (%s)", self.spool.path, exc)
+            records = self.spool.claim(by_key, max_records=self._max_queue)
+        except Exception as exc:  # a spool problem must never reach alert() or the training loop
+            log_once(
+                f"spool-read:{self.spool.path}",
+                logging.WARNING,
+                "runalert: cannot read the spool %s (%s); its alerts stay there",
+                self.spool.path,
+                exc,
+            )
             return 0
         for record in records:
             self.deliver(record.alert, [by_key[record.channel_key]])
@@ -249,17 +266,20 @@ class Alerter:
     def _give_up(self, channel: Channel, alert: Alert) -> None:
         self._spool([SpooledAlert(channel.key, channel.name, alert, time.time())])
 
-    def _spool(self, items: list[SpooledAlert]) -> None:
+    def _spool(self, items: list[SpooledAlert]) -> bool:
+        """Write ``items`` to the spool; ``False`` (logged once, the one message about them) if that failed."""
         try:
             self.spool.append(items)
-            self.stats.add("spooled", len(items))
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; whatever it is, the caller's thread goes on
             self.stats.add("failed", len(items))
             log_once(
-                "spool-write",
+                f"spool-write:{self.spool.path}",
                 logging.ERROR,
-                "runalert: cannot write %d undelivered alert(s) to %s (%s); they are lost",
+                "runalert: %d alert(s) could not be delivered nor written to %s (%s); they are lost",
                 len(items),
                 self.spool.path,
                 exc,
             )
+            return False
+        self.stats.add("spooled", len(items))
+        return True

@@ -1,4 +1,26 @@
-"""The spool: alerts not delivered before exit, kept as JSON lines under ``RUNALERT_HOME`` and sent later."""
+"""The spool: alerts not delivered before exit, kept as JSON lines under ``RUNALERT_HOME`` and sent later.
+
+Why JSON lines and not SQLite: the spool is written rarely (only alerts that could not be delivered) and is
+small, and it must work where ``RUNALERT_HOME`` often lives on a training cluster: a home folder on NFS shared
+by the nodes of a job. SQLite's WAL mode needs shared memory and does not work on a network file system, and
+its rollback mode would add a binary format, a migration and journal files for no gain at this size. Two
+rules make JSON lines as safe:
+
+- **Every change is made under one exclusive lock** (``fcntl.flock`` on ``spool.lock``, a file never replaced,
+  so every process locks the same inode). Appending adds whole lines; claiming reads the spool, writes what
+  it keeps to ``spool.jsonl.tmp`` and renames it over the spool (``os.replace``). Two processes claiming at
+  once are serialized: the second reads what the first left, so no alert is sent twice and none is dropped.
+- **A torn write is contained**: a process killed mid-append leaves a line without its end. The next append
+  first ends that line, so the fragment never swallows a good record, and the next claim moves every line it
+  cannot read (invalid UTF-8, broken JSON, a line over :data:`MAX_RECORD_BYTES`, JSON that is not a spool
+  record) to ``spool.quarantine`` beside the spool, logged once. A crash before the rename leaves the spool as
+  it was. Reading is line by line with a bounded line length, and one claim takes at most ``max_records``
+  records and ``max_bytes`` bytes, so memory stays bounded whatever the file holds.
+
+The folder is created 0700 and every file in it is 0600 (alerts may hold sensitive text). Waiting for the
+lock is bounded (:attr:`Spool.lock_timeout`): a stuck process holding it raises :class:`SpoolBusy` here
+instead of hanging a training loop.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from runalert._home import open_private, private_dir
+from runalert._log import log_once
 from runalert.alert import Alert
 
 try:
@@ -19,9 +43,16 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Spool", "SpooledAlert"]
+__all__ = ["MAX_RECORD_BYTES", "Spool", "SpoolBusy", "SpooledAlert"]
 
 logger = logging.getLogger("runalert")
+
+MAX_RECORD_BYTES = 1 << 20
+"""The longest spool line read (1 MiB). An alert whose record is longer goes to the quarantine file at once."""
+
+
+class SpoolBusy(OSError):
+    """Another process held the spool's lock for longer than ``lock_timeout``; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -35,91 +66,241 @@ class SpooledAlert:
 
 
 class Spool:
-    """An append-only JSON-lines file with an advisory lock, shared by the processes of one machine.
+    """The spool of one ``RUNALERT_HOME``, shared by the processes that use it (see the module's docstring).
 
-    :meth:`claim` removes and returns the records of the given channels atomically, so two processes
-    starting together (the ranks of a job) do not both resend the same alert.
+    :meth:`append` adds records; :meth:`claim` removes and returns the records of some channels atomically,
+    so two processes starting together (the ranks of a job) never both resend the same alert.
+
+    Args:
+        home: the folder (created 0700 on first write).
+        lock_timeout: seconds to wait for another process's lock before :class:`SpoolBusy`.
     """
 
     FILENAME = "spool.jsonl"
+    QUARANTINE = "spool.quarantine"
+    LOCKNAME = "spool.lock"
 
-    def __init__(self, home: str | os.PathLike[str]) -> None:
-        self.path = Path(home).expanduser() / self.FILENAME
+    def __init__(self, home: str | os.PathLike[str], *, lock_timeout: float = 5.0) -> None:
+        self.home = Path(home).expanduser()
+        self.path = self.home / self.FILENAME
+        self.quarantine_path = self.home / self.QUARANTINE
+        self.lock_timeout = float(lock_timeout)
+        self._lock_path = self.home / self.LOCKNAME
+        self._tmp_path = self.home / (self.FILENAME + ".tmp")
 
+    # -- writing -------------------------------------------------------------------------------------------
     def append(self, items: list[SpooledAlert]) -> None:
-        """Add ``items`` to the spool (file mode 0600: alerts may hold sensitive text)."""
+        """Add ``items`` as whole lines. Raises ``OSError`` (:class:`SpoolBusy` included) if it cannot."""
         if not items:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(
-            json.dumps(
-                {
-                    "channel": i.channel_key,
-                    "channel_name": i.channel_name,
-                    "spooled_at": i.spooled_at,
-                    "alert": i.alert.to_dict(),
-                }
-            )
-            + "\n"
-            for i in items
-        )
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as handle, _locked(handle):
-            handle.write(lines)
+        lines: list[bytes] = []
+        oversized: list[bytes] = []
+        for item in items:
+            line = _encode(item)
+            (lines if len(line) <= MAX_RECORD_BYTES else oversized).append(line)
+        with self._locked():
+            if lines:
+                _append_lines(self.path, b"".join(lines))
+            if oversized:
+                _append_lines(self.quarantine_path, b"".join(oversized))
+                log_once(
+                    f"spool-oversized:{self.path}",
+                    logging.WARNING,
+                    "runalert: %d alert(s) over %d bytes cannot be resent; they were written to %s",
+                    len(oversized),
+                    MAX_RECORD_BYTES,
+                    self.quarantine_path,
+                )
 
-    def claim(self, channel_keys: Collection[str] | None = None) -> list[SpooledAlert]:
-        """Remove and return the spooled alerts for ``channel_keys`` (all when ``None``), oldest first."""
+    # -- reading -------------------------------------------------------------------------------------------
+    def claim(
+        self,
+        channel_keys: Collection[str] | None = None,
+        *,
+        max_records: int = 10_000,
+        max_bytes: int = 64 << 20,
+    ) -> list[SpooledAlert]:
+        """Remove and return the spooled alerts for ``channel_keys`` (all when ``None``), oldest first.
+
+        At most ``max_records`` records and about ``max_bytes`` bytes are taken (at least one record when any
+        matches); the rest stay for the next claim. Unreadable lines are moved to the quarantine file. Raises
+        ``OSError`` (:class:`SpoolBusy` included) when the spool cannot be read or rewritten; then nothing
+        was claimed and the spool is unchanged.
+        """
         if not self.path.exists():
             return []
         claimed: list[SpooledAlert] = []
-        with open(self.path, "r+", encoding="utf-8") as handle, _locked(handle):
-            kept: list[str] = []
-            for line in handle:
-                record = _parse(line)
-                if record is None:
-                    if line.strip():
-                        logger.warning("runalert: skipped an unreadable line in %s", self.path)
-                    continue
-                if channel_keys is None or record.channel_key in channel_keys:
-                    claimed.append(record)
-                else:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-            handle.seek(0)
-            handle.truncate()
-            handle.writelines(kept)
+        with self._locked():
+            try:
+                source = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:
+                return []
+            used = 0
+            with source, _Quarantine(self.quarantine_path) as quarantine:
+                kept = os.fdopen(open_private(self._tmp_path, os.O_WRONLY | os.O_TRUNC), "wb")
+                with kept:
+                    for line in _lines(source, quarantine):
+                        if not line.strip():
+                            continue  # an empty line holds nothing to keep
+                        record = _parse(line)
+                        if record is None:
+                            quarantine.add(line)
+                        elif (
+                            (channel_keys is None or record.channel_key in channel_keys)
+                            and len(claimed) < max_records
+                            and (not claimed or used + len(line) <= max_bytes)
+                        ):
+                            claimed.append(record)
+                            used += len(line)
+                        else:
+                            kept.write(line if line.endswith(b"\n") else line + b"\n")
+                    if not claimed and not quarantine.count:
+                        kept.close()
+                        os.unlink(self._tmp_path)  # nothing changes: leave the spool as it is
+                        return []
+                    kept.flush()
+                    os.fsync(kept.fileno())
+            os.replace(self._tmp_path, self.path)
+        if quarantine.count:
+            log_once(
+                f"spool-quarantine:{self.path}",
+                logging.WARNING,
+                "runalert: %d unreadable line(s) in %s (left by a process killed while writing, or edited by "
+                "hand) were moved to %s",
+                quarantine.count,
+                self.path,
+                self.quarantine_path,
+            )
         return claimed
 
     def pending(self) -> list[SpooledAlert]:
-        """The spooled alerts, without removing them."""
-        if not self.path.exists():
-            return []
-        with open(self.path, encoding="utf-8") as handle, _locked(handle):
-            return [r for r in map(_parse, handle) if r is not None]
+        """The readable spooled alerts, without removing them (unreadable lines are skipped, not moved)."""
+        return list(self._scan())
 
     def __len__(self) -> int:
-        return len(self.pending())
+        return sum(1 for _ in self._scan())
+
+    def _scan(self) -> Iterator[SpooledAlert]:
+        if not self.path.exists():
+            return
+        with self._locked():
+            try:
+                source = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:
+                return
+            with source:
+                for line in _lines(source, None):
+                    record = _parse(line)
+                    if record is not None:
+                        yield record
+
+    # -- the lock ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        private_dir(self.home)
+        fd = open_private(self._lock_path, os.O_RDWR)
+        try:
+            if fcntl is not None:
+                deadline = time.monotonic() + self.lock_timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise SpoolBusy(
+                                f"another process has held {self._lock_path} for over {self.lock_timeout:g} s"
+                            ) from None
+                        time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
-def _parse(line: str) -> SpooledAlert | None:
+class _Quarantine:
+    """The quarantine file, opened on the first bad line; lines are appended whole, as they were read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._handle: IO[bytes] | None = None
+
+    def add(self, line: bytes) -> None:
+        """One bad line (counted)."""
+        self.count += 1
+        self.write(line if line.endswith(b"\n") else line + b"\n")
+
+    def write(self, chunk: bytes) -> None:
+        """Raw bytes (a piece of an over-long line)."""
+        if self._handle is None:
+            self._handle = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")
+        self._handle.write(chunk)
+
+    def __enter__(self) -> _Quarantine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+
+def _lines(source: IO[bytes], quarantine: _Quarantine | None) -> Iterator[bytes]:
+    """The lines of ``source``, each at most MAX_RECORD_BYTES + 1 long; longer ones go to ``quarantine``."""
+    while line := source.readline(MAX_RECORD_BYTES + 1):
+        if len(line) <= MAX_RECORD_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        # Over-long: never held whole. Copied piece by piece to the quarantine (or skipped by a read-only scan).
+        if quarantine is not None:
+            quarantine.count += 1
+            quarantine.write(line)
+        while (piece := source.readline(MAX_RECORD_BYTES)) and not piece.endswith(b"\n"):
+            if quarantine is not None:
+                quarantine.write(piece)
+        if quarantine is not None:
+            quarantine.write(piece if piece.endswith(b"\n") else piece + b"\n")
+
+
+def _append_lines(path: Path, data: bytes) -> None:
+    """Append whole lines to ``path``, first ending a line a killed writer left unfinished."""
+    fd = open_private(path, os.O_RDWR | os.O_APPEND)
     try:
-        data: dict[str, Any] = json.loads(line)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode(item: SpooledAlert) -> bytes:
+    record = {
+        "channel": item.channel_key,
+        "channel_name": item.channel_name,
+        "spooled_at": item.spooled_at,
+        "alert": item.alert.to_dict(),
+    }
+    return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def _parse(line: bytes) -> SpooledAlert | None:
+    """A record, or ``None`` for anything else (bad bytes, bad JSON, the wrong shape): never raises."""
+    try:
+        data: Any = json.loads(line.decode("utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("channel"), str):
+            return None
+        if not isinstance(data.get("alert"), dict):
+            return None
         return SpooledAlert(
-            channel_key=str(data["channel"]),
+            channel_key=data["channel"],
             channel_name=str(data.get("channel_name", data["channel"])),
             alert=Alert.from_dict(data["alert"]),
             spooled_at=float(data.get("spooled_at", time.time())),
         )
-    except (ValueError, KeyError, TypeError):
+    except Exception:  # anything a hand-edited or torn line can provoke
         return None
-
-
-@contextlib.contextmanager
-def _locked(handle: IO[str]) -> Iterator[None]:
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -99,11 +99,19 @@ class ChannelWorker:
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue, timeout=timeout)
 
-    def stop(self, timeout: float) -> list[Alert]:
-        """Stop the thread (interrupting waits) and return the alerts never delivered, oldest first."""
+    def request_stop(self) -> None:
+        """Tell the thread to stop (interrupting its waits) without waiting for it; see :meth:`stop`."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
+
+    def stop(self, timeout: float) -> list[Alert]:
+        """Stop the thread (interrupting waits) and return the alerts never delivered, oldest first.
+
+        Waits up to ``timeout`` seconds for a request in progress to end; an alert whose request is still in
+        progress then is returned too (it may arrive twice: receivers dedupe on the alert's id).
+        """
+        self.request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         with self._cond:

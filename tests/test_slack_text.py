@@ -103,3 +103,72 @@ def test_message_truncates_long_text() -> None:
     message = build_message(Alert(title="t", text="x" * 5000))
     assert len(message["blocks"][1]["text"]["text"]) == 3000
     assert len(message["text"]) <= 4000
+
+
+def assert_block_kit_limits(message: dict) -> None:
+    """Slack's Block Kit limits: at most 50 blocks; a header is plain_text up to 150 characters; a section's text
+    up to 3000, at most 10 fields of up to 2000 each; a context up to 10 elements; the fallback text up to 40000
+    (runalert keeps it under 4000)."""
+    blocks = message["blocks"]
+    assert len(blocks) <= 50 and len(message["text"]) <= 4000
+    for block in blocks:
+        if block["type"] == "header":
+            assert block["text"]["type"] == "plain_text" and len(block["text"]["text"]) <= 150
+        elif block["type"] == "section":
+            assert "text" in block or "fields" in block
+            if "text" in block:
+                assert 1 <= len(block["text"]["text"]) <= 3000
+            assert len(block.get("fields", [])) <= 10
+            assert all(1 <= len(f["text"]) <= 2000 for f in block.get("fields", []))
+        else:
+            assert block["type"] == "context" and 1 <= len(block["elements"]) <= 10
+
+
+def test_a_mention_in_the_title_pings_from_the_text_and_the_header_stays_plain() -> None:
+    # W&B's example: run.alert(title=..., text=...) with a member mention; here the mention is in the title.
+    alert = Alert(title="Loss is NaN <@U1234ABCD>", text="loss has gone to NaN", level=AlertLevel.ERROR)
+    message = build_message(alert)
+    assert_block_kit_limits(message)
+    header, section = message["blocks"][0], message["blocks"][1]
+    assert header == {"type": "header", "text": {"type": "plain_text", "text": "Loss is NaN @U1234ABCD", "emoji": True}}
+    assert section["text"] == {"type": "mrkdwn", "text": "<@U1234ABCD> loss has gone to NaN"}
+    assert message["text"] == ":rotating_light: [ERROR] Loss is NaN <@U1234ABCD>: loss has gone to NaN"
+
+
+def test_title_mentions_of_every_kind_and_only_mentions_go_to_the_text() -> None:
+    alert = Alert(title="<!subteam^S0GROUP1|@ml> <!here> <#C0123ABC|gen> <@W1ABC|ana>", text="body")
+    message = build_message(alert)
+    assert_block_kit_limits(message)
+    assert message["blocks"][0]["text"]["text"] == "@ml @here #gen @ana"
+    assert message["blocks"][1]["text"]["text"] == "<!subteam^S0GROUP1|@ml> <!here> <@W1ABC|ana> body"
+    link = build_message(Alert(title="<https://x.example/r/1|run 1> done", text=""))
+    assert link["blocks"][0]["text"]["text"] == "run 1 done"
+    assert [b["type"] for b in link["blocks"]] == ["header", "context"]  # a link pings nobody: no text block
+
+
+def test_title_mentions_are_not_repeated_and_a_title_alone_still_pings() -> None:
+    alert = Alert(title="<@U1AB> <@U2CD> diverged", text="cc <@U2CD>", level=AlertLevel.ERROR)
+    message = build_message(alert, ["<@U1AB>"])  # the channel's ERROR mentions
+    assert_block_kit_limits(message)
+    assert message["blocks"][1]["text"]["text"] == "<@U1AB> cc <@U2CD>"
+    only_title = build_message(Alert(title="done <!channel>"))
+    assert only_title["blocks"][1]["text"]["text"] == "<!channel>"
+    # with a long text, the mentions come first and survive the truncation
+    long = build_message(Alert(title="NaN <@U1AB>", text="x" * 5000))
+    assert_block_kit_limits(long)
+    assert long["blocks"][1]["text"]["text"].startswith("<@U1AB> xxx")
+
+
+def test_title_of_a_markup_false_alert_never_pings() -> None:
+    alert = Alert(title="run <!channel> <@U1AB>", text="t", markup=False)
+    message = build_message(alert)
+    assert message["blocks"][0]["text"]["text"] == "run <!channel> <@U1AB>"  # plain_text: shown, never parsed
+    assert message["blocks"][1]["text"]["text"] == "t"
+    assert "<!channel>" not in message["text"] and "<@U1AB>" not in message["text"]
+
+
+def test_block_kit_limits_hold_for_large_alerts() -> None:
+    fields = {f"k{i}": "v" * 3000 for i in range(15)}
+    alert = Alert(title="t" * 64, text="x" * 10_000, fields=fields, run="r" * 500).with_suppressed(7)
+    message = build_message(alert, ["<!here>"] * 3)
+    assert_block_kit_limits(message)

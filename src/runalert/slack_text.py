@@ -4,6 +4,10 @@ Slack treats ``<...>`` as control sequences: ``<!channel>`` pings a whole channe
 in a message is escaped (``&``, ``<``, ``>``) except the tokens a user deliberately wrote in an alert's
 text (user, channel, user-group and special mentions, and ``<url|label>`` links), so a metric or a run
 name can never ping anyone.
+
+Mentions in an alert's title ping too (as in W&B: "title or text"): the header block is ``plain_text``, which
+Slack never parses, so the title's mention tokens are repeated at the start of the message text, and the header
+shows them readably (``<@U123|ana>`` as ``@ana``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from typing import Any
 
 from runalert.alert import Alert, AlertLevel
 
-__all__ = ["build_message", "escape", "format_text", "normalize_mention", "normalize_mentions"]
+__all__ = [
+    "build_message",
+    "escape",
+    "format_text",
+    "normalize_mention",
+    "normalize_mentions",
+    "plain_title",
+    "title_mentions",
+]
 
 _TOKEN = re.compile(
     r"<(?:"
@@ -26,6 +38,10 @@ _TOKEN = re.compile(
     r"|(?:https?|mailto):[^<>|\s]+(?:\|[^<>]*)?"  # links
     r")>"
 )
+
+_PING = re.compile(
+    r"<(?:@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!(?:here|channel|everyone))(?:\|[^<>]*)?>"
+)  # the tokens that notify someone: user, user-group and special mentions
 
 EMOJI = {
     AlertLevel.INFO: ":large_blue_circle:",
@@ -104,6 +120,31 @@ def normalize_mentions(
     return result
 
 
+def title_mentions(title: str) -> list[str]:
+    """The mention tokens (users, user groups, ``<!here>``...) in a title, in order, each once."""
+    return list(dict.fromkeys(match.group(0) for match in _PING.finditer(title)))
+
+
+def _readable(match: re.Match[str]) -> str:
+    token = match.group(0)[1:-1]
+    target, _, label = token.partition("|")
+    if target.startswith("!date^"):
+        return label or target
+    if target.startswith(("@", "!subteam^", "!")):
+        name = label or target.removeprefix("!subteam^").lstrip("@!")
+        return name if name.startswith("@") else f"@{name}"
+    if target.startswith("#"):
+        name = label or target[1:]
+        return name if name.startswith("#") else f"#{name}"
+    return label or target  # a link
+
+
+def plain_title(title: str, *, markup: bool = True) -> str:
+    """The title for a ``plain_text`` header: a user's tokens (with ``markup``) written readably, ``<@U1|ana>``
+    as ``@ana``, ``<!here>`` as ``@here``, ``<https://x|run>`` as ``run``; anything else as it is."""
+    return _TOKEN.sub(_readable, title) if markup else title
+
+
 def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -111,20 +152,28 @@ def _truncate(text: str, limit: int) -> str:
 def build_message(alert: Alert, mentions: Iterable[str] = ()) -> dict[str, Any]:
     """A Slack message for ``alert``: Block Kit blocks plus a plain-text fallback for notifications."""
     emoji = EMOJI[alert.level]
+    mentions = tuple(mentions)
     ping = " ".join(mentions)
     body = format_text(alert.text, markup=alert.markup)
     if alert.suppressed:
         body = (body + "\n" if body else "") + (
             f"_({alert.suppressed} similar alert{'s' if alert.suppressed != 1 else ''} suppressed)_"
         )
-    title = escape(alert.title)
+    title = format_text(alert.title, markup=alert.markup)
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": _truncate(f"{alert.title}", _HEADER_LIMIT), "emoji": True},
+            "text": {
+                "type": "plain_text",
+                "text": _truncate(plain_title(alert.title, markup=alert.markup), _HEADER_LIMIT),
+                "emoji": True,
+            },
         }
     ]
-    section = " ".join(part for part in (ping, body) if part)
+    # A header cannot ping: the title's mentions go first in the text (once, unless already there).
+    given = set(mentions) | set(_PING.findall(body))
+    from_title = " ".join(m for m in title_mentions(alert.title) if m not in given) if alert.markup else ""
+    section = " ".join(part for part in (ping, from_title, body) if part)
     if section:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(section, _SECTION_LIMIT)}})
     fields = [

@@ -270,3 +270,46 @@ def test_retry_after_is_capped_by_policy(httpserver: HTTPServer) -> None:
         alerter.alert("rate limited")
         assert wait_for(lambda: alerter.stats.snapshot()["sent"] == 1, timeout=5)
     assert calls["n"] == 2
+
+
+def test_an_unwritable_home_gives_one_accurate_message(
+    httpserver: HTTPServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A folder under a regular file cannot be created, not even by root (chmod would not stop root).
+    blocker = tmp_path / "a-regular-file"
+    blocker.write_text("")
+    home = blocker / "home"
+    httpserver.expect_request("/down").respond_with_data("down", status=503)
+    alerter = Alerter([Webhook(httpserver.url_for("/down"))], home=home, retry=FAST_RETRY, flush_timeout=0.2)
+    alerter.alert("undeliverable", level="ERROR")
+    assert not alerter.close()
+    alerter.alert("after close")  # goes the spool's way too, and fails the same way
+
+    about_it = [r for r in caplog.records if r.name == "runalert" and str(home) in r.getMessage()]
+    assert len(about_it) == 1, [r.getMessage() for r in about_it]
+    (message,) = [r.getMessage() for r in about_it]
+    assert "lost" in message
+    assert about_it[0].levelname == "ERROR"
+    assert "saved" not in message
+    assert alerter.stats.snapshot()["spooled"] == 0
+    assert alerter.stats.snapshot()["failed"] == 2
+
+
+def test_close_gives_hung_channels_one_grace_period_in_all(httpserver: HTTPServer, isolated_env: Path) -> None:
+    from tests.hostile import HostileReceiver, ended_with, hangs
+
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    with HostileReceiver(hangs()) as hole:
+        hung = [Webhook(hole.url(f"/hook{i}"), timeout=120, name=f"hung {i}") for i in range(8)]
+        alerter = Alerter([*hung, Webhook(httpserver.url_for("/ok"))], retry=FAST_RETRY)
+        assert alerter.alert("anyone there?")
+        # The slow channels do not hold up the healthy one: it delivers while all eight hang.
+        assert wait_for(lambda: received(httpserver, "/ok"), timeout=10)
+        assert hole.wait_for_requests(8)
+        result: list[bool] = []
+        # close(0.1) may wait 0.1 s for delivery and then one grace period (1 s) for all eight threads; it
+        # used to join them one after another, 1 s each (8.1 s). 5 s is a bound on a hang, not a timing.
+        assert ended_with(lambda: result.append(alerter.close(timeout=0.1)), limit=5.0) is None
+        assert result == [False]
+        spooled = Spool(isolated_env).pending()
+        assert sorted(s.channel_name for s in spooled) == sorted(f"hung {i}" for i in range(8))  # nothing lost

@@ -15,8 +15,10 @@ __all__ = ["Suppressor", "TokenBucket"]
 class Suppressor:
     """Decides whether an alert goes out, per key (the (run, title) fingerprint).
 
-    An alert is suppressed when the last alert with its key went out less than its ``wait_duration`` ago;
-    suppressed alerts are counted, and the count is handed to the next alert of that key that goes out.
+    An alert is suppressed when the last alert with its key went out less than its ``wait_duration`` ago
+    (strictly: one exactly ``wait_duration`` later goes out). The window counts from the last alert that went
+    out, never from a suppressed repeat, so a steady stream of repeats still gets one alert per window.
+    Suppressed alerts are counted, and the count is handed to the next alert of that key that goes out.
     Times are wall-clock seconds so that the state survives a restart from a checkpoint.
     """
 

@@ -1,0 +1,99 @@
+"""The semantics of ``wait_duration`` and of the channels' token buckets, pinned with a clock moved by hand.
+
+``wait_duration`` counts from the last alert of a (run, title) that went out: suppressed repeats do not
+extend the window (it does not slide), and an alert exactly ``wait_duration`` after the last one sent goes
+out (only a repeat strictly inside the window is suppressed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from runalert import Alerter
+from runalert.alerting import Suppressor, TokenBucket
+from runalert.channels import Webhook
+from runalert.channels.base import RateLimit
+from tests.support import FAST_RETRY, Clock
+
+
+def test_suppressed_repeats_do_not_restart_the_window() -> None:
+    clock = Clock(1_000_000.0)
+    suppressor = Suppressor(clock)
+    assert suppressor.admit("k", 300) == 0
+    clock.now = 1_000_200.0
+    assert suppressor.admit("k", 300) is None
+    clock.now = 1_000_299.0
+    assert suppressor.admit("k", 300) is None
+    # 301 s after the one sent (2 s after the last repeat): the window from the sent one is over.
+    clock.now = 1_000_301.0
+    assert suppressor.admit("k", 300) == 2
+
+
+def test_an_alert_exactly_wait_duration_after_the_last_sent_goes_out() -> None:
+    clock = Clock(1_000_000.0)
+    suppressor = Suppressor(clock)
+    assert suppressor.admit("k", 300) == 0
+    clock.now = 1_000_299.75
+    assert suppressor.admit("k", 300) is None  # strictly inside: suppressed
+    clock.now = 1_000_300.0
+    assert suppressor.admit("k", 300) == 1  # at the edge: goes out, carrying the count
+    assert suppressor.admit("k", 300) is None  # and starts a new window from now
+
+
+def test_the_window_is_per_key_and_zero_turns_it_off() -> None:
+    clock = Clock()
+    suppressor = Suppressor(clock)
+    assert suppressor.admit("a", 60) == 0
+    assert suppressor.admit("b", 60) == 0
+    assert suppressor.admit("a", 60) is None
+    assert [suppressor.admit("a", 0) for _ in range(3)] == [1, 0, 0]
+    assert suppressor.total_suppressed == 1
+
+
+def test_the_alerter_sends_at_the_edge_and_not_inside(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    clock = Clock(1_000_000.0)
+    with Alerter([Webhook(httpserver.url_for("/hook"))], run="r", retry=FAST_RETRY, clock=clock) as alerter:
+        assert alerter.alert("Loss high", "sent", wait_duration=60)
+        clock.now = 1_000_030.0
+        assert not alerter.alert("Loss high", "repeat", wait_duration=60)
+        clock.now = 1_000_060.0
+        assert alerter.alert("Loss high", "edge", wait_duration=60)
+        assert alerter.flush(10)
+    bodies = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    assert [(b["text"], b["suppressed"]) for b in bodies] == [("sent", 0), ("edge", 1)]
+
+
+def test_a_state_dict_keeps_the_window_of_the_sent_alert() -> None:
+    clock = Clock(1_000_000.0)
+    first = Suppressor(clock)
+    first.admit("k", 300)
+    clock.now = 1_000_250.0
+    first.admit("k", 300)
+    resumed = Suppressor(clock)
+    resumed.load_state_dict(first.state_dict())
+    clock.now = 1_000_300.0
+    assert resumed.admit("k", 300) == 1
+
+
+@pytest.mark.parametrize(("per_second", "burst"), [(1.0, 1), (2.0, 3)])
+def test_the_token_bucket_allows_a_burst_then_paces(per_second: float, burst: int) -> None:
+    clock = Clock(100.0)
+    bucket = TokenBucket(RateLimit(per_second, burst), clock)
+    for _ in range(burst):
+        assert bucket.delay() == 0
+        bucket.take()
+    assert bucket.delay() == pytest.approx(1 / per_second)
+    clock.now += 0.5 / per_second
+    assert bucket.delay() == pytest.approx(0.5 / per_second)
+    clock.now += 0.5 / per_second
+    assert bucket.delay() == 0
+    bucket.take()
+    clock.now += 1000.0  # a long idle time saves at most `burst` tokens
+    for _ in range(burst):
+        assert bucket.delay() == 0
+        bucket.take()
+    assert bucket.delay() > 0

@@ -28,6 +28,7 @@ __all__ = ["MAX_METRICS_PER_ROW", "MetricStream", "StreamStats"]
 
 MAX_ROWS_PER_BATCH = 10_000  # the server's limit
 MAX_METRICS_PER_ROW = 1_000  # the server's limit
+MAX_POINTS_PER_BATCH = 100_000  # the server's default limit (RUNALERT_MAX_BATCH_POINTS): more is refused, 413
 MAX_NAME = 256
 
 _time = time.time
@@ -281,8 +282,10 @@ class MetricStream:
         count = points = 0
         fine = self._fine_names
         for step, when, values in itertools.islice(pending, self.batch_size):
-            count += 1
             size = len(values)
+            if count and points + size > MAX_POINTS_PER_BATCH:
+                break  # the rest goes in the next batch (a step is never split across batches)
+            count += 1
             points += size
             if size > MAX_METRICS_PER_ROW or not fine.issuperset(values):
                 if size <= MAX_METRICS_PER_ROW and all(len(k) <= MAX_NAME for k in values):

@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from runalert.server import accesslog
 from runalert.server.context import ServerContext
+from runalert.server.limits import BodyLimit
 from runalert.server.settings import ServerSettings
 
 __all__ = ["create_app"]
@@ -34,6 +36,7 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        accesslog.install()  # after the server configured logging: keys never reach its access log
         ctx.start()
         try:
             yield
@@ -44,6 +47,7 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
 
     app = FastAPI(title="runalert", version=_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.ctx = ctx
+    app.add_middleware(BodyLimit, limit=ctx.settings.max_body_bytes)
     for module in (health, projects, runs, alerts, integrations, secrets):
         app.include_router(module.router)
     try:

@@ -9,6 +9,8 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from runalert._home import private_dir
+
 __all__ = ["Cipher", "InvalidToken", "load_key"]
 
 KEY_FILE = "secret.key"
@@ -26,7 +28,7 @@ def load_key(secret_key: str | None, home: Path) -> bytes:
         if mode & 0o077:
             raise PermissionError(f"{path} is readable by others (mode {mode:o}): run chmod 600 {path}")
         return path.read_bytes().strip()
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)  # created 0700
     key = Fernet.generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

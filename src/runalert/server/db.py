@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -12,6 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from runalert._home import PRIVATE_FILE_MODE, open_private, private_dir
 
 __all__ = ["READ_ONLY", "Database", "DriverCursor", "is_postgresql", "make_engine", "upgrade"]
 
@@ -27,8 +32,8 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys, and its folder is created."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            _private_sqlite_files(Path(parsed.database).expanduser())
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -55,6 +60,19 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database's folder is created 0700, the database file 0600 (made empty here if new, so that SQLite
+    opens it rather than create it with its own 0644). SQLite gives its ``-wal``, ``-shm`` and ``-journal``
+    files the database file's mode, whatever the umask; ones left 0644 by an older version are made 0600."""
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if stat.S_IMODE(sidecar.stat().st_mode) & 0o077:
+                os.chmod(sidecar, PRIVATE_FILE_MODE)
 
 
 def upgrade(engine: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
 
@@ -105,17 +105,33 @@ class HeartbeatOut(BaseModel):
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
+# Numbers are strict: a JSON number is a number, a string or a boolean is not (``"1.5"`` and ``true`` are refused,
+# not coerced). The one exception: the strings of the non-finite values, for clients whose JSON has no NaN.
+NON_FINITE_TEXT = r"^[+-]?(?i:nan|inf|infinity)$"
+MetricValue = Annotated[float, Strict()] | Annotated[str, StringConstraints(pattern=NON_FINITE_TEXT)] | None
+"""A metric value: a JSON number (``NaN``, ``Infinity`` and ``-Infinity`` too), ``null`` (no value), or one of
+the strings "nan", "inf", "-inf", "infinity" (any case)."""
+METRIC_VALUE_HELP = (
+    "a metric value must be a JSON number (NaN, Infinity and -Infinity too), null, or one of the strings "
+    "'nan', 'inf', '-inf', 'infinity' (any case)"
+)
+StepInt = Annotated[int, Strict(), Field(ge=-MAX_STEP, le=MAX_STEP)]
+StepFloat = Annotated[float, Strict(), Field(ge=-MAX_STEP, le=MAX_STEP)]
+
+
 class MetricRow(Request):
     """Values logged at one step. ``NaN``/``Infinity`` (or the strings "nan", "inf") are non-finite values."""
 
-    step: int | None = Field(None, ge=-MAX_STEP, le=MAX_STEP)
-    time: float | None = Field(None, ge=0, le=1e11)
-    metrics: dict[MetricName, float | None] = Field(max_length=1000)
+    step: StepInt | StepFloat | None = Field(None, description="an integer (a float only if integral)")
+    time: Annotated[float, Strict()] | None = Field(None, ge=0, le=1e11)
+    metrics: dict[MetricName, MetricValue] = Field(max_length=1000)
 
 
 class MetricBatchIn(Request):
     rows: list[MetricRow] = Field(max_length=10000)
-    dropped: int = Field(0, ge=0, le=MAX_STEP, description="points the client dropped since its last batch")
+    dropped: Annotated[int, Strict()] = Field(
+        0, ge=0, le=MAX_STEP, description="points the client dropped since its last batch"
+    )
 
 
 class FiredOut(BaseModel):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 
+from runalert.server.auth import authenticate
 from runalert.server.models import Automation, Delivery, Run
-from runalert.server.routers._deps import Ctx
+from runalert.server.routers._deps import Ctx, get_ctx
 from runalert.server.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -35,15 +38,43 @@ def _version() -> str:
 @router.get("/healthz", response_model=Health, summary="Liveness and database check")
 def healthz(ctx: Ctx) -> Health:
     try:
-        with ctx.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        # A read transaction: on SQLite it neither waits for the writer (a large metric batch) nor blocks it.
+        with ctx.db.read_session() as session:
+            session.execute(text("SELECT 1"))
         database = "ok"
     except Exception as exc:  # pragma: no cover - a down database
         database = f"error: {type(exc).__name__}"
     return Health(status="ok" if database == "ok" else "degraded", database=database, version=_version())
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (text format 0.0.4)")
+def metrics_access(request: Request) -> None:
+    """Who may read ``/metrics``: the bearer of ``metrics_token`` (when set), or of any project's API key; with
+    no keys and no token, loopback clients (or any client with ``--insecure``), as for the API. Else 401."""
+    ctx = get_ctx(request)
+    token = ctx.settings.metrics_token
+    header = request.headers.get("authorization") or ""
+    scheme, _, given = header.partition(" ")
+    if token is not None:
+        wanted = token.get_secret_value().encode()
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), wanted):
+            return
+        if not header:
+            raise HTTPException(
+                401,
+                detail="/metrics needs the metrics token or an API key: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    with ctx.db.read_session() as session:
+        authenticate(session, request, None, create=False, insecure=ctx.settings.insecure, touch=False)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics (text format 0.0.4)",
+    dependencies=[Depends(metrics_access)],
+    responses={401: {"description": "a key is needed (the metrics token or any project's API key)"}},
+)
 def metrics(ctx: Ctx) -> PlainTextResponse:
     lines: list[str] = []
     with ctx._counter_lock:

@@ -23,6 +23,8 @@ from runalert.server.routers._deps import Ctx, ProjectName, ReadProject, WritePr
 from runalert.server.routers._views import run_out
 from runalert.server.runs import HEARTBEAT_TIMEOUT, change_state, touch_run, upsert_run
 from runalert.server.schemas import (
+    MAX_STEP,
+    METRIC_VALUE_HELP,
     RUN_ID_PATTERN,
     FiredOut,
     HeartbeatOut,
@@ -161,22 +163,76 @@ async def post_metrics(request: Request, project: ProjectName, run_id: RunId) ->
     in one transaction. ``NaN``/``Infinity`` are stored as non-finite and never enter a window.
 
     The hot path of the server: the body is parsed and validated in one pass (``model_validate_json``, no
-    intermediate ``json.loads``), and on SQLite the batch is handled on the event loop (its transactions queue
-    on one writer lock anyway; a hop to a worker thread costs more than it saves)."""
+    intermediate ``json.loads``), and on SQLite a small batch is handled on the event loop (its transactions
+    queue on one writer lock anyway; a hop to a worker thread costs more than it saves). A large one (over
+    ``OFFLOAD_BYTES``) is parsed and written on a worker thread, so that other requests (``/healthz``) are
+    answered meanwhile. A body over ``max_body_bytes`` or a batch over ``max_batch_points`` values is 413."""
     ctx = get_ctx(request)
-    if ctx.db.postgresql:
-        out = await run_in_threadpool(_post_metrics, ctx, request, project, run_id, await request.body())
+    raw = await request.body()
+    if ctx.db.postgresql or len(raw) > OFFLOAD_BYTES:
+        out = await run_in_threadpool(_post_metrics, ctx, request, project, run_id, raw)
     else:
-        out = _post_metrics(ctx, request, project, run_id, await request.body())
+        out = _post_metrics(ctx, request, project, run_id, raw)
     return Response(out.model_dump_json(), media_type="application/json")
 
 
-def _parse_batch(raw: bytes) -> MetricBatchIn:
+OFFLOAD_BYTES = 256 * 1024
+"""Metric batches with a larger body are handled off the event loop (on SQLite; on PostgreSQL all are)."""
+
+
+def _parse_batch(raw: bytes, max_points: int) -> MetricBatchIn:
     try:
-        return MetricBatchIn.model_validate_json(raw)
+        batch = MetricBatchIn.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
+        raise RequestValidationError(_batch_errors(exc)) from None
+    points = sum([len(row.metrics) for row in batch.rows])
+    if points > max_points:
+        raise HTTPException(
+            413,
+            detail=f"metric batch too large: {points} values, at most {max_points} per batch "
+            "(setting RUNALERT_MAX_BATCH_POINTS): send smaller batches",
+        )
+    return batch
+
+
+def _batch_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """The batch's errors, under ``body``; a metric value or a step that matches no choice of its union is one
+    error naming the field and what it may be (not one per choice)."""
+    errors: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for error in exc.errors(include_url=False):
+        loc = tuple(error.get("loc", ()))
+        field = _union_field(loc)
+        if field is None:
+            errors.append({**error, "loc": ("body", *loc)})
+            continue
+        if field in seen:
+            continue
+        seen.add(field)
+        shown = repr(error.get("input"))
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        help_text = METRIC_VALUE_HELP if field[2] == "metrics" else STEP_HELP
+        errors.append({"type": "value_error", "loc": ("body", *field), "msg": f"{help_text}, not {shown}"})
+    return errors
+
+
+STEP_HELP = f"a step must be an integer from {-MAX_STEP} to {MAX_STEP} (a float only if integral)"
+
+
+def _union_field(loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``('rows', i, 'metrics', name)`` or ``('rows', i, 'step')`` for an error of one choice of the union of a
+    metric value or a step; None for any other error."""
+    if len(loc) == 5 and loc[0] == "rows" and loc[2] == "metrics" and loc[4] != "[key]":
+        return loc[:4]
+    if len(loc) == 4 and loc[0] == "rows" and loc[2] == "step":
+        return loc[:3]
+    return None
+
+
+def _bad_step(index: int, step: float) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "rows", index, "step"), "msg": f"{STEP_HELP}, not {step!r}"}]
+    )
 
 
 _KEY_SQL = (
@@ -203,7 +259,7 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
                 if project is None:  # any other case (a new project, a wrong key ...): the full check, its answers
                     project = authenticate(session, request, project_name, create=True, insecure=ctx.settings.insecure)
                     assert project is not None
-                body = _parse_batch(raw)  # after the key: a bad key is 401 whatever the body
+                body = _parse_batch(raw, ctx.settings.max_batch_points)  # after the key: a bad key is 401
                 out = _ingest(ctx, session, sql=sql, project=project, run_id=run_id, body=body, log=evaluated)
         except Exception:
             # The evaluators saw a batch that is not stored: they would be ahead of the database.
@@ -267,14 +323,23 @@ def _ingest(
     attrs = (run_name, user, tuple(str(t) for t in tags or ()))
     columns: dict[str, Column] = {}
     top: int | None = None
-    for row in body.rows:
+    for index, row in enumerate(body.rows):
         when = row.time if row.time is not None else now
-        step = row.step
+        given = row.step
+        step: int | None
+        if isinstance(given, float):  # an integral float (3.0) is a step; 3.5 is not
+            if not given.is_integer():
+                raise _bad_step(index, given)
+            step = int(given)
+        else:
+            step = given
         if step is not None and (top is None or step > top):
             top = step
-        for name, value in row.metrics.items():
-            if value is None:
+        for name, given_value in row.metrics.items():
+            if given_value is None:
                 continue
+            # "nan", "-inf" ... are the only strings the schema lets through
+            value = float(given_value) if isinstance(given_value, str) else given_value
             column = columns.get(name)
             if column is None:
                 column = columns[name] = ([], [], [])

@@ -1,0 +1,369 @@
+"""Limits and hygiene, on real server processes: the body and batch caps (413), a large batch off the event
+loop, strict metric numbers (422), keys kept out of the access log, ``/metrics`` behind a key, and private
+files in RUNALERT_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from runalert.server.auth import create_key
+from tests.support import free_port, wait_for
+
+P = "/api/v1/projects"
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+def _http(port: int, head: str, body: bytes = b"", *, timeout: float = 30.0) -> tuple[int, bytes]:
+    """Send a raw request on a new connection; return the status and the body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode() + body)
+        return _read_answer(sock)
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before an answer: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        0,
+    )
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, rest[:length]
+
+
+def _batch(rows: int, metrics: int, *, step0: int = 0) -> bytes:
+    names = [f"m{j:04d}" for j in range(metrics)]
+    return json.dumps(
+        {"rows": [{"step": step0 + i, "metrics": dict.fromkeys(names, 0.5 + i)} for i in range(rows)]}
+    ).encode()
+
+
+def _tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """(send queue, receive queue) in bytes of the loopback TCP socket ``local_port`` -> ``remote_port``."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.rsplit(":", 1)[1], 16) == local_port and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+            tx, rx = (int(x, 16) for x in fields[4].split(":"))
+            return tx, rx
+    return None
+
+
+class Served:
+    """``runalert serve`` in a child process with its own home, its output in a log file beside the home."""
+
+    def __init__(self, home: Path, log: Path, *, env: dict[str, str] | None = None, umask: int | None = None):
+        self.home, self.log, self.port = home, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = Path(sys.executable).with_name("runalert")
+        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "runalert.cli"]
+        full_env = {**os.environ, "RUNALERT_HOME": str(home), **(env or {})}
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*argv, "serve", "--port", str(self.port), "--log-level", "info"],
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,  # noqa: PLW1509
+            )
+
+        def healthy() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {log.read_text()[-3000:]}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        assert wait_for(healthy, timeout=60, interval=0.05), log.read_text()[-3000:]
+
+    def stop(self) -> str:
+        """Stop the server (SIGTERM, its logs flushed) and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Any]:
+    """Start ``runalert serve`` processes: ``served(env={...}, umask=0o022)``; all are stopped at the end."""
+    started: list[Served] = []
+
+    def start(*, home: Path | None = None, env: dict[str, str] | None = None, umask: int | None = None) -> Served:
+        server = Served(
+            home or tmp_path / f"home{len(started)}", tmp_path / f"serve{len(started)}.log", env=env, umask=umask
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# -- 1. body and batch caps ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_a_declared_body_over_the_cap_gets_413_before_it_is_read(server_process: Any) -> None:
+    server = server_process(RUNALERT_MAX_BODY_BYTES=str(1024 * 1024))
+    assert server.api("PUT", f"{P}/p/runs/r", json={}).status_code == 201
+    # 129 MB announced, not a byte of it sent: the answer comes anyway, at once.
+    head = (
+        f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {129 * 1000 * 1000}\r\n\r\n"
+    )
+    status, body = _http(server.port, head, timeout=20)
+    assert status == 413
+    assert json.loads(body)["detail"] == (
+        "request body too large: at most 1048576 bytes (setting RUNALERT_MAX_BODY_BYTES)"
+    )
+    # Any endpoint: the cap is the server's.
+    status, _ = _http(server.port, head.replace(f"{P}/p/runs/r/metrics", f"{P}/p/alerts"), timeout=20)
+    assert status == 413
+    assert server.api("GET", "/healthz").ok
+
+
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_a_chunked_body_is_cut_off_at_the_cap(server_process: Any) -> None:
+    server = server_process(RUNALERT_MAX_BODY_BYTES=str(64 * 1024))
+    assert server.api("PUT", f"{P}/p/runs/r", json={}).status_code == 201
+    head = (
+        f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 16384
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(head.encode())
+        for _ in range(5):  # 80 KiB, and the body never ends (no last chunk): only the cap can answer
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, body = _read_answer(sock)
+    assert status == 413
+    assert "at most 65536 bytes (setting RUNALERT_MAX_BODY_BYTES)" in json.loads(body)["detail"]
+    # Below the cap, chunked bodies are read as before.
+    small = json.dumps({"rows": [{"step": 1, "metrics": {"loss": 1.0}}]}).encode()
+    status, body = _http(server.port, head, b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small))
+    assert (status, json.loads(body)["accepted"]) == (200, 1)
+
+
+def test_a_batch_over_the_points_cap_gets_413_naming_the_limit(make_client: Any) -> None:
+    client = make_client(background=False, max_batch_points=10)
+    client.put(f"{P}/p/runs/r", json={})
+    over = client.post(f"{P}/p/runs/r/metrics", content=_batch(2, 6), headers={"Content-Type": "application/json"})
+    assert over.status_code == 413
+    assert over.json()["detail"] == (
+        "metric batch too large: 12 values, at most 10 per batch (setting RUNALERT_MAX_BATCH_POINTS): "
+        "send smaller batches"
+    )
+    assert client.get(f"{P}/p/runs/r").json()["points"] == 0  # nothing of it stored
+    at = client.post(f"{P}/p/runs/r/metrics", content=_batch(2, 5), headers={"Content-Type": "application/json"})
+    assert (at.status_code, at.json()["accepted"]) == (200, 10)
+
+
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_healthz_answers_while_a_maximal_batch_is_ingested(server_process: Any) -> None:
+    """The batch is parsed and written off the event loop: /healthz, asked once the server has read the whole
+    batch, is answered before the batch is."""
+    rows, metrics = 1000, 500  # 500,000 values (about 9 MB): the caps raised to fit it, so it takes a while
+    server = server_process(RUNALERT_MAX_BATCH_POINTS=str(rows * metrics), RUNALERT_MAX_BODY_BYTES=str(64 << 20))
+    assert server.api("PUT", f"{P}/p/runs/r", json={}).status_code == 201
+    body = _batch(rows, metrics)
+    head = (
+        f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+        sock.sendall(head.encode() + body)
+        mine = sock.getsockname()[1]
+        # Every byte acknowledged by the server's kernel and read by the server out of its socket.
+        assert wait_for(
+            lambda: _tcp_queues(mine, server.port) == (0, 0) and (_tcp_queues(server.port, mine) or (1, 1))[1] == 0,
+            timeout=60,
+        )
+        health = requests.get(server.url + "/healthz", timeout=120)
+        assert health.json()["status"] == "ok"
+        readable, _, _ = select.select([sock], [], [], 0)
+        assert not readable, ("the batch was answered before /healthz: it held the event loop", _read_answer(sock))
+        status, answer = _read_answer(sock)
+    assert (status, json.loads(answer)["accepted"]) == (200, rows * metrics)
+
+
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_the_default_caps_take_the_metric_streams_largest_batches(server_process: Any) -> None:
+    """A client stream at its default batch size (1,000 steps) with 300 metrics a step: 300,000 values wait at
+    once, more than one batch may hold; the stream sends them in batches under the cap and nothing is lost."""
+    from runalert.client import Client, MetricStream
+
+    server = server_process()
+    client = Client(server.url, project="p")
+    client.upsert_run("r")
+    stream = MetricStream(client, "r", interval=0.05)
+    names = [f"layer{j:03d}/grad_norm" for j in range(300)]
+    for step in range(1000):
+        stream.append(step, dict.fromkeys(names, float(step)))
+    stream.start()
+    assert stream.close(timeout=120)
+    stats = stream.stats
+    assert (stats.sent_points, stats.dropped_points, stats.failures) == (300_000, 0, 0)
+    assert server.api("GET", f"{P}/p/runs/r").json()["points"] == 300_000
+
+
+# -- 2. strict numbers -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("row", "loc", "words"),
+    [
+        ({"metrics": {"loss": "1.5"}}, ["body", "rows", 0, "metrics", "loss"], "not '1.5'"),
+        ({"metrics": {"loss": True}}, ["body", "rows", 0, "metrics", "loss"], "not True"),
+        ({"metrics": {"loss": "abc"}}, ["body", "rows", 0, "metrics", "loss"], "not 'abc'"),
+        ({"metrics": {"loss": {"x": 1}}}, ["body", "rows", 0, "metrics", "loss"], "not {'x': 1}"),
+        ({"step": "5", "metrics": {}}, ["body", "rows", 0, "step"], "a step must be an integer"),
+        ({"step": True, "metrics": {}}, ["body", "rows", 0, "step"], "a step must be an integer"),
+        ({"step": 2.5, "metrics": {"x": 1.0}}, ["body", "rows", 0, "step"], "not 2.5"),
+        ({"time": "1700000000", "metrics": {}}, ["body", "rows", 0, "time"], "valid number"),
+        ({"time": False, "metrics": {}}, ["body", "rows", 0, "time"], "valid number"),
+    ],
+)
+def test_metric_numbers_are_strict(client: Any, row: dict[str, Any], loc: list[Any], words: str) -> None:
+    client.put(f"{P}/p/runs/r", json={})
+    answer = client.post(f"{P}/p/runs/r/metrics", json={"rows": [row]})
+    assert answer.status_code == 422
+    errors = answer.json()["detail"]
+    assert [e["loc"] for e in errors] == [loc]  # one error, naming the field
+    assert words in errors[0]["msg"]
+    if loc[-1] == "loss":
+        assert "JSON number" in errors[0]["msg"] and "'nan'" in errors[0]["msg"]
+    assert client.get(f"{P}/p/runs/r").json()["points"] == 0
+
+
+def test_strict_numbers_still_take_numbers_and_non_finite_spellings(client: Any) -> None:
+    client.put(f"{P}/p/runs/r", json={})
+    raw = (
+        b'{"rows": [{"step": 1, "time": 1700000000, "metrics": {"a": 1, "b": 2.5, "c": NaN, "d": -Infinity}},'
+        b' {"step": 2.0, "metrics": {"a": "nan", "b": "-inf", "c": "Infinity", "d": null}}], "dropped": 0}'
+    )
+    answer = client.post(f"{P}/p/runs/r/metrics", content=raw, headers={"Content-Type": "application/json"})
+    assert answer.json() == {"accepted": 7, "fired": []}
+    series = {s["name"]: [(p[0], p[1]) for p in s["points"]] for s in client.get(f"{P}/p/runs/r/metrics").json()}
+    assert series == {
+        "a": [(1, 1.0), (2, None)],
+        "b": [(1, 2.5), (2, None)],
+        "c": [(1, None), (2, None)],
+        "d": [(1, None)],
+    }
+    assert client.post(f"{P}/p/runs/r/metrics", json={"rows": [], "dropped": "3"}).status_code == 422
+
+
+# -- 3. keys never logged --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_keys_in_query_strings_never_reach_the_access_log(served: Any, tmp_path: Path) -> None:
+    server = served()
+    from runalert.server.db import Database
+
+    db = Database(f"sqlite:///{server.home / 'runalert.db'}")
+    with db.session() as session:
+        _key, token = create_key(session, "p")
+    db.dispose()
+    requests.get(f"{server.url}/?key={token}", timeout=10, allow_redirects=False)
+    requests.get(f"{server.url}{P}/p/runs?api_key={token}&limit=5", timeout=10)
+    requests.get(f"{server.url}/healthz?x={token}", timeout=10)
+    requests.get(f"{server.url}{P}/p/runs?limit=7", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    log = server.stop()
+    assert "GET /?key=*** HTTP/1.1" in log  # the request was logged, its key was not
+    assert "api_key=***&limit=5" in log
+    assert "GET /healthz?x=*** HTTP/1.1" in log
+    assert f"GET {P}/p/runs?limit=7 HTTP/1.1" in log  # other parameters stay
+    assert token not in log
+    assert token[3:20] not in log
+
+
+# -- 4. /metrics behind a key ----------------------------------------------------------------------------------
+def test_prometheus_metrics_need_a_key_once_keys_exist(make_client: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    client = make_client(background=False, metrics_token="scrape-0123456789")
+    app = client.app
+    # No keys: loopback only, as for the API, unless a metrics token is set (then it is needed).
+    plain = make_client(background=False)
+    assert plain.get("/metrics").status_code == 200
+    assert TestClient(plain.app, client=("10.1.2.3", 5555)).get("/metrics").status_code == 401
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-0123456789"}).status_code == 200
+    with app.state.ctx.db.session() as session:
+        _key, token = create_key(session, "p")
+    with plain.app.state.ctx.db.session() as session:
+        _key, plain_token = create_key(session, "q")
+    # Keys exist: any project's key, or the token.
+    denied = plain.get("/metrics")
+    assert denied.status_code == 401
+    assert "runalert_runs" not in denied.text
+    assert plain.get("/metrics", headers={"Authorization": "Bearer ra_wrong"}).status_code == 401
+    assert plain.get("/metrics", headers={"Authorization": f"Bearer {plain_token}"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-0123456789"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-wrong"}).status_code == 401
+    assert client.get("/healthz").status_code == 200  # liveness stays open
+
+
+# -- 5. private files ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_home_is_0700_and_database_and_key_files_0600(served: Any, tmp_path: Path, umask: int) -> None:
+    home = tmp_path / "fresh" / "home"
+    server = served(home=home, umask=umask)
+    requests.put(f"{server.url}{P}/p/runs/r", json={"name": "secret-run-name"}, timeout=10)  # writes: WAL, SHM
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in home.iterdir()}
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert {"runalert.db", "runalert.db-wal", "runalert.db-shm", "secret.key"} <= set(files)
+    assert {name: oct(mode) for name, mode in files.items()} == {name: oct(0o600) for name in files}
+    server.stop()
+
+
+def test_database_files_left_readable_by_an_older_version_are_made_private(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runalert.server.db import Database
+
+    path = tmp_path / "old.db"
+    names = ("old.db", "old.db-wal", "old.db-shm")
+    older = sqlite3.connect(path)  # an older version's database, open (its WAL and SHM files exist)
+    older.execute("PRAGMA journal_mode=WAL")
+    older.execute("CREATE TABLE t (x)")
+    older.execute("INSERT INTO t VALUES (1)")
+    older.commit()
+    try:
+        for name in names:
+            os.chmod(tmp_path / name, 0o644)
+        Database(f"sqlite:///{path}").dispose()
+        assert {n: oct(stat.S_IMODE((tmp_path / n).stat().st_mode)) for n in names} == dict.fromkeys(names, "0o600")
+    finally:
+        older.close()

@@ -31,7 +31,7 @@ import email.utils
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -41,6 +41,7 @@ __all__ = [
     "HostileReceiver",
     "Received",
     "closes_mid_body",
+    "ended_with",
     "greets_slowly",
     "hangs",
     "http_date",
@@ -393,3 +394,25 @@ class serve:
     ) -> None:
         for receiver in self.receivers:
             receiver.stop()
+
+
+def ended_with(call: Callable[[], object], limit: float = 60.0) -> BaseException | None:
+    """Run ``call`` on a thread; return the exception it raised (``None`` if it returned).
+
+    Fails the test if ``call`` is still blocked after ``limit`` seconds (a sender a hostile receiver holds):
+    a bound on a hang, not a timing assertion."""
+    ended: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            ended.append(exc)
+        else:
+            ended.append(None)
+
+    thread = threading.Thread(target=run, name="ended-with", daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert ended, f"still blocked after {limit:g} s"
+    return ended[0]

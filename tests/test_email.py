@@ -172,3 +172,14 @@ def test_default_ports() -> None:
     assert Email("h", **base).port == 25
     assert Email("h", starttls=True, **base).port == 587
     assert Email("h", ssl=True, **base).port == 465
+
+
+def test_a_server_greeting_one_byte_at_a_time_cannot_hold_the_sender() -> None:
+    from tests.hostile import HostileReceiver, ended_with, greets_slowly
+
+    # A greeting that never ends, one byte every 0.2 s: the per-read timeout (1 s) never fires.
+    with HostileReceiver(greets_slowly(b"220-" + b"x" * 100_000, interval=0.2)) as server:
+        channel = Email(server.host, server.port, sender="a@b.c", recipients="d@e.f", timeout=1.0)
+        outcome = ended_with(lambda: channel.send(Alert(title="x")))
+        assert server.connections == 1
+    assert isinstance(outcome, TransientError) and "1 s deadline" in outcome.reason

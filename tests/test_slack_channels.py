@@ -106,7 +106,7 @@ def test_404_is_permanent_logged_once_without_the_url(httpserver: HTTPServer, ca
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     message = errors[0].getMessage()
-    assert "slack-webhook:localhost" in message and "HTTP 404: no_service" in message
+    assert "slack-webhook:localhost" in message and "HTTP 404 NOT FOUND: no_service" in message
     ours = [r.getMessage() for r in caplog.records if r.name == "runalert"]
     assert ours and not any("very-secret-token" in line for line in ours)
 
@@ -168,3 +168,38 @@ def test_bot_ratelimited_answer_is_transient(httpserver: HTTPServer) -> None:
     with pytest.raises(TransientError) as info:
         bot.send(Alert(title="x"))
     assert info.value.retry_after == 3.0
+
+
+def test_webhook_redirect_is_a_permanent_failure_not_a_get_recorded_as_delivered() -> None:
+    from runalert import Alert
+    from tests.hostile import HostileReceiver, ended_with, ok, redirects
+
+    with HostileReceiver(ok()) as target, HostileReceiver(redirects(301, target.url("/moved"))) as receiver:
+        channel = SlackWebhook(receiver.url("/services/T1/B1/token-abc"), rate_limit=None)
+        outcome = ended_with(lambda: channel.send(Alert(title="x")))
+        assert isinstance(outcome, PermanentError) and outcome.reason.startswith("HTTP 301")
+        assert "token-abc" not in outcome.reason
+        assert target.connections == 0
+
+
+def test_bot_answer_trickling_forever_fails_at_the_deadline() -> None:
+    from runalert import Alert
+    from tests.hostile import HostileReceiver, ended_with, trickles
+
+    with HostileReceiver(trickles(0.2)) as receiver:
+        bot = SlackBot("xoxb-1-secret", "C123", api_url=receiver.url("/api"), rate_limit=None, timeout=1.0)
+        outcome = ended_with(lambda: bot.send(Alert(title="x")))
+    assert isinstance(outcome, TransientError) and "cut off" in outcome.reason
+
+
+def test_bot_ratelimited_with_an_http_date(httpserver: HTTPServer) -> None:
+    from runalert import Alert
+    from tests.hostile import http_date
+
+    httpserver.expect_request("/api/chat.postMessage").respond_with_json(
+        {"ok": False, "error": "ratelimited"}, headers={"Retry-After": http_date(60)}
+    )
+    bot = SlackBot("xoxb-1-secret", "C123", api_url=httpserver.url_for("/api"), rate_limit=None)
+    with pytest.raises(TransientError) as info:
+        bot.send(Alert(title="x"))
+    assert info.value.retry_after is not None and 40 < info.value.retry_after <= 60

@@ -126,3 +126,80 @@ def test_a_receiver_that_is_not_listening_is_retried_then_spooled(isolated_env) 
     assert not alerter.close()
     assert alerter.stats.snapshot()["retried"] >= 1
     assert [s.alert.title for s in Spool(isolated_env).pending()] == ["nobody listens"]
+
+
+# -- hostile receivers (tests/hostile.py): deadline, redirects, big and broken answers --------------------------
+def _outcome(channel: Webhook) -> BaseException | None:
+    from tests.hostile import ended_with
+
+    return ended_with(lambda: channel.send(Alert(title="x")))
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_trickling_receiver_cannot_hold_the_sender_past_the_deadline(status: int) -> None:
+    from runalert.channels import TransientError
+    from tests.hostile import HostileReceiver, trickles
+
+    # Headers, then one body byte every 0.2 s forever: a per-read timeout of 1 s never fires.
+    with HostileReceiver(trickles(0.2, status=status)) as receiver:
+        outcome = _outcome(Webhook(receiver.url(), timeout=1.0))
+    if status == 200:
+        assert outcome is None  # the receiver said 200: delivered, its body is not waited for
+    else:
+        assert isinstance(outcome, TransientError)
+        assert outcome.reason.startswith("HTTP 500") and "deadline" in outcome.reason
+
+
+def test_a_receiver_trickling_its_headers_fails_at_the_deadline() -> None:
+    from runalert.channels import TransientError
+    from tests.hostile import HostileReceiver, trickles
+
+    with HostileReceiver(trickles(0.2, headers_too=True)) as receiver:
+        outcome = _outcome(Webhook(receiver.url(), timeout=1.0))
+        assert receiver.received  # it was sent; the answer never came whole
+    assert isinstance(outcome, TransientError) and "within 1 s (the whole attempt" in outcome.reason
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_redirects_are_permanent_failures_and_never_followed(status: int, scheme: str) -> None:
+    from runalert.channels import PermanentError
+    from tests.hostile import HostileReceiver, ok, redirects
+
+    with HostileReceiver(ok()) as target:
+        with HostileReceiver(redirects(status, target.url("/elsewhere", scheme=scheme))) as receiver:
+            outcome = _outcome(Webhook(receiver.url(), secret=SECRET))
+            assert len(receiver.received) == 1
+        assert isinstance(outcome, PermanentError)
+        assert outcome.reason.startswith(f"HTTP {status}") and "redirects are not followed" in outcome.reason
+        assert target.connections == 0  # the signed body went nowhere else
+
+
+def test_big_and_broken_error_answers_give_a_short_printable_reason() -> None:
+    from runalert.channels import TransientError
+    from tests.hostile import Answer, HostileReceiver, closes_mid_body, huge, ok
+
+    page = b"<html>\x1b[31m" + b"metadata: ami-id instance-id " * 40 + b"TAIL-MARKER</html>"
+    script = [huge(status=500), Answer(status=502, body=page), closes_mid_body(status=503), huge(status=200)]
+    with HostileReceiver(script, default=ok()) as receiver:
+        channel = Webhook(receiver.url())
+        big, html, cut = (_outcome(channel) for _ in range(3))
+        assert _outcome(channel) is None  # a 10 MB 200 is a delivery; its body is not read whole
+    for outcome, status in ((big, 500), (html, 502), (cut, 503)):
+        assert isinstance(outcome, TransientError)
+        assert outcome.reason.startswith(f"HTTP {status} ")
+        assert len(outcome.reason) <= 130 and outcome.reason.isprintable()
+    assert "Bad Gateway: <html> [31mmetadata" in html.reason  # type: ignore[union-attr]
+    assert "TAIL-MARKER" not in html.reason  # type: ignore[union-attr]
+
+
+def test_retry_after_is_read_as_seconds_and_as_an_http_date() -> None:
+    from runalert.channels import TransientError
+    from tests.hostile import HostileReceiver, http_date, rate_limited
+
+    with HostileReceiver([rate_limited("7"), rate_limited(http_date(120))]) as receiver:
+        channel = Webhook(receiver.url())
+        seconds, date = _outcome(channel), _outcome(channel)
+    assert isinstance(seconds, TransientError) and seconds.retry_after == 7.0
+    assert isinstance(date, TransientError) and date.retry_after is not None
+    assert 100 < date.retry_after <= 120

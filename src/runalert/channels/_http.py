@@ -1,22 +1,50 @@
-"""HTTP delivery shared by the HTTP channels: one POST, and its outcome sorted into sent, retry or give up."""
+"""HTTP delivery shared by the HTTP channels: one POST, and its outcome sorted into sent, retry or give up.
+
+Every POST is one :class:`~runalert.channels._net.Attempt`: a total deadline (the channel's ``timeout``) over
+connecting, sending and reading the answer, on a connection of its own (no keep-alive, no proxy when a
+destination policy applies), with the destination policy checked against the address actually connected to.
+Redirects are never followed (a 3xx is a permanent failure), and at most ``MAX_ANSWER`` bytes of an answer are
+read: a receiver cannot hold a thread, move a signed body elsewhere, or fill memory.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import time
-from email.utils import parsedate_to_datetime
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from runalert.alert import AlertLevel
+from runalert.backoff import parse_retry_after
+from runalert.channels._net import Attempt, DestinationPolicy, DestinationRefused, current_attempt
 from runalert.channels.base import Channel, PermanentError, RateLimit, TransientError
 
-__all__ = ["HttpChannel", "check_url", "json_bytes", "parse_retry_after", "post"]
+__all__ = [
+    "MAX_ANSWER",
+    "HttpAnswer",
+    "HttpChannel",
+    "check_url",
+    "excerpt",
+    "json_bytes",
+    "parse_retry_after",
+    "post",
+]
 
 USER_AGENT = "runalert"
+MAX_ANSWER = 64 * 1024
+"""At most this many bytes of an answer are read (Slack's JSON needs a few hundred)."""
+EXCERPT_LENGTH = 64
+"""At most this many printable characters of an error answer's body are kept in a failure's reason."""
 _RETRYABLE_4XX = {408, 409, 425, 429}
 
 
@@ -51,59 +79,182 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A receiver's answer, read within the attempt's deadline: at most :data:`MAX_ANSWER` bytes of body
+    (``complete`` is ``False`` when the body was cut off by that bound or by the deadline)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str] = field(default_factory=CaseInsensitiveDict)
+    body: bytes = b""
+    complete: bool = True
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status (the name ``requests`` uses)."""
+        return self.status
+
+    def json(self) -> Any:
+        """The body decoded as JSON (``ValueError`` if it is not)."""
+        return json.loads(self.body)
+
+
+def excerpt(body: bytes, limit: int = EXCERPT_LENGTH) -> str:
+    """A short, printable excerpt of an answer's body: control characters dropped, whitespace collapsed, at
+    most ``limit`` characters (receivers' error pages are not stored or shown verbatim)."""
+    text = body[: limit * 8].decode("utf-8", errors="replace")
+    text = "".join(c if c.isprintable() else " " for c in text.replace("\ufffd", " "))
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+# -- connections: through the attempt (deadline, destination policy) ------------------------------------------
+def _new_conn(self: HTTPConnection) -> socket.socket:
+    attempt = current_attempt()
+    if attempt is None:
+        return HTTPConnection._new_conn(self)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+        return attempt.connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
+    except DestinationRefused:
+        raise
+    except socket.gaierror as exc:
+        raise NameResolutionError(self.host, self, exc) from exc
+    except TimeoutError as exc:
+        raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
+    except OSError as exc:
+        raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+
+
+class _HTTPConnection(HTTPConnection):
+    _new_conn = _new_conn
+
+
+class _HTTPSConnection(HTTPSConnection):
+    _new_conn = _new_conn
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """Connections made through the thread's attempt, direct or through a proxy."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+def _session(policy: DestinationPolicy | None) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = policy is None  # with a policy, connect directly: it must see the address connected to
+    adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _read(raw: Any, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body; ``complete`` is ``False`` if more was left or reading failed."""
+    data = bytearray()
     try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
+        while len(data) < limit:
+            chunk = raw.read(min(16384, limit - len(data)), decode_content=False)
+            if not chunk:
+                return bytes(data), True
+            data += chunk
+        return bytes(data), not raw.read(1, decode_content=False)
+    except Exception:
+        return bytes(data), False
 
 
 def post(
-    session: requests.Session,
     url: str,
     *,
     data: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     timeout: float,
-) -> requests.Response:
-    """POST ``data`` and sort the outcome: return the 2xx response, or raise Transient/PermanentError.
+    policy: DestinationPolicy | None = None,
+) -> HttpAnswer:
+    """POST ``data`` within ``timeout`` seconds in all; return the 2xx answer or raise Transient/PermanentError.
 
-    Reasons never include the URL (requests puts it in its exception messages, and webhook URLs are secrets).
+    A 3xx is permanent (redirects are not followed); 408, 409, 425, 429 and 5xx are transient (with the
+    receiver's ``Retry-After``, seconds or an HTTP date); other 4xx permanent. Reasons carry the status, its
+    phrase and a short printable excerpt of the body, never the URL (webhook URLs are secrets).
     """
-    try:
-        response = session.post(url, data=data, headers=headers, timeout=(min(timeout, 5.0), timeout))
-    except requests.Timeout:
-        raise TransientError(f"no answer within {timeout:g} s") from None
-    except requests.ConnectionError:
-        raise TransientError("could not connect") from None
-    except requests.RequestException as exc:
-        raise TransientError(f"request failed ({type(exc).__name__})") from None
-    status = response.status_code
+    all_headers = {
+        "User-Agent": USER_AGENT,
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+        **headers,
+    }
+    with Attempt(timeout, policy) as attempt:
+        session = _session(policy)
+        response: requests.Response | None = None
+        try:
+            try:
+                response = session.post(
+                    url,
+                    data=data,
+                    headers=all_headers,
+                    timeout=(min(timeout, 5.0), timeout),
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except DestinationRefused as exc:
+                raise PermanentError(str(exc)) from None
+            except requests.RequestException as exc:
+                if attempt.expired:
+                    raise TransientError(
+                        f"no answer within {timeout:g} s (the whole attempt's deadline)"
+                    ) from None
+                if isinstance(exc, requests.Timeout):
+                    raise TransientError(f"no answer within {timeout:g} s") from None
+                if isinstance(exc, requests.ConnectionError):
+                    raise TransientError("could not connect") from None
+                raise TransientError(f"request failed ({type(exc).__name__})") from None
+            body, complete = _read(response.raw, MAX_ANSWER)
+            complete = complete and not attempt.expired  # a body cut by the deadline reads as a short one
+            answer = HttpAnswer(
+                status=response.status_code,
+                reason=str(response.reason or ""),
+                headers=response.headers,
+                body=body,
+                complete=complete,
+            )
+        finally:
+            if response is not None:
+                response.close()
+            session.close()
+    return _sort(answer, timeout, attempt.expired)
+
+
+def _sort(answer: HttpAnswer, timeout: float, expired: bool) -> HttpAnswer:
+    status = answer.status
     if 200 <= status < 300:
-        return response
-    detail = _short(response)
-    reason = f"HTTP {status}" + (f": {detail}" if detail else "")
+        return answer
+    reason = f"HTTP {status}" + (f" {excerpt(answer.reason.encode(), 40)}" if answer.reason else "")
+    detail = excerpt(answer.body)
+    if expired:
+        detail = (detail + " " if detail else "") + f"(answer cut off at the {timeout:g} s deadline)"
+    if detail:
+        reason += f": {detail}"
+    if 300 <= status < 400:
+        raise PermanentError(f"{reason} (redirects are not followed: give the final URL)")
     if status in _RETRYABLE_4XX or status >= 500:
-        raise TransientError(reason, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise TransientError(reason, retry_after=parse_retry_after(answer.headers.get("Retry-After")))
     raise PermanentError(reason)
-
-
-def _short(response: requests.Response, limit: int = 200) -> str:
-    try:
-        text = response.text
-    except Exception:  # pragma: no cover - undecodable body
-        return ""
-    text = " ".join(text.split())
-    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 def json_bytes(payload: Any) -> bytes:
@@ -112,7 +263,8 @@ def json_bytes(payload: Any) -> bytes:
 
 
 class HttpChannel(Channel):
-    """A channel that POSTs JSON: one ``requests`` session, and errors redacted of this channel's secrets."""
+    """A channel that POSTs JSON: each attempt bounded by ``timeout`` seconds in all, errors redacted of this
+    channel's secrets, connections checked against :attr:`policy` when one is set (the server sets it)."""
 
     def __init__(
         self,
@@ -126,25 +278,17 @@ class HttpChannel(Channel):
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
         self.timeout = float(timeout)
-        self._session: requests.Session | None = None
 
-    def post_json(self, url: str, payload: Any, headers: dict[str, str] | None = None) -> requests.Response:
+    def post_json(self, url: str, payload: Any, headers: dict[str, str] | None = None) -> HttpAnswer:
         """POST ``payload`` as JSON; see :func:`post` for how the outcome is sorted."""
         return self.post_bytes(url, json_bytes(payload), headers)
 
-    def post_bytes(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:
+    def post_bytes(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> HttpAnswer:
         """POST a ready body (a signed one must be sent byte for byte)."""
-        if self._session is None:
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = USER_AGENT
         all_headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
         try:
-            return post(self._session, url, data=body, headers=all_headers, timeout=self.timeout)
+            return post(url, data=body, headers=all_headers, timeout=self.timeout, policy=self.policy)
         except (TransientError, PermanentError) as exc:
             exc.reason = self.redact(exc.reason)
+            exc.args = (exc.reason,)
             raise
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from runalert.alert import Alert, AlertLevel
+from runalert.channels._net import DestinationPolicy
 
 __all__ = ["Channel", "DeliveryError", "PermanentError", "RateLimit", "TransientError", "redact"]
 
@@ -73,6 +74,9 @@ class Channel(abc.ABC):
 
     kind: str = "channel"
     default_rate_limit: RateLimit | None = None
+    policy: DestinationPolicy | None = None
+    """Which addresses the channel's connections may reach, checked at connect time against the resolved address
+    (``None``: any). The server sets it on the channels it builds; see ``docs/server-delivery.md``."""
 
     def __init__(
         self,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import smtplib
+import socket
 import ssl as ssl_module
 from collections.abc import Iterable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from runalert.alert import Alert, AlertLevel
+from runalert.channels._net import Attempt, DestinationRefused, connect
 from runalert.channels.base import Channel, PermanentError, RateLimit, TransientError
 
 __all__ = ["Email"]
@@ -26,12 +28,25 @@ def _addresses(value: str | Iterable[str], argument: str) -> list[str]:
     return addresses
 
 
+class _SMTP(smtplib.SMTP):
+    """SMTP connecting through the thread's attempt (total deadline, destination policy)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        source = self.source_address
+        return connect(host, port, timeout, source if isinstance(source, tuple) else None)
+
+
+class _SMTPSSL(smtplib.SMTP_SSL, _SMTP):
+    """SMTP over TLS from the start, connecting as :class:`_SMTP` (``SMTP_SSL`` wraps what it returns)."""
+
+
 class Email(Channel):
     """Send each alert by email through an SMTP server.
 
     ``starttls=True`` upgrades a plain connection (port 587 by default); ``ssl=True`` connects with TLS from
     the start (port 465). ``recipients`` is a list or a comma-separated string. The password never appears
-    in logs or reprs.
+    in logs or reprs. ``timeout`` bounds each attempt as a whole (connecting, the conversation, the answer):
+    a server that answers one byte at a time cannot hold the sending thread.
     """
 
     kind = "email"
@@ -120,19 +135,12 @@ class Email(Channel):
 
     def send(self, alert: Alert) -> None:
         message = self.message(alert)
+        attempt = Attempt(self.timeout, self.policy)
         try:
-            context = self.ssl_context or ssl_module.create_default_context()
-            server: smtplib.SMTP
-            if self.ssl:
-                server = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-            else:
-                server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            with server:
-                if self.starttls:
-                    server.starttls(context=context)
-                if self.username:
-                    server.login(self.username, self._password or "")
-                refused = server.send_message(message)
+            with attempt:
+                refused = self._converse(message)
+        except DestinationRefused as exc:
+            raise PermanentError(str(exc)) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(f"SMTP authentication failed ({exc.smtp_code})") from None
         except smtplib.SMTPRecipientsRefused:
@@ -145,9 +153,25 @@ class Email(Channel):
         except smtplib.SMTPNotSupportedError as exc:
             raise PermanentError(self.redact(f"SMTP server does not support this: {exc}")) from None
         except (smtplib.SMTPException, OSError) as exc:
+            if attempt.expired:
+                raise TransientError(f"SMTP conversation not over within the {self.timeout:g} s deadline") from None
             raise TransientError(self.redact(f"SMTP delivery failed ({type(exc).__name__})")) from None
         if refused:
             raise PermanentError(f"SMTP server refused {len(refused)} of {len(self.recipients)} recipients")
+
+    def _converse(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        context = self.ssl_context or ssl_module.create_default_context()
+        server: smtplib.SMTP
+        if self.ssl:
+            server = _SMTPSSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            server = _SMTP(self.host, self.port, timeout=self.timeout)
+        with server:
+            if self.starttls:
+                server.starttls(context=context)
+            if self.username:
+                server.login(self.username, self._password or "")
+            return server.send_message(message)
 
 
 def _decode(value: bytes | str) -> str:

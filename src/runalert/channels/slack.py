@@ -136,6 +136,8 @@ class SlackBot(_SlackChannel):
         try:
             answer = response.json()
         except ValueError:
+            if not response.complete:
+                raise TransientError(f"Slack's answer was cut off (deadline {self.timeout:g} s)") from None
             raise TransientError("Slack answered with a body that is not JSON") from None
         if isinstance(answer, dict) and answer.get("ok") is True:
             return

@@ -49,6 +49,21 @@ class ServerSettings(BaseSettings):
         None, description="A token for GET /metrics (Bearer), besides any project's API key; none: API keys only."
     )
 
+    delivery_timeout: float = Field(
+        10.0, gt=0, le=300, description="Total seconds of one delivery attempt: connect, send and the whole answer."
+    )
+    dispatcher_project_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Most delivery workers one project's deliveries may hold at once (default: half of "
+        "dispatcher_threads, at least 1); an integration holds at most one.",
+    )
+    allow_private_destinations: bool = Field(
+        False,
+        description="Let integrations deliver to private, loopback, link-local and cloud-metadata addresses "
+        "(a lab's internal webhook). Off: refused once API keys exist; loopback allowed while there are none.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:

@@ -232,10 +232,32 @@ def test_nul_characters_never_give_a_500(client: Any, method: str, path: str, bo
     assert client.request(method, f"{P}/p{path}", json=body).status_code < 500
 
 
-def test_garbage_bytes_get_4xx(client: Any) -> None:
-    for payload in (b"{", b"\xff\xfe", b"null", b'{"rows": [{"metrics": {"x": 1e999}}]}'):
-        answer = client.post(f"{P}/p/runs/r/metrics", content=payload, headers={"Content-Type": "application/json"})
-        assert 400 <= answer.status_code < 500 or answer.status_code == 200
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"{", ("json_invalid", ["body"])),
+        (b"\xff\xfe", ("json_invalid", ["body"])),
+        (b"", ("json_invalid", ["body"])),
+        (b"null", ("model_type", ["body"])),
+        (b"[]", ("model_type", ["body"])),
+        (b'{"rows": [{"metrics": {"x": 1.0}}]', ("json_invalid", ["body"])),
+        (b'{"rows": [{"metrics": {"x": 1.0}}], "extra": 1}', ("extra_forbidden", ["body", "extra"])),
+    ],
+)
+def test_garbage_bytes_get_422_naming_what_is_wrong(client: Any, payload: bytes, error: tuple[str, list[Any]]) -> None:
+    assert client.put(f"{P}/p/runs/r", json={}).status_code == 201  # the run exists: a 404 cannot pass for a 422
+    answer = client.post(f"{P}/p/runs/r/metrics", content=payload, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert [(e["type"], e["loc"][: len(error[1])]) for e in answer.json()["detail"]] == [error]
+    assert client.get(f"{P}/p/runs/r").json()["points"] == 0
+
+
+def test_a_number_too_large_for_a_float_is_stored_as_infinity(client: Any) -> None:
+    assert client.put(f"{P}/p/runs/r", json={}).status_code == 201
+    payload = b'{"rows": [{"step": 1, "metrics": {"x": 1e999}}]}'
+    answer = client.post(f"{P}/p/runs/r/metrics", content=payload, headers={"Content-Type": "application/json"})
+    assert answer.json() == {"accepted": 1, "fired": []}
+    assert [p[:2] for p in client.get(f"{P}/p/runs/r/metrics").json()[0]["points"]] == [[1, None]]  # non-finite
 
 
 def test_health_metrics_and_openapi(client: Any) -> None:

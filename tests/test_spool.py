@@ -259,6 +259,58 @@ def test_two_flushes_at_once_deliver_each_alert_exactly_once(httpserver: HTTPSer
     assert len(spool) == 0
 
 
+CLAIMER = r"""
+import sys
+from runalert import Alerter
+from runalert.channels import Webhook
+
+alerter = Alerter([Webhook(sys.argv[1], timeout=120)])  # claims the spooled alerts of this webhook
+print(alerter.stats["resent"], flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_alerts_claimed_by_a_process_killed_before_sending_them_are_not_lost(isolated_env: Path) -> None:
+    from tests.hostile import HostileReceiver, hangs, ok
+
+    with HostileReceiver([hangs()], default=ok()) as receiver:  # the first request hangs, the rest are answered
+        url = receiver.url("/hook")
+        spool = Spool(isolated_env)
+        spool.append([record(Webhook(url).key, f"a{i}") for i in range(5)])
+        child = subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, url],
+            env=child_env(isolated_env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "5"
+        assert receiver.wait_for_requests(1)  # it is sending the first one: the receiver holds it
+        assert spool.pending() == []  # claimed: no longer in the spool
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+
+        done = run_flush(isolated_env, url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "5 spooled alert(s) resent" in done.stdout
+        after_the_kill = [json.loads(r.body)["title"] for r in receiver.received[1:]]
+        assert sorted(after_the_kill) == [f"a{i}" for i in range(5)]  # each once, none lost
+        assert spool.pending() == []
+        assert list(spool.claims_path.iterdir()) == []  # the dead claim is gone, and so is flush's own
+
+
+def test_a_claim_held_by_a_live_process_is_left_alone(isolated_env: Path) -> None:
+    spool = Spool(isolated_env)
+    spool.append([record("k", "held")])
+    holder = Spool(isolated_env)
+    assert [r.alert.title for r in holder.claim(["k"], hold=True)] == ["held"]
+    assert Spool(isolated_env).claim(["k"]) == []  # alive (its lock is held): not taken back
+    holder.release()
+    assert Spool(isolated_env).claim(["k"]) == []  # released: delivered, nothing comes back
+    assert list(spool.claims_path.iterdir()) == []
+
+
 # -- permissions ---------------------------------------------------------------------------------------------
 
 
@@ -272,12 +324,21 @@ def test_home_is_0700_and_every_file_0600_whatever_the_umask(tmp_path: Path) -> 
             handle.write(b"not json\n")
         spool.claim(["k"])  # writes the temporary file, the rename and the quarantine
         spool.append([record("k", "two")])
+        spool.claim(["k"], hold=True)  # a claim file under claims/
+        claim_files = list(spool.claims_path.iterdir())
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*home.iterdir(), *claim_files]}
+        spool.release()
     finally:
         os.umask(old)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
-    files = sorted(p.name for p in home.iterdir())
-    assert files == ["spool.jsonl", "spool.lock", "spool.quarantine"]
-    assert {name: stat.S_IMODE((home / name).stat().st_mode) for name in files} == dict.fromkeys(files, 0o600)
+    assert len(claim_files) == 1
+    assert modes == {
+        "spool.jsonl": 0o600,
+        "spool.lock": 0o600,
+        "spool.quarantine": 0o600,
+        "claims": 0o700,
+        claim_files[0].name: 0o600,
+    }
 
 
 def test_a_spool_left_0644_by_an_older_version_becomes_0600(isolated_env: Path) -> None:

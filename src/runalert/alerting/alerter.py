@@ -89,6 +89,7 @@ class Alerter:
         self._suppressor = Suppressor(clock)
         self._workers: dict[str, ChannelWorker] = {}
         self._lock = threading.Lock()
+        self._resending: set[tuple[str, str]] = set()  # (channel key, alert id) claimed from the spool, not settled
         self._closed = False
         _live.add(self)
         if resend_spooled:
@@ -203,7 +204,7 @@ class Alerter:
         """
         by_key = {channel.key: channel for channel in self.channels}
         try:
-            records = self.spool.claim(by_key, max_records=self._max_queue)
+            records = self.spool.claim(by_key, max_records=self._max_queue, hold=True)
         except Exception as exc:  # a spool problem must never reach alert() or the training loop
             log_once(
                 f"spool-read:{self.spool.path}",
@@ -213,8 +214,16 @@ class Alerter:
                 exc,
             )
             return 0
+        # Claimed records stay in this process's claim file (see Spool.claim) until each is settled: sent,
+        # refused for good or spooled again; then the claim file goes (_settle).
+        with self._lock:
+            self._resending.update((record.channel_key, record.alert.id) for record in records)
         for record in records:
-            self.deliver(record.alert, [by_key[record.channel_key]])
+            channel = by_key[record.channel_key]
+            if channel.accepts(record.alert):
+                self.deliver(record.alert, [channel])
+            else:  # the channel's min_level was raised since: it no longer takes this level
+                self._settle(channel.key, record.alert.id)
         if records:
             self.stats.add("resent", len(records))
             logger.info("runalert: resending %d spooled alert(s)", len(records))
@@ -259,9 +268,22 @@ class Alerter:
                     retry=self.retry,
                     max_queue=self._max_queue,
                     on_give_up=self._give_up,
+                    on_settled=self._settled,
                 )
                 self._workers[channel.key] = worker
             return worker
+
+    def _settled(self, channel: Channel, alert: Alert) -> None:
+        self._settle(channel.key, alert.id)
+
+    def _settle(self, channel_key: str, alert_id: str) -> None:
+        with self._lock:
+            if not self._resending:
+                return
+            self._resending.discard((channel_key, alert_id))
+            if self._resending:
+                return
+        self.spool.release()  # every alert claimed from the spool is settled: the claim file can go
 
     def _give_up(self, channel: Channel, alert: Alert) -> None:
         self._spool([SpooledAlert(channel.key, channel.name, alert, time.time())])
@@ -282,4 +304,6 @@ class Alerter:
             )
             return False
         self.stats.add("spooled", len(items))
+        for item in items:
+            self._settle(item.channel_key, item.alert.id)
         return True

@@ -16,6 +16,11 @@ rules make JSON lines as safe:
   record) to ``spool.quarantine`` beside the spool, logged once. A crash before the rename leaves the spool as
   it was. Reading is line by line with a bounded line length, and one claim takes at most ``max_records``
   records and ``max_bytes`` bytes, so memory stays bounded whatever the file holds.
+- **A claim is held, not just taken**: an alerter that resends spooled alerts writes them to its own claim
+  file (``claims/<host>-<pid>-<random>.jsonl``), flock-ed for the life of the process, and deletes it once
+  each of them is sent, refused for good or spooled again. A process killed in between dies with its lock;
+  the next claim (any process) finds the lock free and puts those alerts back. So a claimed alert is never
+  lost; after such a crash it may be sent twice (receivers dedupe on ``X-Runalert-Delivery``, the alert id).
 
 The folder is created 0700 and every file in it is 0600 (alerts may hold sensitive text). Waiting for the
 lock is bounded (:attr:`Spool.lock_timeout`): a stuck process holding it raises :class:`SpoolBusy` here
@@ -28,6 +33,9 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import socket
+import threading
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -79,6 +87,7 @@ class Spool:
     FILENAME = "spool.jsonl"
     QUARANTINE = "spool.quarantine"
     LOCKNAME = "spool.lock"
+    CLAIMS = "claims"
 
     def __init__(self, home: str | os.PathLike[str], *, lock_timeout: float = 5.0) -> None:
         self.home = Path(home).expanduser()
@@ -87,6 +96,8 @@ class Spool:
         self.lock_timeout = float(lock_timeout)
         self._lock_path = self.home / self.LOCKNAME
         self._tmp_path = self.home / (self.FILENAME + ".tmp")
+        self._hold_lock = threading.Lock()
+        self._held: tuple[Path, int] | None = None
 
     # -- writing -------------------------------------------------------------------------------------------
     def append(self, items: list[SpooledAlert]) -> None:
@@ -112,55 +123,66 @@ class Spool:
                     self.quarantine_path,
                 )
 
-    # -- reading -------------------------------------------------------------------------------------------
+    # -- claiming ------------------------------------------------------------------------------------------
     def claim(
         self,
         channel_keys: Collection[str] | None = None,
         *,
         max_records: int = 10_000,
         max_bytes: int = 64 << 20,
+        hold: bool = False,
     ) -> list[SpooledAlert]:
         """Remove and return the spooled alerts for ``channel_keys`` (all when ``None``), oldest first.
 
         At most ``max_records`` records and about ``max_bytes`` bytes are taken (at least one record when any
-        matches); the rest stay for the next claim. Unreadable lines are moved to the quarantine file. Raises
-        ``OSError`` (:class:`SpoolBusy` included) when the spool cannot be read or rewritten; then nothing
-        was claimed and the spool is unchanged.
+        matches); the rest stay for the next claim. Unreadable lines are moved to the quarantine file.
+
+        With ``hold``, the claimed records are also written to this process's claim file under ``claims/``,
+        locked for as long as this process lives, until :meth:`release` (call it once they are delivered or
+        spooled again). Should the process die first, its lock dies with it, and the next claim by any
+        process puts those records back: a claimed alert is never lost (it may be sent twice; receivers
+        dedupe on the alert's id).
+
+        Raises ``OSError`` (:class:`SpoolBusy` included) when the spool cannot be read or rewritten; then
+        nothing was claimed and the spool is unchanged.
         """
-        if not self.path.exists():
+        if not self.path.exists() and not _listing(self.claims_path):
             return []
         claimed: list[SpooledAlert] = []
         with self._locked():
+            dead = self._dead_claims()
             try:
-                source = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
-            except FileNotFoundError:
-                return []
-            used = 0
-            with source, _Quarantine(self.quarantine_path) as quarantine:
-                kept = os.fdopen(open_private(self._tmp_path, os.O_WRONLY | os.O_TRUNC), "wb")
-                with kept:
-                    for line in _lines(source, quarantine):
-                        if not line.strip():
-                            continue  # an empty line holds nothing to keep
-                        record = _parse(line)
-                        if record is None:
-                            quarantine.add(line)
-                        elif (
-                            (channel_keys is None or record.channel_key in channel_keys)
-                            and len(claimed) < max_records
-                            and (not claimed or used + len(line) <= max_bytes)
-                        ):
-                            claimed.append(record)
-                            used += len(line)
-                        else:
-                            kept.write(line if line.endswith(b"\n") else line + b"\n")
-                    if not claimed and not quarantine.count:
-                        kept.close()
-                        os.unlink(self._tmp_path)  # nothing changes: leave the spool as it is
-                        return []
-                    kept.flush()
-                    os.fsync(kept.fileno())
-            os.replace(self._tmp_path, self.path)
+                sources = [path for path, _fd in dead] + [self.path]
+                if not dead and not self._worth_rewriting(channel_keys):
+                    return []
+                with _Quarantine(self.quarantine_path) as quarantine:
+                    held: list[bytes] = []
+                    with os.fdopen(open_private(self._tmp_path, os.O_WRONLY | os.O_TRUNC), "wb") as kept:
+                        used = 0
+                        for line in _all_lines(sources, quarantine):
+                            record = _parse(line)
+                            if record is None:
+                                quarantine.add(line)
+                            elif (
+                                (channel_keys is None or record.channel_key in channel_keys)
+                                and len(claimed) < max_records
+                                and (not claimed or used + len(line) <= max_bytes)
+                            ):
+                                claimed.append(record)
+                                held.append(line if line.endswith(b"\n") else line + b"\n")
+                                used += len(line)
+                            else:
+                                kept.write(line if line.endswith(b"\n") else line + b"\n")
+                        kept.flush()
+                        os.fsync(kept.fileno())
+                if hold and held:
+                    self._hold(b"".join(held))  # first: a crash from here on sends twice, never loses
+                os.replace(self._tmp_path, self.path)
+                for path, _fd in dead:
+                    path.unlink(missing_ok=True)
+            finally:
+                for _path, fd in dead:
+                    os.close(fd)
         if quarantine.count:
             log_once(
                 f"spool-quarantine:{self.path}",
@@ -171,8 +193,76 @@ class Spool:
                 self.path,
                 self.quarantine_path,
             )
+        if dead:
+            logger.info("runalert: took back the claims of %d process(es) that ended before sending them", len(dead))
         return claimed
 
+    def release(self) -> None:
+        """Forget this process's claim file: its alerts were delivered or spooled again. Safe to call twice."""
+        with self._hold_lock:
+            if self._held is None:
+                return
+            path, fd = self._held
+            self._held = None
+            with contextlib.suppress(OSError):
+                path.unlink()  # before the lock goes: a claimer that then gets the lock sees an unlinked file
+            os.close(fd)
+
+    @property
+    def claims_path(self) -> Path:
+        """The folder of the claim files of processes that are sending spooled alerts."""
+        return self.home / self.CLAIMS
+
+    def _hold(self, lines: bytes) -> None:
+        with self._hold_lock:
+            if self._held is None:
+                folder = private_dir(self.claims_path)
+                path = folder / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+                fd = open_private(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+                self._held = (path, fd)
+            _append_fd(self._held[1], lines)
+
+    def _dead_claims(self) -> list[tuple[Path, int]]:
+        """The claim files whose process is gone (their lock is free), each locked now by us."""
+        if fcntl is None:  # pragma: no cover - Windows: no way to tell a live claim from a dead one
+            return []
+        dead: list[tuple[Path, int]] = []
+        own = self._held[0] if self._held is not None else None
+        for path in _listing(self.claims_path):
+            if path == own or path.name.endswith(".tmp"):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # released meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_nlink == 0:
+                    raise BlockingIOError  # released (unlinked) just before its lock went: not dead
+            except OSError:
+                os.close(fd)
+                continue
+            dead.append((path, fd))
+        return dead
+
+    def _worth_rewriting(self, channel_keys: Collection[str] | None) -> bool:
+        """Whether the spool holds a record to claim or a line to quarantine (a read, no write)."""
+        try:
+            source = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            return False
+        with source:
+            for line in _lines(source, None, skipped=True):
+                if not line:
+                    return True  # an over-long line
+                record = _parse(line)
+                if record is None or channel_keys is None or record.channel_key in channel_keys:
+                    return True
+        return False
+
+    # -- reading -------------------------------------------------------------------------------------------
     def pending(self) -> list[SpooledAlert]:
         """The readable spooled alerts, without removing them (unreadable lines are skipped, not moved)."""
         return list(self._scan())
@@ -246,13 +336,17 @@ class _Quarantine:
             self._handle.close()
 
 
-def _lines(source: IO[bytes], quarantine: _Quarantine | None) -> Iterator[bytes]:
-    """The lines of ``source``, each at most MAX_RECORD_BYTES + 1 long; longer ones go to ``quarantine``."""
+def _lines(source: IO[bytes], quarantine: _Quarantine | None, *, skipped: bool = False) -> Iterator[bytes]:
+    """The non-empty lines of ``source``, each at most MAX_RECORD_BYTES + 1 long.
+
+    Longer ones are never held whole: they are copied piece by piece to ``quarantine``, or skipped by a
+    read-only scan (which sees ``b""`` in their place when ``skipped``).
+    """
     while line := source.readline(MAX_RECORD_BYTES + 1):
         if len(line) <= MAX_RECORD_BYTES or line.endswith(b"\n"):
-            yield line
+            if line.strip():
+                yield line
             continue
-        # Over-long: never held whole. Copied piece by piece to the quarantine (or skipped by a read-only scan).
         if quarantine is not None:
             quarantine.count += 1
             quarantine.write(line)
@@ -261,21 +355,45 @@ def _lines(source: IO[bytes], quarantine: _Quarantine | None) -> Iterator[bytes]
                 quarantine.write(piece)
         if quarantine is not None:
             quarantine.write(piece if piece.endswith(b"\n") else piece + b"\n")
+        if skipped:
+            yield b""
+
+
+def _all_lines(paths: list[Path], quarantine: _Quarantine) -> Iterator[bytes]:
+    """The lines of every file in ``paths`` that exists, in order."""
+    for path in paths:
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            continue
+        with source:
+            yield from _lines(source, quarantine)
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _append_lines(path: Path, data: bytes) -> None:
     """Append whole lines to ``path``, first ending a line a killed writer left unfinished."""
     fd = open_private(path, os.O_RDWR | os.O_APPEND)
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        _append_fd(fd, data)
     finally:
         os.close(fd)
+
+
+def _append_fd(fd: int, data: bytes) -> None:
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        data = b"\n" + data
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 def _encode(item: SpooledAlert) -> bytes:

@@ -54,12 +54,14 @@ class ChannelWorker:
         retry: RetryPolicy,
         max_queue: int,
         on_give_up: Callable[[Channel, Alert], None],
+        on_settled: Callable[[Channel, Alert], None] | None = None,
     ) -> None:
         self.channel = channel
         self._stats = stats
         self._retry = retry
         self._max_queue = max_queue
         self._on_give_up = on_give_up
+        self._on_settled = on_settled
         self._queue: deque[Alert] = deque()
         self._cond = threading.Condition()
         self._busy = False
@@ -142,10 +144,20 @@ class ChannelWorker:
                     exc_info=True,
                 )
                 self._stats.add("failed")
+            self._settled(alert)
             with self._cond:
                 if self._queue and self._queue[0] is alert:
                     self._queue.popleft()
                 self._cond.notify_all()
+
+    def _settled(self, alert: Alert) -> None:
+        """Tell the owner that ``alert`` is done with (sent, refused for good, or handed to the spool)."""
+        if self._on_settled is None:
+            return
+        try:
+            self._on_settled(self.channel, alert)
+        except Exception:  # pragma: no cover - bookkeeping must not kill the worker
+            logger.exception("runalert: error after delivering an alert")
 
     def _sleep(self, seconds: float) -> None:
         if self._stopping.wait(max(0.0, seconds)):

@@ -6,13 +6,17 @@ when it answers (in the same process, and from the spool in a later one)."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import requests
 from pytest_httpserver import HTTPServer
 
 from runalert.alerting import Alerter
+from runalert.alerting.spool import Spool
 from runalert.channels import Webhook
 from runalert.client import Client, ServerRun
 from runalert.client.forward import ServerForward
@@ -30,23 +34,6 @@ def _hook(client: Any, name: str, url: str, **extra: Any) -> None:
 
 
 # -- the API -----------------------------------------------------------------------------------------------
-def test_the_same_alert_id_twice_is_stored_and_delivered_once(make_client: Any, httpserver: HTTPServer) -> None:
-    receiver = Receiver(httpserver)
-    client = make_client()
-    _hook(client, "hook", receiver.url)
-    body = {"title": "Run crashed: RuntimeError", "text": "boom", "level": "ERROR", "id": "a1b2c3d4e5f6a7b8"}
-    first = client.post(f"{P}/p/alerts", json=body)
-    again = client.post(f"{P}/p/alerts", json=body)
-    assert (first.status_code, again.status_code) == (202, 200)
-    assert again.json()["id"] == first.json()["id"] == "a1b2c3d4e5f6a7b8"
-    assert wait_for(lambda: client.get(f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered")
-    client.app.state.ctx.dispatcher.stop()  # drained: nothing more can arrive
-    history = client.get(f"{P}/p/alerts").json()
-    assert [a["id"] for a in history] == ["a1b2c3d4e5f6a7b8"]
-    assert len(history[0]["deliveries"]) == 1
-    assert len(receiver.requests) == 1
-
-
 @sqlite_only
 def test_forwarded_alerts_are_routed_by_min_level_and_keep_the_senders_suppression_count(
     make_client: Any, httpserver: HTTPServer
@@ -184,6 +171,57 @@ def test_settings_with_a_server_url_forward_every_alert_to_the_server(
     run.finish(timeout=5)
 
 
+class _LoseFirstAnswer(BaseHTTPRequestHandler):
+    """A loopback proxy to the server that passes every request on, and drops the first answer on the way back
+    (the connection closes with no response: the sender cannot know the server stored the alert)."""
+
+    target = ""
+    lost: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+        answer = requests.post(self.target + self.path, data=body, headers=headers, timeout=10)
+        if not self.lost:
+            self.lost.append(self.path)
+            self.close_connection = True
+            return
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *_args: Any) -> None:
+        return None
+
+
+@sqlite_only
+def test_an_answer_lost_on_the_way_back_is_retried_without_a_duplicate(
+    server_process: Any, httpserver: HTTPServer
+) -> None:
+    receiver = Receiver(httpserver)
+    server = server_process()
+    _default_hook(server, receiver.url)
+    handler = type("Proxy", (_LoseFirstAnswer,), {"target": server.url, "lost": []})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        alerter = Alerter([ServerForward(f"http://127.0.0.1:{proxy.server_address[1]}")], retry=FAST_RETRY)
+        alerter.alert("Run crashed: RuntimeError", "boom", "ERROR", 0)
+        assert alerter.close(20)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert handler.lost == [f"{P}/default/alerts"]  # the first answer was lost: the channel sent it again
+    assert wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+    wait_for(lambda: _server_alerts(server)[0]["deliveries"][0]["status"] == "delivered")
+    server.stop()  # drained: nothing more can arrive
+    assert len(receiver.requests) == 1
+    server.start()
+    assert [a["title"] for a in _server_alerts(server)] == ["Run crashed: RuntimeError"]
+
+
 @sqlite_only
 def test_server_down_the_alert_goes_local_then_reaches_the_server_once_when_it_is_back(
     server_process: Any, httpserver: HTTPServer
@@ -219,8 +257,8 @@ def test_alerts_spooled_while_the_server_was_down_are_forwarded_once_by_the_next
     first = Alerter([ServerForward(server.url)], run="bert", retry=FAST_RETRY, flush_timeout=0.5)
     first.alert("Run crashed: RuntimeError", "boom", "ERROR", 0)
     assert not first.close()  # could not forward: spooled
-    spooled = [json.loads(line) for line in (isolated_env / "spool.jsonl").read_text().splitlines()]
-    assert [s["alert"]["title"] for s in spooled] == ["Run crashed: RuntimeError"]
+    spooled = Spool(isolated_env).pending()
+    assert [s.alert.title for s in spooled] == ["Run crashed: RuntimeError"]
     server.start()
     for _ in range(2):  # two later processes with the same settings: the spool is claimed once
         later = Alerter([ServerForward(server.url)], retry=FAST_RETRY)
@@ -231,5 +269,5 @@ def test_alerts_spooled_while_the_server_was_down_are_forwarded_once_by_the_next
     assert [b["title"] for b in receiver.bodies] == ["Run crashed: RuntimeError"]
     server.start()
     (stored,) = _server_alerts(server)
-    assert stored["id"] == spooled[0]["alert"]["id"]
+    assert stored["id"] == spooled[0].alert.id
     assert stored["run_id"] == "bert-77"  # by the run's name: the new process no longer knows its id

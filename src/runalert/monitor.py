@@ -770,8 +770,6 @@ class RunMonitor:
         self._send(_title(f"Non-finite {found.key}"), text, AlertLevel.ERROR, fields, kind="nonfinite")
         if self.server_run is not None:  # the hub: the run's page shows key, step and value (docs/hub.md)
             self.server_run.nonfinite(found.key, found.step, value)
-        if self.server_run is not None:  # the hub: the run's page shows key, step and value (docs/hub.md)
-            self.server_run.nonfinite(found.key, found.step, value)
 
     def _request_stop(self, found: Finding) -> None:
         if not self.should_stop:

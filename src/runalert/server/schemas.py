@@ -59,28 +59,9 @@ class FailureIn(Request):
     frames: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(default_factory=list, max_length=50)
 
 
-class FailureIn(Request):
-    """How a run crashed, for its page: the exception's type and message and the last frames of its traceback."""
-
-    exception: Annotated[str, StringConstraints(max_length=256)] = ""
-    message: Annotated[str, StringConstraints(max_length=4000)] = ""
-    frames: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(default_factory=list, max_length=50)
-
-
 class StateIn(Request):
     state: Literal["RUNNING", "FINISHED", "FAILED", "CRASHED", "running", "finished", "failed", "crashed"]
     reason: Literal["exception", "interrupted", "preempted", "heartbeat_timeout"] | None = None
-    failure: FailureIn | None = Field(None, description="with FAILED: the crash's exception (shown on the run's page)")
-
-
-class NonFiniteIn(Request):
-    """A non-finite value the run saw: the server keeps the first one of the run for its page."""
-
-    key: MetricName
-    step: int | None = Field(None, ge=-MAX_STEP, le=MAX_STEP)
-    value: Literal["nan", "inf", "-inf", "NaN", "Infinity", "-Infinity", "nan or inf"] = Field(
-        description='"nan or inf": a reduction over a tensor said so, the element is not known'
-    )
     failure: FailureIn | None = Field(None, description="with FAILED: the crash's exception (shown on the run's page)")
 
 
@@ -192,10 +173,6 @@ class AlertIn(Request):
     run_name: ShortText | None = Field(
         None, description="without run_id: the alert goes with the project's latest run of this name, if any"
     )
-    suppressed: int = Field(0, ge=0, le=MAX_STEP, description="repeats the sender held back before this one")
-    run_name: ShortText | None = Field(
-        None, description="without run_id: the alert goes with the project's latest run of this name, if any"
-    )
 
     @field_validator("level", mode="before")
     @classmethod
@@ -285,7 +262,7 @@ class Health(BaseModel):
 class IntegrationIn(Request):
     """An integration (``runalert.automations`` integration fields; secrets by name, set them under /secrets).
 
-    - ``slack``: ``webhook_url_secret``, or ``bot_token_secret`` and ``channel``; optional ``mentions`` per level; optional ``mentions`` per level;
+    - ``slack``: ``webhook_url_secret``, or ``bot_token_secret`` and ``channel``; optional ``mentions`` per level;
     - ``webhook``: ``url``, optional ``signing_secret`` (HMAC) and ``access_token_secret`` (Bearer token);
     - ``email``: ``host``, ``port``, ``sender``, ``to``, optional ``username``/``password_secret``,
       ``starttls``/``ssl``.
@@ -312,9 +289,6 @@ class IntegrationIn(Request):
     password_secret: Annotated[str, StringConstraints(pattern=SECRET_PATTERN)] | None = None
     starttls: bool | None = None
     ssl: bool | None = None
-    mentions: dict[ShortText, list[ShortText]] | None = Field(
-        None, max_length=3, description='slack: per-level mentions, e.g. {"ERROR": ["U123", "S456"]}'
-    )
     mentions: dict[ShortText, list[ShortText]] | None = Field(
         None, max_length=3, description='slack: per-level mentions, e.g. {"ERROR": ["U123", "S456"]}'
     )

@@ -29,6 +29,7 @@ from runalert.automations.engine import (
 from runalert.automations.evaluators import (
     ChangeEvaluator,
     Evaluator,
+    NonFiniteEvaluator,
     SlidingAgg,
     ThresholdEvaluator,
     Trigger,
@@ -105,6 +106,7 @@ __all__ = [
     "MetricVal",
     "MetricZScoreFilter",
     "NewAutomation",
+    "NonFiniteEvaluator",
     "Not",
     "OnAddArtifactAlias",
     "OnAddArtifactTag",

@@ -926,6 +926,10 @@ class RunMonitor:
             self._detector.set_feed("all")  # every finite value goes to the stream
             self._feed = True
             self.server_run.start()
+            if opts.alerter is None and self.alerter is not None:  # the hub: the run's alerts go to the server too
+                from runalert.client.forward import attach
+
+                attach(self.alerter, self.server_run)
         except Exception as exc:
             self._fail("server", exc)
 

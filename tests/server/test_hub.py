@@ -21,6 +21,7 @@ from runalert.channels import Webhook
 from runalert.client import Client, ServerRun
 from runalert.client.forward import ServerForward
 from runalert.config import Settings, build_channels
+from runalert.monitor import RunMonitor
 from tests.server.test_delivery import Receiver
 from tests.support import FAST_RETRY, wait_for
 
@@ -271,3 +272,41 @@ def test_alerts_spooled_while_the_server_was_down_are_forwarded_once_by_the_next
     (stored,) = _server_alerts(server)
     assert stored["id"] == spooled[0].alert.id
     assert stored["run_id"] == "bert-77"  # by the run's name: the new process no longer knows its id
+
+
+@sqlite_only
+def test_a_monitor_given_server_explicitly_forwards_its_alerts_and_reports_the_failure_and_the_nonfinite_value(
+    server_process: Any, httpserver: HTTPServer
+) -> None:
+    on_server = Receiver(httpserver, "/team")
+    local = Receiver(httpserver, "/local")
+    server = server_process()
+    _default_hook(server, on_server.url)
+    monitor = RunMonitor(
+        server=server.url,
+        channels=[Webhook(local.url)],
+        install_crash_hooks=False,
+        on_stage_end=(),
+        heartbeat_interval=0.2,
+    )
+    monitor.start("gpt-tiny")
+    monitor.step(1, {"loss": 0.5})
+    monitor.step(2, {"loss": float("inf")})
+    monitor.step(3, {"loss": 0.4})
+    try:
+        raise ValueError("shapes (3, 4) and <5> do not match")
+    except ValueError as exc:
+        monitor.exception(exc)
+    monitor.finish("failed")
+    run_id = monitor.server_run.run_id if monitor.server_run is not None else ""
+    assert wait_for(lambda: len(on_server.requests) == 2 and len(local.requests) == 2, timeout=20)
+    assert [b["title"] for b in on_server.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
+    assert [b["title"] for b in local.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
+    assert {a["run_id"] for a in _server_alerts(server)} == {run_id}
+    assert wait_for(lambda: server.api("GET", f"{P}/default/runs/{run_id}").json()["nonfinite"], timeout=10)
+    run = server.api("GET", f"{P}/default/runs/{run_id}").json()
+    assert (run["state"], run["reason"]) == ("FAILED", "exception")
+    assert run["failure"]["exception"] == "ValueError"
+    assert run["failure"]["message"] == "shapes (3, 4) and <5> do not match"
+    assert "test_hub.py" in run["failure"]["frames"][-1] and "raise ValueError" in run["failure"]["frames"][-1]
+    assert {k: run["nonfinite"][k] for k in ("key", "step", "value")} == {"key": "loss", "step": 2, "value": "inf"}

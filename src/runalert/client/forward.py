@@ -32,9 +32,10 @@ from runalert.channels.base import Channel, PermanentError, TransientError
 from runalert.client.rest import NO_RETRY, Client, NotFoundError, ServerError, ServerUnavailableError
 
 if TYPE_CHECKING:
+    from runalert.alerting import Alerter
     from runalert.client.run import ServerRun
 
-__all__ = ["ServerForward", "register_run", "registered_run"]
+__all__ = ["ServerForward", "attach", "register_run", "registered_run"]
 
 _runs: dict[str, weakref.ReferenceType[ServerRun]] = {}
 _runs_lock = threading.Lock()
@@ -53,6 +54,18 @@ def registered_run(name: str | None) -> ServerRun | None:
     with _runs_lock:
         ref = _runs.get(name)
     return ref() if ref is not None else None
+
+
+def attach(alerter: Alerter, run: ServerRun) -> bool:
+    """Give ``alerter`` the forwarding channel of ``run``'s server unless it has one for that server already
+    (a monitor given ``server=`` explicitly, whose alerter was not built with ``RUNALERT_SERVER_URL``).
+    ``True`` if a channel was added."""
+    url = run.client.server_url
+    for channel in alerter.channels:
+        if isinstance(channel, ServerForward) and channel.client.server_url == url:
+            return False
+    alerter.channels.append(ServerForward.for_client(run.client, project=run.project))
+    return True
 
 
 class ServerForward(Channel):
@@ -84,6 +97,12 @@ class ServerForward(Channel):
         super().__init__(min_level=min_level, rate_limit=None, name=name)
         self.client = Client(server_url, api_key if api_key is not None else "", project=project, timeout=timeout)
         self._key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else (api_key or "")
+
+    @classmethod
+    def for_client(cls, client: Client, *, project: str | None = None) -> ServerForward:
+        """The forwarding channel of an existing :class:`Client` (its server, key and project)."""
+        key: SecretStr | None = getattr(client, "_api_key", None)
+        return cls(client.server_url, key, project=project or client.project, timeout=client.timeout)
 
     def describe(self) -> str:
         return f"{urlsplit(self.client.server_url).netloc}/{self.client.project}"

@@ -4,6 +4,7 @@ files in RUNALERT_HOME."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -367,3 +368,113 @@ def test_database_files_left_readable_by_an_older_version_are_made_private(tmp_p
         assert {n: oct(stat.S_IMODE((tmp_path / n).stat().st_mode)) for n in names} == dict.fromkeys(names, "0o600")
     finally:
         older.close()
+
+
+# -- 6. hostile input ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_slow_or_silent_request_headers_are_cut_off(server_process: Any) -> None:
+    server = server_process(RUNALERT_HEADER_TIMEOUT="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+
+        def drip() -> bool:  # a header byte now and then, never the end of the headers (slowloris)
+            nonlocal answer
+            with contextlib.suppress(OSError):  # the server may have closed already
+                sock.sendall(b"X")
+            if select.select([sock], [], [], 0.1)[0]:
+                answer = sock.recv(4096)
+                return True
+            return False
+
+        assert wait_for(drip, timeout=30, interval=0.05), "the server waited for the headers for ever"
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert answer.endswith(b"request headers not received within 1 s (setting RUNALERT_HEADER_TIMEOUT)")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as idle:  # nothing sent at all
+        assert idle.recv(4096) == b""  # closed, without an answer to a request that never began
+    assert server.api("GET", "/healthz").ok
+
+
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_oversized_request_headers_get_431(server_process: Any) -> None:
+    server = server_process()
+    big = server.api("GET", "/healthz", headers={"X-Big": "a" * 100_000})
+    assert (big.status_code, big.text) == (
+        431,
+        "request headers too large: at most 65536 bytes (setting RUNALERT_MAX_HEADER_BYTES)",
+    )
+    many = server.api("GET", "/healthz", headers={f"X-{i}": "a" * 20 for i in range(5000)})
+    assert many.status_code == 431
+    assert server.api("GET", "/healthz", headers={"X-Fine": "a" * 30_000}).ok
+
+
+J = {"Content-Type": "application/json"}
+DEEP_ARRAY = b"[" * 100_000 + b"]" * 100_000
+HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], int]] = [
+    ("deep array as a batch", "POST", "/runs/r/metrics", DEEP_ARRAY, J, 422),
+    ("config nested 33 deep", "PUT", "/runs/deep", b'{"config":' + b'{"a":' * 33 + b"1" + b"}" * 34, J, 422),
+    ("config nested 900 deep", "PUT", "/runs/deep", b'{"config":' + b'{"a":' * 900 + b"1" + b"}" * 901, J, 422),
+    ("config nested 5000 deep", "PUT", "/runs/deep", b'{"config":' + b'{"a":' * 5000 + b"1" + b"}" * 5001, J, 400),
+    (
+        "alert fields nested",
+        "POST",
+        "/alerts",
+        b'{"title":"t","fields":' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+        J,
+        400,
+    ),
+    ("lone surrogates in config", "PUT", "/runs/sur", b'{"config":{"\\ud800":"\\udc00"}}', J, 422),
+    ("lone surrogate in a name", "PUT", "/runs/sur", b'{"name":"\\ud800"}', J, 422),
+    ("lone surrogate in a metric", "POST", "/runs/r/metrics", b'{"rows":[{"metrics":{"\\ud800":1}}]}', J, 422),
+    ("run name of 10 MB", "PUT", "/runs/r", json.dumps({"name": "x" * 10_000_000}).encode(), J, 422),
+    (
+        "metric name of 1 MB",
+        "POST",
+        "/runs/r/metrics",
+        json.dumps({"rows": [{"metrics": {"x" * 10**6: 1}}]}).encode(),
+        J,
+        422,
+    ),
+    ("NaN wait_duration", "POST", "/alerts", b'{"title":"t","wait_duration":NaN}', J, 422),
+    ("NaN time", "POST", "/runs/r/metrics", b'{"rows":[{"time":NaN,"metrics":{"a":1}}]}', J, 422),
+    ("Infinity step", "POST", "/runs/r/metrics", b'{"rows":[{"step":Infinity,"metrics":{"a":1}}]}', J, 422),
+    ("step -2**63", "POST", "/runs/r/metrics", b'{"rows":[{"step":-9223372036854775808,"metrics":{"a":1}}]}', J, 422),
+    ("step 10**400", "POST", "/runs/r/metrics", b'{"rows":[{"step":1' + b"0" * 400 + b',"metrics":{"a":1}}]}', J, 422),
+    ("dropped 2**62, 1st", "POST", "/runs/r/metrics", b'{"rows":[],"dropped":4611686018427387904}', J, 200),
+    ("dropped 2**62, 2nd", "POST", "/runs/r/metrics", b'{"rows":[],"dropped":4611686018427387904}', J, 200),
+    ("dropped 2**62, 3rd", "POST", "/runs/r/metrics", b'{"rows":[],"dropped":4611686018427387904}', J, 200),
+    ("duplicate keys", "POST", "/runs/r/metrics", b'{"rows":[{"metrics":{"a":1,"a":2}}],"rows":[]}', J, 200),
+    ("text/plain JSON", "PUT", "/runs/r", b'{"name":"a"}', {"Content-Type": "text/plain"}, 422),
+    ("form body", "PUT", "/runs/r", b"name=a", {"Content-Type": "application/x-www-form-urlencoded"}, 422),
+    ("UTF-16 JSON (decoded, as by json.loads)", "PUT", "/runs/r", '{"name":"a"}'.encode("utf-16"), J, 200),
+    ("empty body", "PUT", "/runs/r", b"", J, 422),
+    ("a 17 MB config", "PUT", "/runs/r", b'{"config":{"a":"' + b"x" * 17_000_000 + b'"}}', J, 413),
+]
+
+
+@pytest.mark.slow
+@SQLITE_ONLY
+def test_hostile_input_never_gets_a_500_or_breaks_a_run(server_process: Any) -> None:
+    """A table of hostile requests against one real server: each gets its status, none a 500 or a hang; the runs
+    they aimed at stay readable, and the server logs no traceback."""
+    server = server_process(RUNALERT_HEADER_TIMEOUT="5")
+    assert server.api("PUT", f"{P}/p/runs/r", json={}).status_code == 201
+    got = []
+    for name, method, path, body, headers, _want in HOSTILE:
+        answer = requests.request(method, f"{server.url}{P}/p{path}", data=body, headers=headers, timeout=60)
+        got.append((name, answer.status_code))
+    assert got == [(name, want) for name, _m, _p, _b, _h, want in HOSTILE]
+    run = server.api("GET", f"{P}/p/runs/r")
+    assert run.status_code == 200, run.text  # readable: the dropped counter saturated instead of overflowing
+    assert run.json()["dropped"] == 2**62
+    assert [r["run_id"] for r in server.api("GET", f"{P}/p/runs").json()] == ["r"]  # nothing half-stored
+    # A chunked body cut by a broken chunk: the client is gone; no traceback for it.
+    head = f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    status, _ = _http(server.port, head, b"5\r\n[1,2,\r\nzz\r\n")
+    assert status == 400
+    assert server.api("GET", "/healthz").ok
+    server.stop()
+    log = server.log.read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
+from starlette.requests import ClientDisconnect
 
 from runalert.server import accesslog
 from runalert.server.context import ServerContext
@@ -73,6 +74,12 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
     async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
         # A value the database refuses (a NUL character in PostgreSQL text, a number out of range).
         return JSONResponse({"detail": "a value in the request cannot be stored (NUL character or out of range)"}, 422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        # The client went away (or sent a broken body) while its body was read: nobody reads this answer, and
+        # it is no server error (no traceback in the log).
+        return Response(status_code=400)
 
     @app.exception_handler(ValueError)
     async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:

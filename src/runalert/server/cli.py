@@ -43,6 +43,7 @@ def serve(  # noqa: PLR0917 - typer options
     from runalert.server.auth import is_loopback
     from runalert.server.context import ServerContext
     from runalert.server.models import ApiKey
+    from runalert.server.protocol import guarded_protocol
     from runalert.server.settings import ServerSettings
 
     overrides: dict[str, Any] = {"host": host, "port": port, "insecure": insecure}
@@ -66,7 +67,9 @@ def serve(  # noqa: PLR0917 - typer options
     # dispatcher's thread (alert deliveries) waits for it at each step, 5 ms by default. 1 ms keeps alert latency
     # low under a stream of batches, at a cost only while both threads want to run.
     sys.setswitchinterval(0.001)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # httptools with a header deadline and size cap (uvicorn's own when httptools is missing: "auto").
+    protocol = guarded_protocol(settings.header_timeout, settings.max_header_bytes) or "auto"
+    uvicorn.run(app, host=host, port=port, log_level=log_level, http=protocol)
 
 
 def serve_main() -> None:

@@ -29,6 +29,29 @@ def _level(value: Any) -> str:
     return AlertLevel.parse(value).value
 
 
+MAX_CONFIG_DEPTH = 32
+"""A run's config nests at most this deep: deeper JSON is stored fine but cannot be served back (pydantic's
+serializer and the page stop at a few hundred levels), so it is refused."""
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar 0, ``{}`` 1), counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        elif not isinstance(node, list):
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if level > MAX_CONFIG_DEPTH:
+            return level
+        stack.extend((child, level) for child in node)
+    return deepest
+
+
 # -- runs ------------------------------------------------------------------------------------------------
 class RunIn(Request):
     """Create a run or resume it (the same ``run_id`` again: state RUNNING, the fields given are updated)."""
@@ -42,8 +65,12 @@ class RunIn(Request):
     @classmethod
     def _config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
+            if _depth(value) > MAX_CONFIG_DEPTH:
+                raise ValueError(f"config is nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
             try:
-                size = len(json.dumps(value, allow_nan=False))
+                size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
+            except UnicodeEncodeError:
+                raise ValueError("config must be valid Unicode text (no lone surrogates such as \\ud800)") from None
             except ValueError:
                 raise ValueError("config must be plain JSON (no NaN or Infinity)") from None
             if size > 100_000:

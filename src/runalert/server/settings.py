@@ -48,6 +48,12 @@ class ServerSettings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="A token for GET /metrics (Bearer), besides any project's API key; none: API keys only."
     )
+    header_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client has to send a request's headers (slow senders are cut off, 408)."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=4096, description="Largest request line and headers in bytes; more is answered 431."
+    )
 
     delivery_timeout: float = Field(
         10.0, gt=0, le=300, description="Total seconds of one delivery attempt: connect, send and the whole answer."

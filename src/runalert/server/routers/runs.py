@@ -242,8 +242,9 @@ _KEY_SQL = (
 _ANY_KEY_SQL = "SELECT id FROM api_keys LIMIT 1"
 _PROJECT_SQL = "SELECT id, name FROM projects WHERE name = {m}"
 _RUN_SQL = 'SELECT id, name, "user", tags, state, reason FROM runs WHERE project_id = {m} AND run_id = {m}'
-_TOUCH_SQL = (
-    "UPDATE runs SET points = points + {m}, dropped = dropped + {m}, "
+_TOUCH_SQL = (  # dropped saturates at MAX_STEP: a client cannot push the counter past int64 (the run unreadable)
+    "UPDATE runs SET points = points + {m}, "
+    f"dropped = CASE WHEN dropped > {MAX_STEP} - {{m}} THEN {MAX_STEP} ELSE dropped + {{m}} END, "
     "last_seen_at = CASE WHEN last_seen_at < {m} THEN {m} ELSE last_seen_at END"
 )
 _STEP_SQL = ", last_step = CASE WHEN last_step IS NULL OR last_step < {m} THEN {m} ELSE last_step END"
@@ -347,7 +348,7 @@ def _ingest(
             column[1].append(value)
             column[2].append(when)
     accepted = insert_chunks(sql, run_pk, columns)
-    params: tuple[Any, ...] = (accepted, body.dropped, now, now)
+    params: tuple[Any, ...] = (accepted, body.dropped, body.dropped, now, now)
     if top is not None:
         params += (top, top)
     sql.execute(_TOUCH_SQL + (_STEP_SQL if top is not None else "") + " WHERE id = {m}", (*params, run_pk))

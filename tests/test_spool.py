@@ -238,7 +238,7 @@ def test_a_process_killed_mid_append_loses_only_the_alert_it_was_writing(
     assert len(receiver.titles()) == len(titles)  # both flushes have exited: nothing more can arrive
 
 
-def test_two_flushes_at_once_deliver_each_alert_exactly_once(httpserver: HTTPServer, isolated_env: Path) -> None:
+def test_three_flushes_at_once_deliver_each_alert_exactly_once(httpserver: HTTPServer, isolated_env: Path) -> None:
     receiver = Collector(httpserver)
     key = Webhook(receiver.url).key
     spool = Spool(isolated_env)
@@ -251,12 +251,60 @@ def test_two_flushes_at_once_deliver_each_alert_exactly_once(httpserver: HTTPSer
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for _ in range(3)
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert sorted(receiver.titles()) == sorted(f"alert {i}" for i in range(300))
     assert len(spool) == 0
+
+
+RACER = r"""
+import sys
+from runalert import Alert
+from runalert.alerting import Spool, SpooledAlert
+
+spool = Spool(sys.argv[1], lock_timeout=60)
+role = sys.argv[2]
+sys.stdin.readline()  # all start together
+if role == "append":
+    for i in range(0, 400, 4):
+        spool.append([SpooledAlert("k", "w", Alert(title=f"new {i + j}"), 0.0) for j in range(4)])
+else:
+    empty = 0
+    while empty < 3:
+        batch = spool.claim(["k"], max_records=7)
+        empty = 0 if batch else empty + 1
+        for r in batch:
+            print(r.alert.title, flush=True)
+"""
+
+
+def test_processes_racing_to_claim_and_append_take_each_record_once(isolated_env: Path) -> None:
+    spool = Spool(isolated_env)
+    spool.append([record("k", f"old {i}") for i in range(600)])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(isolated_env), role],
+            env=child_env(isolated_env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for role in ["claim", "claim", "claim", "append"]
+    ]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    taken: list[str] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        taken += out.splitlines()
+    taken += [r.alert.title for r in spool.claim(["k"])]  # what the claimers left when they stopped
+    assert len(taken) == len(set(taken))  # no record claimed twice
+    assert sorted(taken) == sorted([f"old {i}" for i in range(600)] + [f"new {i}" for i in range(400)])  # none lost
 
 
 CLAIMER = r"""

@@ -97,7 +97,7 @@ class Spool:
         self._lock_path = self.home / self.LOCKNAME
         self._tmp_path = self.home / (self.FILENAME + ".tmp")
         self._hold_lock = threading.Lock()
-        self._held: tuple[Path, int] | None = None
+        self._held: tuple[Path, int, int] | None = None  # (claim file, its locked fd, the pid that made it)
 
     # -- writing -------------------------------------------------------------------------------------------
     def append(self, items: list[SpooledAlert]) -> None:
@@ -202,10 +202,11 @@ class Spool:
         with self._hold_lock:
             if self._held is None:
                 return
-            path, fd = self._held
+            path, fd, pid = self._held
             self._held = None
-            with contextlib.suppress(OSError):
-                path.unlink()  # before the lock goes: a claimer that then gets the lock sees an unlinked file
+            if pid == os.getpid():  # a forked child only drops its copy: the claim is its parent's
+                with contextlib.suppress(OSError):
+                    path.unlink()  # before the lock goes: a claimer that then gets the lock sees it unlinked
             os.close(fd)
 
     @property
@@ -215,13 +216,16 @@ class Spool:
 
     def _hold(self, lines: bytes) -> None:
         with self._hold_lock:
+            if self._held is not None and self._held[2] != os.getpid():
+                os.close(self._held[1])  # forked: that claim file is the parent's; this process gets its own
+                self._held = None
             if self._held is None:
                 folder = private_dir(self.claims_path)
                 path = folder / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
                 fd = open_private(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-                self._held = (path, fd)
+                self._held = (path, fd, os.getpid())
             _append_fd(self._held[1], lines)
 
     def _dead_claims(self) -> list[tuple[Path, int]]:

@@ -162,6 +162,17 @@ def test_a_claim_takes_a_bounded_batch_and_leaves_the_rest(isolated_env: Path) -
     assert spool.claim(["k"]) == []
 
 
+def test_a_spool_written_by_the_previous_version_is_read_as_it_is(isolated_env: Path) -> None:
+    isolated_env.mkdir()
+    old_line = json.dumps(  # the earlier writer: json.dumps with its default separators, text mode
+        {"channel": "k", "channel_name": "webhook", "spooled_at": 1.0, "alert": Alert(title="from 0.1").to_dict()}
+    )
+    (isolated_env / "spool.jsonl").write_text(old_line + "\n")
+    spool = Spool(isolated_env)
+    assert [r.alert.title for r in spool.claim(["k"])] == ["from 0.1"]
+    assert not spool.quarantine_path.exists()
+
+
 # -- real processes ------------------------------------------------------------------------------------------
 
 APPENDER = r"""

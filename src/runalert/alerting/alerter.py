@@ -90,6 +90,7 @@ class Alerter:
         self._workers: dict[str, ChannelWorker] = {}
         self._lock = threading.Lock()
         self._resending: set[tuple[str, str]] = set()  # (channel key, alert id) claimed from the spool, not settled
+        self._resend_lock = threading.Lock()  # a claim and its bookkeeping vs. the release of the claim file
         self._closed = False
         _live.add(self)
         if resend_spooled:
@@ -203,20 +204,20 @@ class Alerter:
         be read is logged once and left as it is: this never raises.
         """
         by_key = {channel.key: channel for channel in self.channels}
-        try:
-            records = self.spool.claim(by_key, max_records=self._max_queue, hold=True)
-        except Exception as exc:  # a spool problem must never reach alert() or the training loop
-            log_once(
-                f"spool-read:{self.spool.path}",
-                logging.WARNING,
-                "runalert: cannot read the spool %s (%s); its alerts stay there",
-                self.spool.path,
-                exc,
-            )
-            return 0
         # Claimed records stay in this process's claim file (see Spool.claim) until each is settled: sent,
         # refused for good or spooled again; then the claim file goes (_settle).
-        with self._lock:
+        with self._resend_lock:
+            try:
+                records = self.spool.claim(by_key, max_records=self._max_queue, hold=True)
+            except Exception as exc:  # a spool problem must never reach alert() or the training loop
+                log_once(
+                    f"spool-read:{self.spool.path}",
+                    logging.WARNING,
+                    "runalert: cannot read the spool %s (%s); its alerts stay there",
+                    self.spool.path,
+                    exc,
+                )
+                return 0
             self._resending.update((record.channel_key, record.alert.id) for record in records)
         for record in records:
             channel = by_key[record.channel_key]
@@ -277,13 +278,14 @@ class Alerter:
         self._settle(channel.key, alert.id)
 
     def _settle(self, channel_key: str, alert_id: str) -> None:
-        with self._lock:
-            if not self._resending:
+        if not self._resending:  # nothing claimed (the common case): no lock taken
+            return
+        with self._resend_lock:
+            if (channel_key, alert_id) not in self._resending:
                 return
             self._resending.discard((channel_key, alert_id))
-            if self._resending:
-                return
-        self.spool.release()  # every alert claimed from the spool is settled: the claim file can go
+            if not self._resending:
+                self.spool.release()  # every alert claimed from the spool is settled: the claim file can go
 
     def _give_up(self, channel: Channel, alert: Alert) -> None:
         self._spool([SpooledAlert(channel.key, channel.name, alert, time.time())])

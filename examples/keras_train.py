@@ -10,7 +10,8 @@ seconds. With no channel configured the alerts print on the console; set ``RUNAL
     python examples/keras_train.py --crash-at-step 10       # ERROR "Run crashed: RuntimeError"
     python examples/keras_train.py --threshold 0.5          # a local rule fires: loss > 0.5
 
-Steps count the batches of ``fit()`` from 0 across epochs (``epoch * steps_per_epoch + batch``).
+Steps are optimizer steps, 1-based across epochs (``epoch * steps_per_epoch + batch + 1``: the optimizer's
+``iterations`` once the batch is trained); epochs are 1-based. See docs/semantics.md.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Faults(keras.layers.Layer):
 
 
 class FaultSchedule(keras.callbacks.Callback):
-    """Sets the faults before the step they belong to (steps counted from 0 across epochs)."""
+    """Sets the faults before the step they belong to (1-based steps across epochs)."""
 
     def __init__(self, faults: Faults, nan_at_step: int | None, crash_at_step: int | None, steps: int) -> None:
         super().__init__()
@@ -54,7 +55,7 @@ class FaultSchedule(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        step = self.epoch * self.steps + batch
+        step = self.epoch * self.steps + batch + 1
         if self.nan_at_step is not None and step == self.nan_at_step:
             self.faults.diverged.assign(1.0)
         if self.crash_at_step is not None and step == self.crash_at_step:

@@ -11,7 +11,8 @@ Trains on synthetic data on the CPU in seconds::
     python examples/lightning_train.py --threshold 0.5          # a local rule fires: loss > 0.5
     python examples/lightning_train.py --devices 2 --crash-at-step 5 --crash-rank 1   # DDP on CPU (gloo)
 
-Steps are Lightning's ``global_step`` as ``training_step`` sees it (0-based).
+Steps are optimizer steps, 1-based: step N is Lightning's ``global_step`` once that step completes
+(``global_step + 1`` inside ``training_step``); epochs are 1-based. See docs/semantics.md.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class TinyRegressor(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
+        step = self.global_step + 1  # the optimizer step this batch computes (1-based)
         crash_here = self.crash_rank is None or self.global_rank == self.crash_rank
-        if self.crash_at_step is not None and self.global_step == self.crash_at_step and crash_here:
-            raise RuntimeError(f"simulated failure at step {self.global_step} on rank {self.global_rank}")
-        if self.nan_at_step is not None and self.global_step >= self.nan_at_step:
+        if self.crash_at_step is not None and step == self.crash_at_step and crash_here:
+            raise RuntimeError(f"simulated failure at step {step} on rank {self.global_rank}")
+        if self.nan_at_step is not None and step >= self.nan_at_step:
             loss = loss * math.nan  # diverged: NaN from here on
         self.log("train_loss", loss, prog_bar=True)
         return loss

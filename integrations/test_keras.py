@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
 from runalert.keras import AlertCallback  # noqa: E402
@@ -88,7 +89,9 @@ def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Ale
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
     assert nan["level"] == "ERROR" and nan["title"] == "Non-finite loss"
-    assert nan["fields"]["step"] == "7" and nan["fields"]["epoch"] == "1"
+    # Batch 7 counted from 0 (batch 2 of the second epoch): optimizer step 8, epoch 2 (both 1-based)
+    assert nan["fields"]["step"] == "8" and nan["fields"]["epoch"] == "2"
+    assert "loss = nan at step 8, epoch 2," in nan["text"]
     assert nan["fields"]["key"] == "loss" and nan["run"] == "keras-nan"
     receiver.settle()
     assert len(receiver.titled("Non-finite")) == 1
@@ -110,7 +113,7 @@ def test_out_of_order_async_batch_ends_are_handed_over_in_order(receiver: Receiv
     callback.on_train_end({"loss": math.nan})
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert nan["fields"]["step"] == "1" and nan["fields"]["value"] == "nan"
+    assert nan["fields"]["step"] == "2" and nan["fields"]["value"] == "nan"  # batch 1: step 2
     receiver.settle()
     assert len(receiver.titled("Non-finite")) == 1
 
@@ -137,7 +140,7 @@ def test_in_order_async_batch_ends_with_later_batches_begun_are_handed_over_at_o
     callback.on_train_end({"loss": 0.25})
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert nan["fields"]["step"] == "1"
+    assert nan["fields"]["step"] == "2"
     assert callback.monitor.stats.steps == 3
 
 
@@ -151,7 +154,8 @@ def test_stop_on_nonfinite_stops_training(receiver: Receiver, alerter: Alerter) 
     (nan,) = receiver.wait(1, "Non-finite")
     assert "Training will stop" in nan["text"]
     (summary,) = receiver.wait(1, "Fit finished")
-    assert "stopped early after 2 of 6 epochs" in summary["text"]
+    assert "in epoch 2 (1 epoch completed)" in summary["text"]  # Keras stopped within the second epoch
+    assert "Stopped: stop_on_nonfinite: non-finite loss (nan) at step 8." in summary["text"]
 
 
 def test_fit_and_evaluate_summaries(receiver: Receiver, alerter: Alerter) -> None:
@@ -162,7 +166,8 @@ def test_fit_and_evaluate_summaries(receiver: Receiver, alerter: Alerter) -> Non
     alerter.flush(5)
     (summary,) = receiver.wait(1, "Fit finished")
     assert summary["level"] == "INFO" and "val_loss" in summary["text"]
-    assert "after 15 steps" in summary["text"]
+    assert "after 15 steps, in epoch 3 (3 epochs completed)" in summary["text"]
+    assert summary["fields"]["stopped"] == "max_epochs reached (epochs=3)"
     (test,) = receiver.wait(1, "Test finished")
     assert test["run"] == "keras-summary" and "loss" in test["text"]
     receiver.settle()
@@ -206,3 +211,26 @@ def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="rank_zero_only"):
         AlertCallback(rank_zero_only="yes")  # type: ignore[arg-type]
+
+
+def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_process_still_dies_of_it(receiver: Receiver) -> None:
+    # No exception hook in keras: runalert's chained SIGTERM handler reports, flushes (bounded), then hands over
+    # to the default action: the process dies of SIGTERM as it does without runalert.
+    without = signal_child("keras", SIGTERM, wait_at_step=3)
+    ended = signal_child("keras", SIGTERM, receiver=receiver, wait_at_step=3)
+    assert ended.returncode == without.returncode == -SIGTERM, ended.stderr[-3000:]
+    (alert,) = ended.alerts  # delivered before the process ended, and nothing else
+    assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
+    assert ended.last_done == 2  # SIGTERM came during step 3: the step being computed, in text and field
+    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
+    assert alert["fields"]["epoch"] == "1"
+
+
+def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
+    without = signal_child("keras", SIGINT, wait_at_step=3)
+    ended = signal_child("keras", SIGINT, receiver=receiver, wait_at_step=3)
+    assert ended.returncode == without.returncode == -SIGINT  # an uncaught KeyboardInterrupt
+    assert "KeyboardInterrupt" in ended.stderr  # the traceback still prints
+    (alert,) = ended.alerts
+    assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
+    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
 from runalert.lightning import AlertCallback  # noqa: E402
@@ -78,10 +79,11 @@ def test_nan_loss_alerts_once_with_key_and_step(receiver: Receiver, alerter: Ale
     assert len(nan) == 1, nan
     assert nan[0]["level"] == "ERROR"
     assert nan[0]["title"] == "Non-finite loss"
-    assert nan[0]["fields"]["step"] == "3"
-    assert nan[0]["fields"]["key"] == "loss"
+    # NaN from the training_step that sees global_step 3: optimizer step 4 (1-based, global_step once it completes)
+    assert nan[0]["fields"]["step"] == "4" and nan[0]["fields"]["epoch"] == "1"
+    assert nan[0]["fields"]["key"] == "loss"  # the returned loss first (the logged train_loss is NaN too)
     assert nan[0]["run"] == "lit-nan"
-    assert "loss = nan at step 3" in nan[0]["text"]
+    assert "loss = nan at step 4, epoch 1," in nan[0]["text"]
     receiver.settle()
     assert len(receiver.titled("Non-finite")) == 1
     assert sys.excepthook is sys.__excepthook__  # Lightning has on_exception: no process hooks at all
@@ -96,9 +98,10 @@ def test_stop_on_nonfinite_stops_training_on_the_step_with_reads_every_step(
     assert t.global_step == 5  # the NaN step ran (and stepped the optimizer), then the loop stopped
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert "Training will stop" in nan["text"]
+    assert "Training will stop" in nan["text"] and nan["fields"]["step"] == "5"
     (fit,) = receiver.wait(1, "Fit finished")
-    assert "stopped early" in fit["text"]
+    assert "after 5 steps" in fit["text"] and fit["fields"]["steps"] == "5"
+    assert fit["fields"]["stopped"] == "stop_on_nonfinite: non-finite loss (nan) at step 5"
 
 
 def test_stop_on_nonfinite_with_reads_paced_by_time_stops_at_the_next_read(
@@ -112,9 +115,9 @@ def test_stop_on_nonfinite_with_reads_paced_by_time_stops_at_the_next_read(
     assert 5 <= t.global_step <= 8
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert nan["fields"]["step"] == "4" and "Training will stop" in nan["text"]
+    assert nan["fields"]["step"] == "5" and "Training will stop" in nan["text"]
     (fit,) = receiver.wait(1, "Fit finished")
-    assert "stopped early" in fit["text"]
+    assert "Stopped: stop_on_nonfinite: non-finite loss (nan) at step 5." in fit["text"]
 
 
 def test_crash_alerts_once_and_exception_propagates(receiver: Receiver, alerter: Alerter) -> None:
@@ -214,7 +217,7 @@ class ManualTiny(Tiny):
     ],
     ids=["accumulate_grad_batches=2", "manual_optimization"],
 )
-def test_the_step_reported_is_the_step_training_step_sees(
+def test_the_step_reported_is_the_optimizer_step_being_computed(
     receiver: Receiver, alerter: Alerter, module: Any, options: dict[str, Any], batches: int
 ) -> None:
     callback = AlertCallback(alerter=alerter, run_name="lit-steps", check_every_n_steps=1)
@@ -222,7 +225,9 @@ def test_the_step_reported_is_the_step_training_step_sees(
     t.fit(module(nan_from=3), loader())
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert nan["fields"]["step"] == "3"  # LightningModule.global_step in the first NaN training_step
+    assert nan["fields"]["step"] == "4"  # training_step saw global_step 3: it computes optimizer step 4
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert fit["fields"]["steps"] == "5" and "after 5 steps" in fit["text"]  # global_step, not batches
     assert callback.monitor.stats.steps >= batches
 
 
@@ -240,8 +245,8 @@ def test_the_step_reported_after_a_checkpoint_resume_goes_on_from_the_checkpoint
     trainer(resumed, max_steps=9).fit(Tiny(nan_from=6), loader(), ckpt_path=str(path))
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
-    assert nan["fields"]["step"] == "6"
-    assert resumed.monitor.stats.steps == 5  # steps 4 to 8, after the resume
+    assert nan["fields"]["step"] == "7"  # training_step saw global_step 6
+    assert resumed.monitor.stats.steps == 5  # steps 5 to 9, after the resume
 
 
 def test_invalid_options_fail_at_construction() -> None:
@@ -275,7 +280,7 @@ def test_standalone_pytorch_lightning_trainer(receiver: Receiver, alerter: Alert
 
     trainer(callback, module=standalone, max_steps=4).fit(PLTiny(), loader())
     alerter.flush(5)
-    assert receiver.wait(1, "Non-finite")[0]["fields"]["step"] == "2"
+    assert receiver.wait(1, "Non-finite")[0]["fields"]["step"] == "3"
     assert len(receiver.wait(1, "Fit finished")) == 1
 
 
@@ -318,8 +323,8 @@ def test_ddp_stop_on_nonfinite_stops_every_rank_and_only_rank_zero_sends(receive
     assert sorted(a["title"] for a in alerts) == ["Fit finished", "Non-finite loss", "Test finished"], alerts
     assert all(a["fields"]["rank"] == "0" for a in alerts)
     (fit,) = receiver.titled("Fit finished")
-    # The ranks agree on stopping on steps 0, 10, 20 ... (with reads paced by time): both stop after step 10.
-    assert "Training stopped early after 11 steps" in fit["text"]
+    # The ranks agree on stopping on steps 10, 20 ... (with reads paced by time): both stop after step 10.
+    assert fit["fields"]["steps"] == "10" and "stop_on_nonfinite" in fit["text"]
 
 
 class Untouchable:
@@ -380,3 +385,109 @@ def test_a_bug_in_a_step_hook_is_counted_logged_once_and_never_reaches_training(
     logged = [r for r in caplog.records if r.name == "runalert" and "on_train_batch_end" in r.getMessage()]
     assert len(logged) == 1  # logged once
     assert "Fit finished" in [a["title"] for a in receiver.wait(1)]
+
+
+@pytest.mark.parametrize("accumulate", [1, 2], ids=["plain", "accumulate_grad_batches=2"])
+def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_exit_status_is_lightnings(
+    receiver: Receiver, accumulate: int
+) -> None:
+    # Lightning's handler only notes the SIGTERM; the step in progress completes, then Lightning raises its
+    # SIGTERMException (a SystemExit without a code): the process exits 0, with runalert or without it.
+    without = signal_child("lightning", SIGTERM, wait_at_step=3, accumulate=accumulate)
+    ended = signal_child("lightning", SIGTERM, receiver=receiver, wait_at_step=3, accumulate=accumulate)
+    assert ended.returncode == without.returncode == 0, ended.stderr[-3000:]
+    assert "FIT RETURNED" not in ended.lines
+    (alert,) = ended.alerts  # delivered before the process ended, and nothing else
+    assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
+    # The batch in progress when SIGTERM came completed, then Lightning stopped: plain, that batch completed step 3
+    # and the alert names the next one (completed + 1); accumulating 2 batches a step, it was the first half of
+    # step 3, still the step being computed. The text and the field agree.
+    assert ended.last_done == (3 if accumulate == 1 else 2)
+    step = ended.last_done + 1
+    assert alert["fields"]["step"] == str(step) and f"at step {step}, epoch 1" in alert["text"]
+
+
+def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
+    without = signal_child("lightning", SIGINT, wait_at_step=3)
+    ended = signal_child("lightning", SIGINT, receiver=receiver, wait_at_step=3)
+    assert ended.returncode == without.returncode == 1  # Lightning's sys.exit(1) after an interrupt
+    (alert,) = ended.alerts
+    assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
+    assert ended.last_done == 2  # the interrupted step (3) never completed
+    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
+
+
+class Logging(Tiny):
+    """Logs as most Lightning code does: ``self.log``/``self.log_dict`` in ``training_step`` (``on_step=True``, the
+    default there), a scripted ``aux_loss`` (NaN in optimizer step ``aux_nan_at``) and ``train_loss`` (10.0 from
+    step ``loss_jump_at`` on), besides a key logged on step and epoch both."""
+
+    def __init__(self, aux_nan_at: int | None = None, loss_jump_at: int | None = None) -> None:
+        super().__init__()
+        self.aux_nan_at, self.loss_jump_at = aux_nan_at, loss_jump_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        step = self.global_step + 1
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        jumped = self.loss_jump_at is not None and step >= self.loss_jump_at
+        aux = torch.tensor(math.nan if step == self.aux_nan_at else 0.25)
+        self.log_dict({"train_loss": torch.tensor(10.0) if jumped else torch.tensor(1.0), "aux_loss": aux})
+        self.log("seen", float(step), on_step=True, on_epoch=True)
+        return loss
+
+
+def test_a_nan_in_a_value_logged_with_self_log_is_reported_at_its_step(receiver: Receiver, alerter: Alerter) -> None:
+    # 480 samples in batches of 8: one 60-step epoch; aux_loss is NaN in step 5 only.
+    callback = AlertCallback(alerter=alerter, run_name="lit-logged-nan")
+    t = trainer(callback, max_steps=-1, max_epochs=1)
+    t.fit(Logging(aux_nan_at=5), loader(480))
+    assert t.global_step == 60
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["title"] == "Non-finite aux_loss" and nan["fields"]["key"] == "aux_loss"  # on_nonfinite="loss"
+    assert nan["fields"]["step"] == "5" and nan["fields"]["epoch"] == "1"
+    assert "aux_loss = nan at step 5, epoch 1," in nan["text"]
+    receiver.settle()
+    assert len(receiver.titled("Non-finite")) == 1
+
+
+def test_a_rule_on_a_value_logged_with_self_log_fires_at_its_step(receiver: Receiver, alerter: Alerter) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="lit-logged-rule", rules=[RunEvent.metric("train_loss") > 5])
+    trainer(callback, max_steps=-1, max_epochs=1).fit(Logging(loss_jump_at=7), loader(480))
+    alerter.flush(5)
+    (rule,) = receiver.wait(1, "Rule")
+    assert rule["fields"]["step"] == "7", rule
+    receiver.settle()
+    assert len(receiver.titled("Rule")) == 1
+
+
+@pytest.fixture(scope="module")
+def metric_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("fastapi")
+    from tests.server.conftest import FAST, ServerProcess
+
+    env = {f"RUNALERT_{key.upper()}": str(value) for key, value in FAST.items()}
+    home = tmp_path_factory.mktemp("server")
+    proc = ServerProcess(home, f"sqlite:///{home / 'server.db'}", env)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_a_server_stores_each_logged_value_once_per_step_in_order(alerter: Alerter, metric_server: Any) -> None:
+    from runalert.client import Client
+
+    epochs, per_epoch = 2, 12
+    callback = AlertCallback(alerter=alerter, run_name="lit-stream", server=metric_server.url, project="lit-stream")
+    t = trainer(callback, max_steps=-1, max_epochs=epochs)
+    t.fit(Logging(), loader(8 * per_epoch), loader(16, 1))
+    assert callback.monitor.server_run is not None
+    series = Client(metric_server.url, project="lit-stream").metrics(callback.monitor.server_run.run_id)
+    steps = list(range(1, epochs * per_epoch + 1))
+    for key in ("train_loss", "aux_loss", "seen_step", "loss"):  # logged on step (and the returned loss)
+        assert [step for step, _value, _time in series[key]] == steps, (key, series[key])
+    assert [value for _step, value, _time in series["seen_step"]] == [float(s) for s in steps]
+    # Logged on epoch too: its epoch mean once per epoch, at the epoch's last step.
+    assert [step for step, _value, _time in series["seen_epoch"]] == [per_epoch * e for e in range(1, epochs + 1)]
+    assert [step for step, _value, _time in series["val_loss"]] == [per_epoch * e for e in range(1, epochs + 1)]

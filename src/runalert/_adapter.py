@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,7 +21,7 @@ from runalert._log import log_once
 if TYPE_CHECKING:
     from runalert.monitor import MonitorOptions, RunMonitor
 
-__all__ = ["MonitorOwner", "guarded", "log_hook_failure", "plain_metrics"]
+__all__ = ["MonitorOwner", "epoch_number", "guarded", "log_hook_failure", "plain_metrics", "sibling_callbacks"]
 
 
 def log_hook_failure(framework: str, hook: str) -> None:
@@ -47,6 +50,34 @@ def plain_metrics(values: Mapping[str, Any] | None) -> dict[str, Any]:
     if not values:
         return {}
     return {str(key): value for key, value in values.items()}
+
+
+def epoch_number(epoch: float | None) -> int | None:
+    """The 1-based epoch a fractional epoch count falls in (transformers' ``state.epoch``: 0.25 -> 1, 1.0 -> 1,
+    1.25 -> 2); ``None`` stays ``None``."""
+    if epoch is None:
+        return None
+    return max(1, math.ceil(float(epoch) - 1e-6))
+
+
+def sibling_callbacks(callback: object, *, depth: int = 6) -> list[Any]:
+    """The callbacks run beside ``callback`` (to name an EarlyStopping that stopped training), found once at the
+    start of training in the framework's callback container that is calling it: an object with a
+    ``callbacks`` list holding ``callback``, as ``self`` in one of the ``depth`` calling frames (Keras'
+    ``CallbackList``, transformers' ``CallbackHandler``). Empty if not found."""
+    try:
+        frame: types.FrameType | None = sys._getframe(1)
+        for _ in range(depth):
+            if frame is None:
+                break
+            owner = frame.f_locals.get("self")
+            found = getattr(owner, "callbacks", None)
+            if isinstance(found, list) and any(item is callback for item in found):
+                return [item for item in found if item is not callback]
+            frame = frame.f_back
+    except Exception:  # an interpreter without frames: no names in the summary, nothing else lost
+        pass
+    return []
 
 
 class MonitorOwner:
@@ -101,17 +132,6 @@ class MonitorOwner:
             return None
         name = guarded(self.framework, "run_name", derived)
         return str(name) if name else None
-
-    def _stopped_note(self, stopped: str | None, *others: str | None) -> str | None:
-        """The fit summary's note: ``stopped`` ("Training stopped early at step 5 of 30"), with the monitor's own
-        reason when it asked for the stop (``stop_on_nonfinite``), and other notes (e.g. EarlyStopping's)."""
-        reason = self.monitor.stop_reason
-        parts = []
-        if stopped or reason:
-            text = stopped or "Training stopped early"
-            parts.append(f"{text}: {reason} (stop_on_nonfinite)." if reason else f"{text}.")
-        parts += [note for note in others if note]
-        return "\n".join(parts) or None
 
     def _guard(self, hook: str, fn: Callable[[], Any]) -> Any:
         try:

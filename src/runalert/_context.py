@@ -1,30 +1,44 @@
-"""Context put on alerts: the host, durations, values and the last frames of a traceback."""
+"""Context put on alerts: the host, durations, values and the last frames of a traceback.
+
+Exception texts leave the process (Slack, email, webhooks), so terminal escape codes (colours and bold that
+Keras and rich put in their messages) are stripped from them: :func:`strip_ansi`.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 import socket
 import traceback
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["HOST", "format_duration", "format_frames", "format_value", "one_line"]
+__all__ = ["HOST", "format_duration", "format_frames", "format_value", "one_line", "strip_ansi"]
 
 HOST = socket.gethostname()
 
+# ANSI/VT100 escape sequences: CSI (colours, bold, cursor moves: ESC [ ... final byte, or the 8-bit CSI), OSC
+# (hyperlinks, titles: ESC ] ... BEL or ESC \\) and the other escapes (ESC, intermediate bytes, a final byte).
+_ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (``"\\x1b[1mloss\\x1b[0m"`` -> ``"loss"``)."""
+    return _ANSI.sub("", text) if "\x1b" in text or "\x9b" in text else text
+
 
 def one_line(text: str, limit: int = 300) -> str:
-    """``text`` on one line, cut to ``limit`` characters."""
-    flat = " ".join(str(text).split())
+    """``text`` on one line, without terminal escape codes, cut to ``limit`` characters."""
+    flat = " ".join(strip_ansi(str(text)).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def format_frames(exc: BaseException, limit: int = 5, code_limit: int = 160) -> str:
-    """The last ``limit`` frames of ``exc``'s traceback, most recent call last, as plain text."""
+    """The last ``limit`` frames of ``exc``'s traceback, most recent call last, as plain text (no escape codes)."""
     frames = traceback.extract_tb(exc.__traceback__)[-limit:] if exc.__traceback__ is not None else []
     lines = []
     for frame in frames:
-        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+        lines.append(strip_ansi(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'))
         if frame.line:
             lines.append("    " + one_line(frame.line, code_limit))
     return "\n".join(lines)

@@ -13,6 +13,13 @@ nothing itself. Facts of Keras 3 that shape it:
 - ``fit()`` runs its validation through ``evaluate()`` with the same callbacks: ``on_test_*`` during a fit is
   validation (its metrics arrive as ``val_*`` in ``on_epoch_end``); a standalone ``evaluate()`` is the test
   stage.
+- A batch's logs (``loss`` and the compiled metrics, running means over the epoch) are handed over at the batch's
+  step; the epoch's logs repeat the last batch's values under the same keys, so only their other keys
+  (``val_*``) are handed over at the epoch's end.
+
+Steps are the optimizer's iterations once the batch's step is trained (1-based: micro-batch ``b``, counted from 0
+across epochs, belongs to step ``b // gradient_accumulation_steps + 1``); epochs are 1-based (``epoch + 1``); a
+crash is at the step being computed (the steps completed + 1).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from runalert._adapter import MonitorOwner, plain_metrics
+from runalert._adapter import MonitorOwner, plain_metrics, sibling_callbacks
 
 if TYPE_CHECKING:
     from runalert.alerting import Alerter
@@ -46,7 +53,8 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
     ``tags``, ``user`` and ``server``; the rest of ``MonitorOptions`` (``rule_cooldown``, ``heartbeat_interval`` ...)
     as keywords. Invalid options raise ``ValueError`` here, unknown ones ``TypeError``.
 
-    Steps are counted from 0 across epochs (``epoch * steps_per_epoch + batch``).
+    Steps are 1-based across epochs (the optimizer's ``iterations`` once the batch's step is trained: with the
+    optimizer's ``gradient_accumulation_steps``, one step per that many batches), epochs 1-based.
     """
 
     framework = "keras"
@@ -101,11 +109,17 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._steps_per_epoch: int | None = None
         self._seen = 0  # steps handed to the monitor in this fit
         self._base = 0  # the step number of the epoch's first batch
-        self._last = -1
+        self._last = -1  # the highest step handed over
+        self._micro = 0  # batches handed over in this fit, counted across epochs (with the epochs before a resume)
+        self._accumulate = 1  # the optimizer's gradient_accumulation_steps
         # Asynchronous batch-end calls may run out of order on Keras' thread pool; the batch-begin calls are
         # synchronous and in order, so they give the order in which ends are handed to the monitor.
         self._order: deque[int] = deque()
         self._pending: dict[int, Mapping[str, Any]] = {}
+        self._last_logs: Mapping[str, Any] = _NO_LOGS  # the last batch's logs (their keys repeat at the epoch end)
+        self._epoch_batches = 0  # batches of the current epoch handed over
+        self._epochs_done = 0  # epochs whose every batch was trained
+        self._siblings: list[Any] = []  # the other callbacks of the fit (an EarlyStopping's reason)
 
     # -- fit -----------------------------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -114,17 +128,22 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
             self._in_fit = True
             self._epochs = params.get("epochs")
             self._steps_per_epoch = params.get("steps")
-            self._seen, self._base, self._last = 0, 0, -1
+            self._seen, self._base, self._last, self._micro = 0, 0, -1, 0
+            optimizer = getattr(self.model, "optimizer", None)
+            self._accumulate = max(1, int(getattr(optimizer, "gradient_accumulation_steps", None) or 1))
+            self._epochs_done, self._epoch_batches, self._last_logs = 0, 0, _NO_LOGS
             self._order.clear()
             self._pending.clear()
+            self._siblings = sibling_callbacks(self)
             self._begin(self._run_name())
-            self.monitor.stage_start("fit")
+            self.monitor.stage_start("fit", epoch=1)
 
         self._guard("on_train_begin", run)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         # Keras waits for every batch-end call of an epoch before on_epoch_end: nothing is in flight here.
         self._epoch = int(epoch)
+        self._epoch_batches = 0
         per_epoch = self._steps_per_epoch
         self._base = self._epoch * int(per_epoch) if per_epoch else self._seen
 
@@ -170,16 +189,30 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
                 self._step(end, pending.pop(end))
 
     def _step(self, batch: int, logs: Mapping[str, Any]) -> None:
-        step = self._base + batch
+        micro = self._base + batch  # 0-based across epochs
+        accumulate = self._accumulate
+        step = micro // accumulate + 1
         self._seen += 1
+        self._epoch_batches += 1
         self._last = max(self._last, step)
-        self.monitor.step(step, logs, epoch=self._epoch)
+        self._micro = max(self._micro, micro + 1)
+        self._last_logs = logs
+        monitor = self.monitor
+        monitor.completed = self._micro // accumulate  # a crash now is in the step after these
+        monitor.step(step, logs, epoch=self._epoch + 1)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         def run() -> None:
             with self._lock:
                 self._drain(everything=True)
-                self.monitor.metrics(plain_metrics(logs), step=self._last_step(), epoch=int(epoch), stage="fit")
+                per_epoch = self._steps_per_epoch
+                if not per_epoch or self._epoch_batches >= int(per_epoch):
+                    self._epochs_done += 1
+                values = plain_metrics(logs)
+                repeated = self._last_logs
+                new = {key: value for key, value in values.items() if key not in repeated}
+                if new:
+                    self.monitor.metrics(new, step=self._last_step(), epoch=int(epoch) + 1, stage="fit")
                 if self.monitor.should_stop and self.model is not None:
                     self.model.stop_training = True
 
@@ -189,15 +222,36 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         def summary() -> None:
             with self._lock:
                 self._drain(everything=True)
-                stopped = None
-                done = self._epoch + 1
-                if getattr(self.model, "stop_training", False) and self._epochs and done < self._epochs:
-                    stopped = f"Training stopped early after {done} of {self._epochs} epochs"
-                self.monitor.stage_end("fit", metrics=plain_metrics(logs), note=self._stopped_note(stopped))
+                self.monitor.stage_end(
+                    "fit",
+                    shown=plain_metrics(logs),
+                    steps=self._micro // self._accumulate,
+                    epochs=self._epochs_done,
+                    stopped=self._stop_reason(),
+                )
 
         self._in_fit = False
         self._guard("on_train_end", summary)
         self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
+
+    def _stop_reason(self) -> str | None:
+        """Why fit() ended: stop_on_nonfinite, EarlyStopping (monitor and patience), the epochs reached, or
+        ``model.stop_training`` set by another callback (TerminateOnNaN ...)."""
+        if self.monitor.stop_reason:
+            return f"stop_on_nonfinite: {self.monitor.stop_reason}"
+        for callback in self._siblings:
+            stopped_epoch = getattr(callback, "stopped_epoch", 0)
+            if isinstance(callback, keras.callbacks.EarlyStopping) and stopped_epoch:
+                monitor, patience = callback.monitor, callback.patience
+                return (
+                    f"EarlyStopping (monitor={monitor}, patience={patience}): {monitor} did not improve in the "
+                    f"last {patience} epochs; stopped in epoch {stopped_epoch + 1}"
+                )
+        if not getattr(self.model, "stop_training", False) and self._epochs and self._epoch + 1 >= self._epochs:
+            return f"max_epochs reached (epochs={self._epochs})"
+        if getattr(self.model, "stop_training", False):
+            return "model.stop_training was set by a callback"
+        return None
 
     # -- evaluate ------------------------------------------------------------------------------------------------
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -218,7 +272,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
             with self._lock:
                 values = plain_metrics(logs)
                 self.monitor.metrics(values, step=self._last_step(), stage="test")
-                self.monitor.stage_end("test", metrics=values)
+                self.monitor.stage_end("test", shown=values)
 
         self._guard("on_test_end", run)
         self._guard("on_test_end-finish", lambda: self.monitor.finish("finished"))

@@ -8,16 +8,23 @@ nothing itself:
 
 - ``setup(stage)`` starts the run (rank and world size from the trainer, run name from ``run_name=`` or the
   first logger) and the stage;
-- ``on_train_batch_end`` hands the step's loss tensor to the monitor as is (no ``.item()``: the monitor holds
-  it and reads the held values together, about every 0.05 s or every ``check_every_n_steps`` steps), with the
-  step ``training_step`` saw, read from Lightning's optimizer-step counter (no batch-start hook: one hook a
-  step);
-- epoch ends and validation ends hand over ``trainer.callback_metrics``. Every rank reads them, because
-  reading them can run an all-reduce; the monitor decides which rank sends;
-- ``on_fit_end``/``on_validation_end``/``on_test_end``/``on_predict_end`` end the stage (the fit summary
-  says why training stopped early, e.g. ``EarlyStopping.stopping_reason_message``);
-- ``on_exception``, Lightning's only hook on a crash, reports it (``KeyboardInterrupt``: interrupted;
-  ``SIGTERMException``: preempted) and Lightning goes on to re-raise it;
+- ``on_train_batch_end`` hands the batch's values to the monitor as they are (tensors: no ``.item()``, the
+  monitor holds them and reads the held values together, about every 0.05 s or every ``check_every_n_steps``
+  steps): the loss ``training_step`` returned and every value it logged with ``self.log``/``self.log_dict``
+  (``on_step=True``), read from Lightning's result collection (:mod:`runalert._lightning_results`: no sync,
+  no collective), each once. The step is the optimizer step being computed, 1-based: Lightning's
+  ``global_step`` once that step completes (``global_step + 1`` as ``training_step`` sees it; under gradient
+  accumulation every micro-batch of the step belongs to it), read from Lightning's optimizer-step counter (no
+  batch-start hook: one hook a step). Epochs are 1-based (``current_epoch + 1``);
+- epoch ends and validation/test ends hand over the epoch-level values logged in that loop (from
+  ``trainer.callback_metrics``, which every rank reads, because reading it can run an all-reduce; the monitor
+  decides which rank sends). Values already handed over at their steps are not handed over again;
+- ``on_fit_end``/``on_validation_end``/``on_test_end``/``on_predict_end`` end the stage; the fit summary says
+  the global step count, the epochs completed and why training stopped (max_steps/max_epochs reached,
+  EarlyStopping with its monitor and patience, stop_on_nonfinite, ``trainer.should_stop``);
+- ``on_exception``, Lightning's only hook on a crash, reports it at the step being computed
+  (``KeyboardInterrupt``: interrupted; ``SIGTERMException``, a ``SystemExit`` without a code: preempted) and
+  Lightning goes on to re-raise it;
 - ``state_dict``/``load_state_dict`` carry the monitor's suppression and cooldown state through checkpoints.
 """
 
@@ -28,6 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runalert._adapter import MonitorOwner, plain_metrics
+from runalert._lightning_results import StepValues, epoch_keys, evaluation_results, training_results
 
 if TYPE_CHECKING:
     from runalert.alerting import Alerter
@@ -120,14 +128,38 @@ def _logger_run_name(trainer: Any) -> str | None:
     return "/".join(parts) or None
 
 
-def _early_stop_note(trainer: Any) -> str | None:
-    """Why training stopped early, in the callbacks' own words (Lightning 2.6 ``stopping_reason_message``)."""
+def _early_stop_reason(trainer: Any) -> str | None:
+    """Why a callback stopped training, in its own words (Lightning 2.6 ``stopping_reason_message``), with
+    EarlyStopping's monitor and patience: ``EarlyStopping (monitor=val_loss, patience=3): Monitored ...``."""
     notes = []
     for callback in getattr(trainer, "callbacks", None) or []:
         message = getattr(callback, "stopping_reason_message", None)
-        if message:
-            notes.append(f"{type(callback).__name__}: {str(message).strip()}")
+        if not message and not getattr(callback, "stopped_epoch", 0):
+            continue
+        name = type(callback).__name__
+        settings = [f"{attr}={getattr(callback, attr)}" for attr in ("monitor", "patience") if hasattr(callback, attr)]
+        label = f"{name} ({', '.join(settings)})" if settings else name
+        notes.append(f"{label}: {str(message).strip()}" if message else label)
     return "; ".join(notes) or None
+
+
+def _stop_reason(trainer: Any, nonfinite: str | None) -> str | None:
+    """Why fit stopped: stop_on_nonfinite, a callback (EarlyStopping), max_steps or max_epochs, or
+    ``trainer.should_stop`` set by someone else."""
+    if nonfinite:
+        return f"stop_on_nonfinite: {nonfinite}"
+    early = _early_stop_reason(trainer)
+    if early:
+        return early
+    max_steps = getattr(trainer, "max_steps", -1)
+    if isinstance(max_steps, int) and max_steps > 0 and trainer.global_step >= max_steps:
+        return f"max_steps={max_steps} reached"
+    max_epochs = getattr(trainer, "max_epochs", None)
+    if isinstance(max_epochs, int) and max_epochs > 0 and trainer.current_epoch >= max_epochs:
+        return f"max_epochs={max_epochs} reached"
+    if trainer.should_stop:
+        return "trainer.should_stop was set"
+    return None
 
 
 class _AlertHooks(MonitorOwner):
@@ -185,6 +217,8 @@ class _AlertHooks(MonitorOwner):
         self._multi_rank = False  # world size > 1, read once at setup (trainer.world_size is a chain of properties)
         self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
         self._tracker: Any = None  # see _step_tracker
+        self._logged = StepValues()  # self.log values of each batch (see runalert._lightning_results)
+        self._epochs_done = 0  # epochs whose last batch was trained, in this fit (a resumed one: from the checkpoint)
 
     # -- run and stages ------------------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -209,23 +243,38 @@ class _AlertHooks(MonitorOwner):
         self._guard("teardown", lambda: self.monitor.finish("finished"))
 
     # -- training steps ------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        def start() -> None:
+            # After a checkpoint is restored: the steps and epochs already done.
+            self._step = int(trainer.global_step)
+            self._epochs_done = int(trainer.current_epoch)
+            self.monitor.stage_start("fit", step=self._step, epoch=self._epochs_done + 1)
+
+        self._guard("on_train_start", start)
+
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         def start() -> None:
-            self._epoch = int(trainer.current_epoch)
+            self._epoch = int(trainer.current_epoch) + 1
             self._tracker = _step_tracker(trainer)
             self._step = int(trainer.global_step)
+            self._logged.bind(training_results(trainer))
 
         self._guard("on_train_epoch_start", start)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         try:
-            # self._step is the step this batch's training_step saw (LightningModule.global_step): the counter as
-            # the previous batch (or the epoch's start) left it. Then it moves on to what the next batch sees:
-            # the optimizer step of this batch, if it made one, is counted by now. One hook a step, not two.
-            step = self._step
+            # self._step is the optimizer steps completed before this batch: the counter as the previous batch (or
+            # the epoch's start) left it. This batch belongs to the step after it (1-based: global_step once that
+            # step completes; every micro-batch of an accumulated step too). Then self._step moves on to what the
+            # next batch sees. One hook a step, not two.
+            step = self._step + 1
             tracker = self._tracker
             self._step = tracker.completed if tracker is not None else trainer.global_step
-            self.monitor.step(step, _step_values(outputs) or _NO_VALUES, epoch=self._epoch)
+            values = _step_values(outputs)
+            logged = self._logged.read()
+            if logged is not None:
+                values = {**values, **logged} if values else logged  # the returned loss first
+            self.monitor.step(step, values or _NO_VALUES, epoch=self._epoch)
             if self._stop_on_nonfinite:
                 self._maybe_stop(trainer, step)
         except Exception:
@@ -236,6 +285,7 @@ class _AlertHooks(MonitorOwner):
         if self._multi_rank:
             # Every rank must stop at the same step or the others wait in a collective forever: agree on every
             # self._agree_every-th step only (a step number all ranks share), so the other steps add no collective.
+            # (Under gradient accumulation every micro-batch of such a step agrees: the same on every rank.)
             if step % self._agree_every:
                 return
             should_stop = bool(trainer.strategy.reduce_boolean_decision(should_stop, all=False))
@@ -259,40 +309,57 @@ class _AlertHooks(MonitorOwner):
         self.monitor.heartbeat()
 
     # -- metrics -------------------------------------------------------------------------------------------------
-    def _metrics(self, trainer: Any, stage: str) -> dict[str, Any]:
-        # Every rank reads callback_metrics (reading can all-reduce); the monitor decides who sends.
+    def _metrics(self, trainer: Any, stage: str, results: Any) -> dict[str, Any]:
+        """Hand over the epoch-level values of ``results`` (the loop that just ended) from ``callback_metrics``,
+        at the last step; return all of ``callback_metrics`` (for a summary). Every rank reads callback_metrics
+        (reading can all-reduce); the monitor decides who sends."""
         values = plain_metrics(trainer.callback_metrics)
-        self.monitor.metrics(values, step=trainer.global_step, epoch=trainer.current_epoch, stage=stage)
+        keys = epoch_keys(results)
+        if keys is None:  # a layout we do not know: everything not handed over at its step
+            keys = set(values) - self._logged.names
+        new = {key: value for key, value in values.items() if key in keys}
+        if new:
+            epoch = self._epoch if stage == "fit" else None
+            self.monitor.metrics(new, step=trainer.global_step, epoch=epoch, stage=stage)
         return values
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._guard("on_train_epoch_end", lambda: self._metrics(trainer, "fit"))
+        def run() -> None:
+            self._metrics(trainer, "fit", self._logged.results)
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            if progress.is_last_batch:  # the epoch ran through its data (not cut by max_steps or a stop)
+                self._epochs_done += 1
+
+        self._guard("on_train_epoch_end", run)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
 
         def run() -> None:
-            values = self._metrics(trainer, "validate")
+            values = self._metrics(trainer, "validate", evaluation_results(trainer))
             if _trainer_fn(trainer) == "validate":
-                self.monitor.stage_end("validate", metrics=values)
+                self.monitor.stage_end("validate", shown=values)
 
         self._guard("on_validation_end", run)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         def run() -> None:
-            values = self._metrics(trainer, "fit")
-            stopped = None
-            if trainer.should_stop:
-                stopped = f"Training stopped early after {trainer.global_step} steps"
-            self.monitor.stage_end("fit", metrics=values, note=self._stopped_note(stopped, _early_stop_note(trainer)))
+            values = plain_metrics(trainer.callback_metrics)  # handed over already: shown in the summary only
+            self.monitor.stage_end(
+                "fit",
+                shown=values,
+                steps=int(trainer.global_step),
+                epochs=self._epochs_done,
+                stopped=_stop_reason(trainer, self.monitor.stop_reason),
+            )
 
         self._guard("on_fit_end", run)
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         def run() -> None:
-            values = self._metrics(trainer, "test")
-            self.monitor.stage_end("test", metrics=values)
+            values = self._metrics(trainer, "test", evaluation_results(trainer))
+            self.monitor.stage_end("test", shown=values)
 
         self._guard("on_test_end", run)
 
@@ -302,9 +369,12 @@ class _AlertHooks(MonitorOwner):
     # -- crashes -------------------------------------------------------------------------------------------------
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # Lightning re-raises the exception after this hook (KeyboardInterrupt: sys.exit(1)); we only report.
-        # SIGTERMException (SIGTERM) is reported as a preemption, KeyboardInterrupt as an interruption.
+        # SIGTERMException (SIGTERM) is reported as a preemption, KeyboardInterrupt as an interruption, at the
+        # step being computed: the steps completed + 1 (no step in evaluation).
         def run() -> None:
-            self.monitor.exception(exception, where=f"Trainer.{_trainer_fn(trainer) or 'fit'}")
+            stage = _trainer_fn(trainer) or "fit"
+            step = int(trainer.global_step) + 1 if stage == "fit" and not trainer.sanity_checking else None
+            self.monitor.exception(exception, where=f"Trainer.{stage}", step=step)
             self.monitor.finish("failed")
 
         self._guard("on_exception", run)

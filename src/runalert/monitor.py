@@ -11,7 +11,9 @@ Every public method is guarded: an internal failure is logged once (logger ``run
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import math
 import re
 import signal as _signal
 import threading
@@ -26,14 +28,18 @@ from runalert._context import HOST, format_duration, format_frames, format_metri
 from runalert._log import log_once, logger
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
 from runalert.alerting import Alerter
-from runalert.nonfinite import FLOAT, INT, NUMPY, TENSOR, Finding, NonFiniteDetector, value_kind
+from runalert.nonfinite import FLOAT, INT, NUMPY, TENSOR, Finding, NonFiniteDetector, base_key, value_kind
 from runalert.ranks import global_rank, world_size
 from runalert.rulefeed import RuleFeed
 from runalert.watchdog import StallWatchdog
 
-__all__ = ["STAGES", "MonitorOptions", "MonitorStats", "RunMonitor"]
+__all__ = ["DEFAULT_SUMMARY_EXCLUDE", "STAGES", "MonitorOptions", "MonitorStats", "RunMonitor"]
 
 STAGES = ("fit", "validate", "test", "predict")
+
+DEFAULT_SUMMARY_EXCLUDE: tuple[str, ...] = ("*flos*", "*runtime*", "*per_second*", "*per_sec", "*throughput*")
+"""Keys left out of stage summaries by default (shell-style patterns, case-insensitive): framework noise such as
+transformers' ``total_flos``, ``train_runtime``, ``train_samples_per_second``. Still checked and streamed."""
 
 _monotonic = time.monotonic
 _now = time.time
@@ -96,6 +102,9 @@ class MonitorOptions:
         install_crash_hooks: chain sys.excepthook / threading.excepthook / SIGTERM / atexit at start; ``None``:
             decided by the framework (not for Lightning, which has ``on_exception``).
         stage_summary_metrics: at most this many metrics in a stage-end summary.
+        summary_exclude: keys left out of stage summaries, as shell-style patterns matched case-insensitively
+            (default :data:`DEFAULT_SUMMARY_EXCLUDE`: throughput, flos and runtime keys); ``()`` or ``None`` shows
+            every key. Only the summary's text: the values are still checked, fed to rules and streamed.
     """
 
     channels: Sequence[Any] | None = None
@@ -119,6 +128,7 @@ class MonitorOptions:
     server_options: Mapping[str, Any] | None = None
     install_crash_hooks: bool | None = None
     stage_summary_metrics: int = 20
+    summary_exclude: Collection[str] | str | None = DEFAULT_SUMMARY_EXCLUDE
 
     def __post_init__(self) -> None:
         # on_nonfinite
@@ -195,6 +205,14 @@ class MonitorOptions:
                 raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
         if self.install_crash_hooks is not None and not isinstance(self.install_crash_hooks, bool):
             raise ValueError(f"install_crash_hooks must be True, False or None, not {self.install_crash_hooks!r}")
+        exclude = self.summary_exclude
+        patterns = () if exclude is None else (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        if not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError(
+                f"summary_exclude must be key patterns (non-empty strings such as '*_runtime'), () or None, "
+                f"not {self.summary_exclude!r}"
+            )
+        self.summary_exclude = patterns
 
     def _check_server(self) -> None:
         server = self.server
@@ -261,6 +279,18 @@ class MonitorStats:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """What an adapter tells about a stage's end (see :meth:`RunMonitor.stage_end`)."""
+
+    metrics: Mapping[str, Any] | None = None
+    shown: Mapping[str, Any] | None = None
+    note: str | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    stopped: str | None = None
+
+
 class RunMonitor:
     """Receives steps, values, stage starts and ends, exceptions and signals; decides which alerts go out.
 
@@ -315,6 +345,11 @@ class RunMonitor:
         self._last_values: Mapping[str, Any] | None = None
         self._last_metrics: dict[str, Any] = {}
         self._stages: dict[str, tuple[float, int]] = {}
+        self._stage: str | None = None  # the stage running now (for crash texts)
+        self.completed: int | None = None
+        """The optimizer steps completed, when an adapter hands over batches that do not all complete a step
+        (gradient accumulation): a crash is then at step ``completed + 1``. ``None``: the last step handed over
+        counts as completed."""
         self._start_time: float | None = None
         self._pending_state: Mapping[str, Any] | None = None
         self.config: dict[str, Any] = {}
@@ -400,16 +435,39 @@ class RunMonitor:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{self.framework or 'run'}-{stamp}-{uuid.uuid4().hex[:4]}"
 
-    def stage_start(self, stage: str) -> None:
-        """A stage (fit, validate, test, predict) begins: its clock and step count start."""
+    def stage_start(self, stage: str, *, step: int | None = None, epoch: int | None = None) -> None:
+        """A stage (fit, validate, test, predict) begins: its clock starts. ``step``: the optimizer steps already
+        completed (a resumed run's global step; a crash before the first step reports is "at step ``step + 1``");
+        ``epoch``: the 1-based epoch it begins in."""
         try:
             self._stages[stage] = (_monotonic(), self._count)
+            self._stage = stage
+            if step is not None and (self._step is None or step > self._step):
+                self._step = int(step)
+            if epoch is not None:
+                self._epoch = int(epoch)
             self._beat()
         except Exception as exc:
             self._fail("stage_start", exc)
 
-    def stage_end(self, stage: str, *, metrics: Mapping[str, Any] | None = None, note: str | None = None) -> None:
-        """A stage ended: an INFO summary (duration, steps, final metrics, ``note``) if it is in ``on_stage_end``."""
+    def stage_end(
+        self,
+        stage: str,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        note: str | None = None,
+        shown: Mapping[str, Any] | None = None,
+        steps: int | None = None,
+        epochs: int | None = None,
+        stopped: str | None = None,
+    ) -> None:
+        """A stage ended: an INFO summary if it is in ``on_stage_end``.
+
+        ``metrics`` are new values (checked, fed to rules and the stream, and shown); ``shown`` are values only
+        shown (already handed over at their steps). ``steps`` is the optimizer step count (the framework's global
+        step), ``epochs`` the epochs completed, ``stopped`` why the stage stopped ("max_steps=16 reached",
+        "EarlyStopping (monitor=val_loss, patience=3) ..."); ``note`` more text.
+        """
         try:
             self._beat()
             self._read_held()
@@ -417,9 +475,12 @@ class RunMonitor:
                 self._absorb_metrics(metrics, self._step, stage)
             self._drain_rules()  # rule alerts of the stage go out before its summary
             began = self._stages.pop(stage, None)
+            if self._stage == stage:
+                self._stage = None
             if stage not in cast("tuple[str, ...]", self.opts.on_stage_end) or not self.is_sender:
                 return
-            self._send_stage_summary(stage, began, metrics, note)
+            summary = _Summary(metrics=metrics, shown=shown, note=note, steps=steps, epochs=epochs, stopped=stopped)
+            self._send_stage_summary(stage, began, summary)
         except Exception as exc:
             self._fail("stage_end", exc)
 
@@ -591,39 +652,45 @@ class RunMonitor:
 
     # ------------------------------------------------------------------------------------------------------------
     # crashes and signals
-    def exception(self, exc: BaseException, *, where: str | None = None) -> None:
+    def exception(self, exc: BaseException, *, where: str | None = None, step: int | None = None) -> None:
         """Report a crash, once per run. KeyboardInterrupt: WARN "Run interrupted"; SIGTERM (Lightning's
         ``SIGTERMException``): ERROR "Run preempted (SIGTERM)"; a consequential failure on a multi-rank run
         (a collective or communication error): WARN "Rank N failed after another rank"; anything else: ERROR
         "Run crashed: <ExcType>" with the message and the last frames. Sent by this rank whatever its rank
         (interruptions and preemptions, which hit every rank, only from the sender). Never swallows ``exc``:
-        the caller re-raises (or lets it propagate) as before."""
+        the caller re-raises (or lets it propagate) as before.
+
+        ``step``: the step being computed when it happened (the adapter knows it: completed steps + 1); by
+        default the step after the last one handed over. Lightning's ``SIGTERMException`` is a ``SystemExit``
+        raised without a code: a preemption, not a clean exit."""
         try:
-            if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            preempted = type(exc).__name__ in _PREEMPTION_TYPES
+            if isinstance(exc, SystemExit) and exc.code in (None, 0) and not preempted:
                 return
             with self._lock:
                 if self.crash_reported:
                     self._count_kind("crash_repeat")
                     return
                 self.crash_reported = True
-            self._report_exception(exc, where)
+            self._report_exception(exc, where, step)
         except Exception as error:
             self._fail("exception", error)
 
-    def _report_exception(self, exc: BaseException, where: str | None) -> None:
+    def _report_exception(self, exc: BaseException, where: str | None, step: int | None) -> None:
         name = type(exc).__name__
-        message = one_line(str(exc), 500)
+        message = one_line(str(exc), 500)  # one line, terminal escape codes stripped
+        at = self._crash_step(step)
         if isinstance(exc, KeyboardInterrupt):
             reason, level, title, routine = "interrupted", AlertLevel.WARN, "Run interrupted", True
-            text = f"Run {self.run_name} was interrupted (KeyboardInterrupt) {self._where_text()}."
+            text = f"Run {self.run_name} was interrupted (KeyboardInterrupt) {self._where_text(at)}."
         elif name in _PREEMPTION_TYPES:
             reason, level, title, routine = "preempted", AlertLevel.ERROR, "Run preempted (SIGTERM)", True
-            text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text()}."
+            text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text(at)}."
         elif self.world_size > 1 and self._consequential(exc):
             reason, level, routine = "exception", AlertLevel.WARN, False
             title = _title(f"Rank {self.rank} failed after another rank")
             text = (
-                f"Rank {self.rank} of run {self.run_name} failed {self._where_text()} with {name}: {message}\n"
+                f"Rank {self.rank} of run {self.run_name} failed {self._where_text(at)} with {name}: {message}\n"
                 "This looks like a consequence of a failure on another rank (a collective or connection error); "
                 "look for that rank's crash alert.\n\n"
                 f"Last frames (most recent call last):\n{format_frames(exc)}"
@@ -632,13 +699,13 @@ class RunMonitor:
             reason, level, routine = "exception", AlertLevel.ERROR, False
             title = _title(f"Run crashed: {name}")
             text = (
-                f"Run {self.run_name} crashed {self._where_text()} on rank {self.rank} ({HOST}).\n"
+                f"Run {self.run_name} crashed {self._where_text(at)} on rank {self.rank} ({HOST}).\n"
                 f"{name}: {message}\n\n"
                 f"Last frames (most recent call last):\n{format_frames(exc)}"
             )
         if where:
             text += f"\n(caught by {where})"
-        fields = self._fields(exception=name, host=HOST)
+        fields = self._fields(step=at, exception=name, host=HOST)
         self._set_engine_state("failed", reason)
         if self.opts.on_crash:
             self._send(title, text, level, fields, routine=routine, kind="crash")
@@ -659,17 +726,19 @@ class RunMonitor:
                 signame = _signal.Signals(signum).name
             except ValueError:
                 signame = f"signal {signum}"
+            at = self._crash_step(None)
             if signum == _signal.SIGTERM:
                 title = "Run preempted (SIGTERM)"
-                text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text()}."
+                text = f"Run {self.run_name} received SIGTERM (preemption or cancellation) {self._where_text(at)}."
                 reason = "preempted"
             else:
                 title = _title(f"Run received {signame}")
-                text = f"Run {self.run_name} received {signame} {self._where_text()}."
+                text = f"Run {self.run_name} received {signame} {self._where_text(at)}."
                 reason = "exception"
             self._set_engine_state("failed", reason)
             if self.opts.on_crash:
-                self._send(title, text, AlertLevel.ERROR, self._fields(signal=signame, host=HOST), kind="signal")
+                fields = self._fields(step=at, signal=signame, host=HOST)
+                self._send(title, text, AlertLevel.ERROR, fields, kind="signal")
             self._server_failed(reason)
             if self.alerter is not None:
                 self.alerter.flush(self._flush_timeout())
@@ -776,9 +845,7 @@ class RunMonitor:
             self.should_stop = True
             self.stop_reason = f"non-finite {found.key} ({found.value_text}) at step {found.step}"
 
-    def _send_stage_summary(
-        self, stage: str, began: tuple[float, int] | None, metrics: Mapping[str, Any] | None, note: str | None
-    ) -> None:
+    def _send_stage_summary(self, stage: str, began: tuple[float, int] | None, summary: _Summary) -> None:
         final: dict[str, Any] = dict(self._last_metrics)
         last = self._last_values
         if last:
@@ -786,27 +853,59 @@ class RunMonitor:
                 number = self._to_number(value)
                 if number is not None:
                     final.setdefault(str(key), number)
-        if metrics:
-            for key, value in metrics.items():
-                number = self._to_number(value)
-                if number is not None:
-                    final[key] = number
+        for given in (summary.shown, summary.metrics):
+            if given:
+                for key, value in given.items():
+                    number = self._to_number(value)
+                    if number is not None:
+                        final[str(key)] = number
+        final = self._summary_values(final)
         duration = _monotonic() - began[0] if began else (_monotonic() - (self._start_time or _monotonic()))
-        steps = self._count - began[1] if began else self._count
-        parts = [f"Run {self.run_name}: {stage} finished in {format_duration(duration)}"]
-        if stage == "fit" or steps:
-            parts[0] += f" after {steps:,} step{'s' if steps != 1 else ''}"
-        if self._epoch is not None:
-            parts[0] += f" (epoch {self._epoch})"
-        parts[0] += "."
+        steps = summary.steps
+        if steps is None and stage == "fit":
+            steps = self._step if self._step is not None else self._count
+        epochs = summary.epochs if stage == "fit" else None
+        epoch = self._epoch if stage == "fit" else None
+        head = f"Run {self.run_name}: {stage} finished in {format_duration(duration)}"
+        if steps is not None:
+            head += f" after {steps:,} step{'s' if steps != 1 else ''}"
+            if epoch is not None:
+                head += f", in epoch {epoch}"
+            if epochs is not None:
+                head += f" ({epochs} epoch{'s' if epochs != 1 else ''} completed)"
+        parts = [head + "."]
+        if summary.stopped:
+            parts.append(f"Stopped: {summary.stopped.rstrip('.')}.")
         if final:
             parts.append("Final metrics: " + format_metrics(final, self.opts.stage_summary_metrics))
-        if note:
-            parts.append(str(note))
+        if summary.note:
+            parts.append(str(summary.note))
         fields = self._fields(
-            stage=stage, duration=format_duration(duration), steps=steps if stage == "fit" or steps else None
+            step=steps,
+            stage=stage,
+            duration=format_duration(duration),
+            steps=steps,
+            epochs=epochs,
+            stopped=summary.stopped,
         )
         self._send(_title(f"{stage.capitalize()} finished"), "\n".join(parts), AlertLevel.INFO, fields, kind="stage")
+
+    def _summary_values(self, final: dict[str, Any]) -> dict[str, Any]:
+        """The values a summary shows: without ``summary_exclude`` keys (framework noise), and without a
+        filtered value beside a non-finite one of the same name from its source (transformers' logged
+        ``loss=0`` beside ``loss (model output)=nan``)."""
+        patterns = cast("tuple[str, ...]", self.opts.summary_exclude)
+        shown: dict[str, Any] = {}
+        for key, value in final.items():
+            lowered = key.lower()
+            if any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns):
+                continue
+            shown[key] = value
+        for key, value in list(shown.items()):
+            base = base_key(key)
+            if base != key and base in shown and isinstance(value, float) and not math.isfinite(value):
+                del shown[base]
+        return shown
 
     @staticmethod
     def _to_number(value: Any) -> float | int | None:
@@ -942,8 +1041,8 @@ class RunMonitor:
             if self._forward is not None:
                 self._drain_rules()  # the values still with the rule thread go to the stream first
             server.fail(reason, timeout=min(3.0, self._flush_timeout()), exception=exc)  # the run page's details
-        except Exception as exc:
-            self._fail("server-state", exc)
+        except Exception as error:
+            self._fail("server-state", error)
 
     def _finish_server(self, state: str, timeout: float) -> None:
         server = self.server_run
@@ -1002,9 +1101,27 @@ class RunMonitor:
 
     # ------------------------------------------------------------------------------------------------------------
     # helpers
-    def _where_text(self) -> str:
-        """Where the run was: after the last step it reported (the failing step itself never reports)."""
-        text = f"after step {self._step}" if self._step is not None else "during start-up (before the first step)"
+    def _crash_step(self, step: int | None) -> int | None:
+        """The step a crash happened in: ``step`` if the adapter knows it, else the step after the last one
+        handed over (or after the steps completed when the stage began); ``None`` before any training step."""
+        if step is not None:
+            return int(step)
+        if self._stage not in (None, "fit"):
+            return None  # evaluation: no training step is being computed
+        if self.completed is not None:
+            return self.completed + 1
+        if self._step is not None:
+            return self._step + 1
+        return 1 if self._stage == "fit" else None
+
+    def _where_text(self, step: int | None) -> str:
+        """Where the run was: "at step N, epoch E" (N: the step being computed, as the ``step`` field says)."""
+        if step is not None:
+            text = f"at step {step}"
+        elif self._stage is not None:
+            text = f"during {self._stage}" + (f" (after step {self._step})" if self._step is not None else "")
+        else:
+            text = "during start-up (before the first step)"
         if self._epoch is not None:
             text += f", epoch {self._epoch}"
         return text

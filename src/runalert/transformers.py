@@ -14,23 +14,31 @@ nothing itself. Two facts of ``Trainer`` shape it:
 - **There is no exception hook**, and ``on_train_end`` is skipped on a crash: the monitor chains
   ``sys.excepthook``, ``threading.excepthook``, SIGTERM and ``atexit`` for the length of ``train()``, and
   restores them in ``on_train_end``.
+
+Steps are ``state.global_step`` (1-based: the optimizer step, as in the Trainer's logs; under gradient
+accumulation one step per ``gradient_accumulation_steps`` batches); a crash is at the step being computed (the
+steps completed + 1). Epochs are 1-based: the epoch a step falls in (``ceil(state.epoch)``). ``on_log`` values
+are handed over at once, at the step they were logged, after the steps before them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from runalert._adapter import MonitorOwner, plain_metrics
+from runalert._adapter import MonitorOwner, epoch_number, plain_metrics, sibling_callbacks
 
 if TYPE_CHECKING:
     from runalert.alerting import Alerter
     from runalert.channels import Channel
 
 __all__ = ["LOSS_KEY", "AlertCallback"]
+
+_NO_VALUES: Mapping[str, Any] = {}
 
 LOSS_KEY = "loss (model output)"
 """The key of the per-step loss taken from the model's output (a loss key: watched by ``on_nonfinite="loss"``)."""
@@ -135,6 +143,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         )
         self._tap = _LossTap()
         self._training = False
+        self._siblings: list[Any] = []  # the other callbacks of the Trainer (an EarlyStoppingCallback's reason)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _start(self, args: Any) -> None:
@@ -152,8 +161,9 @@ class AlertCallback(MonitorOwner, TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         def run() -> None:
             self._training = True
+            self._siblings = sibling_callbacks(self)
             self._start(args)
-            self.monitor.stage_start("fit")
+            self.monitor.stage_start("fit", step=int(state.global_step), epoch=epoch_number(state.epoch) or 1)
             self._tap.attach(model)
 
         self._guard("on_train_begin", run)
@@ -161,7 +171,8 @@ class AlertCallback(MonitorOwner, TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         try:
             loss = self._tap.take()
-            self.monitor.step(state.global_step, {} if loss is None else {LOSS_KEY: loss}, epoch=_epoch(state))
+            values = _NO_VALUES if loss is None else {LOSS_KEY: loss}
+            self.monitor.step(state.global_step, values, epoch=epoch_number(state.epoch))
             self._stop_if_asked(control)
         except Exception:
             self._hook_failed("on_step_end")
@@ -170,7 +181,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         def run() -> None:
             values = plain_metrics(logs)
             if values:
-                self.monitor.metrics(values, step=state.global_step, epoch=_epoch(state))
+                self.monitor.metrics(values, step=state.global_step, epoch=epoch_number(state.epoch))
             self._stop_if_asked(control)
 
         self._guard("on_log", run)
@@ -178,15 +189,35 @@ class AlertCallback(MonitorOwner, TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         def summary() -> None:
             self._tap.detach()
-            stopped = None
-            max_steps = int(getattr(state, "max_steps", 0) or 0)
-            if max_steps and state.global_step < max_steps:
-                stopped = f"Training stopped early at step {state.global_step} of {max_steps}"
-            self.monitor.stage_end("fit", note=self._stopped_note(stopped))
+            epochs = math.floor(float(state.epoch or 0.0) + 1e-6)
+            self.monitor.stage_end(
+                "fit", steps=int(state.global_step), epochs=epochs, stopped=self._stop_reason(args, state)
+            )
 
         self._training = False
         self._guard("on_train_end", summary)
         self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
+
+    def _stop_reason(self, args: Any, state: Any) -> str | None:
+        """Why train() ended: stop_on_nonfinite, EarlyStoppingCallback (metric and patience), max_steps or
+        num_train_epochs reached, or ``control.should_training_stop`` set by another callback."""
+        if self.monitor.stop_reason:
+            return f"stop_on_nonfinite: {self.monitor.stop_reason}"
+        max_steps = int(getattr(state, "max_steps", 0) or 0)
+        if max_steps and state.global_step >= max_steps:
+            if int(getattr(args, "max_steps", -1) or -1) > 0:
+                return f"max_steps={max_steps} reached"
+            return f"max_epochs reached (num_train_epochs={getattr(args, 'num_train_epochs', '?')})"
+        for callback in self._siblings:
+            patience = getattr(callback, "early_stopping_patience", None)
+            waited = getattr(callback, "early_stopping_patience_counter", 0)
+            if patience is not None and waited >= patience:
+                metric = getattr(args, "metric_for_best_model", None) or "loss"
+                return (
+                    f"{type(callback).__name__} (monitor={metric}, patience={patience}): "
+                    f"{metric} did not improve in the last {waited} evaluations"
+                )
+        return "control.should_training_stop was set"
 
     # -- evaluation and prediction -------------------------------------------------------------------------------
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -210,14 +241,9 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         def run() -> None:
             self._start(args)
             values = plain_metrics(metrics)
-            self.monitor.metrics(values, step=state.global_step, epoch=_epoch(state), stage="test")
+            self.monitor.metrics(values, step=state.global_step, epoch=epoch_number(state.epoch), stage="test")
             self.monitor.stage_end("test", metrics=values)
             if not self._training:
                 self.monitor.finish("finished")
 
         self._guard("on_predict", run)
-
-
-def _epoch(state: Any) -> int | None:
-    epoch = getattr(state, "epoch", None)
-    return None if epoch is None else int(epoch)

@@ -36,9 +36,10 @@ def test_exception_is_reported_once_with_type_message_frames_and_context(receive
     (alert,) = receiver.wait(1)
     assert alert["title"] == "Run crashed: ValueError" and alert["level"] == "ERROR"
     assert "ValueError: shapes (3,4) and (5,6) not aligned" in alert["text"]
-    assert "crashed after step 41, epoch 3" in alert["text"]  # the last step reported; the failing one never is
+    # The step being computed: the one after the last step handed over (step 41 completed), in text and field.
+    assert "crashed at step 42, epoch 3" in alert["text"]
     assert "Last frames (most recent call last):" in alert["text"] and "in _raise" in alert["text"]
-    assert alert["fields"]["step"] == "41" and alert["fields"]["epoch"] == "3" and alert["fields"]["rank"] == "0"
+    assert alert["fields"]["step"] == "42" and alert["fields"]["epoch"] == "3" and alert["fields"]["rank"] == "0"
     assert alert["fields"]["exception"] == "ValueError" and alert["fields"]["host"] == alert["host"]
     assert alert["run"] == "crashy"
 
@@ -52,7 +53,34 @@ def test_keyboard_interrupt_is_a_warning(receiver: Receiver) -> None:
     monitor.finish("failed")
     (alert,) = receiver.wait(1)
     assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
-    assert "step 5" in alert["text"]
+    assert "at step 6" in alert["text"] and alert["fields"]["step"] == "6"
+
+
+def test_lightning_sigterm_exception_without_a_code_is_a_preemption_at_the_step_given(receiver: Receiver) -> None:
+    class SIGTERMException(SystemExit):  # the name Lightning uses; Lightning raises it without a code
+        pass
+
+    monitor = receiver.monitor(on_stage_end=())
+    monitor.start("preempted-0")
+    monitor.step(4, {"loss": 0.2}, epoch=1)
+    monitor.exception(_raise(SIGTERMException()), step=5)
+    monitor.finish("failed")
+    (alert,) = receiver.wait(1)
+    assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
+    assert alert["fields"]["step"] == "5" and "at step 5, epoch 1" in alert["text"]
+    assert monitor.crash_reported
+
+
+def test_exception_text_leaves_without_terminal_escape_codes(receiver: Receiver) -> None:
+    monitor = receiver.monitor(on_stage_end=())
+    monitor.start("escapes")
+    # Keras' error text: bold with ANSI codes; a terminal hyperlink (OSC 8) too.
+    message = "Exception in Dense.call().\n\n\x1b[1mshapes do not match\x1b[0m \x1b]8;;u\x07x\x1b]8;;\x07"
+    monitor.exception(_raise(ValueError(message)))
+    monitor.finish("failed")
+    (alert,) = receiver.wait(1)
+    assert "\x1b" not in alert["text"] and "\x1b" not in alert["title"]
+    assert "shapes do not match x" in alert["text"]
 
 
 def test_lightning_sigterm_exception_is_a_preemption(receiver: Receiver) -> None:
@@ -226,7 +254,8 @@ def test_sigterm_in_a_child_is_reported_and_the_child_still_dies_of_sigterm(rece
     assert "still alive" not in done.stdout
     (alert,) = receiver.wait(1)
     assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
-    assert alert["fields"]["step"] == "12" and alert["fields"]["signal"] == "SIGTERM"
+    assert alert["fields"]["step"] == "13" and alert["fields"]["signal"] == "SIGTERM"  # the step after step 12
+    assert "at step 13, epoch 2" in alert["text"]
     assert "preempted" in alert["title"]
 
 

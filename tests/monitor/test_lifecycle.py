@@ -19,50 +19,82 @@ def test_stage_end_summary_has_duration_steps_final_metrics_and_note(receiver: R
     monitor.start("summary")
     monitor.stage_start("fit")
     for step in range(1, 11):
-        monitor.step(step, {"loss": 1.0 / step}, epoch=step // 5)
+        monitor.step(step, {"loss": 1.0 / step}, epoch=(step - 1) // 5 + 1)
     monitor.metrics({"val_acc": 0.875, "val_loss": 0.25}, epoch=2)
     monitor.stage_start("validate")
     monitor.stage_end("validate")  # not in on_stage_end: no alert
-    monitor.stage_end("fit", note="Stopped early: val_loss did not improve in 3 records.")
+    monitor.stage_end(
+        "fit", steps=10, epochs=2, stopped="max_epochs=2 reached", note="Checkpoints in /tmp/ckpt.", shown={"lr": 0.1}
+    )
     monitor.stage_start("test")
     monitor.stage_end("test", metrics={"test_acc": 0.8125})
     monitor.finish()
-    fit, test = receiver.wait(2)
+    fit, test = receiver.drain()  # finish flushed; drain checks that nothing was left in flight
     assert fit["title"] == "Fit finished" and fit["level"] == "INFO"
-    assert "fit finished in" in fit["text"] and "after 10 steps" in fit["text"] and "(epoch 2)" in fit["text"]
-    assert "Final metrics: loss=0.1, val_acc=0.875, val_loss=0.25" in fit["text"]
-    assert "Stopped early: val_loss did not improve" in fit["text"]
+    assert "fit finished in" in fit["text"] and "after 10 steps, in epoch 2 (2 epochs completed)." in fit["text"]
+    assert "Stopped: max_epochs=2 reached." in fit["text"] and "Checkpoints in /tmp/ckpt." in fit["text"]
+    assert "Final metrics: loss=0.1, lr=0.1, val_acc=0.875, val_loss=0.25" in fit["text"]
     assert fit["fields"]["steps"] == "10" and fit["fields"]["stage"] == "fit" and "duration" in fit["fields"]
+    assert fit["fields"]["epoch"] == "2" and fit["fields"]["epochs"] == "2"
+    assert fit["fields"]["stopped"] == "max_epochs=2 reached"
     assert test["title"] == "Test finished" and "test_acc=0.8125" in test["text"]
-    assert len(receiver.alerts()) == 2
 
 
 def test_stall_watchdog_fires_once_and_recovers(receiver: Receiver) -> None:
     monitor = receiver.monitor(stall_after=0.2, on_stage_end=())
     monitor.start("stally")
+    watchdog = monitor._watchdog
+    assert watchdog is not None
     monitor.step(1, {"loss": 0.5})
-    assert wait_for(lambda: receiver.titles() == ["Run stalled"], timeout=3)
-    time.sleep(0.3)  # still stalled: no second alert
+    assert wait_for(lambda: receiver.titles() == ["Run stalled"])
+    for _ in range(3):
+        watchdog.poll()  # still stalled, longer than stall_after: each look at the clock must not fire again
+    assert watchdog.stalls == 1
+    receiver.drain()
     assert receiver.titles() == ["Run stalled"]
     monitor.step(2, {"loss": 0.4})
-    assert wait_for(lambda: receiver.titles() == ["Run stalled", "Run recovered"], timeout=3)
+    assert wait_for(lambda: receiver.titles() == ["Run stalled", "Run recovered"])
     monitor.finish()
-    stalled, recovered = receiver.alerts()
+    stalled, recovered = receiver.drain()
     assert stalled["level"] == "WARN" and "made no step for" in stalled["text"] and stalled["fields"]["step"] == "1"
     assert recovered["level"] == "INFO"
     assert monitor._watchdog is not None and not monitor._watchdog.running
 
 
-def test_no_stall_before_the_first_step_or_while_heartbeats_come(receiver: Receiver) -> None:
-    monitor = receiver.monitor(stall_after=0.15, on_stage_end=())
-    monitor.start("patient")
-    time.sleep(0.3)  # start-up, no step yet
-    monitor.step(1, {"loss": 0.5})
-    for _ in range(6):
-        time.sleep(0.05)
-        monitor.heartbeat()  # a long validation loop
+def test_no_stall_before_the_first_step(receiver: Receiver) -> None:
+    monitor = receiver.monitor(stall_after=0.05, on_stage_end=())
+    monitor.start("starting-up")
+    watchdog = monitor._watchdog
+    assert watchdog is not None
+    time.sleep(0.1)  # not a wait for something to happen: start-up takes longer than stall_after, no step yet
+    watchdog.poll()  # a look at the clock now (its thread has looked a few times already)
     monitor.finish()
-    assert receiver.alerts() == []
+    assert watchdog.stalls == 0 and receiver.drain() == []
+
+
+def test_no_stall_while_heartbeats_come_then_a_stall_when_they_stop(receiver: Receiver) -> None:
+    # Heartbeats every 0.02 s for 1 s against stall_after=0.6: only a freeze of the test's thread longer than
+    # 0.58 s (measured: `longest`) could make a stall right, a wide margin even on a loaded 2-core machine.
+    stall_after = 0.6
+    monitor = receiver.monitor(stall_after=stall_after, on_stage_end=())
+    monitor.start("patient")
+    watchdog = monitor._watchdog
+    assert watchdog is not None
+    monitor.step(1, {"loss": 0.5})
+    began = last = time.monotonic()
+    longest = 0.0
+    while last - began < 1.0:
+        time.sleep(0.02)
+        monitor.heartbeat()  # a long validation loop: no steps, but progress
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+    assert watchdog.stalls == 0, f"a stall while heartbeats came (the longest gap between two was {longest:.3f} s)"
+    # The watchdog was watching all along: once the heartbeats stop, it reports the stall.
+    assert wait_for(lambda: watchdog.stalls == 1)
+    assert watchdog.stalled_since is not None and watchdog.stalled_since >= last - longest
+    monitor.finish()
+    receiver.drain()
+    assert receiver.titles() == ["Run stalled"]
 
 
 def test_rules_fire_through_the_engine_once_edge_triggered(receiver: Receiver) -> None:
@@ -73,7 +105,7 @@ def test_rules_fire_through_the_engine_once_edge_triggered(receiver: Receiver) -
     for step, loss in enumerate(losses, 1):
         monitor.step(step, {"loss": loss, "lr": 0.1})
     monitor.finish()
-    (alert,) = receiver.wait(1)
+    (alert,) = receiver.drain()
     assert alert["title"] == "Rule: avg(loss, 3) > 2" and alert["level"] == "WARN"
     assert alert["run"] == "diverging" and alert["fields"]["step"] == "5"
     assert monitor.stats.rule_firings == 1  # it resolved and tripped again, inside the cooldown
@@ -89,7 +121,7 @@ def test_rules_get_every_steps_tensor_value_with_its_own_step_once_read(receiver
     monitor.step(6, {"loss": torch.tensor(1.0)})  # the read: steps 4, 5 and 6 reach the rules, in order
     assert monitor.stats.rule_firings == 1
     monitor.finish()
-    (alert,) = receiver.wait(1)
+    (alert,) = receiver.drain()
     assert alert["fields"]["step"] == "4"
 
 
@@ -104,8 +136,8 @@ def test_metrics_feed_rules_and_automations_and_run_state(receiver: Receiver) ->
     monitor.metrics({"val_acc": 0.5}, step=20)
     monitor.exception(ValueError("boom"))
     monitor.finish("failed")
-    titles = receiver.wait(3)
-    assert sorted(a["title"] for a in titles) == ["Run crashed: ValueError", "Run failed", "Val acc low"]
+    receiver.drain()
+    assert sorted(receiver.titles()) == ["Run crashed: ValueError", "Run failed", "Val acc low"]
 
 
 def test_invalid_options_fail_at_construction_naming_the_field() -> None:
@@ -173,7 +205,7 @@ def test_state_dict_round_trip_survives_a_resume(receiver: Receiver) -> None:
     second.step(4, {"loss": 5.0})  # still above: edge-triggered, no new firing
     assert not second.alerter.alert("Custom", "again", wait_duration=3600, run="resumable")  # type: ignore[union-attr]
     second.finish()
-    time.sleep(0.2)
+    receiver.drain()  # both alerters flushed: anything the second run sent has arrived
     assert sorted(receiver.titles()) == ["Custom", "Non-finite loss", "Rule: loss > 2"]
 
 
@@ -187,3 +219,31 @@ def test_start_and_finish_are_idempotent_and_finish_before_start_is_harmless(rec
     monitor.finish()
     monitor.finish()
     assert monitor.stats.errors == 0 and never.stats.errors == 0
+
+
+def test_summary_leaves_out_framework_noise_and_a_filtered_value_beside_its_non_finite_source(
+    receiver: Receiver,
+) -> None:
+    monitor = receiver.monitor(on_nonfinite=None)
+    monitor.start("noise")
+    monitor.stage_start("fit")
+    monitor.step(1, {"loss (model output)": float("nan")})
+    noise = {"total_flos": 1.5e12, "train_runtime": 3.2, "train_samples_per_second": 80.0, "train_steps_per_second": 5}
+    monitor.stage_end("fit", shown={"loss": 0.0, "train_loss": 0.0, **noise}, steps=1, epochs=1)
+    shown = receiver.monitor(summary_exclude=())
+    shown.start("everything")
+    shown.stage_start("fit")
+    shown.stage_end("fit", shown=noise, steps=1)
+    monitor.finish()
+    shown.finish()
+    alerts = {alert["run"]: alert for alert in receiver.drain()}
+    quiet, everything = alerts["noise"], alerts["everything"]
+    assert "Final metrics: loss (model output)=nan, train_loss=0" in quiet["text"]  # no loss=0, no noise
+    for key in noise:
+        assert key not in quiet["text"] and key in everything["text"]
+
+
+def test_summary_exclude_is_checked() -> None:
+    with pytest.raises(ValueError, match="summary_exclude"):
+        MonitorOptions(summary_exclude=["*_runtime", ""])
+    assert MonitorOptions(summary_exclude="*flos*").summary_exclude == ("*flos*",)

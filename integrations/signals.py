@@ -1,0 +1,90 @@
+"""Real signals to real training runs: start ``integrations/signal_child.py``, wait until it waits inside its
+training step, send the signal, and collect its exit status, its output and the alerts that had arrived at the
+loopback receiver by the time it ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "signal_child.py"
+
+
+@dataclass
+class Ended:
+    """How a signalled child ended."""
+
+    returncode: int
+    lines: list[str]
+    stderr: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """The alerts received before the child's exit was seen (delivered by the child itself, before it ended)."""
+
+    @property
+    def last_done(self) -> int:
+        """The global step the child reported last (``DONE <step>``), 0 if none."""
+        done = [int(line.split()[1]) for line in self.lines if line.startswith("DONE ")]
+        return done[-1] if done else 0
+
+
+def signal_child(
+    framework: str,
+    signum: int,
+    *,
+    receiver: Any = None,
+    wait_at_step: int = 3,
+    accumulate: int = 1,
+    timeout: float = 120.0,
+) -> Ended:
+    """Run the child, send ``signum`` while it waits in step ``wait_at_step``, return how it ended.
+
+    ``receiver``: the loopback webhook receiver (``RUNALERT_WEBHOOK_URL``); ``None`` runs without runalert.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")}
+    env.update(
+        KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "torch"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
+    )
+    args = [sys.executable, str(CHILD), framework, "--wait-at-step", str(wait_at_step), "--accumulate", str(accumulate)]
+    if receiver is None:
+        args.append("--no-runalert")
+    else:
+        env["RUNALERT_WEBHOOK_URL"] = receiver.url
+        env["RUNALERT_HOME"] = os.environ.get("RUNALERT_HOME", str(ROOT / ".runalert-test-home"))
+    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.append(child.stderr.read() if child.stderr else ""), daemon=True)
+    reader.start()
+    lines: list[str] = []
+    timer = threading.Timer(timeout, child.kill)
+    timer.start()
+    try:
+        assert child.stdout is not None
+        for raw in child.stdout:
+            line = raw.strip()
+            lines.append(line)
+            if line == "WAITING":
+                child.send_signal(signum)
+        returncode = child.wait()
+        alerts = receiver.alerts() if receiver is not None else []
+    finally:
+        timer.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader.join(10)
+    assert "WAITING" in lines, (lines, "".join(stderr)[-3000:])
+    assert "NO SIGNAL" not in lines
+    return Ended(returncode, lines, "".join(stderr), alerts)
+
+
+SIGTERM = signal.SIGTERM
+SIGINT = signal.SIGINT

@@ -19,13 +19,19 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE, never a batch copy of ``runs``: the server's SQLite connections have foreign keys on, and
+# dropping the old ``runs`` in a copy-and-rename would delete every row that cascades from it (metric chunks,
+# alerts' runs). SQLite has ADD COLUMN, and DROP COLUMN since 3.35.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("failure", sa.JSON(), nullable=True))
-        batch.add_column(sa.Column("nonfinite", sa.JSON(), nullable=True))
+    op.add_column("runs", sa.Column("failure", sa.JSON(), nullable=True))
+    op.add_column("runs", sa.Column("nonfinite", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("nonfinite")
-        batch.drop_column("failure")
+    for column in ("nonfinite", "failure"):
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        else:
+            op.drop_column("runs", column)

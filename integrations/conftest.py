@@ -4,12 +4,16 @@ Alerts travel the real path: ``AlertCallback`` → ``RunMonitor`` → ``Alerter`
 pytest-httpserver on 127.0.0.1, where the tests read them back. Crash tests of frameworks without an exception
 hook run the example scripts in a subprocess (the crash must be uncaught to reach ``sys.excepthook``), with
 ``RUNALERT_WEBHOOK_URL`` pointing at the same receiver.
+
+The receiver, the environment isolation and the markers are the shared ones (:mod:`tests.support`): every
+test here is marked ``integration``, and one that runs an example script ``slow``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,71 +23,60 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras
 
 import pytest
-from tests.support import FAST_RETRY, wait_for
+from tests.support import Receiver as _Receiver
+from tests.support import isolated_env, wait_for
 
-import runalert
 from runalert.alerting import Alerter
-from runalert.channels import Webhook
+
+__all__ = ["EXAMPLES", "ROOT", "Receiver", "isolated_env", "level_counts", "run_example"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-class Receiver:
-    """The alerts POSTed to the loopback webhook, decoded."""
+class Receiver(_Receiver):
+    """The shared webhook receiver (:class:`tests.support.Receiver`) with the integrations' ``settle``."""
 
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.url = server.url_for("/hook")
-        server.expect_request("/hook", method="POST").respond_with_data("ok")
+    def settle(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """All alerts, once every alerter of this process delivered what it had queued (:meth:`drain`).
 
-    def alerts(self) -> list[dict[str, Any]]:
-        return [json.loads(request.get_data()) for request, _ in self.server.log]
-
-    def titled(self, prefix: str) -> list[dict[str, Any]]:
-        return [a for a in self.alerts() if a["title"].startswith(prefix)]
-
-    def wait(self, count: int, prefix: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait until at least ``count`` alerts whose title starts with ``prefix`` arrived; return them."""
-        wait_for(lambda: len(self.titled(prefix)) >= count, timeout=timeout)
-        return self.titled(prefix)
-
-    def settle(self, seconds: float = 0.3) -> list[dict[str, Any]]:
-        """All alerts, after a short quiet time in which late duplicates would have arrived."""
-        wait_for(lambda: False, timeout=seconds)
-        return self.alerts()
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Own RUNALERT_HOME, no RUNALERT_* settings from the machine, a scratch working directory."""
-    for name in list(os.environ):
-        if name.startswith("RUNALERT_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "runalert-home"
-    monkeypatch.setenv("RUNALERT_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    hooks = (sys.excepthook, sys.modules["threading"].excepthook)
-    yield home
-    runalert.finish(timeout=1)
-    # A crash test leaves no hook behind in this process.
-    assert (sys.excepthook, sys.modules["threading"].excepthook) == hooks
+        Call it when the training run has returned (or the script has exited: :func:`run_example` returns
+        only when the script's whole process group is gone), then check that no duplicate came.
+        """
+        return self.drain(timeout)
 
 
 @pytest.fixture
-def receiver(httpserver: Any) -> Receiver:
-    return Receiver(httpserver)
+def receiver(httpserver: Any) -> Iterator[Receiver]:
+    made = Receiver(httpserver, method="POST")
+    yield made
+    made.close(timeout=5)
 
 
 @pytest.fixture
-def alerter(receiver: Receiver) -> Iterator[Alerter]:
-    alerter = Alerter([Webhook(receiver.url)], retry=FAST_RETRY, flush_timeout=5)
-    yield alerter
-    alerter.close(5)
+def alerter(receiver: Receiver) -> Alerter:
+    """An alerter to ``receiver`` (flushed by ``receiver.settle()``, closed with the receiver)."""
+    return receiver.alerter()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of process group ``pgid`` still runs (a zombie waiting to be reaped does not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def run_example(script: str, *args: str, receiver: Receiver, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``examples/<script>`` with its alerts going to ``receiver`` (RUNALERT_WEBHOOK_URL)."""
+    """Run ``examples/<script>`` with its alerts going to ``receiver`` (RUNALERT_WEBHOOK_URL).
+
+    Returns when the script and every process it started (other ranks) are gone: whatever the run sent has
+    arrived by then, and nothing of it can send later.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")}
     env.update(
         RUNALERT_WEBHOOK_URL=receiver.url,
@@ -92,14 +85,23 @@ def run_example(script: str, *args: str, receiver: Receiver, timeout: float = 12
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
-    return subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / script), *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,  # its own process group, so the ranks it starts are found (and ended) with it
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        gone = wait_for(lambda: not _group_alive(proc.pid), timeout=30)
+        assert gone, f"processes started by {script} were still running 30 s after it exited"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def level_counts(alerts: list[dict[str, Any]]) -> dict[str, int]:

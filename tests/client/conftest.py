@@ -1,4 +1,5 @@
-"""Client fixtures: real ``runalert serve`` processes (SQLite) on ephemeral ports and a webhook receiver.
+"""Client fixtures: real ``runalert serve`` processes (SQLite) on ephemeral ports and a webhook receiver
+(``Receiver`` is :class:`tests.support.Receiver`, re-exported here).
 
 ``server`` is shared by the tests of a module (each test uses its own project); ``make_server`` builds
 dedicated ones (a short heartbeat timeout, API keys, a server that is down at first or killed mid-run).
@@ -6,20 +7,19 @@ dedicated ones (a short heartbeat timeout, API keys, a server that is down at fi
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
-pytest.importorskip("fastapi")
-pytest.importorskip("sqlalchemy")
+from tests.support import Receiver, require_module
 
-from tests.server.conftest import FAST, ServerProcess
+require_module("fastapi", "the server extra is not installed")
+require_module("sqlalchemy", "the server extra is not installed")
+
+from tests.server.conftest import FAST, ServerProcess  # noqa: E402
 
 FAST_ENV = {f"RUNALERT_{k.upper()}": str(v) for k, v in FAST.items()}
 
@@ -59,22 +59,9 @@ def project() -> str:
     return f"p-{uuid.uuid4().hex[:10]}"
 
 
-class Receiver:
-    """A webhook receiver on loopback: records every JSON body."""
-
-    def __init__(self, httpserver: HTTPServer, path: str = "/hook") -> None:
-        self.bodies: list[Any] = []
-        self.url = httpserver.url_for(path)
-        httpserver.expect_request(path).respond_with_handler(self._handle)
-
-    def _handle(self, request: Request) -> Response:
-        self.bodies.append(json.loads(request.get_data() or b"null"))
-        return Response("ok", status=200)
-
-    def titled(self, needle: str) -> list[Any]:
-        return [b for b in self.bodies if isinstance(b, dict) and needle in str(b.get("title", ""))]
-
-
 @pytest.fixture
-def receiver(httpserver: HTTPServer) -> Receiver:
-    return Receiver(httpserver)
+def receiver(httpserver: HTTPServer) -> Iterator[Receiver]:
+    """A webhook receiver on loopback (:class:`tests.support.Receiver`: ``bodies``, ``titled``, ``drain``...)."""
+    made = Receiver(httpserver)
+    yield made
+    made.close()

@@ -12,6 +12,6 @@ from tests.monitor.helpers import Receiver
 
 @pytest.fixture
 def receiver(httpserver: HTTPServer) -> Iterator[Receiver]:
-    made = Receiver(httpserver)
+    made = Receiver(httpserver, method="POST")
     yield made
     made.close()

@@ -60,15 +60,21 @@ def test_close_evaluates_what_is_left_and_a_failure_does_not_stop_the_rest() -> 
 
 
 def test_a_backlog_beyond_the_bound_is_counted_not_grown() -> None:
-    block = threading.Event()
+    entered, release = threading.Event(), threading.Event()
+    evaluated: list[int | None] = []
 
     def evaluate(batch: list[Item]) -> None:
-        block.wait(5)
+        evaluated.extend(step for _values, step in batch)
+        entered.set()
+        release.wait(10)  # the rules are busy: nothing more is taken off the queue meanwhile
 
     feed = RuleFeed(evaluate, interval=0.01, max_pending=10)
-    for step in range(50):
+    feed.push({"x": 1.0}, 0)
+    assert entered.wait(10)  # the feed's thread took step 0 and is inside evaluate
+    for step in range(1, 51):
         feed.push({"x": 1.0}, step)
-    assert feed.pending <= 10 and feed.dropped >= 39
-    block.set()
+    assert feed.pending == 10 and feed.dropped == 40  # steps 1-10 wait, 11-50 are counted and dropped
+    release.set()
     feed.close()
-    assert feed.pending == 0
+    assert feed.pending == 0 and feed.dropped == 40
+    assert evaluated == list(range(11))

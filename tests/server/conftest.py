@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import queue
 import shutil
@@ -21,10 +22,10 @@ from typing import Any
 import pytest
 import requests
 
-pytest.importorskip("fastapi")
-pytest.importorskip("sqlalchemy")
+from tests.support import free_port, missing, require_module, wait_for
 
-from tests.support import free_port, wait_for
+require_module("fastapi", "the server extra is not installed")
+require_module("sqlalchemy", "the server extra is not installed")
 
 FAST = {
     "heartbeat_check_interval": 0.05,
@@ -59,12 +60,18 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A PostgreSQL cluster in a temporary directory; yields its base URL (database ``postgres``)."""
+    """A PostgreSQL cluster in a temporary directory; yields its base URL (database ``postgres``).
+
+    Without the server binaries or psycopg (or with ``RUNALERT_TEST_NO_POSTGRES`` set) its tests skip; in CI
+    (``CI=true``) they fail instead.
+    """
+    if os.environ.get("RUNALERT_TEST_NO_POSTGRES"):
+        missing("RUNALERT_TEST_NO_POSTGRES is set")
+    if importlib.util.find_spec("psycopg") is None:
+        missing("psycopg is not installed (pip install -e '.[postgres]')")
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    if os.environ.get("RUNALERT_TEST_NO_POSTGRES"):
-        pytest.skip("RUNALERT_TEST_NO_POSTGRES is set")
+        missing("PostgreSQL server binaries not found (apt-get install postgresql)")
     base = Path(tempfile.mkdtemp(prefix="runalert-pg-"))
     if os.geteuid() == 0:
         shutil.chown(base, user="postgres")
@@ -93,6 +100,19 @@ def postgres_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a headless-capable Chromium (Debian's ``chromium`` package): tests that use it skip without
+    it, and fail in CI."""
+    found = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not found:
+        missing(f"{CHROMIUM} is missing (apt-get install -y --no-install-recommends chromium)")
+    return found
 
 
 class _Dropper:

@@ -1,4 +1,4 @@
-"""Helpers shared by the test suites: fast retry policies, polling and free loopback ports."""
+"""Waiting for conditions with a deadline, and free loopback ports."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from collections.abc import Callable
 from runalert.alerting import RetryPolicy
 
 FAST_RETRY = RetryPolicy(initial=0.05, max_backoff=0.2, jitter=0.01)
+"""Retries in tenths of a second, so a test that exercises them stays short."""
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> bool:
-    """Poll ``condition`` until it is truthy or ``timeout`` passes."""
+    """Poll ``condition`` until it is truthy or ``timeout`` passes; ``True`` if it became truthy.
+
+    For positive checks only ("the alert arrived"). A negative check ("no second alert") waits for nothing:
+    drain the pipeline first (:meth:`tests.support.Receiver.drain`, ``Alerter.flush``, ``RunMonitor.finish``,
+    joining the worker), then assert.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

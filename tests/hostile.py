@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http
 import socket
 import threading
 import time
@@ -55,22 +56,6 @@ __all__ = [
 
 Mode = Literal["normal", "hang", "trickle", "trickle_headers", "close_mid_body", "greet_slowly"]
 
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    404: "Not Found",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -90,7 +75,10 @@ class Answer:
     interval: float = 1.0
 
     def head(self) -> bytes:
-        reason = _REASONS.get(self.status, "Status")
+        try:
+            reason = http.HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = "Status"
         lines = [f"HTTP/1.1 {self.status} {reason}"]
         names = {name.lower() for name, _ in self.headers}
         lines += [f"{name}: {value}" for name, value in self.headers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -162,3 +163,59 @@ def test_finished_runs_are_not_failed_for_silence(client: Any) -> None:
     assert monitor.check(time.time() + monitor.timeout + 1) == 1
     assert client.get(f"{P}/p/runs/done").json()["state"] == "FINISHED"
     assert client.get(f"{P}/p/runs/live").json()["state"] == "FAILED"
+
+
+# -- hostile receivers (tests/hostile.py) ------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_a_non_zero_retry_after_pauses_the_delivery(make_client: Any, form: str) -> None:
+    from tests.hostile import HostileReceiver, http_date, ok, rate_limited
+
+    value = "30" if form == "seconds" else http_date(30)
+    with HostileReceiver([rate_limited(value)], default=ok()) as receiver:
+        client = make_client(background=False, retry_max=600)  # FAST caps retries at 0.2 s; the pause is 30
+        _setup(client, receiver.url())
+        client.post(f"{P}/p/alerts", json={"title": "slow down"})
+        dispatcher = client.app.state.ctx.dispatcher
+        assert dispatcher.run_once() == 1
+        delivery = _alert(client)["deliveries"][0]
+        attempt = delivery["attempt_log"][0]
+        assert (delivery["status"], attempt["outcome"]) == ("pending", "retry")
+        assert attempt["error"].startswith("HTTP 429 Too Many Requests")
+        pause = delivery["next_attempt_at"] - (attempt["started_at"] + attempt["duration"])
+        assert 28.5 <= pause <= 30.5  # the receiver's pause, not the 0.05 s backoff
+        assert dispatcher.run_once() == 0  # not due before it
+        assert len(receiver.received) == 1
+
+
+def test_a_redirect_is_dead_at_once_with_its_status_and_not_followed(make_client: Any) -> None:
+    from tests.hostile import HostileReceiver, ok, redirects
+
+    with HostileReceiver(ok()) as target, HostileReceiver(redirects(301, target.url("/moved"))) as receiver:
+        client = make_client()
+        _setup(client, receiver.url())
+        client.post(f"{P}/p/alerts", json={"title": "moved"})
+        assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] != "pending")
+        delivery = _alert(client)["deliveries"][0]
+        assert (delivery["status"], delivery["attempts"]) == ("dead", 1)
+        assert delivery["last_error"].startswith("HTTP 301 Moved Permanently")
+        assert "redirects are not followed" in delivery["last_error"]
+        assert target.connections == 0  # not re-sent as a GET (or re-posted) elsewhere
+
+
+def test_error_bodies_are_stored_as_a_short_printable_excerpt(make_client: Any) -> None:
+    from tests.hostile import Answer, HostileReceiver
+
+    page = b"\x1b[2J<h1>Forbidden</h1> " + b"instance metadata " * 10 + b"ami-SECRET-0123"
+    with HostileReceiver(Answer(status=403, body=page)) as receiver:
+        client = make_client()
+        _setup(client, receiver.url())
+        client.put(f"{P}/p/runs/r1", json={})
+        client.post(f"{P}/p/alerts", json={"title": "denied", "run_id": "r1"})
+        assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead")
+    delivery = _alert(client)["deliveries"][0]
+    for error in (delivery["last_error"], delivery["attempt_log"][0]["error"]):
+        assert error.startswith("HTTP 403 Forbidden: [2J<h1>Forbidden</h1> instance metadata")
+        assert "ami-SECRET" not in error and "\x1b" not in error
+        assert len(error) <= 100
+    page = client.get("/runs/p/r1")
+    assert page.status_code == 200 and "instance metadata" in page.text and "ami-SECRET" not in page.text

@@ -1,11 +1,16 @@
 """The dispatcher: claims outbox rows, delivers them through ``runalert.channels``, records every attempt.
 
 - Claiming: the oldest due row of each integration whose earlier rows are all settled (one message in flight
-  per integration, so each destination gets its messages in order). PostgreSQL claims with
+  per integration, so each destination gets its messages in order). Projects are served fairly: one project's
+  deliveries hold at most ``dispatcher_project_threads`` workers (default half of them), and the due rows are
+  taken round-robin across projects, so slow or dead receivers in one project never delay another's alerts.
+  Each attempt is bounded by ``delivery_timeout`` in all (connect, send, the whole answer) and connects only
+  to destinations the policy allows (see ``runalert.server.integrations.destination_policy``). PostgreSQL claims with
   ``FOR UPDATE SKIP LOCKED`` so that several server processes share the work; SQLite with a conditional
   ``UPDATE`` of the lease. A claim is a lease: a server killed mid-delivery leaves the lease to expire, and the
   row is delivered again after the restart, with the same ``X-Runalert-Delivery`` id.
-- Outcomes: delivered; a ``TransientError`` waits (exponential backoff, or the receiver's ``Retry-After``) and
+- Outcomes: delivered; a ``TransientError`` waits (``runalert.backoff.Backoff``: exponential backoff with
+  jitter, or the receiver's ``Retry-After`` in seconds or as an HTTP date) and
   retries until ``max_age`` after the alert, then the row is dead-lettered; a ``PermanentError`` (or an
   integration that cannot be built) dead-letters it at once. Every attempt is a ``delivery_attempts`` row.
 """
@@ -14,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +32,13 @@ from sqlalchemy import insert, or_, select, update
 
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting.ratelimit import TokenBucket
+from runalert.backoff import Backoff
 from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
+from runalert.channels._net import DestinationPolicy
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.engine import ENCRYPTED, run_url
-from runalert.server.integrations import build_channel, parse_integration
+from runalert.server.integrations import build_channel, destination_policy, keys_exist, parse_integration
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
 from runalert.server.settings import ServerSettings
 
@@ -39,11 +46,13 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("runalert.server.dispatcher")
 
-# The head of each integration's queue that is due and not leased (plain SQL: the ORM's statement building and
-# caching cost ten times the query). {m}: the driver's parameter mark.
+# The head of each integration's queue that is due and not leased, with its project (plain SQL: the ORM's
+# statement building and caching cost ten times the query). {m}: the driver's parameter mark; {busy}: the
+# integrations and projects this dispatcher must not take more of now (in flight here, or at their share).
 _DUE_SQL = (
-    "SELECT d.seq FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= {m} "
-    "AND (d.lease_until IS NULL OR d.lease_until < {m}) "
+    "SELECT d.seq, a.project_id FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
+    "WHERE d.status = 'pending' AND d.next_attempt_at <= {m} "
+    "AND (d.lease_until IS NULL OR d.lease_until < {m}) {busy}"
     "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.integration_id = d.integration_id "
     "AND e.status = 'pending' AND e.seq < d.seq) ORDER BY d.seq LIMIT {m}"
 )
@@ -57,6 +66,8 @@ _NEXT_SQL = (
 @dataclass
 class _Job:
     seq: int
+    project_id: int
+    integration_id: int | None
     delivery_id: str
     created_at: float
     attempts: int
@@ -90,6 +101,20 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._channels: dict[int, tuple[str, Channel]] = {}
         self._buckets: dict[int, TokenBucket] = {}
+        self._project_busy: Counter[int] = Counter()  # workers each project's deliveries hold now
+        self._integration_busy: set[int] = set()  # integrations with a delivery in flight here
+        self.backoff = Backoff(
+            initial=settings.retry_initial,
+            maximum=settings.retry_max,
+            jitter=settings.retry_initial / 10,
+            max_retry_after=settings.retry_max,
+        )
+
+    @property
+    def project_share(self) -> int:
+        """The most workers one project's deliveries may hold at once."""
+        share = self.settings.dispatcher_project_threads
+        return share if share is not None else max(1, self.settings.dispatcher_threads // 2)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,13 +145,11 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 capacity = self.settings.dispatcher_threads - self._inflight
-                jobs = self.claim(capacity) if capacity > 0 else []
+                jobs = self.claim(capacity, fair=True) if capacity > 0 else []
             except Exception:
                 log.exception("dispatcher: claiming failed")
                 jobs = []
             for job in jobs:
-                with self._lock:
-                    self._inflight += 1
                 assert self._pool is not None
                 self._pool.submit(self._run_job, job)
             if jobs:
@@ -161,6 +184,11 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._inflight -= 1
+                self._project_busy[job.project_id] -= 1
+                if self._project_busy[job.project_id] <= 0:
+                    del self._project_busy[job.project_id]
+                if job.integration_id is not None:
+                    self._integration_busy.discard(job.integration_id)
             self._wake.set()
 
     def run_once(self, limit: int = 100) -> int:
@@ -171,34 +199,78 @@ class Dispatcher:
         return len(jobs)
 
     # -- claiming ----------------------------------------------------------------------------------------
-    def claim(self, limit: int) -> list[_Job]:
+    def claim(self, limit: int, *, fair: bool = False) -> list[_Job]:
         """Lease up to ``limit`` due rows (the head of each integration's queue) to this dispatcher.
 
-        On SQLite the due rows are looked for in a read transaction first (plain SQL: this runs after every
-        delivery and every poll, beside the ingest), and the write lock is taken only when there are some; the
-        lease is a conditional ``UPDATE``, so a row claimed meanwhile by another process is skipped."""
+        With ``fair`` (the background loop), the jobs count as in flight here until :meth:`_run_job` ends them:
+        integrations in flight are skipped, no project gets more than :attr:`project_share` workers, and the
+        rows are taken round-robin across projects. On SQLite the due rows are looked for in a read transaction
+        first (plain SQL: this runs after every delivery and every poll, beside the ingest), and the write lock
+        is taken only when there are some; the lease is a conditional ``UPDATE``, so a row claimed meanwhile by
+        another process is skipped."""
         now = time.time()
+        with self._lock:
+            busy_projects = [p for p, n in self._project_busy.items() if n >= self.project_share] if fair else []
+            busy_integrations = sorted(self._integration_busy) if fair else []
+            taken = Counter(self._project_busy) if fair else Counter()
+        fetch = limit * 4 + 8 if fair else limit
         if self.db.postgresql:
             with self.db.session() as session:
-                seqs = self._due(session, now, limit, lock=True)
-                return self._lease(session, seqs, now)
+                rows = self._due(session, now, fetch, busy_projects, busy_integrations, lock=True)
+                seqs = self._fair(rows, limit, taken) if fair else [seq for seq, _ in rows]
+                return self._lease(session, seqs, now, fair)
         with self.db.read_session() as session:
-            seqs = self._due(session, now, limit, lock=False)
+            rows = self._due(session, now, fetch, busy_projects, busy_integrations, lock=False)
+        seqs = self._fair(rows, limit, taken) if fair else [seq for seq, _ in rows]
         if not seqs:
             return []
         with self.db.session() as session:
-            return self._lease(session, seqs, now)
+            return self._lease(session, seqs, now, fair)
 
     @staticmethod
-    def _due(session: Any, now: float, limit: int, *, lock: bool) -> list[int]:
+    def _due(
+        session: Any,
+        now: float,
+        limit: int,
+        busy_projects: Sequence[int],
+        busy_integrations: Sequence[int],
+        *,
+        lock: bool,
+    ) -> list[tuple[int, int]]:
         connection = session.connection()
         m = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        sql = _DUE_SQL.format(m=m) + (" FOR UPDATE OF d SKIP LOCKED" if lock else "")
-        return [int(row[0]) for row in connection.exec_driver_sql(sql, (now, now, limit))]
+        busy = ""
+        if busy_projects:
+            busy += f"AND a.project_id NOT IN ({', '.join([m] * len(busy_projects))}) "
+        if busy_integrations:
+            marks = ", ".join([m] * len(busy_integrations))
+            busy += f"AND (d.integration_id IS NULL OR d.integration_id NOT IN ({marks})) "
+        sql = _DUE_SQL.format(m=m, busy=busy) + (" FOR UPDATE OF d SKIP LOCKED" if lock else "")
+        params = (now, now, *busy_projects, *busy_integrations, limit)
+        return [(int(row[0]), int(row[1])) for row in connection.exec_driver_sql(sql, params)]
 
-    def _lease(self, session: Any, seqs: list[int], now: float) -> list[_Job]:
+    def _fair(self, rows: list[tuple[int, int]], limit: int, taken: Counter[int]) -> list[int]:
+        """Up to ``limit`` of the due ``(seq, project)`` rows: round-robin across projects (the project with
+        the oldest row first), none beyond its share of workers (``taken``: what each holds already)."""
+        queues: dict[int, list[int]] = {}
+        for seq, project in rows:
+            queues.setdefault(project, []).append(seq)
+        chosen: list[int] = []
+        while len(chosen) < limit:
+            progressed = False
+            for project, queue in queues.items():
+                if queue and taken[project] < self.project_share and len(chosen) < limit:
+                    chosen.append(queue.pop(0))
+                    taken[project] += 1
+                    progressed = True
+            if not progressed:
+                break
+        return sorted(chosen)
+
+    def _lease(self, session: Any, seqs: list[int], now: float, fair: bool = False) -> list[_Job]:
         jobs: list[_Job] = []
         free = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
+        policy = destination_policy(self.settings, keys_exist(session)) if seqs else None
         for seq in seqs:
             claimed = session.execute(
                 update(Delivery)
@@ -208,13 +280,22 @@ class Dispatcher:
             if claimed.rowcount != 1:
                 continue
             delivery = session.get(Delivery, seq)
-            assert delivery is not None
-            jobs.append(self._prepare(session, delivery))
+            assert delivery is not None and policy is not None
+            job = self._prepare(session, delivery, policy)
+            if fair:
+                with self._lock:
+                    self._inflight += 1
+                    self._project_busy[job.project_id] += 1
+                    if job.integration_id is not None:
+                        self._integration_busy.add(job.integration_id)
+            jobs.append(job)
         return jobs
 
-    def _prepare(self, session: Any, delivery: Delivery) -> _Job:
+    def _prepare(self, session: Any, delivery: Delivery, policy: DestinationPolicy) -> _Job:
         job = _Job(
             seq=delivery.seq,
+            project_id=delivery.alert.project_id,
+            integration_id=delivery.integration_id,
             delivery_id=delivery.id,
             created_at=delivery.created_at,
             attempts=delivery.attempts,
@@ -264,8 +345,9 @@ class Dispatcher:
             cached = self._channels.get(integration.id)
             if cached is not None and cached[0] == digest:
                 job.channel = cached[1]
+                job.channel.policy = policy  # API keys may have appeared since
             else:
-                job.channel = build_channel(spec, secrets)
+                job.channel = build_channel(spec, secrets, policy=policy, timeout=self.settings.delivery_timeout)
                 if cached is not None:
                     cached[1].close()
                 self._channels[integration.id] = (digest, job.channel)
@@ -322,10 +404,7 @@ class Dispatcher:
         bucket.take()
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.settings.retry_max)
-        base = self.settings.retry_initial * float(2 ** min(attempts - 1, 30))
-        return min(self.settings.retry_max, base) * (1 + random.uniform(0, 0.1))
+        return self.backoff.delay(attempts, retry_after)
 
     def _record(self, job: _Job, started: float, outcome: str, error: str | None, retry_after: float | None) -> None:
         now = time.time()

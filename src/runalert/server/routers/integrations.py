@@ -10,7 +10,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from runalert.server.integrations import parse_integration, secret_names
+from runalert.server.integrations import (
+    check_destination,
+    destination_policy,
+    keys_exist,
+    parse_integration,
+    secret_names,
+)
 from runalert.server.models import Integration, Secret
 from runalert.server.outbox import record_alert
 from runalert.server.routers._deps import Ctx, ReadProject, WriteProject
@@ -79,6 +85,12 @@ def put_integration(
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
         raise HTTPException(422, detail=errors) from None
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    with ctx.db.read_session() as session:
+        policy = destination_policy(ctx.settings, keys_exist(session))
+    try:
+        check_destination(spec, policy)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
     data = spec.model_dump(mode="json")

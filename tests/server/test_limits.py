@@ -411,6 +411,12 @@ def test_oversized_request_headers_get_431(server_process: Any) -> None:
 
 
 J = {"Content-Type": "application/json"}
+SPEC = (
+    b'{"event": {"event_type": "RUN_METRIC", "scope": {"name": "p", "scope_type": "PROJECT"}, "filter": {"kind": '
+    b'"run_metric", "run": {"kind": "field", "field": "display_name", "op": "$contains", "value": "TEXT"}, "metric": '
+    b'{"name": "loss", "kind": "threshold", "window": 1, "cmp": "$gt", "threshold": 1.0}}}, "action": '
+    b'{"action_type": "NOTIFICATION", "integration": "hook", "title": "t"}}'
+)
 DEEP_ARRAY = b"[" * 100_000 + b"]" * 100_000
 HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], int]] = [
     ("deep array as a batch", "POST", "/runs/r/metrics", DEEP_ARRAY, J, 422),
@@ -426,6 +432,17 @@ HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], int]] = [
         400,
     ),
     ("lone surrogates in config", "PUT", "/runs/sur", b'{"config":{"\\ud800":"\\udc00"}}', J, 422),
+    (
+        "hook for the automations",
+        "PUT",
+        "/integrations/hook",
+        b'{"kind":"webhook","url":"http://127.0.0.1:9/h"}',
+        J,
+        201,
+    ),
+    ("lone surrogate in an automation", "PUT", "/automations/a", SPEC.replace(b"TEXT", b"\\ud800"), J, 422),
+    ("emoji (a surrogate pair)", "PUT", "/automations/b", SPEC.replace(b"TEXT", b"\\ud83d\\ude00"), J, 201),
+    ("a backslash and 'ud800' as text", "PUT", "/runs/bs", b'{"name":"\\\\ud800"}', J, 201),
     ("lone surrogate in a name", "PUT", "/runs/sur", b'{"name":"\\ud800"}', J, 422),
     ("lone surrogate in a metric", "POST", "/runs/r/metrics", b'{"rows":[{"metrics":{"\\ud800":1}}]}', J, 422),
     ("run name of 10 MB", "PUT", "/runs/r", json.dumps({"name": "x" * 10_000_000}).encode(), J, 422),
@@ -469,7 +486,12 @@ def test_hostile_input_never_gets_a_500_or_breaks_a_run(server_process: Any) -> 
     run = server.api("GET", f"{P}/p/runs/r")
     assert run.status_code == 200, run.text  # readable: the dropped counter saturated instead of overflowing
     assert run.json()["dropped"] == 2**62
-    assert [r["run_id"] for r in server.api("GET", f"{P}/p/runs").json()] == ["r"]  # nothing half-stored
+    assert sorted(r["run_id"] for r in server.api("GET", f"{P}/p/runs").json()) == ["bs", "r"]  # none half-stored
+    assert server.api("GET", f"{P}/p/runs/bs").json()["name"] == "\\ud800"
+    lone = server.api("PUT", f"{P}/p/automations/c", data=SPEC.replace(b"TEXT", b"\\udfff"), headers=J)
+    assert lone.json()["detail"][0]["msg"].startswith("the request body holds a lone UTF-16 surrogate escape")
+    automations = server.api("GET", f"{P}/p/automations")
+    assert [a["name"] for a in automations.json()] == ["b"], automations.text  # the list stays readable
     # A chunked body cut by a broken chunk: the client is gone; no traceback for it.
     head = f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     status, _ = _http(server.port, head, b"5\r\n[1,2,\r\nzz\r\n")

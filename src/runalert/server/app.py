@@ -16,6 +16,7 @@ from runalert.server import accesslog
 from runalert.server.context import ServerContext
 from runalert.server.limits import BodyLimit
 from runalert.server.settings import ServerSettings
+from runalert.server.surrogates import RejectLoneSurrogates
 
 __all__ = ["create_app"]
 
@@ -48,7 +49,8 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
 
     app = FastAPI(title="runalert", version=_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.ctx = ctx
-    app.add_middleware(BodyLimit, limit=ctx.settings.max_body_bytes)
+    app.add_middleware(RejectLoneSurrogates)
+    app.add_middleware(BodyLimit, limit=ctx.settings.max_body_bytes)  # outermost: counts before anything reads
     for module in (health, projects, runs, alerts, integrations, secrets):
         app.include_router(module.router)
     try:

@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
 from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
@@ -169,7 +170,7 @@ def test_fit_and_evaluate_summaries(receiver: Receiver, alerter: Alerter) -> Non
     assert "after 15 steps, in epoch 3 (3 epochs completed)" in summary["text"]
     assert summary["fields"]["stopped"] == "max_epochs reached (epochs=3)"
     (test,) = receiver.wait(1, "Test finished")
-    assert test["run"] == "keras-summary" and "loss" in test["text"]
+    assert test["run"] == "keras-summary" and "test_loss=" in test["text"]  # evaluate()'s loss, named test_loss
     receiver.settle()
     assert level_counts(receiver.alerts()) == {"INFO": 2}  # validation inside fit() is not a test stage
 
@@ -234,3 +235,31 @@ def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver
     (alert,) = ended.alerts
     assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
     assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
+
+
+def test_early_stopping_reason_is_in_the_fit_summary(receiver: Receiver, alerter: Alerter) -> None:
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=1e9)  # no loss can improve
+    fit(AlertCallback(alerter=alerter, run_name="keras-early"), epochs=6, extra=[early])
+    assert early.stopped_epoch == 1  # Keras' own count: after the second epoch
+    alerter.flush(5)
+    (summary,) = receiver.wait(1, "Fit finished")
+    stopped = summary["fields"]["stopped"]
+    assert stopped.startswith("EarlyStopping (monitor=val_loss, patience=1): "), stopped
+    assert "stopped in epoch 2" in stopped and f"Stopped: {stopped}." in summary["text"]
+    assert summary["fields"]["epoch"] == "2" and summary["fields"]["steps"] == "10"
+    assert "after 10 steps, in epoch 2 (2 epochs completed)" in summary["text"]
+
+
+def test_a_server_stores_each_batch_value_once_per_step_in_order(alerter: Alerter, metric_server: Any) -> None:
+    from runalert.client import Client
+
+    callback = AlertCallback(alerter=alerter, run_name="keras-stream", server=metric_server.url, project="keras-stream")
+    model = fit(callback, epochs=3)
+    x, y = data(32, 2)
+    model.evaluate(x, y, callbacks=[callback], verbose=0)
+    assert callback.monitor.server_run is not None
+    series = Client(metric_server.url, project="keras-stream").metrics(callback.monitor.server_run.run_id)
+    # The batch logs at their steps; the epoch logs repeat the last batch's loss: not stored again.
+    assert [step for step, _v, _t in series["loss"]] == list(range(1, 3 * STEPS_PER_EPOCH + 1))
+    assert [step for step, _v, _t in series["val_loss"]] == [STEPS_PER_EPOCH * e for e in (1, 2, 3)]
+    assert [step for step, _v, _t in series["test_loss"]] == [3 * STEPS_PER_EPOCH]  # evaluate(): test_*, once

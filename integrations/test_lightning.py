@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
 from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
@@ -458,21 +459,11 @@ def test_a_rule_on_a_value_logged_with_self_log_fires_at_its_step(receiver: Rece
     alerter.flush(5)
     (rule,) = receiver.wait(1, "Rule")
     assert rule["fields"]["step"] == "7", rule
+    # Each field once: the value (no "value" beside an equal "metric value"), the run (no "run id" equal to it).
+    assert rule["fields"]["metric value"] == "10" and "value" not in rule["fields"]
+    assert rule["fields"]["run"] == "lit-logged-rule" and "run id" not in rule["fields"]
     receiver.settle()
     assert len(receiver.titled("Rule")) == 1
-
-
-@pytest.fixture(scope="module")
-def metric_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    pytest.importorskip("fastapi")
-    from tests.server.conftest import FAST, ServerProcess
-
-    env = {f"RUNALERT_{key.upper()}": str(value) for key, value in FAST.items()}
-    home = tmp_path_factory.mktemp("server")
-    proc = ServerProcess(home, f"sqlite:///{home / 'server.db'}", env)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def test_a_server_stores_each_logged_value_once_per_step_in_order(alerter: Alerter, metric_server: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 from typing import Any
@@ -22,6 +23,7 @@ from transformers import (  # noqa: E402
 )
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
+from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
 from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
@@ -68,7 +70,8 @@ def make_trainer(callback: Any, tmp_path: Any, *, nan_from: int | None = None, *
     }
     options.update(kwargs)
     extra = options.pop("extra_callbacks", [])
-    trainer = Trainer(
+    trainer_class = options.pop("trainer_class", Trainer)
+    trainer = trainer_class(
         model=tiny_bert(),
         args=TrainingArguments(**options),
         train_dataset=Tokens(128, 0),
@@ -194,3 +197,59 @@ def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver
     (alert,) = ended.alerts
     assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
     assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
+
+
+class AuxLogging(Trainer):
+    """A Trainer that adds its own ``aux_loss`` to each training log (as TRL's trainers add their metrics): NaN in
+    the log of optimizer step ``nan_at``."""
+
+    nan_at = 0
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            logs = {**logs, "aux_loss": math.nan if self.state.global_step == self.nan_at else 0.25}
+        super().log(logs, *args, **kwargs)
+
+
+def test_a_nan_in_a_logged_value_is_reported_at_its_step_and_epoch(
+    receiver: Receiver, alerter: Alerter, tmp_path: Any
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="hf-aux")
+    AuxLogging.nan_at = 21
+    make_trainer(callback, tmp_path, max_steps=32, logging_steps=1, trainer_class=AuxLogging).train()  # 16 an epoch
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["title"] == "Non-finite aux_loss"
+    assert nan["fields"]["step"] == "21" and nan["fields"]["epoch"] == "2"  # epochs 1-based: step 21 is in the 2nd
+    assert "aux_loss = nan at step 21, epoch 2," in nan["text"]
+
+
+def test_summary_without_framework_noise_nor_the_filtered_loss_beside_its_nan(
+    receiver: Receiver, alerter: Alerter, tmp_path: Any
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="hf-noise")
+    make_trainer(callback, tmp_path, nan_from=1, max_steps=8).train()  # every loss NaN: the logs say loss=0.0
+    alerter.flush(5)
+    (fit,) = receiver.wait(1, "Fit finished")
+    assert "loss (model output)=nan" in fit["text"]
+    assert not re.search(r"(^|[ ,])loss=", fit["text"]), fit["text"]  # the filtered 0 is not shown beside the NaN
+    for noise in ("total_flos", "train_runtime", "_per_second"):
+        assert noise not in fit["text"], fit["text"]
+    assert "after 8 steps" in fit["text"] and fit["fields"]["stopped"] == "max_steps=8 reached"
+
+
+def test_a_server_stores_each_logged_value_once_per_step_in_order(
+    alerter: Alerter, tmp_path: Any, metric_server: Any
+) -> None:
+    from runalert.client import Client
+
+    callback = AlertCallback(alerter=alerter, run_name="hf-stream", server=metric_server.url, project="hf-stream")
+    trainer = make_trainer(callback, tmp_path, max_steps=8, logging_steps=2, eval_strategy="steps", eval_steps=4)
+    trainer.train()
+    trainer.predict(Tokens(16, 2))
+    assert callback.monitor.server_run is not None
+    series = Client(metric_server.url, project="hf-stream").metrics(callback.monitor.server_run.run_id)
+    assert [step for step, _v, _t in series["loss (model output)"]] == list(range(1, 9))
+    assert [step for step, _v, _t in series["loss"]] == [2, 4, 6, 8]
+    assert [step for step, _v, _t in series["eval_loss"]] == [4, 8]
+    assert [step for step, _v, _t in series["test_loss"]] == [8]  # once (the stage end only shows it)

@@ -12,7 +12,7 @@ nothing itself. Facts of Keras 3 that shape it:
   restores them in ``on_train_end``.
 - ``fit()`` runs its validation through ``evaluate()`` with the same callbacks: ``on_test_*`` during a fit is
   validation (its metrics arrive as ``val_*`` in ``on_epoch_end``); a standalone ``evaluate()`` is the test
-  stage.
+  stage, its values named ``test_*`` (``test_loss``), as in the other frameworks.
 - A batch's logs (``loss`` and the compiled metrics, running means over the epoch) are handed over at the batch's
   step; the epoch's logs repeat the last batch's values under the same keys, so only their other keys
   (``val_*``) are handed over at the epoch's end.
@@ -30,7 +30,15 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import keras
+try:
+    import keras
+except ModuleNotFoundError as exc:  # a bare environment: say which extra brings it
+    if exc.name != "keras":
+        raise
+    raise ModuleNotFoundError(
+        "runalert.keras needs Keras 3: pip install 'runalert[keras]' (and a backend: torch, jax or tensorflow)",
+        name="keras",
+    ) from exc
 
 from runalert._adapter import MonitorOwner, plain_metrics, sibling_callbacks
 
@@ -270,7 +278,11 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
 
         def run() -> None:
             with self._lock:
-                values = plain_metrics(logs)
+                # evaluate() names its values as fit() does ("loss"): test_* here, as in the other frameworks, so
+                # that a series (and a rule on "loss") holds the training values only.
+                values = {
+                    key if key.startswith("test_") else f"test_{key}": v for key, v in plain_metrics(logs).items()
+                }
                 self.monitor.metrics(values, step=self._last_step(), stage="test")
                 self.monitor.stage_end("test", shown=values)
 

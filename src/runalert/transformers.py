@@ -28,7 +28,15 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from transformers import TrainerCallback
+try:
+    from transformers import TrainerCallback
+except ModuleNotFoundError as exc:  # a bare environment: say which extra brings it
+    if exc.name != "transformers":
+        raise
+    raise ModuleNotFoundError(
+        "runalert.transformers needs Hugging Face transformers: pip install 'runalert[transformers]'",
+        name="transformers",
+    ) from exc
 
 from runalert._adapter import MonitorOwner, epoch_number, plain_metrics, sibling_callbacks
 
@@ -231,7 +239,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
 
         def run() -> None:
             self._start(args)
-            self.monitor.stage_end("validate", metrics=plain_metrics(metrics))
+            self.monitor.stage_end("validate", shown=plain_metrics(metrics))  # handed over by on_log already
             self.monitor.finish("finished")
 
         self._guard("on_evaluate", run)
@@ -242,7 +250,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
             self._start(args)
             values = plain_metrics(metrics)
             self.monitor.metrics(values, step=state.global_step, epoch=epoch_number(state.epoch), stage="test")
-            self.monitor.stage_end("test", metrics=values)
+            self.monitor.stage_end("test", shown=values)  # handed over just above: once
             if not self._training:
                 self.monitor.finish("finished")
 

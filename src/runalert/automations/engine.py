@@ -782,12 +782,14 @@ class LocalEngine:
             "reason": run.reason or "",
             **extra,
         }
-        fields = {"automation": automation.name, "run": run.name, "run id": run.run_id}
+        fields = {"automation": automation.name, "run": run.name}
+        if run.run_id != run.name:  # no field twice: the in-process engine's run id is its name
+            fields["run id"] = run.run_id
         if run.project:
             fields["project"] = run.project
         for key in ("metric_name", "value", "metric_value", "threshold", "step"):
-            if extra.get(key):
-                fields[key.replace("_", " ")] = str(extra[key])
+            if extra.get(key) and not (key == "value" and extra[key] == extra.get("metric_value")):
+                fields[key.replace("_", " ")] = str(extra[key])  # "value" only where it differs (an aggregate)
         if run.state:
             fields["state"] = run.state + (f" ({run.reason})" if run.reason else "")
         resolved = transition == "resolved"

@@ -97,6 +97,8 @@ class Case:
     alerts: tuple[Expected, ...]
     how: str = IN_PROCESS
     frameworks: tuple[str, ...] = FRAMEWORKS
+    options: tuple[tuple[str, Any], ...] = ()
+    """``AlertCallback`` options besides the alerter and the run name (in-process cases only)."""
 
 
 CASES = (
@@ -158,6 +160,19 @@ CASES = (
         Spec(epochs=10, batches=8, max_steps=12),
         (fit_summary(12, 2, 1, "max_steps"),),
         frameworks=("lightning", "transformers"),  # Keras has no max_steps
+    ),
+    # stop_on_nonfinite, the held losses read at every step: the NaN at step 3 stops training after step 3, and
+    # the summary says why. (Keras runs its batch ends on a thread pool: its stop lands a batch or two later,
+    # at no step a table can name; integrations/test_keras.py checks that it stops.)
+    Case(
+        "stop_on_nonfinite",
+        Spec(epochs=2, batches=8, nan_loss_from=2),
+        (
+            Expected("ERROR", "Non-finite {loss}", 3, 1, (r"\bat step 3\b", "Training will stop")),
+            fit_summary(3, 1, 0, "stop_on_nonfinite"),
+        ),
+        frameworks=("lightning", "transformers"),
+        options=(("stop_on_nonfinite", True), ("check_every_n_steps", 1)),
     ),
 )
 
@@ -253,7 +268,7 @@ def run_in_process(case: Case, framework: str, alerter: Any) -> Any:
     """Run ``case`` here with runalert's callback sending through ``alerter``; the run's outcome (or ``None``)."""
     runs = importlib.import_module(f"integrations._conformance_scripts.{framework}_runs")
     adapter = importlib.import_module(f"runalert.{framework}")
-    callback = adapter.AlertCallback(alerter=alerter, run_name=f"conformance-{case.name}")
+    callback = adapter.AlertCallback(alerter=alerter, run_name=f"conformance-{case.name}", **dict(case.options))
     restore = threads_for_tiny_models()
     try:
         if case.how == CRASH:

@@ -9,8 +9,8 @@ so it ends exactly as a training script would: an uncaught exception goes throug
 functions run. Importing the framework is most of a child's cost (seconds each on a small machine); a fork
 costs milliseconds.
 
-The protocol, one JSON object a line: the test writes a request (``spec``, ``runalert``, ``env``, ``cwd``,
-``ready``, ``log``); the zygote answers ``{"pid": …}`` at once, then ``{"status": …}`` (the exit status as
+The protocol, one JSON object a line: the test writes a request (``spec``, ``runalert``, ``run_name``, ``env``,
+``cwd``, ``ready``, ``log``); the zygote answers ``{"pid": …}`` at once, then ``{"status": …}`` (the exit status as
 ``subprocess`` gives it: negative for a signal) when the child has ended. :class:`Zygote` is the test's side.
 """
 
@@ -56,17 +56,24 @@ class Zygote:
                 stderr=err,
             )
         self._buffer = b""
+        self._running = False  # a child's status is still to be read
 
     def start(self, request: dict[str, Any], timeout: float = 120.0) -> int:
-        """Fork a child for ``request``; its pid."""
+        """Fork a child for ``request``; its pid. (A status left unread by a test that failed is read first.)"""
         assert self.proc.stdin is not None
+        if self._running:
+            self.wait(timeout)
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.proc.stdin.flush()
-        return int(self._reply(timeout)["pid"])
+        pid = int(self._reply(timeout)["pid"])
+        self._running = True
+        return pid
 
     def wait(self, timeout: float = 120.0) -> int:
         """The exit status of the child started last (negative: the signal that ended it)."""
-        return int(self._reply(timeout)["status"])
+        status = int(self._reply(timeout)["status"])
+        self._running = False
+        return status
 
     def _reply(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None

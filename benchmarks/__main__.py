@@ -26,6 +26,7 @@ SUITES = [
     "bench_keras",
     "bench_transformers",
     "bench_reaction",
+    "bench_import",
 ]
 
 

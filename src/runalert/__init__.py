@@ -7,31 +7,40 @@ environment variables or ``runalert.toml``) on first use, or by :func:`init`::
     from runalert import AlertLevel
 
     runalert.alert(title="Low accuracy", text="val_acc 0.41 < 0.5", level=AlertLevel.WARN, wait_duration=300)
+
+``import runalert`` loads only :mod:`runalert.alert` (the standard library's cost): the other public names
+(:class:`Alerter`, :class:`Settings`, the automations, :class:`Client`, ...) and the subpackages that used to
+come with the package (``runalert.channels``, ``runalert.automations``, ...) are imported on first access
+(PEP 562), and the default alerter's modules on the first :func:`alert`. The framework adapters
+(``runalert.lightning``, ``runalert.transformers``, ``runalert.keras``) and the server are imported by name.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runalert._log import log_once
+# Imported eagerly, and first: it is light (the standard library only), and once it is in sys.modules, no later
+# import of the submodule ``runalert.alert`` can rebind the package's attribute ``alert`` (the function below).
 from runalert.alert import Alert, AlertLevel
-from runalert.alerting import Alerter, RetryPolicy
-from runalert.automations import (
-    Api,
-    DoNothing,
-    OnRunMetric,
-    OnRunState,
-    RunEvent,
-    SendNotification,
-    SendWebhook,
-)
-from runalert.channels import Channel
-from runalert.client import Client
-from runalert.config import Settings, build_channels
+
+if TYPE_CHECKING:  # what mypy and IDEs see; at run time these come from __getattr__ on first access
+    from runalert.alerting import Alerter, RetryPolicy
+    from runalert.automations import (
+        Api,
+        DoNothing,
+        OnRunMetric,
+        OnRunState,
+        RunEvent,
+        SendNotification,
+        SendWebhook,
+    )
+    from runalert.channels import Channel
+    from runalert.client import Client
+    from runalert.config import Settings
 
 __version__ = "0.1.0"
 
@@ -58,6 +67,42 @@ __all__ = [
     "init",
 ]
 
+# Public name -> the module it is imported from on first access.
+_LAZY_NAMES = {
+    "Alerter": "runalert.alerting",
+    "RetryPolicy": "runalert.alerting",
+    "Api": "runalert.automations",
+    "DoNothing": "runalert.automations",
+    "OnRunMetric": "runalert.automations",
+    "OnRunState": "runalert.automations",
+    "RunEvent": "runalert.automations",
+    "SendNotification": "runalert.automations",
+    "SendWebhook": "runalert.automations",
+    "Channel": "runalert.channels",
+    "Client": "runalert.client",
+    "Settings": "runalert.config",
+}
+# Subpackages that ``import runalert`` used to load, still reachable as attributes (``runalert.channels.Console``).
+_LAZY_SUBMODULES = frozenset({"alerting", "automations", "backoff", "channels", "client", "config", "webhooks"})
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name or a subpackage on first access (PEP 562) and keep it in the module."""
+    source = _LAZY_NAMES.get(name)
+    if source is not None:
+        value = getattr(importlib.import_module(source), name)
+    elif name in _LAZY_SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _LAZY_SUBMODULES)
+
+
 _default: Alerter | None = None
 _default_lock = threading.Lock()
 
@@ -75,6 +120,9 @@ def init(
     ``runalert.toml``), with ``overrides`` applied as setting values (``init(slack_webhook_url=...)``). Bad
     configuration raises ``ValueError`` here, at set-up, not when an alert fires.
     """
+    from runalert.alerting import Alerter
+    from runalert.config import Settings, build_channels
+
     global _default
     chosen = settings if settings is not None else Settings(**overrides)
     alerter = Alerter(
@@ -103,14 +151,18 @@ def get_alerter() -> Alerter:
     try:
         return init()
     except Exception as exc:
+        import logging
+
+        from runalert._log import log_once
+        from runalert.alerting import Alerter
+        from runalert.channels import Console
+
         log_once(
             "default-alerter-config",
             logging.ERROR,
             "runalert: invalid settings (%s); alerts go to the console until this is fixed",
             type(exc).__name__ + ": " + str(exc).splitlines()[0],
         )
-        from runalert.channels import Console
-
         alerter = Alerter([Console()])
         with _default_lock:
             _default = alerter

@@ -114,6 +114,9 @@ def test_the_run_page_shows_the_failure_the_nonfinite_value_and_every_alert_with
     assert 'class="nonfinite-key">val_loss<' in page and 'class="nonfinite-step">41<' in page
     assert 'class="nonfinite-value error">nan<' in page
     assert "Run crashed: RuntimeError" in page and "hook: delivered" in page
+    index = client.get("/").text  # the runs list names the exception and the non-finite value too
+    assert 'class="small error run-exception">RuntimeError<' in index
+    assert 'class="small error run-nonfinite">val_loss = nan at step 41<' in index
 
 
 @sqlite_only

@@ -35,7 +35,10 @@ class _Faults:
             loss = loss * math.nan
         if spec.nan_logged_at is not None:
             aux = loss.detach() * 0.0 + (math.nan if micro == spec.nan_logged_at else 0.25)
-            self.log("aux_loss", aux)  # type: ignore[attr-defined]
+            if spec.log_in_step:
+                self.log_dict({"aux_loss": aux, "aux_weight": 0.5})  # type: ignore[attr-defined]
+            else:
+                self.log("aux_loss", aux)  # type: ignore[attr-defined]
         return {**out, "loss": loss} if isinstance(out, dict) else loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

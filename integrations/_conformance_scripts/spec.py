@@ -41,6 +41,9 @@ class Spec:
         nan_loss_from: the loss the model returns is NaN from this micro-batch on.
         nan_logged_at: a logged ``aux_loss`` (Lightning ``self.log``, transformers ``Trainer.log``, a Keras metric
             in the batch logs) is NaN for this micro-batch's step (finite before).
+        log_in_step: ``aux_loss`` is logged from inside the training step (Lightning ``self.log_dict`` in
+            ``training_step``; transformers ``Trainer.log`` in ``compute_loss``, before the step completes) instead
+            of the usual way (Lightning ``self.log``; transformers added to the Trainer's own log after the step).
         nan_val: the validation loss is NaN (training stays finite).
         crash_at: ``RuntimeError("simulated failure at step N")`` is raised computing this micro-batch.
         wait_after_step: once optimizer step N completed and every callback saw it, before step N + 1 begins,
@@ -58,6 +61,7 @@ class Spec:
     early_stop: bool = False
     nan_loss_from: int | None = None
     nan_logged_at: int | None = None
+    log_in_step: bool = False
     nan_val: bool = False
     crash_at: int | None = None
     wait_after_step: int | None = None

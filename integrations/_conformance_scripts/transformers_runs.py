@@ -81,15 +81,24 @@ class _Faults:
 
 
 class _AuxLogging(Trainer):
-    """A trainer that adds its own ``aux_loss`` to each training log (as TRL's trainers add their metrics)."""
+    """A trainer that logs its own ``aux_loss``: added to each training log (as TRL's trainers add their
+    metrics), or, with ``spec.log_in_step``, logged from ``compute_loss`` while the step is being computed."""
 
     spec: Spec
+    micro = 0
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if "loss" in logs:  # a training log (after the step it belongs to: state.global_step is that step)
+        if "loss" in logs and not self.spec.log_in_step:  # a training log, after the step it belongs to
             bad = self.spec.step_of(self.spec.nan_logged_at or 0) == self.state.global_step
             logs = {**logs, "aux_loss": math.nan if bad else 0.25}
         super().log(logs, *args, **kwargs)
+
+    def compute_loss(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        result = super().compute_loss(model, *args, **kwargs)
+        if self.spec.log_in_step and model.training:
+            micro, self.micro = self.micro, self.micro + 1
+            self.log({"aux_loss": math.nan if micro == self.spec.nan_logged_at else 0.25})
+        return result
 
 
 class _WaitAfterStep(TrainerCallback):

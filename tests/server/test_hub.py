@@ -274,6 +274,7 @@ def test_alerts_spooled_while_the_server_was_down_are_forwarded_once_by_the_next
     server.start()
     (stored,) = _server_alerts(server)
     assert stored["id"] == spooled[0].alert.id
+    assert stored["created_at"] == pytest.approx(spooled[0].alert.created_at, abs=1e-3)  # raised, not arrived
     assert stored["run_id"] == "bert-77"  # by the run's name: the new process no longer knows its id
 
 

@@ -136,6 +136,7 @@ class ServerForward(Channel):
                 markup=alert.markup,
                 suppressed=alert.suppressed,
                 run_name=alert.run if run_id is None else None,
+                created_at=alert.created_at,
                 retry=NO_RETRY,
             )
         except ServerUnavailableError as exc:

@@ -496,6 +496,7 @@ class Client:
         markup: bool = True,
         suppressed: int = 0,
         run_name: str | None = None,
+        created_at: float | None = None,
         retry: ClientRetry | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
@@ -504,7 +505,8 @@ class Client:
         ``alert_id`` (8 to 32 of ``[A-Za-z0-9_-]``) makes retries safe: the same id is stored once (the answer is
         the stored alert). ``markup=False`` escapes every Slack token of ``text`` (alerts composed from run data);
         ``suppressed`` counts repeats the sender held back before this one (its own ``wait_duration``);
-        ``run_name`` attaches the alert to the project's latest run of that name when ``run_id`` is not known."""
+        ``run_name`` attaches the alert to the project's latest run of that name when ``run_id`` is not known;
+        ``created_at`` (Unix seconds) is when it was raised, kept by the server for an alert forwarded late."""
         body: dict[str, Any] = {"title": title, "text": text, "level": str(level), "wait_duration": wait_duration}
         if run_id is not None:
             body["run_id"] = run_id
@@ -520,6 +522,8 @@ class Client:
             body["suppressed"] = int(suppressed)
         if run_name is not None and run_id is None:
             body["run_name"] = run_name
+        if created_at is not None:
+            body["created_at"] = float(created_at)
         result: dict[str, Any] = self.request(
             "POST", f"{self._p(project)}/alerts", json=body, retry=retry, timeout=timeout
         )

@@ -197,6 +197,9 @@ class AlertIn(Request):
         None, description="the client's alert id: the same id twice is stored once (safe retries)"
     )
     suppressed: int = Field(0, ge=0, le=MAX_STEP, description="repeats the sender held back before this one")
+    created_at: float | None = Field(
+        None, ge=0, le=1e11, description="when the sender raised it (Unix seconds); kept when in the past year"
+    )
     run_name: ShortText | None = Field(
         None, description="without run_id: the alert goes with the project's latest run of this name, if any"
     )

@@ -20,6 +20,8 @@ from runalert.server.runs import touch_run
 from runalert.server.schemas import AlertIn, AlertOut, DeliveryOut
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["alerts"])
+_KEEP_SENDER_TIME = 365 * 86400.0
+"""A forwarded alert keeps the sender's time when it is in the past year (else: the time it arrived)."""
 AlertId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
@@ -83,6 +85,8 @@ def post_alert(ctx: Ctx, project: WriteProject, body: AlertIn, response: Respons
         )
         if body.suppressed:
             record.suppressed_before += body.suppressed  # the sender's own wait_duration held these back
+        if body.created_at is not None and now - _KEEP_SENDER_TIME < body.created_at < now:
+            record.created_at = body.created_at  # forwarded late (the server was down): when it happened
         out = alerts_out(session, [record])[0]
     ctx.count("alerts_client_total", 1)
     ctx.dispatcher.wake()

@@ -15,8 +15,11 @@ The semantics the table encodes (the project's, ``docs/semantics.md``):
   A crash, preemption or interruption is at the step being computed (completed + 1); text and field agree.
 - epochs are 1-based everywhere.
 - a crash: one ERROR; SIGTERM: one ERROR "Run preempted", and the process ends as it would without runalert;
-  KeyboardInterrupt (a real SIGINT): one WARN; a NaN: one ERROR per run; the end of ``fit``: one INFO summary
-  naming the steps, the epochs and why training stopped.
+  KeyboardInterrupt (a real SIGINT): one WARN; a NaN: one ERROR per run; a local rule: one WARN when it becomes
+  true, at the step of the value; the end of ``fit``: one INFO summary naming the steps, the epoch it ended in,
+  the epochs completed and why training stopped (max_epochs, max_steps, EarlyStopping with its monitor and
+  patience, stop_on_nonfinite), without the frameworks' throughput, flos and runtime keys.
+- no alert repeats a field under two names, and no text carries terminal escape codes.
 
 Runs go in this process, except where a real signal or an exception that must go uncaught needs a process of its
 own: those are forked from a per-framework zygote that imported the framework once
@@ -67,12 +70,13 @@ CALLBACK_PROBLEMS = ("monitor-", "adapter-", "crash-report", "signal-report", "a
 @dataclass(frozen=True)
 class Expected:
     """One alert. ``title`` is a regular expression (full match) and ``says`` regular expressions the text must
-    contain; both may name ``{loss}`` and ``{val_loss}``, the framework's keys (:data:`KEYS`)."""
+    contain; both may name ``{loss}`` and ``{val_loss}``, the framework's keys (:data:`KEYS`). ``epoch`` ``None``:
+    the alert need not name one (a rule's alert comes from the rule engine, which knows steps)."""
 
     level: str
     title: str
     step: int
-    epoch: int
+    epoch: int | None
     says: tuple[str, ...] = ()
     summary: bool = False
 
@@ -99,6 +103,8 @@ class Case:
     frameworks: tuple[str, ...] = FRAMEWORKS
     options: tuple[tuple[str, Any], ...] = ()
     """``AlertCallback`` options besides the alerter and the run name (in-process cases only)."""
+    rule_above: tuple[str, float] | None = None
+    """A local rule ``RunEvent.metric(name) > threshold``, as ``(name, threshold)`` (in-process cases only)."""
 
 
 CASES = (
@@ -113,7 +119,7 @@ CASES = (
     # names step 5, not the epoch's end.
     Case(
         "nan_logged_value",
-        Spec(epochs=1, batches=16, nan_logged_at=4, sequence_model=True),
+        Spec(epochs=1, batches=16, aux_at=4, sequence_model=True),
         (nonfinite("aux_loss", 5, 1), fit_summary(16, 1, 1, "max_epochs")),
     ),
     # The same, logged from inside the training step: Lightning's self.log_dict in training_step, transformers'
@@ -121,9 +127,17 @@ CASES = (
     # batch's end (the case above).
     Case(
         "nan_logged_in_step",
-        Spec(epochs=1, batches=16, nan_logged_at=4, log_in_step=True),
+        Spec(epochs=1, batches=16, aux_at=4, log_in_step=True),
         (nonfinite("aux_loss", 5, 1), fit_summary(16, 1, 1, "max_epochs")),
         frameworks=("lightning", "transformers"),
+    ),
+    # A local rule on the logged aux_loss (100 at step 5, 0.25 at the others; in Keras the epoch's running mean):
+    # it becomes true at step 5 and fires once, naming that step.
+    Case(
+        "rule_on_logged_value",
+        Spec(epochs=1, batches=16, aux_at=4, aux_value=100.0),
+        (Expected("WARN", r"Rule: .*aux_loss.*", 5, None), fit_summary(16, 1, 1, "max_epochs")),
+        rule_above=("aux_loss", 1.0),
     ),
     # Only the validation loss is NaN: found at the first validation, after step 4 (epoch 1).
     Case(
@@ -208,6 +222,13 @@ def _params() -> Iterator[Any]:
             yield pytest.param(case, framework, id=f"{case.name}-{framework}", marks=marks)
 
 
+REPEATED_FIELDS = (("value", "metric value"), ("run", "run id"))
+"""Pairs of fields that say the same thing: an alert carries one of each pair."""
+
+SUMMARY_NOISE = r"flos|runtime|per_second"
+"""Left out of summaries by default (transformers' ``total_flos``, ``train_runtime``, ``*_per_second``)."""
+
+
 # -- running ------------------------------------------------------------------------------------------------------
 def in_child(case: Case, framework: str) -> bool:
     """Whether the case needs a process of its own: a real signal, or a crash that must go uncaught to reach
@@ -282,7 +303,13 @@ def run_in_process(case: Case, framework: str, alerter: Any) -> Any:
     """Run ``case`` here with runalert's callback sending through ``alerter``; the run's outcome (or ``None``)."""
     runs = importlib.import_module(f"integrations._conformance_scripts.{framework}_runs")
     adapter = importlib.import_module(f"runalert.{framework}")
-    callback = adapter.AlertCallback(alerter=alerter, run_name=f"conformance-{case.name}", **dict(case.options))
+    options = dict(case.options)
+    if case.rule_above is not None:
+        from runalert.automations import RunEvent
+
+        metric, threshold = case.rule_above
+        options["rules"] = [RunEvent.metric(metric) > threshold]
+    callback = adapter.AlertCallback(alerter=alerter, run_name=f"conformance-{case.name}", **options)
     restore = threads_for_tiny_models()
     try:
         if case.how == CRASH:
@@ -322,15 +349,24 @@ def check_alerts(received: list[dict[str, Any]], case: Case, framework: str) -> 
         assert got.get("level") == want.level, f"{title}: level {got.get('level')}, not {want.level}: {context}"
         assert got.get("run") == f"conformance-{case.name}", context
         assert fields.get("step") == str(want.step), f"{title}: step field {fields.get('step')!r}: {context}"
-        assert fields.get("epoch") == str(want.epoch), f"{title}: epoch field {fields.get('epoch')!r}: {context}"
+        if want.epoch is not None:
+            assert fields.get("epoch") == str(want.epoch), f"{title}: epoch field {fields.get('epoch')!r}: {context}"
         for pattern in want.says:
             assert re.search(pattern.format(**keys), text), f"{title}: the text does not say {pattern!r}: {context}"
         named_epochs = {int(n) for n in re.findall(r"\bepoch (\d+)", text)}
-        assert named_epochs <= {want.epoch}, f"{title}: the text names epoch(s) {named_epochs}: {context}"
+        if want.epoch is not None:
+            assert named_epochs <= {want.epoch}, f"{title}: the text names epoch(s) {named_epochs}: {context}"
         if not want.summary:  # the step the text names is the step field
             named_steps = {int(n) for n in re.findall(r"\bstep (\d+)", text)}
             assert named_steps <= {want.step}, f"{title}: the text names step(s) {named_steps}: {context}"
         assert "\x1b" not in text + str(got.get("title")), f"{title}: terminal escape codes left in: {context}"
+        for one, other in REPEATED_FIELDS:
+            assert not {one, other} <= fields.keys(), f"{title}: fields {one!r} and {other!r} both: {context}"
+        if want.summary:
+            assert not re.search(SUMMARY_NOISE, text), f"{title}: framework noise in the summary: {context}"
+            source = KEYS[framework]["loss"]
+            if source != "loss" and f"{source}=nan" in text:  # the framework's filtered value is left out
+                assert not re.search(r"(^|[\s,:])loss=", text), f"{title}: loss= beside {source}=nan: {context}"
 
 
 def check_outcome(outcome: Any, case: Case, framework: str) -> None:

@@ -44,16 +44,16 @@ class _Faults(keras.layers.Layer):
 
 class _AuxLoss(keras.metrics.Metric):
     """A metric named ``aux_loss`` in the batch logs (the epoch's running mean, as Keras' metrics are): 0.25 a
-    batch, NaN for a batch while ``flag`` is set."""
+    batch, ``value`` for a batch while ``flag`` is set."""
 
-    def __init__(self, flag: Any) -> None:
+    def __init__(self, flag: Any, value: float) -> None:
         super().__init__(name="aux_loss")
-        self.flag = flag
+        self.flag, self.value = flag, value
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.total.assign_add(keras.ops.where(self.flag > 0, math.nan, 0.25))
+        self.total.assign_add(keras.ops.where(self.flag > 0, self.value, 0.25))
         self.count.assign_add(1.0)
 
     def result(self) -> Any:
@@ -74,8 +74,8 @@ class _Schedule(keras.callbacks.Callback):
             self.faults.train_nan.assign(1.0)
         if spec.crash_at == micro:
             self.faults.crash = f"simulated failure at step {spec.step_of(micro)}"
-        if spec.nan_logged_at is not None:
-            self.aux_flag.assign(1.0 if micro == spec.nan_logged_at else 0.0)
+        if spec.aux_at is not None:
+            self.aux_flag.assign(1.0 if micro == spec.aux_at else 0.0)
 
 
 class _WaitAfterStep(keras.callbacks.Callback):
@@ -122,7 +122,7 @@ def run(spec: Spec, callback: Any, ready: Path | None = None) -> Outcome:
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, gradient_accumulation_steps=accumulate),
         loss="sparse_categorical_crossentropy",
-        metrics=[_AuxLoss(aux_flag)] if spec.nan_logged_at is not None else None,
+        metrics=[_AuxLoss(aux_flag, spec.aux_value)] if spec.aux_at is not None else None,
     )
     callbacks: list[Any] = [callback] if callback is not None else []
     callbacks.append(_Schedule(spec, faults, aux_flag))

@@ -33,8 +33,8 @@ class _Faults:
         loss = out["loss"] if isinstance(out, dict) else out
         if spec.nan_loss_from is not None and micro >= spec.nan_loss_from:
             loss = loss * math.nan
-        if spec.nan_logged_at is not None:
-            aux = loss.detach() * 0.0 + (math.nan if micro == spec.nan_logged_at else 0.25)
+        if spec.aux_at is not None:
+            aux = loss.detach() * 0.0 + (spec.aux_value if micro == spec.aux_at else 0.25)
             if spec.log_in_step:
                 self.log_dict({"aux_loss": aux, "aux_weight": 0.5})  # type: ignore[attr-defined]
             else:

@@ -12,6 +12,7 @@ Counting, the same in the three runners:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -39,8 +40,9 @@ class Spec:
         early_stop: the framework's EarlyStopping on the validation loss, patience 1, with a ``min_delta`` no
             loss can beat: it stops after the second validation.
         nan_loss_from: the loss the model returns is NaN from this micro-batch on.
-        nan_logged_at: a logged ``aux_loss`` (Lightning ``self.log``, transformers ``Trainer.log``, a Keras metric
-            in the batch logs) is NaN for this micro-batch's step (finite before).
+        aux_at: a logged ``aux_loss`` (Lightning ``self.log``, transformers ``Trainer.log``, a Keras metric
+            in the batch logs) is ``aux_value`` (NaN unless told) for this micro-batch's step, 0.25 for the others.
+        aux_value: the value of ``aux_loss`` at ``aux_at``.
         log_in_step: ``aux_loss`` is logged from inside the training step (Lightning ``self.log_dict`` in
             ``training_step``; transformers ``Trainer.log`` in ``compute_loss``, before the step completes) instead
             of the usual way (Lightning ``self.log``; transformers added to the Trainer's own log after the step).
@@ -60,7 +62,8 @@ class Spec:
     validate: bool = False
     early_stop: bool = False
     nan_loss_from: int | None = None
-    nan_logged_at: int | None = None
+    aux_at: int | None = None
+    aux_value: float = math.nan
     log_in_step: bool = False
     nan_val: bool = False
     crash_at: int | None = None

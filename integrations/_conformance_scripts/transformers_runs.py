@@ -89,15 +89,15 @@ class _AuxLogging(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and not self.spec.log_in_step:  # a training log, after the step it belongs to
-            bad = self.spec.step_of(self.spec.nan_logged_at or 0) == self.state.global_step
-            logs = {**logs, "aux_loss": math.nan if bad else 0.25}
+            bad = self.spec.step_of(self.spec.aux_at or 0) == self.state.global_step
+            logs = {**logs, "aux_loss": self.spec.aux_value if bad else 0.25}
         super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model: Any, *args: Any, **kwargs: Any) -> Any:
         result = super().compute_loss(model, *args, **kwargs)
         if self.spec.log_in_step and model.training:
             micro, self.micro = self.micro, self.micro + 1
-            self.log({"aux_loss": math.nan if micro == self.spec.nan_logged_at else 0.25})
+            self.log({"aux_loss": self.spec.aux_value if micro == self.spec.aux_at else 0.25})
         return result
 
 
@@ -131,7 +131,7 @@ def run(spec: Spec, callback: Any, ready: Path | None = None) -> Outcome:
             gradient_accumulation_steps=spec.accumulate,
             eval_strategy="epoch" if spec.validate else "no",
             metric_for_best_model="eval_loss" if spec.early_stop else None,
-            logging_steps=1 if spec.nan_logged_at is not None else 500,
+            logging_steps=1 if spec.aux_at is not None else 500,
             learning_rate=1e-3,
             save_strategy="no",
             report_to="none",
@@ -140,7 +140,7 @@ def run(spec: Spec, callback: Any, ready: Path | None = None) -> Outcome:
             dataloader_num_workers=0,
             seed=0,
         )
-        trainer_class = _AuxLogging if spec.nan_logged_at is not None else Trainer
+        trainer_class = _AuxLogging if spec.aux_at is not None else Trainer
         trainer = trainer_class(
             model=model,
             args=args,

@@ -284,6 +284,17 @@ def test_strict_numbers_still_take_numbers_and_non_finite_spellings(client: Any)
     assert client.post(f"{P}/p/runs/r/metrics", json={"rows": [], "dropped": "3"}).status_code == 422
 
 
+def test_the_dropped_count_saturates_instead_of_overflowing(client: Any) -> None:
+    client.put(f"{P}/p/runs/r", json={})
+    for _ in range(3):  # three counts of 2**62: past int64 if added up
+        assert client.post(f"{P}/p/runs/r/metrics", json={"rows": [], "dropped": 2**62}).status_code == 200
+    run = client.get(f"{P}/p/runs/r")
+    assert (run.status_code, run.json()["dropped"]) == (200, 2**62)
+    assert (
+        client.post(f"{P}/p/runs/r/metrics", json={"rows": [{"metrics": {"a": 1.0}}], "dropped": 1}).status_code == 200
+    )
+
+
 # -- 3. keys never logged --------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_keys_in_query_strings_never_reach_the_access_log(served: Any, tmp_path: Path) -> None:

@@ -152,6 +152,13 @@ CASES = (
         (Expected("ERROR", "Run crashed: RuntimeError", 3, 1, (r"\bat step 3\b", "simulated failure at step 3")),),
         how=CRASH,
     ),
+    # The same under 4-way gradient accumulation, in the second micro-batch of step 3 (micro-batch 9).
+    Case(
+        "exception_mid_accumulation",
+        Spec(epochs=1, batches=16, accumulate=4, crash_at=9),
+        (Expected("ERROR", "Run crashed: RuntimeError", 3, 1, (r"\bat step 3\b", "simulated failure at step 3")),),
+        how=CRASH,
+    ),
     # SIGTERM after step 2 completed, before step 3: one ERROR preemption at step 3 (the step being computed).
     Case(
         "sigterm",

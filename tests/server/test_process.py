@@ -79,3 +79,27 @@ def test_serve_refuses_a_public_bind_without_keys(isolated_env: Any, database_ur
     )
     assert done.returncode == 2
     assert "no API keys" in done.stdout + done.stderr
+
+
+def test_serve_with_an_unusable_home_says_so_once(tmp_path: Any) -> None:
+    """A home that cannot be created (a parent is a file): one message naming the home, exit code 2, and no
+    traceback (it was a page of one)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("not a folder")
+    home = tmp_path / "file" / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")} | {"RUNALERT_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "runalert.server", "--port", "0"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, out
+    assert f"cannot use the server's home {home}" in out
+    assert "Traceback" not in out and "Error" not in out

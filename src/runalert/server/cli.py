@@ -52,7 +52,10 @@ def serve(  # noqa: PLR0917 - typer options
     if heartbeat_timeout is not None:
         overrides["heartbeat_timeout"] = heartbeat_timeout
     settings = ServerSettings(**overrides)
-    context = ServerContext(settings)
+    try:
+        context = ServerContext(settings)
+    except OSError as exc:
+        raise _unusable_home(settings.home, exc) from None
     with context.db.session() as session:
         has_keys = session.query(ApiKey.id).first() is not None
     if not has_keys and not insecure and not is_loopback(host):
@@ -87,7 +90,23 @@ def _database(database_url: str | None) -> Any:
 
     overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
     settings = ServerSettings(**overrides)
-    return Database(settings.resolved_database_url)
+    try:
+        return Database(settings.resolved_database_url)
+    except OSError as exc:
+        raise _unusable_home(settings.home, exc) from None
+
+
+def _unusable_home(home: Path, exc: OSError) -> typer.Exit:
+    """One message (no traceback) when the server's home or database cannot be created or opened."""
+    reason = exc.strerror or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    err.print(
+        f"[red]cannot use the server's home {home} ({reason}{where}).[/red] Set RUNALERT_HOME to a folder this "
+        "user can create and write, or RUNALERT_DATABASE_URL and RUNALERT_SECRET_KEY.",
+        highlight=False,
+        soft_wrap=True,  # one line, whatever the terminal's width (a path is never cut)
+    )
+    return typer.Exit(2)
 
 
 DbOpt = typer.Option(None, "--database-url", envvar="RUNALERT_DATABASE_URL", help="SQLAlchemy URL.")

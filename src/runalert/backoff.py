@@ -59,11 +59,10 @@ class Backoff:
     max_retry_after: float = 300.0
 
     def __post_init__(self) -> None:
-        for name in ("initial", "maximum", "max_retry_after"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, not {getattr(self, name)!r}")
-        if not self.jitter >= 0:
-            raise ValueError(f"jitter must be >= 0 seconds, not {self.jitter!r}")
+        for name in ("initial", "maximum", "jitter", "max_retry_after"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < float("inf")):
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
 
     def base(self, attempt: int) -> float:
         """The wait before retry ``attempt`` without jitter."""

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, stop_never
-from tenacity.wait import wait_exponential, wait_random
 
 from runalert._log import log_once, logger
 from runalert.alert import Alert
 from runalert.alerting.ratelimit import TokenBucket
 from runalert.alerting.stats import AlerterStats
+from runalert.backoff import Backoff
 from runalert.channels.base import Channel, PermanentError, TransientError
 
 __all__ = ["ChannelWorker", "RetryPolicy"]
@@ -70,7 +70,7 @@ class ChannelWorker:
         self._pid = os.getpid()
         self._bucket = TokenBucket(channel.rate_limit) if channel.rate_limit else None
         self._failing = False
-        self._backoff = wait_exponential(multiplier=retry.initial, max=retry.max_backoff) + wait_random(0, retry.jitter)
+        self._backoff = Backoff(retry.initial, retry.max_backoff, retry.jitter, retry.max_retry_after)
 
     # -- the caller's side ---------------------------------------------------------------------------------
     def put(self, alert: Alert) -> bool:
@@ -165,9 +165,8 @@ class ChannelWorker:
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, TransientError) and error.retry_after is not None:
-            return min(error.retry_after, self._retry.max_retry_after)
-        return float(self._backoff(state))
+        retry_after = error.retry_after if isinstance(error, TransientError) else None
+        return self._backoff.delay(state.attempt_number, retry_after)
 
     def _attempt(self, alert: Alert) -> None:
         if self._bucket is not None:

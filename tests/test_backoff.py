@@ -56,3 +56,14 @@ def test_a_receivers_retry_after_replaces_the_backoff_up_to_a_cap() -> None:
 def test_bad_policies_are_refused_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"{field} must be a number of seconds >= 0"):
         Backoff(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_client_reads_a_429s_http_date_too() -> None:
+    from runalert.client.rest import NO_RETRY, Client, ServerUnavailableError
+    from tests.hostile import HostileReceiver, http_date, rate_limited
+
+    with HostileReceiver(rate_limited(http_date(60))) as server:
+        client = Client(server.url(""), project="p", retry=NO_RETRY)
+        with pytest.raises(ServerUnavailableError) as info:
+            client.request("GET", "/api/v1/projects")
+    assert info.value.retry_after is not None and 40 < info.value.retry_after <= 60

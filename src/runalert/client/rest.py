@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json as _json
 import os
-import random
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from runalert._log import logger
+from runalert.backoff import Backoff, parse_retry_after
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -165,13 +165,7 @@ def _short(detail: Any) -> str:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))  # seconds or an HTTP date
 
 
 class Client:
@@ -310,11 +304,8 @@ class Client:
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome is not None else None
-            after = getattr(error, "retry_after", None)
-            if after is not None:
-                return float(min(after, policy.max_retry_after))
-            backoff = min(policy.max_backoff, policy.initial * 2 ** max(0, state.attempt_number - 1))
-            return float(backoff + random.uniform(0, policy.jitter))
+            backoff = Backoff(policy.initial, policy.max_backoff, policy.jitter, policy.max_retry_after)
+            return backoff.delay(state.attempt_number, getattr(error, "retry_after", None))
 
         retrying = Retrying(
             stop=stop_after_attempt(max(1, policy.attempts)),

@@ -255,7 +255,7 @@ def zygotes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     started = {
         framework: Zygote(framework, tmp_path_factory.mktemp("zygote") / f"{framework}.log")
         for framework in sorted(needed)
-        if importlib.util.find_spec(MODULES[framework].split(".")[0]) is not None
+        if hasattr(os, "fork") and importlib.util.find_spec(MODULES[framework].split(".")[0]) is not None
     }
     yield started
     for zygote in started.values():
@@ -406,6 +406,8 @@ def test_conformance(
         check_alerts(receiver.alerts(), case, framework)
         return
 
+    if not hasattr(os, "fork"):
+        pytest.skip("the runs with a process of their own are forked from a zygote: POSIX only")
     zygote = zygotes[framework]
     without = None
     if case.how in (SIGTERM, SIGINT):

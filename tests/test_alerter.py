@@ -18,17 +18,7 @@ import runalert
 from runalert import Alert, Alerter, AlertLevel
 from runalert.alerting import RetryPolicy, Spool
 from runalert.channels import Console, Webhook
-from tests.support import FAST_RETRY, wait_for
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FAST_RETRY, Clock, wait_for
 
 
 def received(server: HTTPServer, path: str = "/hook") -> list[dict]:

@@ -27,17 +27,9 @@ from runalert.automations import (
     set_default_engine,
 )
 from runalert.channels import Webhook
-from tests.support import FAST_RETRY, wait_for
+from tests.support import FAST_RETRY, Clock, wait_for
 
 loss = RunEvent.metric("loss")
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def received(server: HTTPServer, path: str = "/hook") -> list[dict]:

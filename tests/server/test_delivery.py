@@ -7,30 +7,10 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
-from tests.support import wait_for
+from tests.support import Receiver, wait_for
 
 P = "/api/v1/projects"
-
-
-class Receiver:
-    """Records every request; answers with the statuses queued in ``script`` (then 200)."""
-
-    def __init__(self, httpserver: HTTPServer, path: str = "/hook", script: list[int] | None = None) -> None:
-        self.requests: list[tuple[dict[str, str], Any]] = []
-        self.script = list(script or [])
-        self.url = httpserver.url_for(path)
-        httpserver.expect_request(path).respond_with_handler(self.handle)
-
-    def handle(self, request: Request) -> Response:
-        self.requests.append((dict(request.headers), json.loads(request.get_data() or b"null")))
-        status = self.script.pop(0) if self.script else 200
-        return Response("ok" if status < 400 else "no", status=status, headers={"Retry-After": "0"})
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [body for _headers, body in self.requests]
 
 
 def _alert(client: Any, deliveries: int = 1) -> dict[str, Any]:

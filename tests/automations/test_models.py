@@ -324,3 +324,17 @@ def test_invalid_construction_names_the_field_and_what_is_allowed(build: object,
 def test_event_rshift_rejects_non_actions() -> None:
     with pytest.raises(TypeError, match="SendNotification, SendWebhook or DoNothing"):
         OnRunMetric(filter=loss > 1) >> "slack"  # type: ignore[operator]
+
+
+def test_a_regex_filter_matches_in_linear_time_on_a_hostile_name() -> None:
+    # With a backtracking engine this search takes hours (each character doubles it) and, on the server, holds
+    # the event loop; pytest's timeout fails the test then. RE2 answers at once.
+    hostile = RunEvent.name.matches_regex(r"^(a+)+$")
+    assert not hostile.matches({"display_name": "a" * 64 + "!"})
+    assert hostile.matches({"display_name": "a" * 64})
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"foo(?=bar)", r"(?<!x)y"])
+def test_a_regex_outside_re2_syntax_is_refused_naming_why(pattern: str) -> None:
+    with pytest.raises(ValueError, match="RE2 syntax"):
+        RunEvent.name.matches_regex(pattern)

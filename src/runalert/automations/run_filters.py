@@ -6,10 +6,11 @@ is evaluated against a run's attributes with :meth:`matches`.
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
+import re2
 from pydantic import Field, field_validator, model_validator
 
 from runalert.automations._base import Model
@@ -55,11 +56,22 @@ def _flatten(node: Any, kind: type) -> list[Any]:
     return list(getattr(node, "filters", ())) if isinstance(node, kind) else [node]
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, whose matching time is linear in the text's length.
+
+    A ``$regex`` filter runs on the server against names that clients choose; with a backtracking engine
+    (``re``) a pattern such as ``^(a+)+$`` against ``"a" * 40 + "!"`` would hold the server for hours. RE2 is
+    also the syntax W&B's own ``$regex`` filters use.
+    """
+    return re2.compile(pattern)
+
+
 class FieldFilter(_Combinable, Model):
     """One test on one attribute: ``{"field": "display_name", "op": "$contains", "value": "bert"}``.
 
     On list attributes (``tags``, ``alias``), ``$eq``/``$contains`` mean "is one of them", ``$in`` "any of them
-    is in the list", ``$regex`` "any of them matches" (``re.search``); ``$ne``/``$nin`` are their negations.
+    is in the list", ``$regex`` "any of them matches" (a search, in RE2 syntax); ``$ne``/``$nin`` are their negations.
     """
 
     kind: Literal["field"] = "field"
@@ -85,9 +97,12 @@ class FieldFilter(_Combinable, Model):
             raise ValueError(f"value for {self.op} must be a string, not {self.value!r}")
         if self.op == "$regex":
             try:
-                re.compile(str(self.value))
-            except re.error as exc:
-                raise ValueError(f"value {self.value!r} is not a valid regular expression: {exc}") from None
+                _pattern(str(self.value))
+            except re2.error as exc:
+                raise ValueError(
+                    f"value {self.value!r} is not a valid regular expression in RE2 syntax (as W&B's; no "
+                    f"backreferences or lookaround, so that matching takes linear time): {exc}"
+                ) from None
         return self
 
     def matches(self, attrs: Mapping[str, Any]) -> bool:
@@ -107,7 +122,7 @@ class FieldFilter(_Combinable, Model):
             return not any(item in value for item in items)
         if self.op == "$contains":
             return str(value) in items[0] if single else value in items
-        pattern = re.compile(str(value))
+        pattern = _pattern(str(value))
         return any(pattern.search(item) for item in items)
 
     def __repr__(self) -> str:

@@ -203,3 +203,16 @@ def test_retry_after_is_read_as_seconds_and_as_an_http_date() -> None:
     assert isinstance(seconds, TransientError) and seconds.retry_after == 7.0
     assert isinstance(date, TransientError) and date.retry_after is not None
     assert 100 < date.retry_after <= 120
+
+
+def test_the_deadline_holds_through_an_http_proxy_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runalert.channels import TransientError
+    from tests.hostile import HostileReceiver, trickles
+
+    with HostileReceiver(trickles(0.2, headers_too=True)) as proxy:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        outcome = _outcome(Webhook("http://127.0.0.1:9/hook", timeout=1.0))
+        assert proxy.received and proxy.received[0].path == "http://127.0.0.1:9/hook"  # it went through the proxy
+    assert isinstance(outcome, TransientError) and "within 1 s (the whole attempt" in outcome.reason

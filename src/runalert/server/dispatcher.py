@@ -149,7 +149,12 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher: claiming failed")
                 jobs = []
-            for job in jobs:
+            for job in jobs:  # in flight until _run_job ends it: the next claim skips its integration
+                with self._lock:
+                    self._inflight += 1
+                    self._project_busy[job.project_id] += 1
+                    if job.integration_id is not None:
+                        self._integration_busy.add(job.integration_id)
                 assert self._pool is not None
                 self._pool.submit(self._run_job, job)
             if jobs:
@@ -202,9 +207,9 @@ class Dispatcher:
     def claim(self, limit: int, *, fair: bool = False) -> list[_Job]:
         """Lease up to ``limit`` due rows (the head of each integration's queue) to this dispatcher.
 
-        With ``fair`` (the background loop), the jobs count as in flight here until :meth:`_run_job` ends them:
-        integrations in flight are skipped, no project gets more than :attr:`project_share` workers, and the
-        rows are taken round-robin across projects. On SQLite the due rows are looked for in a read transaction
+        With ``fair`` (the background loop, which counts the jobs as in flight until :meth:`_run_job` ends
+        them): integrations in flight here are skipped, no project gets more than :attr:`project_share` workers,
+        and the rows are taken round-robin across projects. On SQLite the due rows are looked for in a read transaction
         first (plain SQL: this runs after every delivery and every poll, beside the ingest), and the write lock
         is taken only when there are some; the lease is a conditional ``UPDATE``, so a row claimed meanwhile by
         another process is skipped."""
@@ -218,14 +223,14 @@ class Dispatcher:
             with self.db.session() as session:
                 rows = self._due(session, now, fetch, busy_projects, busy_integrations, lock=True)
                 seqs = self._fair(rows, limit, taken) if fair else [seq for seq, _ in rows]
-                return self._lease(session, seqs, now, fair)
+                return self._lease(session, seqs, now)
         with self.db.read_session() as session:
             rows = self._due(session, now, fetch, busy_projects, busy_integrations, lock=False)
         seqs = self._fair(rows, limit, taken) if fair else [seq for seq, _ in rows]
         if not seqs:
             return []
         with self.db.session() as session:
-            return self._lease(session, seqs, now, fair)
+            return self._lease(session, seqs, now)
 
     @staticmethod
     def _due(
@@ -267,7 +272,7 @@ class Dispatcher:
                 break
         return sorted(chosen)
 
-    def _lease(self, session: Any, seqs: list[int], now: float, fair: bool = False) -> list[_Job]:
+    def _lease(self, session: Any, seqs: list[int], now: float) -> list[_Job]:
         jobs: list[_Job] = []
         free = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
         policy = destination_policy(self.settings, keys_exist(session)) if seqs else None
@@ -281,14 +286,7 @@ class Dispatcher:
                 continue
             delivery = session.get(Delivery, seq)
             assert delivery is not None and policy is not None
-            job = self._prepare(session, delivery, policy)
-            if fair:
-                with self._lock:
-                    self._inflight += 1
-                    self._project_busy[job.project_id] += 1
-                    if job.integration_id is not None:
-                        self._integration_busy.add(job.integration_id)
-            jobs.append(job)
+            jobs.append(self._prepare(session, delivery, policy))
         return jobs
 
     def _prepare(self, session: Any, delivery: Delivery, policy: DestinationPolicy) -> _Job:

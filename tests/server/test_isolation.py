@@ -66,3 +66,25 @@ def test_an_integration_in_flight_is_not_claimed_again_when_its_lease_runs_out(m
         assert receiver.connections == 1
     finally:
         receiver.stop()
+
+
+def test_every_attempt_ends_at_the_delivery_timeout_and_each_trick_is_recorded(make_client: Any) -> None:
+    from tests.hostile import closes_mid_body, hangs, huge
+
+    script = [trickles(0.2, headers_too=True), huge(status=500), closes_mid_body(status=503), hangs()]
+    with HostileReceiver(script, default=ok()) as receiver:
+        client = make_client(delivery_timeout=1)
+        _hook(client, "a", "hostile", receiver.url())
+        client.post(f"{P}/a/alerts", json={"title": "persistent"})
+
+        def delivery() -> dict[str, Any]:
+            return client.get(f"{P}/a/alerts").json()[0]["deliveries"][0]  # type: ignore[no-any-return]
+
+        assert wait_for(lambda: delivery()["status"] == "delivered", timeout=60)
+        assert len(receiver.received) == 5
+    log = delivery()["attempt_log"]
+    assert [a["outcome"] for a in log] == ["retry"] * 4 + ["delivered"]
+    errors = [a["error"] for a in log[:4]]
+    assert errors[0] == errors[3] == "no answer within 1 s (the whole attempt's deadline)"
+    assert errors[1].startswith("HTTP 500 Internal Server Error: xxxx") and len(errors[1]) < 100
+    assert errors[2].startswith("HTTP 503 Service Unavailable: yyyy") and len(errors[2]) < 100

@@ -216,9 +216,7 @@ def post(
                 raise PermanentError(str(exc)) from None
             except requests.RequestException as exc:
                 if attempt.expired:
-                    raise TransientError(
-                        f"no answer within {timeout:g} s (the whole attempt's deadline)"
-                    ) from None
+                    raise TransientError(f"no answer within {timeout:g} s (the whole attempt's deadline)") from None
                 if isinstance(exc, requests.Timeout):
                     raise TransientError(f"no answer within {timeout:g} s") from None
                 if isinstance(exc, requests.ConnectionError):

@@ -9,8 +9,9 @@ without writing them:
   ``database_url`` fixture in its ``postgresql`` variant);
 - ``chromium``: every test that uses the ``chromium`` fixture, lives in a file named ``*chromium*`` or calls a
   function whose name contains ``chromium``;
-- ``slow``: every test that starts a process: a server (``server_process``, ``make_server``), a browser, or a
-  training script (a test function that calls ``run_example``). ``pytest -m "not slow"`` leaves them out.
+- ``slow``: every test that starts a process: a server (``server_process``, ``make_server``, ``metric_server``,
+  ``hub``), a browser, or a training script (a test function that calls ``run_example``). ``pytest -m "not
+  slow"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ INTEGRATIONS = ROOT / "integrations"
 
 POSTGRES_FIXTURES = frozenset({"postgres_server", "_postgres_dropper"})
 CHROMIUM_FIXTURES = frozenset({"chromium"})
-SLOW_FIXTURES = frozenset({"server_process", "make_server"})
+SLOW_FIXTURES = frozenset({"server_process", "make_server", "metric_server", "hub"})
 SLOW_CALLS = frozenset({"run_example"})
 NEVER_SKIPPED_IN_CI = ("postgres", "chromium")
 

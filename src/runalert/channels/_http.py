@@ -208,7 +208,7 @@ def post(
                     url,
                     data=data,
                     headers=all_headers,
-                    timeout=(min(timeout, 5.0), timeout),
+                    timeout=(min(timeout, 5.0), timeout + 1.0),  # reads: the deadline ends them first
                     stream=True,
                     allow_redirects=False,
                 )

@@ -161,11 +161,12 @@ class Email(Channel):
 
     def _converse(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
         context = self.ssl_context or ssl_module.create_default_context()
+        per_read = self.timeout + 1.0  # the attempt's deadline ends a slow conversation first
         server: smtplib.SMTP
         if self.ssl:
-            server = _SMTPSSL(self.host, self.port, timeout=self.timeout, context=context)
+            server = _SMTPSSL(self.host, self.port, timeout=per_read, context=context)
         else:
-            server = _SMTP(self.host, self.port, timeout=self.timeout)
+            server = _SMTP(self.host, self.port, timeout=per_read)
         with server:
             if self.starttls:
                 server.starttls(context=context)

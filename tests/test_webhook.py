@@ -216,3 +216,48 @@ def test_the_deadline_holds_through_an_http_proxy_too(monkeypatch: pytest.Monkey
         outcome = _outcome(Webhook("http://127.0.0.1:9/hook", timeout=1.0))
         assert proxy.received and proxy.received[0].path == "http://127.0.0.1:9/hook"  # it went through the proxy
     assert isinstance(outcome, TransientError) and "within 1 s (the whole attempt" in outcome.reason
+
+
+def test_https_verifies_the_host_name_on_the_connection_made_to_the_checked_address(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+    import subprocess
+
+    from pytest_httpserver import HTTPServer as Server
+
+    from runalert.channels import PermanentError, TransientError
+    from runalert.channels._net import DestinationPolicy
+    from tests.hostile import ended_with
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost"
+    subprocess.run(
+        ["openssl", *request.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = Server(host="127.0.0.1", ssl_context=context)
+    server.start()
+    try:
+        server.expect_request("/hook").respond_with_data("ok")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        good = Webhook(f"https://localhost:{server.port}/hook")
+        good.policy = DestinationPolicy(allow_loopback=True)  # connects to the checked 127.0.0.1, as "localhost"
+        assert ended_with(lambda: good.send(Alert(title="x"))) is None
+        # The certificate names localhost, not 127.0.0.1: the connection made to the address is still verified.
+        wrong = Webhook(f"https://127.0.0.1:{server.port}/hook")
+        outcome = ended_with(lambda: wrong.send(Alert(title="y")))
+        assert isinstance(outcome, TransientError)
+        # A policy that does not allow loopback refuses the HTTPS connection before it is made.
+        refused = Webhook(f"https://localhost:{server.port}/hook")
+        refused.policy = DestinationPolicy()
+        outcome = ended_with(lambda: refused.send(Alert(title="z")))
+        assert isinstance(outcome, PermanentError) and "localhost (127.0.0.1) is a loopback address" in outcome.reason
+        assert [request.path for request, _ in server.log] == ["/hook"]
+    finally:
+        server.clear()
+        server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,7 +159,9 @@ class _Adapter(HTTPAdapter):
 
 def _session(policy: DestinationPolicy | None) -> requests.Session:
     session = requests.Session()
-    session.trust_env = policy is None  # with a policy, connect directly: it must see the address connected to
+    if policy is not None:  # connect directly (no proxy from the environment): the policy must see the address
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

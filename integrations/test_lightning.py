@@ -423,9 +423,9 @@ class Logging(Tiny):
     default there), a scripted ``aux_loss`` (NaN in optimizer step ``aux_nan_at``) and ``train_loss`` (10.0 from
     step ``loss_jump_at`` on), besides a key logged on step and epoch both."""
 
-    def __init__(self, aux_nan_at: int | None = None, loss_jump_at: int | None = None) -> None:
+    def __init__(self, aux_nan_at: int | None = None, loss_jump_at: int | None = None, epoch_key: bool = True) -> None:
         super().__init__()
-        self.aux_nan_at, self.loss_jump_at = aux_nan_at, loss_jump_at
+        self.aux_nan_at, self.loss_jump_at, self.epoch_key = aux_nan_at, loss_jump_at, epoch_key
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -434,7 +434,8 @@ class Logging(Tiny):
         jumped = self.loss_jump_at is not None and step >= self.loss_jump_at
         aux = torch.tensor(math.nan if step == self.aux_nan_at else 0.25)
         self.log_dict({"train_loss": torch.tensor(10.0) if jumped else torch.tensor(1.0), "aux_loss": aux})
-        self.log("seen", float(step), on_step=True, on_epoch=True)
+        if self.epoch_key:
+            self.log("seen", float(step), on_step=True, on_epoch=True)
         return loss
 
 
@@ -482,3 +483,14 @@ def test_a_server_stores_each_logged_value_once_per_step_in_order(alerter: Alert
     # Logged on epoch too: its epoch mean once per epoch, at the epoch's last step.
     assert [step for step, _value, _time in series["seen_epoch"]] == [per_epoch * e for e in range(1, epochs + 1)]
     assert [step for step, _value, _time in series["val_loss"]] == [per_epoch * e for e in range(1, epochs + 1)]
+
+
+def test_a_nan_in_an_epochs_last_step_is_reported_with_that_epoch(receiver: Receiver, alerter: Alerter) -> None:
+    # Reads every 3 steps: step 8, the first epoch's last, would be read at step 9, in the second epoch; the
+    # epoch's end reads what is held first (also with no epoch-level value logged).
+    callback = AlertCallback(alerter=alerter, run_name="lit-epoch-end", check_every_n_steps=3)
+    trainer(callback, max_steps=-1, max_epochs=2).fit(Logging(aux_nan_at=8, epoch_key=False), loader(64))
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "8" and nan["fields"]["epoch"] == "1", nan
+    assert "at step 8, epoch 1," in nan["text"]

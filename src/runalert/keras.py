@@ -219,8 +219,8 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
                 values = plain_metrics(logs)
                 repeated = self._last_logs
                 new = {key: value for key, value in values.items() if key not in repeated}
-                if new:
-                    self.monitor.metrics(new, step=self._last_step(), epoch=int(epoch) + 1, stage="fit")
+                # Also with nothing new: the held values are read now, with the epoch they belong to.
+                self.monitor.metrics(new, step=self._last_step(), epoch=int(epoch) + 1, stage="fit")
                 if self.monitor.should_stop and self.model is not None:
                     self.model.stop_training = True
 

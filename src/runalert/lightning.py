@@ -318,9 +318,10 @@ class _AlertHooks(MonitorOwner):
         if keys is None:  # a layout we do not know: everything not handed over at its step
             keys = set(values) - self._logged.names
         new = {key: value for key, value in values.items() if key in keys}
-        if new:
-            epoch = self._epoch if stage == "fit" else None
-            self.monitor.metrics(new, step=trainer.global_step, epoch=epoch, stage=stage)
+        # Also with nothing new: the held step values are read now, so a NaN in the epoch's last steps is
+        # reported with the epoch it happened in.
+        epoch = self._epoch if stage == "fit" else None
+        self.monitor.metrics(new, step=trainer.global_step, epoch=epoch, stage=stage)
         return values
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:

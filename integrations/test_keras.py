@@ -207,6 +207,10 @@ def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
     (crash,) = receiver.wait(1, "Run crashed")
     assert crash["level"] == "ERROR" and crash["title"] == "Run crashed: RuntimeError"
     assert crash["fields"]["exception"] == "RuntimeError"
+    # Keras puts terminal escape codes (bold) in the exception's text: they never leave the process.
+    assert "\x1b" in result.stderr and "\x1b" not in crash["text"]
+    assert "simulated failure in the training step" in crash["text"]
+    assert crash["fields"]["step"] == "7" and "crashed at step 7, epoch 1" in crash["text"]
     receiver.settle()
     assert level_counts(receiver.alerts()) == {"ERROR": 1}
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ def signal_child(
         args.append("--no-runalert")
     else:
         env["RUNALERT_WEBHOOK_URL"] = receiver.url
-        env["RUNALERT_HOME"] = os.environ.get("RUNALERT_HOME", str(ROOT / ".runalert-test-home"))
+        env["RUNALERT_HOME"] = os.environ.get("RUNALERT_HOME") or tempfile.mkdtemp(prefix="runalert-signal-child-")
     child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.append(child.stderr.read() if child.stderr else ""), daemon=True)

@@ -146,6 +146,7 @@ def test_alert_right_after_import_reaches_the_console(tmp_path: Path) -> None:
     assert "ERROR Second alert" in done.stderr
 
 
+@pytest.mark.slow  # imports Lightning in a new process: seconds
 def test_lightning_adapter_loads_only_what_its_import_needs() -> None:
     if importlib.util.find_spec("lightning") is None:
         missing("lightning is not installed (pip install 'runalert[lightning]')")

@@ -238,3 +238,23 @@ def test_wheel_installs_into_a_bare_venv_and_runs_the_quickstart(tmp_path: Path)
         assert failed.returncode != 0
         assert "ImportError" in failed.stderr or "ModuleNotFoundError" in failed.stderr
         assert f"pip install 'runalert[{extra}]'" in failed.stderr, failed.stderr[-1500:]
+
+
+def test_postgresql_without_its_driver_names_the_postgres_extra() -> None:
+    # psycopg is the postgres extra's, not the server's: a server without it is told which extra to install.
+    # (sys.modules[name] = None is how Python marks a module as not importable.)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nsys.modules['psycopg'] = None\nfrom runalert.server.db import make_engine\n"
+            "make_engine('postgresql+psycopg://runalert@127.0.0.1:1/runalert')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ModuleNotFoundError" in done.stderr
+    assert "pip install 'runalert[postgres]'" in done.stderr, done.stderr[-1500:]

@@ -59,7 +59,14 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except ModuleNotFoundError as exc:  # the driver is an extra of its own: say which
+        if parsed.get_backend_name() != "postgresql":
+            raise
+        raise ModuleNotFoundError(
+            f"the server on PostgreSQL needs its driver: pip install 'runalert[postgres]' ({exc})", name=exc.name
+        ) from exc
 
 
 def _private_sqlite_files(path: Path) -> None:

@@ -1,15 +1,22 @@
 """``runalert.Client``: the REST client of a runalert server (``runalert serve``), ``/api/v1``.
 
 Requests go over ``requests`` (one session per thread) with tenacity retries on transient failures
-(connection errors, timeouts, 5xx, 429 with ``Retry-After``); other 4xx answers raise :class:`ServerError` at
-once. The API key is kept as a ``SecretStr``: it is sent in the ``Authorization`` header and appears in no
-repr, log line or exception.
+(connection errors, timeouts, 5xx, 429 with ``Retry-After``, seconds or an HTTP date, waits computed by
+:class:`runalert.backoff.Backoff`); other 4xx answers raise :class:`ServerError` at once. Each attempt has a total
+deadline (``timeout``: connect, send and the whole answer), so a server that hangs or trickles its answer
+cannot hold the caller longer; redirects are never followed (a 3xx is a :class:`ServerError` naming the
+status and where it pointed). Non-finite floats are sent as the strings ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"``, which the server stores as such.
+
+The API key is kept as a ``SecretStr``: it is sent in the ``Authorization`` header and appears in no repr, log
+line or exception.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json as _json
+import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +31,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from runalert._log import logger
 from runalert.backoff import Backoff, parse_retry_after
+from runalert.channels._net import Attempt
+from runalert.client._transport import mount, read_body
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -47,12 +56,26 @@ _JSON = {"Content-Type": "application/json"}
 def _encode(body: Any) -> bytes:
     """A request's JSON body. pydantic-core's encoder (Rust, already installed with pydantic) takes 0.3 ms for a
     400-step metric batch where the standard library's takes 1.4 ms on the reference machine: the metric
-    stream's largest cost. Non-finite floats become ``null``; what pydantic-core does not take goes to the
-    standard library's (which refuses NaN, as ``requests`` does)."""
+    stream's largest cost. Non-finite floats become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (plain
+    JSON has no NaN; the server reads these strings as the values, so a NaN loss reaches the run's series and
+    ``is_nonfinite()`` automations); what pydantic-core does not take goes to the standard library's."""
     try:
-        return to_json(body, inf_nan_mode="null")
+        return to_json(body, inf_nan_mode="strings")
     except (PydanticSerializationError, TypeError):
-        return _json.dumps(body, allow_nan=False).encode()
+        return _json.dumps(_nonfinite_as_text(body), allow_nan=False).encode()
+
+
+def _nonfinite_as_text(value: Any) -> Any:
+    """``value`` with its non-finite floats as pydantic-core's ``strings`` mode writes them."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {k: _nonfinite_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nonfinite_as_text(v) for v in value]
+    return value
 
 
 class ClientError(Exception):
@@ -176,7 +199,7 @@ class Client:
             Checked now: http(s) and a host, so a typo fails at set-up.
         api_key: the project's API key (``runalert keys create``); default ``RUNALERT_API_KEY``. Never shown.
         project: the default project of project-scoped calls; default ``RUNALERT_PROJECT`` or ``"default"``.
-        timeout: seconds per HTTP request.
+        timeout: seconds per HTTP request, in all (connect, send and the whole answer).
         retry: retries of transient failures per call (:class:`ClientRetry`).
 
     Nothing touches the network until a call is made.
@@ -252,6 +275,7 @@ class Client:
             session.verify = environment["verify"]
             session.trust_env = False
             session.headers["User-Agent"] = "runalert-client"
+            mount(session)  # connections under each request's deadline (runalert.client._transport)
             if self._api_key is not None:
                 session.headers["Authorization"] = "Bearer " + self._api_key.get_secret_value()
             self._local.session = session
@@ -262,22 +286,48 @@ class Client:
     def _once(
         self, method: str, path: str, json: Any, params: Mapping[str, Any] | None, timeout: float
     ) -> requests.Response:
+        """One attempt, within ``timeout`` seconds in all (connect, send and the whole answer)."""
         url = self.server_url + path
-        try:
-            data = None if json is None else _encode(json)
-            headers = _JSON if data is not None else None
-            response = self._session().request(method, url, data=data, headers=headers, params=params, timeout=timeout)
-        except requests.Timeout:
-            raise ServerUnavailableError(
-                f"{method} {path}: no answer from {self.server_url} in {timeout:g} s"
-            ) from None
-        except requests.RequestException as exc:
-            raise ServerUnavailableError(
-                f"{method} {path}: cannot reach {self.server_url} ({type(exc).__name__})"
-            ) from None
+        data = None if json is None else _encode(json)
+        headers = _JSON if data is not None else None
+        with Attempt(timeout) as attempt:
+            try:
+                response = self._session().request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    params=params,
+                    timeout=(timeout, timeout + 1.0),  # per read: the attempt's deadline ends them first
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                if attempt.expired or isinstance(exc, requests.Timeout):
+                    raise ServerUnavailableError(
+                        f"{method} {path}: no answer from {self.server_url} within {timeout:g} s"
+                    ) from None
+                raise ServerUnavailableError(
+                    f"{method} {path}: cannot reach {self.server_url} ({type(exc).__name__})"
+                ) from None
+            complete = read_body(response)
+            if attempt.expired or (not complete and response.status_code < 400):
+                response.close()
+                why = "within" if attempt.expired else "cut off, or larger than 32 MiB, in"
+                raise ServerUnavailableError(
+                    f"{method} {path}: the answer of {self.server_url} did not arrive whole {why} {timeout:g} s",
+                    status=response.status_code,
+                )
         status = response.status_code
-        if status < 400:
+        if status < 300:
             return response
+        if status < 400:
+            where = _short(response.headers.get("Location") or "nowhere")
+            raise ServerError(
+                f"{method} {path}: HTTP {status} (a redirect to {where}): redirects are not followed; "
+                f"is server_url ({self.server_url}) the runalert server's own URL?",
+                status=status,
+            )
         detail = _detail(response)
         message = f"{method} {path}: HTTP {status}: {_short(detail)}"
         if status == 429 or status >= 500:

@@ -3,16 +3,20 @@
 The caller's side is one ``deque.append`` of a tuple (no lock, no I/O, no formatting). A daemon thread
 drains the deque, sends batches (every ``interval`` seconds, or as soon as ``batch_size`` steps wait) to
 ``POST /api/v1/projects/{p}/runs/{run_id}/metrics`` and, while the server is down or slow, keeps them and
-retries with exponential backoff. What waits is bounded (``max_buffer`` steps): beyond it the oldest steps are
-dropped, counted, warned about once, and the count is reported to the server with the next batch that gets
-through (``dropped``). ``flush(timeout)`` and ``close(timeout)`` never wait longer than ``timeout``.
+retries with :class:`runalert.backoff.Backoff` (doubling with jitter; a 429's or 503's ``Retry-After``, seconds
+or an HTTP date, honoured up to ``max_retry_after``). Each request has a total deadline (the client's
+``timeout``): a server that hangs or trickles its answer holds the thread no longer. Non-finite values (NaN,
+inf) are sent as such and stored by the server (``is_nonfinite()`` automations see them).
+
+What waits is bounded (``max_buffer`` steps): beyond it the oldest steps are dropped, counted, warned about
+once, and the count is reported to the server with the next batch that gets through (``dropped``).
+``flush(timeout)`` and ``close(timeout)`` never wait longer than ``timeout``.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import random
 import re
 import threading
 import time
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runalert._log import logger
+from runalert.backoff import Backoff
 from runalert.client.rest import NO_RETRY, Client, NotFoundError, ServerError, ServerUnavailableError
 
 __all__ = ["MAX_METRICS_PER_ROW", "MetricStream", "StreamStats"]
@@ -67,7 +72,9 @@ class MetricStream:
         batch_size: send when this many steps wait (at most 10,000, the server's limit).
         interval: send at least every ``interval`` seconds while values wait.
         max_buffer: steps kept while the server cannot take them; older ones are dropped and counted.
-        retry_initial, retry_max: backoff between failed attempts (seconds, doubling, with jitter).
+        retry_initial, retry_max: backoff between failed attempts (seconds, doubling, with up to
+            ``retry_initial`` of jitter: :class:`runalert.backoff.Backoff`).
+        max_retry_after: the longest pause a server's ``Retry-After`` may ask for (seconds).
         ready: called (on the stream's thread) before sending; returns whether the run is open on the server,
             opening it if needed (it may raise :class:`ServerUnavailableError`). Default: always ready.
         on_missing_run: called when the server answers 404 for the run (the stream then waits for ``ready``).
@@ -84,6 +91,7 @@ class MetricStream:
         max_buffer: int = 100_000,
         retry_initial: float = 0.5,
         retry_max: float = 10.0,
+        max_retry_after: float = 60.0,
         ready: Callable[[], bool] | None = None,
         on_missing_run: Callable[[], None] | None = None,
         name: str = "runalert-metrics",
@@ -102,6 +110,8 @@ class MetricStream:
         self.max_buffer = max_buffer
         self.retry_initial = float(retry_initial)
         self.retry_max = float(retry_max)
+        self.backoff = Backoff(self.retry_initial, self.retry_max, self.retry_initial, float(max_retry_after))
+        self._retry_after: float | None = None  # the last failure's Retry-After (seconds), if it gave one
         self._ready = ready
         self._on_missing_run = on_missing_run
         # The hand-off queue: the caller appends, the stream's thread pops. Bounded too; evictions are found
@@ -127,7 +137,8 @@ class MetricStream:
 
     # -- the caller's side -------------------------------------------------------------------------------------
     def append(self, step: int | None, values: Mapping[str, float]) -> None:
-        """Queue one step's values (finite floats; the mapping must not change afterwards). Never blocks."""
+        """Queue one step's values (floats, NaN and inf too; the mapping must not change afterwards). Never
+        blocks."""
         self._buf.append((next(self._seq), step, values, _time()))
 
     def extend(self, items: list[tuple[Mapping[str, float], int | None]]) -> None:
@@ -303,7 +314,7 @@ class MetricStream:
         return rows, count, points
 
     def _loop(self) -> None:
-        backoff = 0.0
+        failures = 0  # consecutive failed sends
         retry_at = 0.0
         closing_failures = 0
         asked = (False, 0)
@@ -327,7 +338,8 @@ class MetricStream:
                     self._drain()
                     if self._pending or self._unreported > 0:
                         if self._send_one():
-                            backoff = retry_at = 0.0
+                            failures = 0
+                            retry_at = 0.0
                             if not self._pending:
                                 next_send = _monotonic() + self.interval
                             with self._cond:
@@ -337,10 +349,11 @@ class MetricStream:
                             closing_failures += 1
                             if closing_failures >= 2:  # closing and the server does not take them: give up now
                                 return
-                        backoff = self.retry_initial if backoff == 0.0 else min(self.retry_max, backoff * 2)
+                        failures += 1
+                        pause = self.backoff.delay(failures, self._retry_after)
                         if closing:
-                            backoff = min(backoff, self.retry_initial)
-                        retry_at = _monotonic() + backoff + random.uniform(0, backoff / 4)
+                            pause = min(pause, self.retry_initial)
+                        retry_at = _monotonic() + pause
                     else:
                         next_send = now + self.interval
                         if closing:
@@ -363,6 +376,7 @@ class MetricStream:
     def _send_one(self) -> bool:
         """Send the next batch. ``True``: delivered (or refused for good and dropped); ``False``: retry later."""
         self._busy = True
+        self._retry_after = None
         try:
             if self._ready is not None and not self._ready():
                 return False
@@ -373,6 +387,7 @@ class MetricStream:
                 self.client.log_metrics(self.run_id, rows, dropped=dropped, project=self.project, retry=NO_RETRY)
             except ServerUnavailableError as exc:
                 self._stats.failures += 1
+                self._retry_after = exc.retry_after
                 logger.debug("runalert: metric batch for run %s not delivered yet: %s", self.run_id, exc)
                 return False
             except NotFoundError:

@@ -1,0 +1,169 @@
+"""The client against hostile and down servers (tests/hostile.py receivers standing in for the server), and
+non-finite values reaching a real server: every request has a total deadline, redirects are never followed,
+the metric stream backs off with runalert.backoff and honours Retry-After (seconds and HTTP dates), the
+stream's buffer is bounded, and RunMonitor's step and finish return while the server hangs or trickles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from typing import Any
+
+import pytest
+
+from runalert.automations import OnRunMetric, Project, RunEvent, SendWebhook
+from runalert.client import Client, MetricStream, ServerError, ServerUnavailableError
+from runalert.client.rest import NO_RETRY
+from runalert.monitor import RunMonitor
+from tests.client.conftest import Receiver
+from tests.hostile import HostileReceiver, ended_with, hangs, http_date, ok, rate_limited, redirects, trickles
+from tests.support import wait_for
+
+BATCH_OK = b'{"accepted": 1, "fired": []}'
+
+
+# -- 1. non-finite values reach the server ----------------------------------------------------------------------
+def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automation(
+    server: Any, project: str, receiver: Receiver
+) -> None:
+    client = Client(server.url, project=project)
+    client.put_integration("hook", "webhook", url=receiver.url)
+    payload = {"text": "${metric_name} = ${metric_value} in ${run_name}", "automation": "${automation_name}"}
+    nan_event = OnRunMetric(scope=Project(name=project), filter=RunEvent.metric("loss").is_nonfinite())
+    automation = (nan_event >> SendWebhook(integration="hook", payload=payload)).model_copy(update={"name": "loss-nan"})
+    from runalert.client.run import automation_spec
+
+    assert client.upsert_automation(automation_spec(automation))["result"] == "created"
+    client.upsert_run("r1", name="diverges")
+    stream = MetricStream(client, "r1", interval=0.05).start()
+    k = 7
+    for step in range(k):
+        stream.append(step, {"loss": 1.0 / (step + 1)})
+    stream.append(k, {"loss": math.nan})
+    stream.append(k + 1, {"loss": math.inf})  # still non-finite: the same activation, no second firing
+    assert stream.close(10)
+    assert stream.stats.dropped_points == 0
+    points = client.metrics("r1", names=["loss"])["loss"]
+    assert [(step, value) for step, value, _time in points][k - 1 :] == [(k - 1, 1.0 / k), (k, None), (k + 1, None)]
+    assert wait_for(lambda: len(receiver.bodies) >= 1, timeout=20)
+    receiver.drain()  # the server's dispatcher: nothing else is on its way
+    assert receiver.bodies == [{"text": "loss = nan in diverges", "automation": "loss-nan"}]
+
+
+def test_non_finite_values_are_encoded_as_the_strings_the_server_reads() -> None:
+    with HostileReceiver(ok(BATCH_OK)) as fake:
+        client = Client(fake.url(""), project="p")
+        client.log_metrics("r1", [{"step": 1, "metrics": {"a": math.nan, "b": math.inf, "c": -math.inf, "d": 0.5}}])
+        assert fake.wait_for_requests(1)
+        body = json.loads(fake.received[0].body)  # plain JSON: the standard library's strict reader takes it
+    assert body["rows"][0]["metrics"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 0.5}
+
+
+# -- 2. a total deadline per request, no redirects, Retry-After -------------------------------------------------
+@pytest.mark.parametrize("answer", [trickles(0.3), trickles(0.3, headers_too=True), hangs()], ids=str)
+def test_a_request_ends_at_its_deadline_when_the_server_trickles_or_hangs(answer: Any) -> None:
+    with HostileReceiver(answer) as fake:
+        client = Client(fake.url(""), project="p", timeout=1.0)
+        failed = ended_with(lambda: client.health(retry=NO_RETRY), limit=30)
+        assert isinstance(failed, ServerUnavailableError)
+        assert "within 1 s" in str(failed)
+
+
+def test_a_kept_alive_connection_is_under_the_next_requests_deadline() -> None:
+    with HostileReceiver([ok(b'{"status": "ok"}')], default=trickles(0.3)) as fake:
+        client = Client(fake.url(""), project="p", timeout=1.0)
+        assert client.health(retry=NO_RETRY) == {"status": "ok"}
+        failed = ended_with(lambda: client.health(retry=NO_RETRY), limit=30)
+        assert isinstance(failed, ServerUnavailableError)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_clear_error_and_never_followed(status: int) -> None:
+    with HostileReceiver(ok(BATCH_OK)) as elsewhere, HostileReceiver(redirects(status, elsewhere.url("/x"))) as fake:
+        client = Client(fake.url(""), project="p")
+        with pytest.raises(ServerError) as refused:
+            client.log_metrics("r1", [{"step": 1, "metrics": {"loss": 0.5}}], retry=NO_RETRY)
+        assert refused.value.status == status
+        assert f"HTTP {status}" in str(refused.value) and "not followed" in str(refused.value)
+        assert elsewhere.url("/x") in str(refused.value)
+        assert len(fake.received) == 1 and fake.received[0].method == "POST"
+    assert elsewhere.received == []  # neither re-posted nor turned into a GET
+
+
+@pytest.mark.parametrize("form", ["seconds", "HTTP date"])
+def test_the_stream_pauses_for_the_servers_retry_after(form: str) -> None:
+    retry_after = "2" if form == "seconds" else http_date(3)  # a date counts whole seconds: at least 2 s
+    with HostileReceiver([rate_limited(retry_after)], default=ok(BATCH_OK)) as fake:
+        client = Client(fake.url(""), project="p")
+        stream = MetricStream(client, "r1", interval=0.05, retry_initial=0.05, retry_max=0.1).start()
+        stream.append(1, {"loss": 0.5})
+        assert fake.wait_for_requests(2, timeout=30)
+        paused = fake.received[1].at - fake.received[0].at
+        assert stream.close(5)
+    assert paused >= 1.5  # the stream's own backoff is 0.05 s: only Retry-After makes it wait this long
+    assert json.loads(fake.received[1].body)["rows"] == json.loads(fake.received[0].body)["rows"]
+
+
+def test_the_streams_backoff_is_runalert_backoff() -> None:
+    stream = MetricStream(Client("http://127.0.0.1:9", project="p"), "r1", retry_initial=0.25, retry_max=4.0)
+    assert (stream.backoff.initial, stream.backoff.maximum, stream.backoff.jitter) == (0.25, 4.0, 0.25)
+    assert [stream.backoff.base(n) for n in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert stream.backoff.delay(1, 7.0) == 7.0 and stream.backoff.delay(1, 1e9) == 60.0
+
+
+# -- 3. the stream's thread and the monitor are never held ------------------------------------------------------
+@pytest.mark.parametrize("answer", [trickles(0.3), hangs()], ids=["trickles", "hangs"])
+def test_a_trickling_or_hanging_server_cannot_hold_the_streams_thread(
+    answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HostileReceiver(answer) as fake:
+        client = Client(fake.url(""), project="p", timeout=1.0)
+        stream = MetricStream(client, "r1", interval=0.05, max_buffer=50, retry_initial=0.05, retry_max=0.1).start()
+        for step in range(20):
+            stream.append(step, {"loss": 0.5})
+        assert fake.wait_for_requests(1)
+        for step in range(20, 500):
+            stream.append(step, {"loss": 0.5})  # never blocks: the hand-off queue is bounded
+        closed = ended_with(lambda: stream.close(0.5), limit=30)
+        assert closed is None
+        assert wait_for(lambda: not stream._thread.is_alive(), timeout=10)  # its request ended at the deadline
+        stats = stream.stats
+    assert (stats.sent_rows, stats.pending_rows, stats.dropped_rows) == (0, 0, 500)
+    full = [r for r in caplog.records if "is full" in r.getMessage()]
+    assert len(full) == 1  # one warning, however many were dropped
+
+
+@pytest.mark.parametrize("answer", [trickles(0.3), hangs()], ids=["trickles", "hangs"])
+def test_run_monitor_step_and_finish_return_while_the_server_trickles_or_hangs(
+    answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="runalert")
+    with HostileReceiver(answer) as fake:
+        client = Client(fake.url(""), project="p", timeout=1.0)
+        monitor = RunMonitor(
+            server=client,
+            project="p",
+            channels=[],
+            on_stage_end=(),
+            install_crash_hooks=False,
+            heartbeat_interval=0.2,
+            server_options={"max_buffer": 100, "interval": 0.05},
+        )
+        assert ended_with(lambda: monitor.start("hostile"), limit=30) is None
+
+        def train() -> None:
+            for step in range(2000):
+                monitor.step(step, {"loss": 1.0})
+
+        assert ended_with(train, limit=30) is None
+        assert ended_with(lambda: monitor.finish(timeout=2.0), limit=30) is None
+        run = monitor.server_run
+        assert run is not None
+        assert wait_for(lambda: not run.stream._thread.is_alive(), timeout=10)
+        assert wait_for(lambda: not run.heartbeat.running, timeout=10)
+        assert monitor.stats.errors == 0
+    names = {t.name for t in threading.enumerate() if t.is_alive()}
+    assert not names & {"runalert-metrics", "runalert-heartbeat"}
+    assert "does not answer" in caplog.text

@@ -232,6 +232,11 @@ def test_wheel_installs_into_a_bare_venv_and_runs_the_quickstart(tmp_path: Path)
     assert "sent to 1 channel(s); failed 0" in sent.stdout
     assert "ERROR From the wheel" in sent.stderr
 
+    # A server command without the server extra: the extra to install, not a traceback.
+    serve = _run([venv / "bin" / "runalert", "serve", "--port", "0"], cwd=work, timeout=60)
+    assert serve.returncode == 2, serve.stdout + serve.stderr
+    assert "pip install 'runalert[server]'" in serve.stderr and "Traceback" not in serve.stderr, serve.stderr
+
     # Each adapter without its framework: an ImportError that names the extra to install.
     for adapter, extra in (("lightning", "lightning"), ("transformers", "transformers"), ("keras", "keras")):
         failed = _run([python, "-c", f"import runalert.{adapter}"], cwd=work)

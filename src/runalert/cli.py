@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import typer
@@ -97,5 +98,33 @@ def _add_server_commands() -> None:
 
 _add_server_commands()
 
+# Modules of an extra -> the extra: a command that needs one the install lacks says which to install.
+_EXTRA_OF = {
+    "fastapi": "server",
+    "uvicorn": "server",
+    "httptools": "server",
+    "sqlalchemy": "server",
+    "alembic": "server",
+    "jinja2": "server",
+    "cryptography": "server",
+    "yaml": "server",
+    "psycopg": "postgres",
+}
+
+
+def main() -> None:
+    """The ``runalert`` command (the console script): :data:`app`, with a missing extra named, not a traceback."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        hint = f"pip install 'runalert[{extra}]'"
+        reason = str(exc) if hint in str(exc) else f"{exc}; this command needs the {extra} extra: {hint}"
+        print(f"runalert: {reason}", file=sys.stderr)  # one line, whatever the terminal's width
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -253,3 +253,31 @@ def test_a_server_stores_each_logged_value_once_per_step_in_order(
     assert [step for step, _v, _t in series["loss"]] == [2, 4, 6, 8]
     assert [step for step, _v, _t in series["eval_loss"]] == [4, 8]
     assert [step for step, _v, _t in series["test_loss"]] == [8]  # once (the stage end only shows it)
+
+
+class AuxInStep(Trainer):
+    """Logs ``aux_loss`` from ``compute_loss``, while the step is computed (as custom trainers log their extra
+    losses): NaN in optimizer step ``nan_at``."""
+
+    nan_at = 0
+
+    def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        loss = super().compute_loss(model, inputs, *args, **kwargs)
+        if model.training:
+            computing = self.state.global_step + 1
+            self.log({"aux_loss": math.nan if computing == self.nan_at else 0.25})
+        return loss
+
+
+@pytest.mark.parametrize(("nan_at", "epoch"), [(5, 1), (17, 2)], ids=["mid-epoch", "an-epoch's-first-step"])
+def test_a_value_logged_while_a_step_is_computed_is_at_that_step(
+    receiver: Receiver, alerter: Alerter, tmp_path: Any, nan_at: int, epoch: int
+) -> None:
+    callback = AlertCallback(alerter=alerter, run_name="hf-in-step")
+    AuxInStep.nan_at = nan_at
+    make_trainer(callback, tmp_path, max_steps=20, trainer_class=AuxInStep).train()  # 16 steps an epoch
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["title"] == "Non-finite aux_loss"
+    assert nan["fields"]["step"] == str(nan_at) and nan["fields"]["epoch"] == str(epoch)
+    assert f"at step {nan_at}, epoch {epoch}," in nan["text"]

@@ -18,7 +18,9 @@ nothing itself. Two facts of ``Trainer`` shape it:
 Steps are ``state.global_step`` (1-based: the optimizer step, as in the Trainer's logs; under gradient
 accumulation one step per ``gradient_accumulation_steps`` batches); a crash is at the step being computed (the
 steps completed + 1). Epochs are 1-based: the epoch a step falls in (``ceil(state.epoch)``). ``on_log`` values
-are handed over at once, at the step they were logged, after the steps before them.
+are handed over at once, at the step they were logged, after the steps before them: the Trainer's own logs come
+after the step they belong to (``global_step``); a value ``Trainer.log()``-ged while a step is computed (from
+``compute_loss``, between ``on_step_begin`` and ``on_step_end``) belongs to that step (``global_step + 1``).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         )
         self._tap = _LossTap()
         self._training = False
+        self._computing = False  # between on_step_begin and on_step_end: a step is being computed
         self._siblings: list[Any] = []  # the other callbacks of the Trainer (an EarlyStoppingCallback's reason)
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -176,7 +179,11 @@ class AlertCallback(MonitorOwner, TrainerCallback):
 
         self._guard("on_train_begin", run)
 
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._computing = True
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._computing = False
         try:
             loss = self._tap.take()
             values = _NO_VALUES if loss is None else {LOSS_KEY: loss}
@@ -189,12 +196,18 @@ class AlertCallback(MonitorOwner, TrainerCallback):
         def run() -> None:
             values = plain_metrics(logs)
             if values:
-                self.monitor.metrics(values, step=state.global_step, epoch=epoch_number(state.epoch))
+                step: int = state.global_step
+                epoch: int | None = epoch_number(state.epoch)
+                if self._computing:  # logged from inside the step being computed: it belongs to that step
+                    step, epoch = step + 1, math.floor(float(state.epoch or 0.0) + 1e-6) + 1
+                self.monitor.metrics(values, step=step, epoch=epoch)
             self._stop_if_asked(control)
 
         self._guard("on_log", run)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._computing = False
+
         def summary() -> None:
             self._tap.detach()
             epochs = math.floor(float(state.epoch or 0.0) + 1e-6)

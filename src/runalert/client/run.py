@@ -161,29 +161,35 @@ class ServerRun:
         return data
 
     # -- opening -----------------------------------------------------------------------------------------------
-    def ensure_open(self) -> bool:
+    def ensure_open(self, timeout: float | None = None) -> bool:
         """Open the run and register the automations if that is not done yet. ``True`` once the run is open.
-        Raises nothing; a server that does not answer leaves it for the next call."""
+        Raises nothing; a server that does not answer leaves it for the next call. Takes at most ``timeout``
+        seconds (default: the client's), waiting for another thread's try included."""
         if self.opened:
             return True
-        with self._open_lock:
-            if self.opened:
-                return True
-            try:
-                self._open(NO_RETRY, self.client.timeout)
-            except ServerUnavailableError as exc:
-                logger.debug("runalert: run %s not opened on the server yet: %s", self.run_id, exc)
-                return False
-            except ClientError as exc:
-                log_once(
-                    f"server-open-{getattr(exc, 'status', '')}",
-                    logging.WARNING,
-                    "runalert: the server refused run %s: %s; local alerting goes on",
-                    self.run_id,
-                    exc,
-                )
-                return False
-            return True
+        deadline = time.monotonic() + (self.client.timeout if timeout is None else max(0.0, timeout))
+        if not self._open_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return self.opened  # another thread's try (the stream's, the heartbeat's) took the time
+        try:
+            left = deadline - time.monotonic()
+            if self.opened or left <= 0.05:
+                return self.opened
+            self._open(NO_RETRY, min(self.client.timeout, left))
+        except ServerUnavailableError as exc:
+            logger.debug("runalert: run %s not opened on the server yet: %s", self.run_id, exc)
+            return False
+        except ClientError as exc:
+            log_once(
+                f"server-open-{getattr(exc, 'status', '')}",
+                logging.WARNING,
+                "runalert: the server refused run %s: %s; local alerting goes on",
+                self.run_id,
+                exc,
+            )
+            return False
+        finally:
+            self._open_lock.release()
+        return True
 
     def _open(self, retry: ClientRetry, timeout: float) -> None:
         answer = self.client.upsert_run(
@@ -302,7 +308,7 @@ class ServerRun:
         answered = self._opened_once
         delivered = self.stream.close(max(0.0, timeout * 0.7), warn=answered)
         self.heartbeat.stop(min(1.0, max(0.0, deadline - time.monotonic())))
-        if not answered and not self.ensure_open():
+        if not answered and not self.ensure_open(deadline - time.monotonic()):
             # Never heard from: one line for the whole run rather than one per thing left undone.
             stats = self.stream.stats
             logger.warning(
@@ -328,7 +334,7 @@ class ServerRun:
         self, state: str, reason: str | None, deadline: float, failure: Mapping[str, Any] | None = None
     ) -> bool:
         left = deadline - time.monotonic()
-        if left <= 0.05 or not (self.opened or self.ensure_open()):
+        if left <= 0.05 or not (self.opened or self.ensure_open(left)):
             logger.warning(
                 "runalert: could not tell the server at %s that run %s is %s (it did not answer)",
                 self.client.server_url,

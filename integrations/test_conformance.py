@@ -206,12 +206,7 @@ CASES = (
     ),
 )
 
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("nan_logged_in_step", "transformers"): (
-        "a value Trainer.log()-ged while a step is computed (compute_loss: state.global_step is still N - 1) is "
-        "reported at step N - 1; on_log between on_step_begin and on_step_end is at step global_step + 1"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 """(case, framework) -> the bug that still makes it fail: marked xfail(strict), so the fix turns it into a failure
 to be removed from here."""
 

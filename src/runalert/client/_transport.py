@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -18,12 +18,21 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from runalert.channels._net import current_attempt
+if TYPE_CHECKING:
+    from runalert.channels._net import Attempt
 
 __all__ = ["MAX_ANSWER", "mount", "read_body"]
 
 MAX_ANSWER = 32 * 2**20
 """At most this many bytes of an answer are read (the server's largest answers are a few MB)."""
+
+
+def current_attempt() -> Attempt | None:
+    """The thread's :class:`~runalert.channels._net.Attempt`, if any (imported on first use: importing the
+    channels package would load every channel with ``runalert.client``)."""
+    from runalert.channels._net import current_attempt as current
+
+    return current()
 
 
 def _new_conn(self: HTTPConnection) -> socket.socket:

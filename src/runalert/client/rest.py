@@ -31,7 +31,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from runalert._log import logger
 from runalert.backoff import Backoff, parse_retry_after
-from runalert.channels._net import Attempt
 from runalert.client._transport import mount, read_body
 
 __all__ = [
@@ -290,6 +289,8 @@ class Client:
         url = self.server_url + path
         data = None if json is None else _encode(json)
         headers = _JSON if data is not None else None
+        from runalert.channels._net import Attempt  # on first use: the channels package is not needed before
+
         with Attempt(timeout) as attempt:
             try:
                 response = self._session().request(

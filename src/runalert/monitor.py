@@ -82,7 +82,9 @@ class MonitorOptions:
             longer. Each value is checked with its own step either way (:mod:`runalert.nonfinite`).
         on_crash: report exceptions, KeyboardInterrupt and SIGTERM.
         on_stage_end: stages (fit, validate, test, predict) whose end sends an INFO summary.
-        rules: local rules, ``RunEvent.metric(...)`` filters, evaluated in-process. Each becomes an automation
+        rules: local rules, ``RunEvent.metric(...)`` filters (threshold, change, z-score or ``is_nonfinite()``: every
+            value reaches the rules, NaN and inf too, but only ``is_nonfinite()`` rules take non-finite ones),
+            evaluated in-process. Each becomes an automation
             on the monitor's own engine: edge-triggered (it fires when the condition *becomes* true, not on
             every value while it stays true), then at most once per ``rule_cooldown`` (default 24 h, as
             automations: in practice once per run unless it resolves and trips again a day later).
@@ -93,9 +95,10 @@ class MonitorOptions:
         run_name, project, tags, user: run metadata (the run name is generated if not given here or at start).
         server: a runalert server (its URL, or a :class:`runalert.client.Client`); default ``RUNALERT_SERVER_URL``;
             ``False``: none even if that is set. With one, at start the sender rank (rank zero) opens the run
-            there, registers ``automations`` there (``rules`` stay local), streams every finite logged value in
-            batches from a background thread and sends heartbeats; a crash or the end sends the final state.
-            A server that does not answer gives one warning; local alerting goes on.
+            there, registers ``automations`` there (``rules`` stay local), streams every logged value (NaN and inf
+            too, so the server's ``is_nonfinite()`` automations see them) in batches from a background thread and
+            sends heartbeats; a crash or the end sends the final state. A server that does not answer gives one
+            warning; local alerting goes on.
         heartbeat_interval: seconds between heartbeats to the server (its ``heartbeat_timeout`` fails a silent run).
         server_options: tuning of the metric stream (``batch_size``, ``interval`` seconds, ``max_buffer`` steps,
             ``retry_initial``, ``retry_max``) and ``startup_timeout`` (seconds before a silent server counts as down).
@@ -244,19 +247,14 @@ class MonitorOptions:
 
 def _check_rules(rules: Sequence[Any], automations: Sequence[Any]) -> None:
     from runalert.automations import NewAutomation
-    from runalert.automations.filters import (
-        MetricChangeFilter,
-        MetricThresholdFilter,
-        MetricZScoreFilter,
-        RunMetricFilter,
-    )
+    from runalert.automations.filters import METRIC_FILTERS, RunMetricFilter
 
-    kinds = (MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, RunMetricFilter)
+    kinds = (*METRIC_FILTERS, RunMetricFilter)  # every metric filter, is_nonfinite() included
     for index, rule in enumerate(rules):
         if not isinstance(rule, kinds):
             raise ValueError(
                 f"rules[{index}] must be a metric filter such as RunEvent.metric('loss').avg(5) > 2.0 "
-                f"(threshold, change or z-score), not {type(rule).__name__}"
+                f"(threshold, change, z-score or RunEvent.metric('loss').is_nonfinite()), not {type(rule).__name__}"
             )
     for index, automation in enumerate(automations):
         if not isinstance(automation, NewAutomation):
@@ -564,7 +562,7 @@ class RunMonitor:
             self._fail("step", exc)
 
     def _hand_over(self, feed: dict[str, float], step: int | None) -> None:
-        """A step's finite values (complete) to the rule thread, which hands them on to the stream if there is
+        """A step's values (complete; NaN and inf too) to the rule thread, which hands them on to the stream if there is
         one, else to the stream: one hand-off a step."""
         rules = self._rules_queue
         if rules is not None:
@@ -1022,7 +1020,7 @@ class RunMonitor:
             )
             self._stream_append = self.server_run.stream.append
             self._stream_push, self._stream_seq = self.server_run.stream.appender()
-            self._detector.set_feed("all")  # every finite value goes to the stream
+            self._detector.set_feed("all")  # every value goes to the stream, NaN and inf too
             self._feed = True
             self.server_run.start()
             if opts.alerter is None and self.alerter is not None:  # the hub: the run's alerts go to the server too

@@ -17,8 +17,10 @@
   is read when its batch is read: one that is updated in place afterwards is read as it is then.
 - Anything else (strings, None, lists ...) is skipped, with one warning per key.
 
-The detector also hands out the finite values of the keys rules want (``feed``): floats at once, tensors when
-they are read (into the ``feed`` dict of their own step, given with them).
+The detector also hands out the values of the keys rules (and the metric stream) want (``feed``): floats at once,
+tensors when they are read (into the ``feed`` dict of their own step, given with them). NaN and inf values are
+handed out too, as floats (``is_nonfinite()`` rules fire on them; the rule engine keeps them out of every other
+rule's window); a tensor with more than one element is checked, never handed out.
 """
 
 from __future__ import annotations
@@ -105,14 +107,14 @@ class Finding:
 
 
 class NonFiniteDetector:
-    """Watches ``watch`` keys for NaN/inf; also extracts finite values of ``feed`` keys for rules.
+    """Watches ``watch`` keys for NaN/inf; also extracts the values of ``feed`` keys (NaN and inf too) for rules.
 
     Args:
         watch: ``"loss"`` (keys naming a loss, see :func:`is_loss_key`), ``"all"``, a collection of key
             names, or ``None`` (no non-finite checks).
         check_every_n_steps: held tensors are read every n :meth:`step` calls (1: every step); ``None``: about
             every ``read_interval`` seconds (see the module's docstring).
-        feed: keys whose finite values are wanted (rules), ``"all"`` or ``None``.
+        feed: keys whose values are wanted (rules, the metric stream), ``"all"`` or ``None``.
         read_interval: seconds between two reads when ``check_every_n_steps`` is ``None``.
     """
 
@@ -163,7 +165,7 @@ class NonFiniteDetector:
         return role
 
     def set_feed(self, feed: str | Collection[str] | None) -> None:
-        """Change which keys' finite values are handed out (rules registered at start)."""
+        """Change which keys' values are handed out (rules registered at start)."""
         self.feed_keys = feed if isinstance(feed, str) or feed is None else frozenset(feed)
         self._roles.clear()
 
@@ -176,9 +178,9 @@ class NonFiniteDetector:
     def step(self, values: Mapping[str, Any], step: int | None, feed: dict[str, float] | None = None) -> Finding | None:
         """One training step: check host values now, hold tensors, read what is held when a read is due.
 
-        Finite values of feed keys are put in ``feed`` when given: host values now, tensors when they are read
-        (while :attr:`held` is not empty, ``feed`` may still be filled in). Returns the first non-finite
-        finding, if any: a held one from an earlier step first.
+        Values of feed keys (NaN and inf too) are put in ``feed`` when given: host values now, tensors when they
+        are read (while :attr:`held` is not empty, ``feed`` may still be filled in). Returns the first non-finite
+        finding of a watched key, if any: a held one from an earlier step first.
         """
         found: Finding | None = None
         roles = self._roles
@@ -190,10 +192,9 @@ class NonFiniteDetector:
             if not role:
                 continue
             if type(value) is float:
-                if value - value == 0.0:
-                    if feed is not None and role & FEED:
-                        feed[key] = value
-                elif found is None and role & WATCH:
+                if feed is not None and role & FEED:
+                    feed[key] = value  # NaN and inf too: is_nonfinite() rules take them
+                if value - value != 0.0 and found is None and role & WATCH:
                     found = Finding(key, value, step)
                 continue
             kind = _KINDS.get(type(value))
@@ -266,8 +267,8 @@ class NonFiniteDetector:
         self._due = count + batch
 
     def _settle(self, held: list[Held]) -> Finding | None:
-        """Read ``held`` (one read per device), put finite values in their steps' feeds, return the first
-        non-finite value (in the order held)."""
+        """Read ``held`` (one read per device), put the values in their steps' feeds (NaN and inf too), return the
+        first non-finite value of a watched key (in the order held)."""
         numbers = self._numbers(held)
         found: Finding | None = None
         for (_, key, role, step, feed), number in zip(held, numbers, strict=True):
@@ -277,10 +278,9 @@ class NonFiniteDetector:
                 if found is None and math.isnan(number):
                     found = Finding(key, None, step, "non-finite element(s)")
                 continue
-            if number - number == 0.0:
-                if feed is not None and role & FEED:
-                    feed[key] = number
-            elif found is None and role & WATCH:
+            if feed is not None and role & FEED:
+                feed[key] = number
+            if number - number != 0.0 and found is None and role & WATCH:
                 found = Finding(key, number, step)
         return found
 
@@ -350,9 +350,9 @@ class NonFiniteDetector:
         else:
             self._warn_non_numeric(key, value)
             return None
+        if feed is not None and role & FEED:
+            feed[key] = number  # NaN and inf too
         if math.isfinite(number):
-            if feed is not None and role & FEED:
-                feed[key] = number
             return None
         if role & WATCH:
             return Finding(key, number, step)

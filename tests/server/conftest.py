@@ -27,6 +27,9 @@ from tests.support import free_port, missing, require_module, wait_for
 require_module("fastapi", "the server extra is not installed")
 require_module("sqlalchemy", "the server extra is not installed")
 
+# Read on import: the tests' environment drops RUNALERT_* (isolated_env) before this session fixture is asked for.
+NO_POSTGRES = bool(os.environ.get("RUNALERT_TEST_NO_POSTGRES"))
+
 FAST = {
     "heartbeat_check_interval": 0.05,
     "dispatch_interval": 0.05,
@@ -65,7 +68,7 @@ def postgres_server() -> Iterator[str]:
     Without the server binaries or psycopg (or with ``RUNALERT_TEST_NO_POSTGRES`` set) its tests skip; in CI
     (``CI=true``) they fail instead.
     """
-    if os.environ.get("RUNALERT_TEST_NO_POSTGRES"):
+    if NO_POSTGRES:
         missing("RUNALERT_TEST_NO_POSTGRES is set")
     if importlib.util.find_spec("psycopg") is None:
         missing("psycopg is not installed (pip install -e '.[postgres]')")

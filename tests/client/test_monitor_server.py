@@ -205,12 +205,12 @@ def test_server_down_at_start_one_warning_local_alerts_bounded_buffer_drops_repo
     # Training went on and local alerting works: the NaN alert reached the local receiver.
     assert wait_for(lambda: receiver.titled("Non-finite loss"), timeout=10)
     stream = monitor.server_run.stream
-    assert wait_for(lambda: stream.stats.dropped_rows == 199 - 50, timeout=10)  # 199 finite steps, 50 kept
+    assert wait_for(lambda: stream.stats.dropped_rows == 200 - 50, timeout=10)  # 200 steps (the NaN too), 50 kept
     server.start()
     run_id = monitor.server_run.run_id
     client = Client(server.url, project=project)
     assert wait_for(lambda: _stored(client, run_id).get("points") == 50, timeout=30)
-    assert wait_for(lambda: _stored(client, run_id).get("dropped") == 149, timeout=10)
+    assert wait_for(lambda: _stored(client, run_id).get("dropped") == 150, timeout=10)
     monitor.finish()
     stored = client.run(run_id)
     assert stored["state"] == "FINISHED"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -17,7 +19,18 @@ from runalert.client import Client, MetricStream, ServerError, ServerUnavailable
 from runalert.client.rest import NO_RETRY
 from runalert.monitor import RunMonitor
 from tests.client.conftest import Receiver
-from tests.hostile import HostileReceiver, ended_with, hangs, http_date, ok, rate_limited, redirects, trickles
+from tests.hostile import (
+    HostileReceiver,
+    closes_mid_body,
+    ended_with,
+    hangs,
+    http_date,
+    huge,
+    ok,
+    rate_limited,
+    redirects,
+    trickles,
+)
 from tests.support import wait_for
 
 BATCH_OK = b'{"accepted": 1, "fired": []}'
@@ -46,8 +59,10 @@ def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automati
     assert stream.stats.dropped_points == 0
     points = client.metrics("r1", names=["loss"])["loss"]
     assert [(step, value) for step, value, _time in points][k - 1 :] == [(k - 1, 1.0 / k), (k, None), (k + 1, None)]
-    assert wait_for(lambda: len(receiver.bodies) >= 1, timeout=20)
-    receiver.drain()  # the server's dispatcher: nothing else is on its way
+    # Firings are recorded when a batch is taken (every batch was answered): one, at the NaN, none at the inf.
+    alerts = client.alerts(run_id="r1")
+    assert [(a["automation"], a["fields"].get("metric value")) for a in alerts] == [("loss-nan", "nan")]
+    assert wait_for(lambda: client.alerts(run_id="r1")[0]["deliveries"][0]["status"] == "delivered", timeout=20)
     assert receiver.bodies == [{"text": "loss = nan in diverges", "automation": "loss-nan"}]
 
 
@@ -61,7 +76,11 @@ def test_non_finite_values_are_encoded_as_the_strings_the_server_reads() -> None
 
 
 # -- 2. a total deadline per request, no redirects, Retry-After -------------------------------------------------
-@pytest.mark.parametrize("answer", [trickles(0.3), trickles(0.3, headers_too=True), hangs()], ids=str)
+@pytest.mark.parametrize(
+    "answer",
+    [trickles(0.3), trickles(0.3, headers_too=True), hangs()],
+    ids=["trickles", "trickles its headers too", "hangs"],
+)
 def test_a_request_ends_at_its_deadline_when_the_server_trickles_or_hangs(answer: Any) -> None:
     with HostileReceiver(answer) as fake:
         client = Client(fake.url(""), project="p", timeout=1.0)
@@ -70,12 +89,100 @@ def test_a_request_ends_at_its_deadline_when_the_server_trickles_or_hangs(answer
         assert "within 1 s" in str(failed)
 
 
+class _KeepAliveThenTrickle:
+    """A loopback server that keeps its connection alive: the first request on it is answered at once (JSON,
+    ``Content-Length``, no ``Connection: close``); on the next one it sends headers and then one byte every
+    0.3 s, for ever (until stopped). Counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.2)
+            requests_read = 0
+            data = b""
+            while not self.stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                data += chunk
+                while b"\r\n\r\n" in data:  # GET requests: no body
+                    _, data = data.split(b"\r\n\r\n", 1)
+                    requests_read += 1
+                    if requests_read == 1:
+                        body = b'{"status": "ok"}'
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                        conn.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                        continue
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+                    while not self.stop.wait(0.3):
+                        try:
+                            conn.sendall(b" ")
+                        except OSError:
+                            return
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
 def test_a_kept_alive_connection_is_under_the_next_requests_deadline() -> None:
-    with HostileReceiver([ok(b'{"status": "ok"}')], default=trickles(0.3)) as fake:
-        client = Client(fake.url(""), project="p", timeout=1.0)
-        assert client.health(retry=NO_RETRY) == {"status": "ok"}
-        failed = ended_with(lambda: client.health(retry=NO_RETRY), limit=30)
-        assert isinstance(failed, ServerUnavailableError)
+    fake = _KeepAliveThenTrickle()
+    try:
+        client = Client(f"http://127.0.0.1:{fake.port}", project="p", timeout=1.0)
+        answers: list[Any] = []
+
+        def twice() -> None:  # on one thread: one session, one pool
+            answers.append(client.health(retry=NO_RETRY))
+            client.health(retry=NO_RETRY)
+
+        failed = ended_with(twice, limit=30)
+        assert answers == [{"status": "ok"}]
+        assert isinstance(failed, ServerUnavailableError) and "within 1 s" in str(failed)
+        assert fake.connections == 1  # the second request went over the kept-alive connection
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "words"),
+    [
+        (huge(10 * 2**20), ServerError, "not JSON"),
+        (closes_mid_body(), ServerUnavailableError, "http://127.0.0.1"),
+    ],
+    ids=["10 MB", "closes mid-body"],
+)
+def test_a_huge_or_cut_answer_is_a_clear_error(answer: Any, error: type[Exception], words: str) -> None:
+    with HostileReceiver(answer) as fake:
+        client = Client(fake.url(""), project="p", timeout=5.0)
+        failed = ended_with(lambda: client.log_metrics("r1", [{"metrics": {"loss": 0.5}}], retry=NO_RETRY), limit=30)
+    assert type(failed) is error and words in str(failed)
+    assert len(str(failed)) < 1000  # the body is not echoed
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])

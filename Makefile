@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv test test-fast lint demo bench clean
+.PHONY: venv test test-fast lint docs demo bench clean
 
 venv: $(STAMP)
 
@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-## test: lint and type-check, then every test suite (core, server, client, framework integrations)
+## test: lint and type-check, build the docs, then every test suite (core, server, client, framework
+## integrations, the docs' code blocks: tests/test_docs.py)
 test: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src/runalert
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest -q
 
 test-fast: venv
@@ -40,8 +42,12 @@ demo: venv
 	@echo "== a Lightning run that diverges (examples/lightning_train.py --nan-at-step 20 --stop-on-nan) =="
 	$(PY) examples/lightning_train.py --nan-at-step 20 --stop-on-nan
 
+## docs: the documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or anchor
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: venv
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist site

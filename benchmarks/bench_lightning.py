@@ -190,7 +190,7 @@ def run(quick: bool) -> list[Row]:
         variants,
         quick=quick,
         sizes=((300, 2), (10_000, 5)),
-        target="≤ 1.01 and < wandb_offline (DESIGN §7)",
+        target="≤ 1.01 and < wandb_offline",
         checks="every step's loss checked (reads paced by time), 3 rules",
         notes=notes,
         measured=("runalert", "wandb_offline", "early_stopping"),

@@ -1,7 +1,7 @@
 """RunMonitor's hot path: what ``monitor.step()`` costs a training loop per step, with no alert firing.
 
 ``python -m benchmarks.bench_monitor [--quick]`` prints ns/step for:
-- a float loss, no rules (DESIGN §7: ≤ 3 µs median);
+- a float loss, no rules (target: ≤ 3 µs median);
 - a torch CPU tensor loss, ``check_every_n_steps=1`` and ``=50`` (device-side accumulation between checks);
 - a float loss with 3 local rules (evaluated on the in-process engine);
 - a float loss with a server configured (``server=``): every finite value is appended to the metric stream,
@@ -109,7 +109,7 @@ def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as home, _server(home) as server_url:
         cases: list[tuple[str, dict[str, Any], Callable[[int], dict[str, Any]], str | None]] = []
         float_values = {"loss": 0.5, "acc": 0.9}
-        cases.append(("float loss, no rules", {}, lambda i: float_values, "≤ 3 µs median (DESIGN §7)"))
+        cases.append(("float loss, no rules", {}, lambda i: float_values, "≤ 3 µs median"))
         try:
             import torch
 

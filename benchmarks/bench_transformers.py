@@ -151,7 +151,7 @@ def run(quick: bool) -> list[Row]:
         VARIANTS,
         quick=quick,
         sizes=((100, 1), (2_000, 5)),  # quick: one round (a smoke run; a tiny BERT takes seconds to set up)
-        target="≤ 1.01 (DESIGN §7)",
+        target="≤ 1.01",
         checks="every step's model-output loss checked (reads paced by time), 3 rules",
         setting=f", tiny BERT (batch {TOKEN_BATCH})",
     )

@@ -27,7 +27,7 @@ class Row:
     samples: int
     ratio: float | None = None  # median / baseline median, same suite, same run
     baseline: str | None = None
-    target: str | None = None  # what DESIGN.md section 7 asks, in words
+    target: str | None = None  # the target, in words (docs/performance.md)
     note: str = ""
     spread: dict[str, float] = field(default_factory=dict)  # p10/p90 or min/max
     extra: dict[str, float] = field(default_factory=dict)  # medians of the variant's other figures

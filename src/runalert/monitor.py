@@ -3,7 +3,7 @@
 The adapters (``runalert.lightning``, ``runalert.transformers``, ``runalert.keras``) only translate their
 framework's hooks into calls on a :class:`RunMonitor`; every decision lives here: non-finite detection, crash
 reports, stage-end summaries, local rules and automations (on the in-process engine), the stall watchdog and
-rank gating. See ``DESIGN.md`` section 4 and ``notes/monitor_interface.md``.
+rank gating. The options and alerts are in ``docs/callbacks.md``; steps and epochs in ``docs/semantics.md``.
 
 Every public method is guarded: an internal failure is logged once (logger ``runalert``), counted in
 :attr:`RunMonitor.stats` and never raised into the training loop.
@@ -69,7 +69,7 @@ def _title(text: str) -> str:
 
 @dataclass
 class MonitorOptions:
-    """The options every ``AlertCallback`` takes (DESIGN.md section 4), checked at construction.
+    """The options every ``AlertCallback`` takes (``docs/callbacks.md``), checked at construction.
 
     Args:
         channels: where alerts go (``runalert.channels`` objects); ``None``: the default alerter from settings.

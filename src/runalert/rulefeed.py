@@ -1,6 +1,6 @@
 """Rules evaluated off the training thread: the step path hands values over with one ``deque.append``.
 
-DESIGN.md section 4: a step with no alert costs a dictionary lookup, a finite check and an append. Evaluating
+A step with no alert costs a dictionary lookup, a finite check and an append (docs/performance.md). Evaluating
 three rules in place costs tens of microseconds a step inside a real training loop; here a daemon thread
 drains the queue every ``interval`` seconds (in order, one drainer at a time) and evaluates what it took as
 one batch (column by column: ``LocalEngine.log_columns``), so a rule fires within about ``interval`` of the

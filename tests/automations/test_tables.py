@@ -1,4 +1,4 @@
-"""Hand-worked firing tables, written from DESIGN.md section 5 (not from the code's output).
+"""Hand-worked firing tables, written from docs/rules.md, "How rules fire" (not from the code's output).
 
 Each case lists the values and the indices at which the rule must fire (edge-triggered, cooldown ignored).
 """

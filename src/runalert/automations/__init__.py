@@ -10,7 +10,7 @@
     api.create_automation(event >> SendNotification.from_integration(api.slack_integration("team"),
                           title="Loss diverging", level="ERROR"), name="loss-diverging")
 
-See ``DESIGN.md`` section 5 for the semantics (windows, change, z-score, edge-triggering, cooldown).
+See ``docs/rules.md`` for the semantics (windows, change, z-score, edge-triggering, cooldown).
 """
 
 from runalert.automations.actions import Action, ActionType, DoNothing, SendNotification, SendWebhook

@@ -200,7 +200,7 @@ def test_a_redirect_is_a_clear_error_and_never_followed(status: int) -> None:
 
 @pytest.mark.parametrize("form", ["seconds", "HTTP date"])
 def test_the_stream_pauses_for_the_servers_retry_after(form: str) -> None:
-    retry_after = "2" if form == "seconds" else http_date(3)  # a date counts whole seconds: at least 2 s
+    retry_after = "2" if form == "seconds" else http_date(4)  # a date counts whole seconds: at least 3 s
     with HostileReceiver([rate_limited(retry_after)], default=ok(BATCH_OK)) as fake:
         client = Client(fake.url(""), project="p")
         stream = MetricStream(client, "r1", interval=0.05, retry_initial=0.05, retry_max=0.1).start()

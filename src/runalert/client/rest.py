@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from runalert._log import logger
 from runalert.backoff import Backoff, parse_retry_after
-from runalert.client._transport import mount, read_body
+from runalert.client._transport import MAX_ANSWER, mount, read_body
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -314,10 +314,13 @@ class Client:
             complete = read_body(response)
             if attempt.expired or (not complete and response.status_code < 400):
                 response.close()
-                why = "within" if attempt.expired else "cut off, or larger than 32 MiB, in"
+                why = (
+                    f"did not arrive whole within {timeout:g} s"
+                    if attempt.expired
+                    else f"was cut off or is larger than {MAX_ANSWER // 2**20} MiB"
+                )
                 raise ServerUnavailableError(
-                    f"{method} {path}: the answer of {self.server_url} did not arrive whole {why} {timeout:g} s",
-                    status=response.status_code,
+                    f"{method} {path}: the answer of {self.server_url} {why}", status=response.status_code
                 )
         status = response.status_code
         if status < 300:

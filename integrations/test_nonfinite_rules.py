@@ -119,10 +119,18 @@ def test_lightning_an_is_nonfinite_automation_fires_on_the_server_from_the_strea
         automations=[automation],
     )
     _fit_lightning(callback, nan_steps={7})
-    fired = lambda: [b for b in receiver.bodies if isinstance(b, dict) and b.get("automation") == "loss-nan"]  # noqa: E731
-    assert wait_for(lambda: len(fired()) >= 1, timeout=30)
-    receiver.settle()  # the callback's alerts; the server's dispatcher had its edge: one firing
-    assert fired() == [{"text": "loss = nan at 7", "automation": "loss-nan"}]
+    client = Client(metric_server.url, project=project)
+    run_id = callback.monitor.server_run.run_id
+    points = client.metrics(run_id, names=["loss"])["loss"]  # finished: every step was streamed and evaluated
+    assert client.run(run_id)["state"] == "FINISHED"
+    assert [step for step, _value, _time in points] == list(range(1, 11))
+    assert [value is None for _step, value, _time in points] == [False] * 6 + [True] * 4  # NaN: stored as null
+    # The server's firings, each delivered (nothing pending): what the receiver has from them is final.
+    assert wait_for(lambda: not client.alerts(pending=True), timeout=30)
+    assert [a["automation"] for a in client.alerts(run_id=run_id)] == ["loss-nan"]  # NaN from 7 to 10: one edge
+    bodies = [b for b in receiver.bodies if isinstance(b, dict) and b.get("automation") == "loss-nan"]
+    assert bodies == [{"text": "loss = nan at 7", "automation": "loss-nan"}]
+    receiver.settle()
     assert len(receiver.titled("Non-finite loss")) == 1
 
 

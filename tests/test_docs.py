@@ -300,3 +300,42 @@ def test_the_documented_automations_file_applies(
     for spec in specs:
         assert stored[spec["name"]]["spec"]["event"]["event_type"] == spec["event"]["event_type"]
         assert stored[spec["name"]]["spec"]["action"]["action_type"] == spec["action"]["action_type"]
+
+
+GUESSED = {
+    "no event_type": (
+        "name: guessed\nevent: {type: run_metric, metric: loss, op: '>', value: 2}\naction: {action_type: NO_OP}\n"
+    ),
+    "unknown event_type": "name: guessed\nevent: {event_type: RUN_METRICS, filter: {}}\naction: {action_type: NO_OP}\n",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            "no event_type",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a missing discriminator gives pydantic's 'Unable to extract tag using discriminator': "
+                "src/runalert/server/routers/automations.py _parse formats the ValidationError as it comes",
+            ),
+        ),
+        "unknown event_type",
+    ],
+)
+def test_a_wrong_automations_file_names_the_field_and_the_allowed_values(
+    case: str, server: ServerProcess, isolated_env: Path
+) -> None:
+    from runalert.cli import app
+
+    path = isolated_env.parent / "guessed.yaml"
+    path.write_text(GUESSED[case])
+    result = CliRunner().invoke(
+        app, ["automations", "apply", "-f", str(path), "-p", "my-project", "--server", server.url]
+    )
+    assert result.exit_code != 0
+    assert "event_type" in result.output
+    assert "RUN_METRIC" in result.output and "RUN_STATE" in result.output, result.output
+    names = [a["name"] for a in requests.get(f"{server.url}/api/v1/projects/my-project/automations", timeout=10).json()]
+    assert "guessed" not in names

@@ -46,15 +46,6 @@ FENCE = re.compile(
 SENDS = re.compile(r"\.alert\(|\.fit\(|\.train\(")
 WEBHOOK_SECRET = "docs-signing-secret-0123456789"
 
-# Blocks known not to stand alone, on pages whose authors are still writing them (a strict xfail: when the block
-# is fixed the test passes, XPASS fails, and its entry here is to be removed). Keyed by a piece of the block.
-KNOWN_FRAGMENTS = {
-    'OnRunMetric(scope=project, filter=RunEvent.metric("loss").is_nonfinite())': (
-        "docs/automations.md: uses project, api and slack without defining them"
-    ),
-    'runalert.alert(title="Loss is NaN <@U1234ABCD>"': "docs/automations.md: uses runalert without importing it",
-}
-
 
 @dataclass(frozen=True)
 class Block:
@@ -196,9 +187,6 @@ def test_python_block_runs(
         imported = f"import {framework}" in block.code or f"from {framework}" in block.code
         if imported and importlib.util.find_spec(framework) is None:
             missing(f"{block.id} needs {framework}")
-    for snippet, why in KNOWN_FRAGMENTS.items():
-        if snippet in block.code:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     if "server" in block.markers:
         server: ServerProcess = request.getfixturevalue("server")
         os.environ["RUNALERT_SERVER_URL"] = server.url  # removed with the rest of the environment below
@@ -313,14 +301,7 @@ GUESSED = {
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(
-            "no event_type",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a missing discriminator gives pydantic's 'Unable to extract tag using discriminator': "
-                "src/runalert/server/routers/automations.py _parse formats the ValidationError as it comes",
-            ),
-        ),
+        "no event_type",
         "unknown event_type",
     ],
 )

@@ -338,3 +338,16 @@ def test_a_regex_filter_matches_in_linear_time_on_a_hostile_name() -> None:
 def test_a_regex_outside_re2_syntax_is_refused_naming_why(pattern: str) -> None:
     with pytest.raises(ValueError, match="RE2 syntax"):
         RunEvent.name.matches_regex(pattern)
+
+
+def test_a_spec_without_its_tags_names_each_missing_field_and_its_allowed_values() -> None:
+    from pydantic import ValidationError
+
+    from runalert.automations.automation import describe_errors
+
+    with pytest.raises(ValidationError) as caught:
+        Automation.model_validate({"name": "guessed", "event": {"type": "run_metric"}, "action": {}})
+    message = describe_errors(caught.value)
+    assert "Unable to extract tag" not in message
+    assert "event.event_type: missing; one of RUN_METRIC, RUN_METRIC_CHANGE" in message
+    assert "action.action_type: missing; one of NOTIFICATION, GENERIC_WEBHOOK, NO_OP" in message

@@ -6,15 +6,16 @@ import math
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from runalert.automations._base import Model
 from runalert.automations.actions import Action
 from runalert.automations.events import Event
+from runalert.automations.scopes import Scope
 
-__all__ = ["DEFAULT_COOLDOWN", "Automation", "NewAutomation", "parse_cooldown"]
+__all__ = ["DEFAULT_COOLDOWN", "Automation", "NewAutomation", "describe_errors", "parse_cooldown"]
 
 DEFAULT_COOLDOWN = 86400.0
 """At most one firing per run per automation per day, as W&B."""
@@ -78,3 +79,32 @@ class Automation(Model):
     def spec(self) -> dict[str, Any]:
         """What defines the automation's behaviour (for idempotent upserts): everything but ids and times."""
         return self.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
+
+
+def _tags(union: Any, tag: str) -> list[str]:
+    """The values of ``tag`` that the members of the tagged ``union`` (``Annotated[Union[...], ...]``) take."""
+    members: tuple[type[BaseModel], ...] = get_args(get_args(union)[0])
+    return [value for member in members for value in get_args(member.model_fields[tag].annotation)]
+
+
+_ALLOWED_TAGS = {tag: _tags(union, tag) for tag, union in (("event_type", Event), ("action_type", Action))}
+_ALLOWED_TAGS["scope_type"] = _tags(Scope, "scope_type")
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """An automation spec's validation errors in one line, each naming its field.
+
+    A missing tag (``event_type``, ``action_type``, ``scope_type``) names the field and its allowed values, where
+    pydantic says "Unable to extract tag using discriminator".
+    """
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "union_tag_not_found":
+            tag = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+            where = f"{where}.{tag}"
+            allowed = _ALLOWED_TAGS.get(tag)
+            message = f"missing; one of {', '.join(allowed)}" if allowed else "missing"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runalert.automations import Automation
+from runalert.automations.automation import describe_errors
 from runalert.server.auth import ProjectRef
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.routers._deps import Ctx, ReadProject, WriteProject
@@ -86,8 +87,7 @@ def _parse(project: ProjectRef, body: dict[str, Any], name: str | None) -> Autom
     try:
         automation = Automation.model_validate(data)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise HTTPException(422, detail=errors) from None
+        raise HTTPException(422, detail=describe_errors(exc)) from None
     if automation.project not in (None, project.name):
         raise HTTPException(422, detail=f"the event's scope is project {automation.project!r}, not {project.name!r}")
     return automation

@@ -261,7 +261,7 @@ def test_run_monitor_step_and_finish_return_while_the_server_trickles_or_hangs(
 
         def train() -> None:
             for step in range(2000):
-                monitor.step(step, {"loss": 1.0})
+                monitor.step(step, {"loss": math.nan if step == 1500 else 1.0})  # an alert to forward, too
 
         assert ended_with(train, limit=30) is None
         # finish(timeout=1) is bounded by its timeout: the stream's, the heartbeat's and the run's own requests
@@ -273,6 +273,6 @@ def test_run_monitor_step_and_finish_return_while_the_server_trickles_or_hangs(
         assert run is not None
         assert wait_for(lambda: not run.stream._thread.is_alive(), timeout=10)  # no request outlives its deadline
         assert wait_for(lambda: not run.heartbeat.running, timeout=10)
-        assert monitor.stats.errors == 0
+        assert monitor.stats.errors == 0 and monitor.stats.nonfinite == 1
         assert run.stream.stats.dropped_rows == 2000 and run.stream.stats.sent_rows == 0
     assert "never answered" in caplog.text

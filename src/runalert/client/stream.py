@@ -211,21 +211,34 @@ class MetricStream:
             with self._cond:
                 self._abandon = True
             self._wake.set()
-            if self._thread.is_alive():
-                self._thread.join(0.5)
+            if self._thread.is_alive():  # a moment to see the abandon, within what is left of the timeout
+                self._thread.join(0.5 if deadline is None else min(0.5, max(0.0, deadline - _monotonic())))
             if not self._thread.is_alive():
                 self._drain()  # the thread is gone: safe to move the last steps
             with self._cond:
                 left = list(self._buf)
                 self._buf.clear()
+                # Steps evicted from the bounded hand-off queue since the last drain (counted here too: the
+                # thread may still be held by a request, and drains no more), at the mean size of those left.
+                newest = left[-1][0] if left else self._appended() - 1
+                evicted = max(0, newest - self._last_seq - len(left))
+                self._last_seq = max(self._last_seq, newest)
+                left_points = sum(len(item[2]) for item in left)
+                if left:
+                    mean = left_points / len(left)
+                else:
+                    mean = self._pending_points / len(self._pending) if self._pending else 1.0
                 rows = len(self._pending) + len(left)
-                points = self._pending_points + sum(len(item[2]) for item in left)
+                points = self._pending_points + left_points
                 self._pending.clear()
                 self._pending_points = 0
                 if rows:
                     self._stats.dropped_rows += rows
                     self._stats.dropped_points += points
                     self._unreported += points
+            if evicted:
+                self._dropped(evicted, round(evicted * mean), warn=warn)  # counted; the one "is full" warning
+                delivered = False
             if rows:
                 delivered = False
                 logger.log(
@@ -271,12 +284,12 @@ class MetricStream:
         if dropped_rows:
             self._dropped(dropped_rows, dropped_points)
 
-    def _dropped(self, rows: int, points: int) -> None:
+    def _dropped(self, rows: int, points: int, *, warn: bool = True) -> None:
         with self._cond:
             self._stats.dropped_rows += rows
             self._stats.dropped_points += points
             self._unreported += points
-        if not self._warned_full:
+        if warn and not self._warned_full:
             self._warned_full = True
             logger.warning(
                 "runalert: the metric stream of run %s is full (%d steps wait for the server at %s); the oldest "

@@ -17,6 +17,7 @@ import pytest
 from runalert.automations import OnRunMetric, Project, RunEvent, SendWebhook
 from runalert.client import Client, MetricStream, ServerError, ServerUnavailableError
 from runalert.client.rest import NO_RETRY
+from runalert.client.run import automation_spec
 from runalert.monitor import RunMonitor
 from tests.client.conftest import Receiver
 from tests.hostile import (
@@ -45,8 +46,6 @@ def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automati
     payload = {"text": "${metric_name} = ${metric_value} in ${run_name}", "automation": "${automation_name}"}
     nan_event = OnRunMetric(scope=Project(name=project), filter=RunEvent.metric("loss").is_nonfinite())
     automation = (nan_event >> SendWebhook(integration="hook", payload=payload)).model_copy(update={"name": "loss-nan"})
-    from runalert.client.run import automation_spec
-
     assert client.upsert_automation(automation_spec(automation))["result"] == "created"
     client.upsert_run("r1", name="diverges")
     stream = MetricStream(client, "r1", interval=0.05).start()
@@ -66,12 +65,16 @@ def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automati
     assert receiver.bodies == [{"text": "loss = nan in diverges", "automation": "loss-nan"}]
 
 
+def _no_constants(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_non_finite_values_are_encoded_as_the_strings_the_server_reads() -> None:
     with HostileReceiver(ok(BATCH_OK)) as fake:
         client = Client(fake.url(""), project="p")
         client.log_metrics("r1", [{"step": 1, "metrics": {"a": math.nan, "b": math.inf, "c": -math.inf, "d": 0.5}}])
         assert fake.wait_for_requests(1)
-        body = json.loads(fake.received[0].body)  # plain JSON: the standard library's strict reader takes it
+        body = json.loads(fake.received[0].body, parse_constant=_no_constants)  # plain JSON, no NaN literal
     assert body["rows"][0]["metrics"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 0.5}
 
 

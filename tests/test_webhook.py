@@ -226,8 +226,8 @@ def test_https_verifies_the_host_name_on_the_connection_made_to_the_checked_addr
 
     from pytest_httpserver import HTTPServer as Server
 
+    from runalert._net import DestinationPolicy
     from runalert.channels import PermanentError, TransientError
-    from runalert.channels._net import DestinationPolicy
     from tests.hostile import ended_with
 
     folder = tmp_path_factory.mktemp("tls")

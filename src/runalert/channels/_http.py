@@ -1,6 +1,6 @@
 """HTTP delivery shared by the HTTP channels: one POST, and its outcome sorted into sent, retry or give up.
 
-Every POST is one :class:`~runalert.channels._net.Attempt`: a total deadline (the channel's ``timeout``) over
+Every POST is one :class:`~runalert._net.Attempt`: a total deadline (the channel's ``timeout``) over
 connecting, sending and reading the answer, on a connection of its own (no keep-alive, no proxy when a
 destination policy applies), with the destination policy checked against the address actually connected to.
 Redirects are never followed (a 3xx is a permanent failure), and at most ``MAX_ANSWER`` bytes of an answer are
@@ -12,22 +12,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from runalert._net import Attempt, DestinationPolicy, DestinationRefused
+from runalert._transport import mount
 from runalert.alert import AlertLevel
 from runalert.backoff import parse_retry_after
-from runalert.channels._net import Attempt, DestinationPolicy, DestinationRefused, current_attempt
 from runalert.channels.base import Channel, PermanentError, RateLimit, TransientError
 
 __all__ = [
@@ -110,61 +106,12 @@ def excerpt(body: bytes, limit: int = EXCERPT_LENGTH) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-# -- connections: through the attempt (deadline, destination policy) ------------------------------------------
-def _new_conn(self: HTTPConnection) -> socket.socket:
-    attempt = current_attempt()
-    if attempt is None:
-        return HTTPConnection._new_conn(self)
-    try:
-        return attempt.connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
-    except DestinationRefused:
-        raise
-    except socket.gaierror as exc:
-        raise NameResolutionError(self.host, self, exc) from exc
-    except TimeoutError as exc:
-        raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
-    except OSError as exc:
-        raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
-
-
-class _HTTPConnection(HTTPConnection):
-    _new_conn = _new_conn
-
-
-class _HTTPSConnection(HTTPSConnection):
-    _new_conn = _new_conn
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Adapter(HTTPAdapter):
-    """Connections made through the thread's attempt, direct or through a proxy."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS pools connect their own way (per-read timeouts only)
-            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-        return manager
-
-
 def _session(policy: DestinationPolicy | None) -> requests.Session:
     session = requests.Session()
     if policy is not None:  # connect directly (no proxy from the environment): the policy must see the address
         session.trust_env = False
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    mount(session, pool_connections=1, pool_maxsize=1)
     return session
 
 

@@ -8,8 +8,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from runalert._net import DestinationPolicy
 from runalert.alert import Alert, AlertLevel
-from runalert.channels._net import DestinationPolicy
 
 __all__ = ["Channel", "DeliveryError", "PermanentError", "RateLimit", "TransientError", "redact"]
 

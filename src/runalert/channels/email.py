@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from runalert._net import Attempt, DestinationRefused, connect
 from runalert.alert import Alert, AlertLevel
-from runalert.channels._net import Attempt, DestinationRefused, connect
 from runalert.channels.base import Channel, PermanentError, RateLimit, TransientError
 
 __all__ = ["Email"]

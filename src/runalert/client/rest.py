@@ -30,6 +30,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from runalert._log import logger
+from runalert._net import Attempt
 from runalert.backoff import Backoff, parse_retry_after
 from runalert.client._transport import MAX_ANSWER, mount, read_body
 
@@ -289,8 +290,6 @@ class Client:
         url = self.server_url + path
         data = None if json is None else _encode(json)
         headers = _JSON if data is not None else None
-        from runalert.channels._net import Attempt  # on first use: the channels package is not needed before
-
         with Attempt(timeout) as attempt:
             try:
                 response = self._session().request(

@@ -30,11 +30,11 @@ from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 
+from runalert._net import DestinationPolicy
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting.ratelimit import TokenBucket
 from runalert.backoff import Backoff
 from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
-from runalert.channels._net import DestinationPolicy
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.engine import ENCRYPTED, run_url

@@ -13,9 +13,9 @@ from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from runalert._net import DestinationPolicy
 from runalert.channels import Channel
 from runalert.channels._http import check_url
-from runalert.channels._net import DestinationPolicy
 from runalert.server.models import ApiKey
 from runalert.server.settings import ServerSettings
 

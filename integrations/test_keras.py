@@ -215,6 +215,18 @@ def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
     assert level_counts(receiver.alerts()) == {"ERROR": 1}
 
 
+def test_a_crash_names_the_step_being_computed_while_batch_ends_lag_on_kerass_pool(receiver: Receiver) -> None:
+    # A slow async callback holds the batch ends on Keras' pool: runalert's ends lag batches behind the batch that
+    # begins. The crash as the fifth batch begins is at step 5 (the step being computed), not at the last step
+    # whose end runalert had seen (it said "step 1" before the step was taken from the batch's begin).
+    result = run_example("../integrations/keras_lagging_pool.py", receiver=receiver)
+    assert result.returncode == 1 and "simulated failure as the fifth batch begins" in result.stderr
+    (crash,) = receiver.wait(1, "Run crashed")
+    assert crash["fields"]["step"] == "5" and "crashed at step 5, epoch 1" in crash["text"], crash["text"]
+    receiver.settle()
+    assert level_counts(receiver.alerts()) == {"ERROR": 1}
+
+
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="rank_zero_only"):
         AlertCallback(rank_zero_only="yes")  # type: ignore[arg-type]

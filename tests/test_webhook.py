@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 
 import pytest
 from pytest_httpserver import HTTPServer
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from runalert import Alert, Alerter, AlertLevel
 from runalert.channels import Webhook
-from runalert.webhooks import sign, verify
+from runalert.webhooks import sign, signature_headers, verify
 from tests.support import FAST_RETRY, free_port
 
 SECRET = "s3cr3t-signing-key"
@@ -62,6 +65,118 @@ def test_verify_rejects_tampering_replays_and_missing_headers() -> None:
     assert verify(body, headers, SECRET, now=now + 301, tolerance=0)
     assert not verify(body, {"X-Runalert-Timestamp": str(now)}, SECRET, now=now)
     assert not verify(body, {**headers, "X-Runalert-Timestamp": "soon"}, SECRET, now=now)
+
+
+# -- Standard Webhooks (https://www.standardwebhooks.com), checked with the reference verifier ---------------
+WHSEC_KEY = bytes(range(1, 33))
+WHSEC = "whsec_" + base64.b64encode(WHSEC_KEY).decode()
+STANDARD = ("webhook-id", "webhook-timestamp", "webhook-signature")
+LEGACY = ("X-Runalert-Delivery", "X-Runalert-Timestamp", "X-Runalert-Signature")
+
+
+def _deliveries(
+    httpserver: HTTPServer, secret: str | list[str], fail_first: bool = False
+) -> list[tuple[bytes, dict[str, str]]]:
+    """Send one alert through a real Alerter to ``httpserver``; each request's raw body and (lowered) headers."""
+    if fail_first:
+        httpserver.expect_oneshot_request("/std").respond_with_data("down", status=502)
+    httpserver.expect_request("/std").respond_with_data("ok")
+    with Alerter([Webhook(httpserver.url_for("/std"), secret=secret)], run="r", retry=FAST_RETRY) as alerter:
+        alerter.alert("Loss is NaN", "step 7", AlertLevel.ERROR)
+        assert alerter.flush(5)
+    return [(request.get_data(), {k.lower(): v for k, v in request.headers.items()}) for request, _ in httpserver.log]
+
+
+def _only(headers: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    wanted = {n.lower() for n in names}
+    return {k: v for k, v in headers.items() if k.lower() in wanted}
+
+
+def test_plain_secret_signs_standard_webhooks_with_a_stable_id_and_keeps_the_old_headers(
+    httpserver: HTTPServer,
+) -> None:
+    requests = _deliveries(httpserver, SECRET, fail_first=True)
+    assert len(requests) == 2
+    ids = set()
+    for body, headers in requests:
+        # A plain secret's key is its UTF-8 bytes: the reference verifier takes those bytes.
+        assert StandardWebhook(SECRET.encode()).verify(body, headers)["title"] == "Loss is NaN"
+        with pytest.raises(WebhookVerificationError):
+            StandardWebhook(b"another-secret").verify(body, headers)
+        assert headers["webhook-signature"].startswith("v1,") and " " not in headers["webhook-signature"]
+        assert headers["webhook-id"] == headers["x-runalert-delivery"] == json.loads(body)["id"]
+        assert headers["webhook-timestamp"] == headers["x-runalert-timestamp"]
+        # Both header forms verify with runalert's own verify, each on its own.
+        assert verify(body, _only(headers, STANDARD), SECRET)
+        assert verify(body, _only(headers, LEGACY), SECRET)
+        assert not verify(body, _only(headers, STANDARD), "another-secret")
+        ids.add(headers["webhook-id"])
+    assert len(ids) == 1  # the same id on the retry
+
+
+def test_whsec_secret_is_the_base64_key(httpserver: HTTPServer) -> None:
+    ((body, headers),) = _deliveries(httpserver, WHSEC)
+    StandardWebhook(WHSEC).verify(body, headers)
+    StandardWebhook(WHSEC_KEY).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):  # not the secret's text as the key
+        StandardWebhook(WHSEC.encode()).verify(body, headers)
+    assert verify(body, _only(headers, STANDARD), WHSEC)
+    assert verify(body, _only(headers, LEGACY), WHSEC)
+
+
+@pytest.mark.parametrize("form", ["list", "comma-separated"])
+def test_rotation_sends_one_signature_per_secret(httpserver: HTTPServer, form: str) -> None:
+    old = "old-plain-signing-secret"
+    secret: str | list[str] = [WHSEC, old] if form == "list" else f"{WHSEC}, {old}"
+    ((body, headers),) = _deliveries(httpserver, secret)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    StandardWebhook(WHSEC).verify(body, headers)
+    StandardWebhook(old.encode()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        StandardWebhook(b"a-third-secret").verify(body, headers)
+    for receiver_secret in (WHSEC, old, [old, "a-third-secret"], f"a-third-secret,{WHSEC}"):
+        assert verify(body, _only(headers, STANDARD), receiver_secret)
+    assert not verify(body, _only(headers, STANDARD), "a-third-secret")
+    # The deprecated signature is made with the first secret only.
+    assert verify(body, _only(headers, LEGACY), WHSEC)
+    assert not verify(body, _only(headers, LEGACY), old)
+
+
+def test_verify_standard_headers_rejects_tampering_wrong_secrets_and_old_timestamps() -> None:
+    body = b'{"a":1}'
+    now = 1_700_000_000
+    headers = _only(signature_headers(body, [WHSEC, SECRET], "msg_1", timestamp=now), STANDARD)
+    assert verify(body, headers, WHSEC, now=now) and verify(body, headers, SECRET, now=now)
+    assert verify(body.decode(), {k.upper(): v for k, v in headers.items()}, WHSEC, now=now)
+    assert not verify(b'{"a":2}', headers, WHSEC, now=now)
+    assert not verify(body, {**headers, "webhook-id": "msg_2"}, WHSEC, now=now)
+    assert not verify(body, {**headers, "webhook-timestamp": str(now + 1)}, WHSEC, now=now)
+    assert not verify(body, headers, "whsec_" + base64.b64encode(b"other key").decode(), now=now)
+    assert not verify(body, headers, WHSEC, now=now + 301)
+    assert not verify(body, headers, WHSEC, now=now - 301)
+    assert verify(body, headers, WHSEC, now=now + 301, tolerance=0)
+    assert not verify(body, {k: v for k, v in headers.items() if k != "webhook-id"}, WHSEC, now=now)
+    # Standard headers present but forged: the (valid) deprecated ones do not rescue the request.
+    both = signature_headers(body, SECRET, "msg_1", timestamp=now)
+    assert verify(body, both, SECRET, now=now)
+    assert not verify(body, {**both, "webhook-signature": "v1,AAAA"}, SECRET, now=now)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("whsec_not*base64!", "starts with 'whsec_' but the rest is not base64"),
+        ("whsec_", "no key after it"),
+        ("plain-enough,short", "webhook secret #2 must be at least 8 characters"),
+        (" , ", "webhook secret is empty"),
+    ],
+)
+def test_bad_secrets_are_refused_without_repeating_them(secret: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        Webhook("https://example.com/hook", secret=secret)
+    for part in secret.split(","):
+        if part.strip() not in ("", "whsec_"):  # the bare prefix is no secret
+            assert part.strip() not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -80,19 +79,36 @@ def test_each_integration_gets_its_alerts_in_order(make_client: Any, httpserver:
 
 
 def test_access_token_secret_and_signing(make_client: Any, httpserver: HTTPServer) -> None:
+    import base64
+
+    from standardwebhooks.webhooks import Webhook as StandardWebhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
     from runalert.webhooks import verify
 
-    receiver = Receiver(httpserver)
+    receiver = Receiver(httpserver, script=[503])
     client = make_client()
+    new_key = "whsec_" + base64.b64encode(b"the-new-signing-key-32-bytes-ok!").decode()
     client.put(f"{P}/p/secrets/TOKEN", json={"value": "tok-1234567890"})
-    client.put(f"{P}/p/secrets/SIGNING", json={"value": "sign-1234567890"})
+    # Rotation: the new whsec_ key first, the old plain secret still signing until receivers have moved.
+    client.put(f"{P}/p/secrets/SIGNING", json={"value": f"{new_key},sign-1234567890"})
     _setup(client, receiver.url, access_token_secret="TOKEN", signing_secret="SIGNING")
-    client.post(f"{P}/p/alerts", json={"title": "signed"})
-    assert wait_for(lambda: receiver.requests)
-    headers, body = receiver.requests[0]
-    assert headers["Authorization"] == "Bearer tok-1234567890"
-    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    assert verify(raw, headers, "sign-1234567890")
+    alert = client.post(f"{P}/p/alerts", json={"title": "signed"}).json()
+    assert wait_for(lambda: len(receiver.requests) == 2)  # a 503, then delivered: the same id both times
+    delivery_id = alert["deliveries"][0]["id"]
+    for request, _ in httpserver.log:
+        raw, headers = request.get_data(), {k.lower(): v for k, v in request.headers.items()}
+        assert headers["authorization"] == "Bearer tok-1234567890"
+        assert headers["webhook-id"] == headers["x-runalert-delivery"] == delivery_id
+        assert StandardWebhook(new_key).verify(raw, headers)["title"] == "signed"
+        StandardWebhook(b"sign-1234567890").verify(raw, headers)
+        with pytest.raises(WebhookVerificationError):
+            StandardWebhook(b"not-the-signing-key").verify(raw, headers)
+        standard = {k: v for k, v in headers.items() if k.startswith("webhook-")}
+        legacy = {k: v for k, v in headers.items() if k.startswith("x-runalert-")}
+        assert verify(raw, standard, "sign-1234567890") and verify(raw, standard, new_key)
+        assert verify(raw, legacy, new_key)  # the deprecated signature: the first secret
+        assert not verify(raw, standard, "not-the-signing-key")
 
 
 def test_a_missing_secret_dead_letters_without_leaking(make_client: Any, httpserver: HTTPServer) -> None:

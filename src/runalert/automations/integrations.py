@@ -60,7 +60,11 @@ class SlackIntegration(Model):
 
 
 class WebhookIntegration(Model):
-    """A JSON webhook: ``url``, optionally HMAC-signed (``signing_secret``) and with a bearer token."""
+    """A JSON webhook: ``url``, optionally signed and with a bearer token.
+
+    ``signing_secret`` names the secret that signs (Standard Webhooks): one key, or several comma-separated while
+    rotating (see ``runalert.webhooks``).
+    """
 
     kind: Literal["webhook"] = "webhook"
     name: str

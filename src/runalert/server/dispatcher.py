@@ -8,7 +8,7 @@
   to destinations the policy allows (see ``runalert.server.integrations.destination_policy``). PostgreSQL claims with
   ``FOR UPDATE SKIP LOCKED`` so that several server processes share the work; SQLite with a conditional
   ``UPDATE`` of the lease. A claim is a lease: a server killed mid-delivery leaves the lease to expire, and the
-  row is delivered again after the restart, with the same ``X-Runalert-Delivery`` id.
+  row is delivered again after the restart, with the same ``webhook-id`` (and deprecated ``X-Runalert-Delivery``).
 - Outcomes: delivered; a ``TransientError`` waits (``runalert.backoff.Backoff``: exponential backoff with
   jitter, or the receiver's ``Retry-After`` in seconds or as an HTTP date) and
   retries until ``max_age`` after the alert, then the row is dead-lettered; a ``PermanentError`` (or an

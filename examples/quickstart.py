@@ -3,8 +3,9 @@
     python examples/quickstart.py            # alerts on the console (nothing to configure)
     RUNALERT_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/... python examples/quickstart.py
 
-A small HTTP receiver on loopback stands in for your own service: it checks each webhook's HMAC signature
-with ``runalert.webhooks.verify`` and prints what it got.
+A small HTTP receiver on loopback stands in for your own service: it checks each webhook's Standard Webhooks
+signature (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) with ``runalert.webhooks.verify``
+(any Standard Webhooks library would do) and prints what it got.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from runalert.channels import Webhook
 from runalert.config import Settings, build_channels
 from runalert.webhooks import verify
 
-SECRET = "quickstart-signing-secret"
+# A Standard Webhooks secret: "whsec_" and the base64 of the key (a plain string of 8+ characters works too).
+SECRET = "whsec_cXVpY2tzdGFydC1zaWduaW5nLWtleSwgMzIgYnl0ZXM="
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""Signing of runalert's outgoing webhooks (`Standard Webhooks <https://www.standardwebhooks.com>`_), and
+"""Signing of runalert's outgoing webhooks as Standard Webhooks (https://www.standardwebhooks.com) specify, and
 :func:`verify` for the receivers.
 
 A signed delivery carries the three Standard Webhooks headers:

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv test test-fast lint docs demo bench clean
+.PHONY: venv test test-fast lint docs demo bench mutate clean
 
 venv: $(STAMP)
 
@@ -49,5 +49,13 @@ docs: venv
 bench: venv
 	$(PY) -m benchmarks
 
+## mutate: mutation testing (mutmut, docs/mutation.md) of the modules where a wrong line means a wrong or lost
+## alert, against the fast tests, 2 children; slow, so not part of `make test`. MODULE=runalert.backoff runs one
+## module. Each run starts afresh; the per-module scores and the survivors go to mutants/scores.txt.
+mutate: venv
+	rm -rf mutants
+	-$(VENV)/bin/mutmut run --max-children 2 $(if $(MODULE),"$(MODULE).*")
+	$(PY) scripts/mutation_score.py | tee mutants/scores.txt
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist site
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build dist site mutants

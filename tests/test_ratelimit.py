@@ -97,3 +97,65 @@ def test_the_token_bucket_allows_a_burst_then_paces(per_second: float, burst: in
         assert bucket.delay() == 0
         bucket.take()
     assert bucket.delay() > 0
+
+
+# -- pinned by mutation testing (docs/mutation.md) -------------------------------------------------------------
+
+
+def test_the_suppressed_total_counts_every_repeat_of_every_key() -> None:
+    suppressor = Suppressor(Clock())
+    suppressor.admit("a", 60)
+    suppressor.admit("b", 60)
+    for key in ("a", "a", "b"):
+        assert suppressor.admit(key, 60) is None
+    assert suppressor.total_suppressed == 3
+
+
+def test_a_window_under_a_second_still_suppresses() -> None:
+    clock = Clock(1_000_000.0)
+    suppressor = Suppressor(clock)
+    assert suppressor.admit("k", 0.5) == 0
+    clock.now += 0.25
+    assert suppressor.admit("k", 0.5) is None
+    clock.now += 0.25
+    assert suppressor.admit("k", 0.5) == 1
+
+
+def test_zero_turns_the_window_off_even_when_the_wall_clock_steps_back() -> None:
+    clock = Clock(1_000_000.0)
+    suppressor = Suppressor(clock)
+    assert suppressor.admit("k", 0) == 0
+    clock.now -= 5.0  # NTP corrects the wall clock backwards
+    assert suppressor.admit("k", 0) == 0
+    assert suppressor.total_suppressed == 0
+
+
+def test_loading_a_state_keeps_the_newer_send_time_and_adds_the_counts() -> None:
+    clock = Clock(1_000_000.0)
+    live = Suppressor(clock)
+    live.admit("k", 300)  # sent at 1_000_000
+    clock.now = 1_000_010.0
+    live.admit("k", 300)  # one suppressed
+    live.load_state_dict({"last_sent": {"k": 999_900.0}, "suppressed": {"k": 2}})  # an older checkpoint
+    clock.now = 1_000_250.0  # 350 s after the checkpoint's send, 250 s after the live one: still inside
+    assert live.admit("k", 300) is None
+    clock.now = 1_000_300.0
+    assert live.admit("k", 300) == 1 + 2 + 1  # the live repeat, the checkpoint's two, the one above
+
+
+def test_a_partial_or_empty_state_loads() -> None:
+    clock = Clock(1_000_000.0)
+    suppressor = Suppressor(clock)
+    suppressor.load_state_dict({})
+    suppressor.load_state_dict({"last_sent": {"k": 1_000_000.0}})
+    assert suppressor.admit("k", 60) is None
+    suppressor.load_state_dict({"suppressed": {"j": 4}})
+    assert suppressor.admit("j", 60) == 4
+
+
+def test_a_bucket_with_more_than_one_token_never_asks_to_wait() -> None:
+    clock = Clock(100.0)
+    bucket = TokenBucket(RateLimit(1.0, 2), clock)
+    bucket.take()
+    clock.now += 0.5  # 1.5 tokens
+    assert bucket.delay() == 0.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from runalert import Alert, AlertLevel
-from runalert.slack_text import build_message, escape, format_text, normalize_mention, normalize_mentions
+from runalert.slack_text import build_message, escape, format_text, normalize_mention, normalize_mentions, plain_title
 
 
 def test_escape_controls() -> None:
@@ -172,3 +172,83 @@ def test_block_kit_limits_hold_for_large_alerts() -> None:
     alert = Alert(title="t" * 64, text="x" * 10_000, fields=fields, run="r" * 500).with_suppressed(7)
     message = build_message(alert, ["<!here>"] * 3)
     assert_block_kit_limits(message)
+
+
+# -- pinned by mutation testing (docs/mutation.md) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("title", "header"),
+    [
+        ("<@U1AB|ana> done", "@ana done"),  # markup is the default
+        ("<!subteam^S0GROUP1> paged", "@S0GROUP1 paged"),
+        ("<!everyone>", "@everyone"),
+        ("in <#C0123ABC>", "in #C0123ABC"),
+        ("in <#C0123ABC|#gen>", "in #gen"),  # a label that already has its sign keeps one
+        ("at <!date^1700000000^{date_short}|Nov 14>", "at Nov 14"),
+        ("<https://x.example/r/1>", "https://x.example/r/1"),
+    ],
+)
+def test_the_header_shows_every_kind_of_token_readably(title: str, header: str) -> None:
+    assert plain_title(title) == header
+    assert build_message(Alert(title=title, text="b"))["blocks"][0]["text"]["text"] == header
+
+
+def test_a_text_of_exactly_the_limit_is_not_cut() -> None:
+    assert build_message(Alert(title="t", text="x" * 3000))["blocks"][1]["text"]["text"] == "x" * 3000
+    assert build_message(Alert(title="t", text="x" * 3001))["blocks"][1]["text"]["text"] == "x" * 2999 + "…"
+
+
+@pytest.mark.parametrize(
+    ("text", "suppressed", "section"),
+    [
+        ("", 1, "_(1 similar alert suppressed)_"),
+        ("", 2, "_(2 similar alerts suppressed)_"),
+        ("loss high", 1, "loss high\n_(1 similar alert suppressed)_"),
+    ],
+)
+def test_the_suppressed_count_is_its_own_line_singular_or_plural(text: str, suppressed: int, section: str) -> None:
+    message = build_message(Alert(title="t", text=text).with_suppressed(suppressed))
+    assert message["blocks"][1]["text"]["text"] == section
+
+
+def test_the_context_block_names_the_level_the_run_and_the_host() -> None:
+    alert = Alert(title="t", text="x", level=AlertLevel.WARN, run="r1", host="gpu-7", created_at=1_700_000_000.0)
+    context = build_message(alert)["blocks"][-1]
+    assert context == {
+        "type": "context",
+        "elements": [
+            {
+                "type": "mrkdwn",
+                "text": ":warning: *WARN* · run r1 · gpu-7 · <!date^1700000000^{date_short_pretty} {time_secs}|now>",
+            }
+        ],
+    }
+
+
+def test_everyone_is_a_special_mention_too() -> None:
+    assert normalize_mention("@everyone") == "<!everyone>"
+    assert normalize_mention("everyone") == "<!everyone>"
+
+
+@pytest.mark.parametrize("bad", ["<mailto:ana@example.com|Ana>", "Xchannel", "<!channelz>"])
+def test_links_and_near_misses_are_not_mentions(bad: str) -> None:
+    with pytest.raises(ValueError, match="member ID"):
+        normalize_mention(bad)
+
+
+def test_a_bad_mention_error_lists_what_is_allowed() -> None:
+    with pytest.raises(ValueError) as info:
+        normalize_mention("ana")
+    assert str(info.value) == (
+        "mention 'ana' is not a Slack member or group: use a member ID (U…/W…), a user-group ID (S…), 'here', "
+        "'channel', or a token like <@U…> or <!subteam^S…> (Slack shows IDs under 'Copy member ID' in a profile)"
+    )
+    with pytest.raises(ValueError, match=r"^a mention must be a string, not int$"):
+        normalize_mention(123)  # type: ignore[arg-type]
+
+
+def test_a_single_string_of_mentions_is_refused_with_the_shape_to_use() -> None:
+    with pytest.raises(ValueError) as info:
+        normalize_mentions("U1AB")  # would otherwise be read one character at a time
+    assert str(info.value) == "mentions must be a mapping of level to a list of mentions, e.g. {'ERROR': ['U123']}"

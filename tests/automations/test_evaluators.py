@@ -1,0 +1,145 @@
+"""The evaluators' statistics against a direct computation, their state round trips, and the trigger's state.
+
+Pinned by mutation testing (docs/mutation.md): each test kills mutants of ``runalert.automations.evaluators`` that
+the rule tables and property tests let through.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from runalert.automations.evaluators import (
+    NonFiniteEvaluator,
+    ThresholdEvaluator,
+    Trigger,
+    ZScoreEvaluator,
+    make_evaluator,
+)
+from runalert.automations.filters import (
+    MetricChangeFilter,
+    MetricNonFiniteFilter,
+    MetricThresholdFilter,
+    MetricZScoreFilter,
+)
+
+VALUES = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0, 5.5, 3.0, 5.0, 8.0, 9.0, 7.0, 9.5, 3.0, 2.0, 3.0, 8.0, 4.0]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e9])
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 7])
+def test_each_z_score_is_against_the_population_mean_and_std_of_the_window_before(window: int, offset: float) -> None:
+    evaluator = ZScoreEvaluator(MetricZScoreFilter(name="x", window=window, threshold=1.0))
+    values = [offset + v for v in VALUES]
+    for n, x in enumerate(values):
+        before = values[max(0, n - window) : n]
+        condition = evaluator.push(x)
+        if len(before) < window or statistics.pstdev(before) == 0:
+            assert condition is None
+            continue
+        mean, std = statistics.fmean(before), statistics.pstdev(before)
+        assert evaluator.mean == pytest.approx(mean, rel=1e-12, abs=1e-9)
+        assert evaluator.std == pytest.approx(std, rel=1e-6)
+        assert condition is (abs((x - mean) / std) >= 1.0)
+    assert evaluator.count == len(values)
+
+
+def test_a_z_score_state_round_trip_is_exact_and_loading_it_is_not_a_new_z_score() -> None:
+    spec = MetricZScoreFilter(name="x", window=4, threshold=1.0)
+    first = ZScoreEvaluator(spec)
+    first.push_many(VALUES[:9])
+    state = first.state_dict()
+    assert state == {"kind": "zscore", "values": VALUES[5:9], "count": 9, "observed": first.observed}
+    resumed = ZScoreEvaluator(spec)
+    resumed.push_many([100.0, 0.0, 7.0, 7.0, 7.0])  # a used evaluator: loading replaces everything
+    before = (resumed.mean, resumed.std)
+    resumed.load_state_dict(state)
+    assert (resumed.mean, resumed.std) == before  # loading does not evaluate the values it puts back
+    assert resumed.count == 9 and resumed.observed == first.observed
+    assert resumed.push_many(VALUES[9:]) == first.push_many(VALUES[9:])
+    assert (resumed.mean, resumed.std, resumed.count) == (first.mean, first.std, first.count)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MetricThresholdFilter(name="x", cmp=">", threshold=4),
+        MetricThresholdFilter(name="x", cmp=">", threshold=4, agg="avg", window=3),
+        MetricThresholdFilter(name="x", cmp="<", threshold=4, agg="min", window=3),
+        MetricThresholdFilter(name="x", cmp=">=", threshold=8, agg="max", window=3),
+        MetricChangeFilter(name="x", agg="avg", window=2, prior_window=3, change_type="abs", threshold=1),
+        MetricChangeFilter(name="x", agg="max", window=2, prior_window=2, change_type="rel", threshold=0.5),
+        MetricZScoreFilter(name="x", window=3, threshold=1.0),
+    ],
+)
+def test_a_state_loaded_into_a_used_evaluator_continues_exactly(
+    spec: MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter,
+) -> None:
+    first = make_evaluator(spec)
+    first.push_many(VALUES[:8])
+    state = first.state_dict()
+    assert state["values"] and state["count"] == 8 and state["observed"] == first.observed
+    used = make_evaluator(spec)
+    used.push_many([50.0, -3.0, 0.25, 11.0, 11.0])
+    used.load_state_dict(state)
+    assert used.state_dict() == state
+    assert used.push_many(VALUES[8:]) == first.push_many(VALUES[8:])
+    assert used.observed == first.observed and used.count == first.count
+
+
+def test_a_plain_threshold_keeps_its_last_value_in_the_state() -> None:
+    evaluator = ThresholdEvaluator(MetricThresholdFilter(name="x", cmp=">", threshold=4))
+    evaluator.push_many([1.0, 7.0])
+    assert evaluator.state_dict() == {"kind": "threshold", "values": [7.0], "count": 2, "observed": 7.0}
+    evaluator.load_state_dict({"kind": "threshold", "values": [], "count": 0, "observed": None})
+    assert evaluator.state_dict() == {"kind": "threshold", "values": [], "count": 0, "observed": None}
+
+
+def test_a_state_with_only_its_kind_loads_as_empty() -> None:
+    evaluator = make_evaluator(MetricZScoreFilter(name="x", window=3))
+    evaluator.push_many([1.0, 2.0, 3.0, 4.0])
+    evaluator.load_state_dict({"kind": "zscore"})
+    assert (evaluator.count, evaluator.observed, evaluator.state_dict()["values"]) == (0, None, [])
+
+
+def test_a_state_of_another_kind_is_refused_naming_both() -> None:
+    evaluator = make_evaluator(MetricThresholdFilter(name="x", cmp=">", threshold=1))
+    with pytest.raises(ValueError) as info:
+        evaluator.load_state_dict({"kind": "zscore", "values": [1.0]})
+    assert str(info.value) == "state is for a 'zscore' evaluator, not 'threshold'"
+
+
+@pytest.mark.parametrize("last", [math.nan, math.inf, -math.inf])
+def test_a_nonfinite_state_is_json_ready_and_round_trips(last: float) -> None:
+    evaluator = NonFiniteEvaluator(MetricNonFiniteFilter(name="loss"))
+    evaluator.push_many([1.0, last])
+    state = evaluator.state_dict()
+    assert state == {"kind": "nonfinite", "values": [], "count": 2, "observed": str(last)}
+    resumed = NonFiniteEvaluator(MetricNonFiniteFilter(name="loss"))
+    resumed.load_state_dict(state)
+    assert resumed.count == 2 and str(resumed.observed) == str(last)
+
+
+def test_a_trigger_state_round_trip_keeps_whether_its_activation_fired() -> None:
+    fired = Trigger()
+    assert fired.step(True, now=100.0, cooldown=60.0) == "fired"
+    state = fired.state_dict()
+    assert state == {"active": True, "notified": True, "last_fired": 100.0}
+    resumed = Trigger()
+    resumed.load_state_dict(state)
+    assert resumed.step(False) == "resolved"
+    silenced = Trigger()
+    silenced.load_state_dict({"active": False, "notified": False, "last_fired": 100.0})
+    assert silenced.step(True, now=130.0, cooldown=60.0) is None  # inside the cooldown: silent
+    assert silenced.step(False) is None  # a silent activation does not resolve
+
+
+def test_a_trigger_state_with_missing_fields_is_an_inactive_unfired_trigger() -> None:
+    fresh = Trigger()
+    fresh.load_state_dict({})
+    assert fresh.step(True, now=0.0, cooldown=60.0) == "fired"
+    active = Trigger()
+    active.load_state_dict({"active": True})  # no "notified": its activation did not fire
+    assert active.step(False) is None

@@ -18,15 +18,13 @@ import importlib.util
 import logging
 import os
 import re
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -36,6 +34,9 @@ from typer.testing import CliRunner
 
 import runalert
 from tests.support import Receiver, free_port, missing, wait_for
+
+if TYPE_CHECKING:
+    from tests.server.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -105,46 +106,18 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-class ServerProcess:
-    """``python -m runalert.server`` on a free loopback port, SQLite in its own home, no API keys."""
-
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")}
-        env["RUNALERT_HOME"] = str(home)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runalert.server", "--port", str(self.port), "--log-level", "warning"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                return requests.get(self.url + "/healthz", timeout=1).ok
-            except requests.RequestException:
-                return False
-
-        assert wait_for(healthy, timeout=30, interval=0.05), self.log.read_text()[-3000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``python -m runalert.server`` on a free loopback port, SQLite in its own home, no API keys, none of the
+    machine's RUNALERT_* settings (it starts before the tests' own isolated environment)."""
     pytest.importorskip("fastapi", reason="the server blocks need the server extra")
-    proc = ServerProcess(tmp_path_factory.mktemp("server-home"))
+    from tests.server.conftest import ServerProcess
+
+    home = tmp_path_factory.mktemp("server-home")
+    with pytest.MonkeyPatch.context() as env:
+        for name in [name for name in os.environ if name.startswith("RUNALERT_")]:
+            env.delenv(name)
+        proc = ServerProcess(home, f"sqlite:///{home / 'runalert.db'}", {}).start()
     yield proc
     proc.stop()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,8 +20,9 @@ from typing import Any
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
+from tests.server.conftest import ServerProcess
 from tests.server.test_web_chromium import _browse
-from tests.support import free_port, wait_for
+from tests.support import wait_for
 from werkzeug import Request, Response
 
 from runalert.alerting.spool import Spool
@@ -44,54 +44,26 @@ class Hook:
         return Response("ok")
 
 
-class Server:
+class Server(ServerProcess):
     """``python -m runalert.server`` on a free loopback port, with an API key for project ``default``."""
 
     def __init__(self, home: Path) -> None:
         from runalert.server.auth import create_key
         from runalert.server.db import Database
 
-        self.home = home
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.database_url = f"sqlite:///{home / 'server.db'}"
-        database = Database(self.database_url)
+        home.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{home / 'server.db'}"
+        database = Database(database_url)
         with database.session() as session:
             _row, self.key = create_key(session, "default")
         database.dispose()
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")}
-        env.update(
-            RUNALERT_HOME=str(self.home),
-            RUNALERT_DATABASE_URL=self.database_url,
-            RUNALERT_DISPATCH_INTERVAL="0.05",
-            RUNALERT_RETRY_INITIAL="0.05",
-            RUNALERT_RETRY_MAX="0.2",
-            RUNALERT_ALLOW_PRIVATE_DESTINATIONS="true",  # the team's receiver is on loopback
-        )
-        port = self.url.rsplit(":", 1)[1]
-        with open(self.home / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runalert.server", "--port", port, "--log-level", "warning"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        assert wait_for(self._healthy, timeout=30, interval=0.05), (self.home / "server.log").read_text()[-3000:]
-        return self
-
-    def _healthy(self) -> bool:
-        try:
-            return requests.get(self.url + "/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
+        fast = {
+            "RUNALERT_DISPATCH_INTERVAL": "0.05",
+            "RUNALERT_RETRY_INITIAL": "0.05",
+            "RUNALERT_RETRY_MAX": "0.2",
+            "RUNALERT_ALLOW_PRIVATE_DESTINATIONS": "true",  # the team's receiver is on loopback
+        }
+        super().__init__(home, database_url, fast)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.key}"}

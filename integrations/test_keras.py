@@ -15,7 +15,6 @@ np = pytest.importorskip("numpy")
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
 from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
-from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
 from runalert.keras import AlertCallback  # noqa: E402
@@ -230,29 +229,6 @@ def test_a_crash_names_the_step_being_computed_while_batch_ends_lag_on_kerass_po
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="rank_zero_only"):
         AlertCallback(rank_zero_only="yes")  # type: ignore[arg-type]
-
-
-def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_process_still_dies_of_it(receiver: Receiver) -> None:
-    # No exception hook in keras: runalert's chained SIGTERM handler reports, flushes (bounded), then hands over
-    # to the default action: the process dies of SIGTERM as it does without runalert.
-    without = signal_child("keras", SIGTERM, wait_at_step=3)
-    ended = signal_child("keras", SIGTERM, receiver=receiver, wait_at_step=3)
-    assert ended.returncode == without.returncode == -SIGTERM, ended.stderr[-3000:]
-    (alert,) = ended.alerts  # delivered before the process ended, and nothing else
-    assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
-    assert ended.last_done == 2  # SIGTERM came during step 3: the step being computed, in text and field
-    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
-    assert alert["fields"]["epoch"] == "1"
-
-
-def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
-    without = signal_child("keras", SIGINT, wait_at_step=3)
-    ended = signal_child("keras", SIGINT, receiver=receiver, wait_at_step=3)
-    assert ended.returncode == without.returncode == -SIGINT  # an uncaught KeyboardInterrupt
-    assert "KeyboardInterrupt" in ended.stderr  # the traceback still prints
-    (alert,) = ended.alerts
-    assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
-    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
 
 
 def test_early_stopping_reason_is_in_the_fit_summary(receiver: Receiver, alerter: Alerter) -> None:

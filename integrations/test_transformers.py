@@ -24,7 +24,6 @@ from transformers import (  # noqa: E402
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
 from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
-from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
 from runalert.transformers import AlertCallback  # noqa: E402
@@ -174,29 +173,6 @@ def test_crash_alerts_once_and_exception_propagates(receiver: Receiver) -> None:
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="stall_after"):
         AlertCallback(stall_after=-5)
-
-
-def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_process_still_dies_of_it(receiver: Receiver) -> None:
-    # No exception hook in transformers: runalert's chained SIGTERM handler reports, flushes (bounded), then hands over
-    # to the default action: the process dies of SIGTERM as it does without runalert.
-    without = signal_child("transformers", SIGTERM, wait_at_step=3)
-    ended = signal_child("transformers", SIGTERM, receiver=receiver, wait_at_step=3)
-    assert ended.returncode == without.returncode == -SIGTERM, ended.stderr[-3000:]
-    (alert,) = ended.alerts  # delivered before the process ended, and nothing else
-    assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
-    assert ended.last_done == 2  # SIGTERM came during step 3: the step being computed, in text and field
-    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
-    assert alert["fields"]["epoch"] == "1"
-
-
-def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
-    without = signal_child("transformers", SIGINT, wait_at_step=3)
-    ended = signal_child("transformers", SIGINT, receiver=receiver, wait_at_step=3)
-    assert ended.returncode == without.returncode == -SIGINT  # an uncaught KeyboardInterrupt
-    assert "KeyboardInterrupt" in ended.stderr  # the traceback still prints
-    (alert,) = ended.alerts
-    assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"
-    assert alert["fields"]["step"] == "3" and "at step 3, epoch 1" in alert["text"]
 
 
 class AuxLogging(Trainer):

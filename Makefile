@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[dev,all]"
+	$(PIP) install -q -c constraints.txt -e ".[all]" --group dev
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

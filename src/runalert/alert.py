@@ -100,7 +100,9 @@ class Alert:
     pass through to Slack; alerts composed by runalert from run data set ``markup=False`` so that a metric
     or run name is always escaped and can never ping anyone. ``fields`` are context (run, step, value,
     host ...), always shown escaped. ``payload``, when set, replaces the JSON body that webhook channels
-    send (automations' ``SendWebhook`` templates).
+    send (automations' ``SendWebhook`` templates). ``url`` is the link to the run's page (on the server, or
+    from the user's URL template in-process), shown by every channel: a button or context link in Slack, a
+    line in email and on the console, ``"url"`` in the webhook body.
     """
 
     title: str
@@ -114,6 +116,7 @@ class Alert:
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
     host: str = _HOST
+    url: str | None = None
 
     @property
     def key(self) -> str:
@@ -146,6 +149,7 @@ class Alert:
             "suppressed": self.suppressed,
             "created_at": self.created_at,
             "host": self.host,
+            "url": self.url,
         }
 
     @classmethod
@@ -163,6 +167,7 @@ class Alert:
             id=str(data.get("id") or new_id()),
             created_at=float(data.get("created_at", time.time())),
             host=str(data.get("host", _HOST)),
+            url=str(data["url"]) if data.get("url") else None,
         )
 
     def __post_init__(self) -> None:
@@ -174,3 +179,5 @@ class Alert:
             )
         if not isinstance(self.text, str):
             raise ValueError(f"text must be a string, not {type(self.text).__name__}")
+        if self.url is not None and not isinstance(self.url, str):
+            raise ValueError(f"url must be a string (the run page's link) or None, not {type(self.url).__name__}")

@@ -57,6 +57,8 @@ class Console(Channel):
         lines += [f"    {line}" for line in alert.body.splitlines()]
         if alert.fields:
             lines.append("    " + "  ".join(f"{k}={v}" for k, v in alert.fields.items()))
+        if alert.url:
+            lines.append(f"    {alert.url}")
         return "\n".join(lines) + "\n"
 
     def send(self, alert: Alert) -> None:

@@ -119,11 +119,19 @@ class Email(Channel):
             lines += [alert.body, ""]
         context = {**({"run": alert.run} if alert.run else {}), **alert.fields, "host": alert.host}
         lines += [f"{k}: {v}" for k, v in context.items()]
+        if alert.url:
+            lines.append(f"run page: {alert.url}")
         msg.set_content("\n".join(lines) + "\n")
         rows = "".join(
             f"<tr><th align='left' style='padding-right:12px'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in context.items()
         )
+        if alert.url:
+            link = html.escape(alert.url, quote=True)
+            rows += (
+                f"<tr><th align='left' style='padding-right:12px'>run page</th>"
+                f'<td><a href="{link}">{link}</a></td></tr>'
+            )
         text = html.escape(alert.body).replace("\n", "<br>")
         msg.add_alternative(
             f"<html><body style='font-family:sans-serif'>"

@@ -509,20 +509,26 @@ class RunMonitor:
                 logger.debug("runalert: the held values could not be read after the crash: %r", exc)
             else:
                 self._fail("finish-read", exc)
+        # One deadline for the whole of finish: the rule thread, the server and the alerter share ``timeout``
+        # (each used to get all of it, one after the other: about 3 s for timeout=1 with a hanging server).
+        deadline = _monotonic() + max(0.0, self._flush_timeout() if timeout is None else float(timeout))
+
+        def left() -> float:
+            return max(0.0, deadline - _monotonic())
+
         if self._rules_feed is not None:
-            self._rules_feed.close()
+            self._rules_feed.close(left())
         if self.crash_reported and state == "finished":
             state = "failed"
         self._set_engine_state(state, None)
-        wait = self._flush_timeout() if timeout is None else timeout
-        self._finish_server(state, wait)
+        self._finish_server(state, left())
         alerter = self.alerter
         if alerter is None:
             return
         if self._own_alerter:
-            alerter.close(wait)
+            alerter.close(left())
         else:
-            alerter.flush(wait)
+            alerter.flush(left())
         self._last_values = None
 
     def _at_exit(self) -> None:

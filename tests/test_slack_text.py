@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runalert import Alert, AlertLevel
+from runalert.slack_limits import block_kit_problems
 from runalert.slack_text import build_message, escape, format_text, normalize_mention, normalize_mentions, plain_title
 
 
@@ -106,22 +109,8 @@ def test_message_truncates_long_text() -> None:
 
 
 def assert_block_kit_limits(message: dict) -> None:
-    """Slack's Block Kit limits: at most 50 blocks; a header is plain_text up to 150 characters; a section's text
-    up to 3000, at most 10 fields of up to 2000 each; a context up to 10 elements; the fallback text up to 40000
-    (runalert keeps it under 4000)."""
-    blocks = message["blocks"]
-    assert len(blocks) <= 50 and len(message["text"]) <= 4000
-    for block in blocks:
-        if block["type"] == "header":
-            assert block["text"]["type"] == "plain_text" and len(block["text"]["text"]) <= 150
-        elif block["type"] == "section":
-            assert "text" in block or "fields" in block
-            if "text" in block:
-                assert 1 <= len(block["text"]["text"]) <= 3000
-            assert len(block.get("fields", [])) <= 10
-            assert all(1 <= len(f["text"]) <= 2000 for f in block.get("fields", []))
-        else:
-            assert block["type"] == "context" and 1 <= len(block["elements"]) <= 10
+    """Slack's Block Kit limits (``runalert.slack_limits``): nothing Slack would refuse or cut."""
+    assert block_kit_problems(message) == []
 
 
 def test_a_mention_in_the_title_pings_from_the_text_and_the_header_stays_plain() -> None:
@@ -252,3 +241,138 @@ def test_a_single_string_of_mentions_is_refused_with_the_shape_to_use() -> None:
     with pytest.raises(ValueError) as info:
         normalize_mentions("U1AB")  # would otherwise be read one character at a time
     assert str(info.value) == "mentions must be a mapping of level to a list of mentions, e.g. {'ERROR': ['U123']}"
+
+
+# -- the run link, and Block Kit's limits over many shapes of alert (issue 18) -----------------------------------
+
+RUN_URL = "https://runalert.example.org/runs/vision/bert-7?tab=alerts&from=1"
+
+
+def test_the_run_link_is_in_the_context_block_and_never_cut_by_the_ten_field_limit() -> None:
+    fields = {f"metric {i}": str(i) for i in range(23)} | {"run url": RUN_URL}
+    alert = Alert(title="Loss diverging", run="bert-7", fields=fields, url=RUN_URL, created_at=1_700_000_000.0)
+    message = build_message(alert)
+    assert_block_kit_limits(message)
+    context = message["blocks"][-1]["elements"][0]["text"]
+    assert "· run <https://runalert.example.org/runs/vision/bert-7?tab=alerts&amp;from=1|bert-7> ·" in context
+    sections = [b["fields"] for b in message["blocks"] if b["type"] == "section" and "fields" in b]
+    assert [len(s) for s in sections] == [10, 10, 3]  # every field shown, ten to a section
+    shown = [f["text"] for s in sections for f in s]
+    assert shown[0] == "*metric 0*\n0" and shown[-1] == "*metric 22*\n22"
+    assert not any(RUN_URL in f or "run url" in f for f in shown)  # the link is the context's, once
+
+
+def test_without_a_run_name_the_context_links_the_run_page_and_odd_urls_are_not_links() -> None:
+    message = build_message(Alert(title="t", url="https://x.example/r|1 2"))
+    assert "· <https://x.example/r%7C1%202|run page> ·" in message["blocks"][-1]["elements"][0]["text"]
+    for odd in ("javascript:alert(1)", "https://x.example/" + "a" * 3000):
+        context = build_message(Alert(title="t", run="r1", url=odd))["blocks"][-1]["elements"][0]["text"]
+        assert "<javascript" not in context and "aaaa" not in context and "· run r1 ·" in context
+
+
+def test_hundreds_of_fields_stay_within_fifty_blocks_and_say_how_many_are_not_shown() -> None:
+    message = build_message(Alert(title="t", text="x", fields={f"k{i}": "v" for i in range(600)}, url=RUN_URL))
+    assert_block_kit_limits(message)
+    assert len(message["blocks"]) == 48
+    assert message["blocks"][-2]["fields"][-1]["text"] == "_… and 151 more fields_"
+    assert "|run page>" in message["blocks"][-1]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"text": "", "blocks": []}, "text: the fallback text is required"),
+        ({"text": "x" * 4001, "blocks": []}, "text: 4001 characters"),
+        ({"text": "x", "blocks": [{"type": "divider"}] * 51}, "blocks: 51 blocks (at most 50)"),
+        ({"text": "x", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]}, "151"),
+        ({"text": "x", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}]}, "must be plain_text"),
+        ({"text": "x", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}]}, "3001"),
+        ({"text": "x", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]}, "0 characters"),
+        ({"text": "x", "blocks": [{"type": "section"}]}, "needs a text or fields"),
+        ({"text": "x", "blocks": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}]}, "11 fields"),
+        ({"text": "x", "blocks": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}]}, "2001"),
+        ({"text": "x", "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}]}, "11 el"),
+        ({"text": "x", "blocks": [{"type": "context", "elements": []}]}, "0 elements"),
+        ({"text": "x", "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 3001}]}]}, "3001"),
+        (
+            {
+                "text": "x",
+                "blocks": [
+                    {
+                        "type": "actions",
+                        "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b" * 76}}],
+                    }
+                ],
+            },
+            "76 characters",
+        ),
+        (
+            {
+                "text": "x",
+                "blocks": [
+                    {
+                        "type": "actions",
+                        "elements": [
+                            {"type": "button", "text": {"type": "plain_text", "text": "b"}, "url": "u" * 3001}
+                        ],
+                    }
+                ],
+            },
+            "url must be",
+        ),
+    ],
+)
+def test_block_kit_problems_names_each_limit_broken(message: dict, problem: str) -> None:
+    problems = block_kit_problems(message)
+    assert problems and any(problem in p for p in problems), problems
+
+
+_printable = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
+_long = st.one_of(_printable, st.builds(lambda c, n: c * n, st.sampled_from("x<&>|é🙂 "), st.integers(0, 9000)))
+_title = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=64)
+_tokens = st.sampled_from(["<@U1AB>", "<!here>", "<!channel>", "<!subteam^S0G>", "<https://x.example|x>", "<&>"])
+
+
+@st.composite
+def _alerts(draw: st.DrawFn) -> tuple[Alert, list[str]]:
+    title = draw(st.one_of(_title, st.builds(lambda t, k: (k + " " + t)[:64], _title, _tokens)))
+    fields = draw(st.dictionaries(_printable.filter(bool), _long, max_size=draw(st.sampled_from([0, 3, 10, 11, 60]))))
+    url = draw(
+        st.one_of(
+            st.none(),
+            st.just(RUN_URL),
+            st.builds(lambda p: "https://r.example/runs/" + p, _long),
+            st.builds(lambda p: "http://r.example/?q=" + p, _printable),
+        )
+    )
+    alert = Alert(
+        title=title,
+        text=draw(st.one_of(_long, st.builds(lambda t, k: k + t, _long, _tokens))),
+        level=draw(st.sampled_from(list(AlertLevel))),
+        run=draw(st.one_of(st.none(), _long.filter(bool))),
+        fields=fields,
+        markup=draw(st.booleans()),
+        suppressed=draw(st.integers(0, 10**6)),
+        host=draw(st.one_of(st.just("gpu-7"), _printable)),
+        url=url,
+        id="0" * 32,
+        created_at=1_700_000_000.0,
+    )
+    return alert, draw(st.lists(_tokens, max_size=5))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_alerts())
+def test_every_shape_of_alert_gives_a_message_within_block_kit_limits_with_the_link_whole(
+    case: tuple[Alert, list[str]],
+) -> None:
+    alert, mentions = case
+    message = build_message(alert, mentions)
+    assert block_kit_problems(message) == []
+    shown = [f for b in message["blocks"] if "fields" in b for f in b["fields"]]
+    kept = [v for v in alert.fields.values() if v != alert.url]
+    assert len(shown) == len(kept) or shown[-1]["text"].startswith("_… and ")
+    context = message["blocks"][-1]["elements"][0]["text"]
+    if alert.url and len(alert.url) <= 400:  # a URL Slack can take is linked whole (even if all of it is escaped)
+        target = "".join(f"%{ord(c):02X}" if c in "<>|" or c.isspace() else c for c in alert.url)
+        assert f"<{target.replace('&', '&amp;')}|" in context

@@ -22,6 +22,7 @@ __all__ = [
     "build_message",
     "escape",
     "format_text",
+    "link",
     "normalize_mention",
     "normalize_mentions",
     "plain_title",
@@ -51,6 +52,12 @@ EMOJI = {
 _SECTION_LIMIT = 3000
 _FALLBACK_LIMIT = 4000
 _HEADER_LIMIT = 150
+_FIELD_LIMIT = 2000
+_FIELDS_PER_SECTION = 10
+_MAX_FIELD_SECTIONS = 45  # a header, the text, the fields and the context within Slack's 50 blocks
+_URL_LIMIT = 2000
+_RUN_LABEL_LIMIT = 100  # with a link: 2,000 + 5 × (100 + 60) + the rest fits in 3,000
+_HOST_LABEL_LIMIT = 60
 
 
 def escape(text: str) -> str:
@@ -149,6 +156,54 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def link(url: str, label: str) -> str:
+    """A Slack link ``<url|label>``: the URL's ``<``, ``>``, ``|`` and white space percent-encoded, ``&`` escaped
+    (as Slack asks), the label escaped."""
+    return f"<{_target(url)}|{escape(label)}>"
+
+
+def _target(url: str) -> str:
+    encoded = "".join(f"%{ord(c):02X}" if c in "<>|" or c.isspace() else c for c in url)
+    return encoded.replace("&", "&amp;")
+
+
+def _linkable(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("https://", "http://")) and len(_target(str(url))) <= _URL_LIMIT
+
+
+def _context(alert: Alert, emoji: str) -> str:
+    """The context line: level, the run (a link to its page when the alert has a ``url``), host and time.
+
+    The link is never cut: with one, the run name and the host are shortened to leave it room (a URL longer than
+    Slack can take, over 2,000 characters once encoded, or one that is not http(s), is left out)."""
+    head = f"{emoji} *{alert.level.value}*"
+    date = f"<!date^{int(alert.created_at)}^{{date_short_pretty}} {{time_secs}}|now>"
+    if alert.url is not None and _linkable(alert.url):
+        host = _truncate(alert.host, _HOST_LABEL_LIMIT)
+        run = f" · run {link(alert.url, _truncate(alert.run, _RUN_LABEL_LIMIT))}" if alert.run else ""
+        return f"{head}{run or ' · ' + link(alert.url, 'run page')} · {escape(host)} · {date}"
+    run = f" · run {escape(alert.run)}" if alert.run else ""
+    return _truncate(f"{head}{run} · {escape(alert.host)} · {date}", _SECTION_LIMIT)
+
+
+def _field_sections(alert: Alert) -> list[dict[str, Any]]:
+    """The alert's fields, 10 to a section (Slack's limit), as many sections as it takes, within the blocks a
+    message may have. A field holding the run's link is left out: the context line links the run."""
+    fields = [
+        {"type": "mrkdwn", "text": _truncate(f"*{escape(k)}*\n{escape(v)}", _FIELD_LIMIT)}
+        for k, v in alert.fields.items()
+        if not (alert.url and v == alert.url)
+    ]
+    room = _MAX_FIELD_SECTIONS * _FIELDS_PER_SECTION
+    if len(fields) > room:
+        more = len(fields) - room + 1
+        fields = [*fields[: room - 1], {"type": "mrkdwn", "text": f"_… and {more} more fields_"}]
+    return [
+        {"type": "section", "fields": fields[i : i + _FIELDS_PER_SECTION]}
+        for i in range(0, len(fields), _FIELDS_PER_SECTION)
+    ]
+
+
 def build_message(alert: Alert, mentions: Iterable[str] = ()) -> dict[str, Any]:
     """A Slack message for ``alert``: Block Kit blocks plus a plain-text fallback for notifications."""
     emoji = EMOJI[alert.level]
@@ -176,16 +231,8 @@ def build_message(alert: Alert, mentions: Iterable[str] = ()) -> dict[str, Any]:
     section = " ".join(part for part in (ping, from_title, body) if part)
     if section:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(section, _SECTION_LIMIT)}})
-    fields = [
-        {"type": "mrkdwn", "text": _truncate(f"*{escape(k)}*\n{escape(v)}", 2000)} for k, v in alert.fields.items()
-    ][:10]
-    if fields:
-        blocks.append({"type": "section", "fields": fields})
-    context = f"{emoji} *{alert.level.value}*"
-    if alert.run:
-        context += f" · run {escape(alert.run)}"
-    context += f" · {escape(alert.host)} · <!date^{int(alert.created_at)}^{{date_short_pretty}} {{time_secs}}|now>"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    blocks += _field_sections(alert)
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _context(alert, emoji)}]})
     fallback = " ".join(part for part in (ping, f"{emoji} [{alert.level.value}] {title}") if part)
     if body:
         fallback += f": {body}"

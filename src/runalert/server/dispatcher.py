@@ -334,6 +334,7 @@ class Dispatcher:
             suppressed=record.suppressed_before,
             id=delivery.id,
             created_at=record.created_at,
+            url=link or None,
         )
         try:
             spec = parse_integration(integration.name, integration.spec)

@@ -196,16 +196,22 @@ class HostReader:
         psutil.cpu_percent(interval=None)  # the first call only starts the interval
         self.available = True
 
-    def read(self, disk_path: str | os.PathLike[str] | None, into: dict[str, float]) -> None:
-        """Add the host metrics to ``into``; the disk ones for the file system holding ``disk_path`` (the
-        current directory when ``None``). Raises what psutil raises (the sampler counts it)."""
+    def read(self, into: dict[str, float]) -> None:
+        """Add CPU, host memory and this process's resident memory to ``into``. Raises what psutil raises."""
         psutil = self._psutil
         if psutil is None:
             return
         into["system/cpu_percent"] = float(psutil.cpu_percent(interval=None))
         into["system/memory_percent"] = float(psutil.virtual_memory().percent)
         into["system/process_rss_bytes"] = float(self._process.memory_info().rss)
-        usage = psutil.disk_usage(_existing(disk_path if disk_path is not None else os.getcwd()))
+
+    def read_disk(self, path: str | os.PathLike[str] | None, into: dict[str, float]) -> None:
+        """Add the free space of the file system holding ``path`` (the current directory when ``None``) to
+        ``into``. Raises what psutil raises."""
+        psutil = self._psutil
+        if psutil is None:
+            return
+        usage = psutil.disk_usage(_existing(path if path is not None else os.getcwd()))
         into["system/disk_free_bytes"] = float(usage.free)
         into["system/disk_free_percent"] = 100.0 * usage.free / usage.total if usage.total else 0.0
 
@@ -416,9 +422,13 @@ class SystemSampler:
         host = self._host
         if host is not None and host.available:
             try:
-                host.read(self._current_disk_path(), values)
+                host.read(values)
             except Exception as exc:
                 self._failed("host", exc)
+            try:
+                host.read_disk(self._current_disk_path(), values)
+            except Exception as exc:
+                self._failed("disk", exc)
         gpu = self._gpu
         if gpu is not None and gpu.open():
             try:

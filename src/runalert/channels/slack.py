@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from runalert.alert import Alert, AlertLevel
@@ -11,7 +14,7 @@ from runalert.channels._http import HttpChannel, check_url, parse_retry_after
 from runalert.channels.base import PermanentError, RateLimit, TransientError
 from runalert.slack_text import build_message, normalize_mentions
 
-__all__ = ["SLACK_RATE_LIMIT", "SlackBot", "SlackWebhook"]
+__all__ = ["SLACK_RATE_LIMIT", "SlackBot", "SlackMessage", "SlackWebhook"]
 
 Mentions = Mapping[str, Iterable[str]] | Iterable[str] | None
 
@@ -89,11 +92,25 @@ class SlackWebhook(_SlackChannel):
         self.post_json(self.url, self.message(alert))
 
 
+@dataclass(frozen=True)
+class SlackMessage:
+    """Where a message went: the channel's ID (Slack answers with it, even for a ``#name``) and its ``ts``."""
+
+    channel: str
+    ts: str
+
+
 class SlackBot(_SlackChannel):
     """Post as a Slack app with a bot token (``xoxb-…``) to ``channel`` via ``chat.postMessage``.
 
     Slack answers HTTP 200 with ``{"ok": false, "error": …}`` for most failures: those are errors here
-    (``channel_not_found``, ``not_in_channel``, ``invalid_auth`` are permanent; ``ratelimited`` is retried).
+    (``channel_not_found``, ``not_in_channel``, ``invalid_auth`` are permanent; ``ratelimited`` and HTTP 429 are
+    retried after ``Retry-After``).
+
+    With ``threads=True``, the first message about a run starts a thread and the run's later alerts (recovered,
+    resolved, the summary after a NaN ...) are posted as replies in it, ERROR replies also to the channel
+    (``reply_broadcast``). The threads are remembered in this process (the last ``max_threads`` runs); the server
+    remembers them in its database. ``api_url`` is Slack's Web API (a setting, for tests and proxies).
     """
 
     kind = "slack-bot"
@@ -108,6 +125,8 @@ class SlackBot(_SlackChannel):
         rate_limit: RateLimit | float | bool | None = True,
         timeout: float = 10.0,
         api_url: str = "https://slack.com/api",
+        threads: bool = False,
+        max_threads: int = 1000,
         name: str | None = None,
     ) -> None:
         if not isinstance(token, str) or not re.fullmatch(r"xox[bpae]-[\w-]+", token.strip()):
@@ -117,6 +136,10 @@ class SlackBot(_SlackChannel):
         self.token = token.strip()
         self.channel = channel.strip()
         self.api_url = check_url(api_url, argument="Slack api_url").rstrip("/")
+        self.threads = bool(threads)
+        self.max_threads = int(max_threads)
+        self._threads: OrderedDict[str, SlackMessage] = OrderedDict()
+        self._threads_lock = threading.Lock()
         super().__init__(mentions=mentions, min_level=min_level, rate_limit=rate_limit, timeout=timeout, name=name)
 
     def describe(self) -> str:
@@ -129,10 +152,47 @@ class SlackBot(_SlackChannel):
         return [self.token]
 
     def send(self, alert: Alert) -> None:
-        payload = {"channel": self.channel, "unfurl_links": False, **self.message(alert)}
-        response = self.post_json(
-            f"{self.api_url}/chat.postMessage", payload, {"Authorization": f"Bearer {self.token}"}
-        )
+        if not (self.threads and alert.run):
+            self.post(alert)
+            return
+        with self._threads_lock:
+            thread = self._threads.get(alert.run)
+            if thread is not None:
+                self._threads.move_to_end(alert.run)
+        if thread is not None:
+            self.post(alert, thread=thread)
+            return
+        first = self.post(alert)
+        with self._threads_lock:
+            self._threads[alert.run] = first
+            while len(self._threads) > self.max_threads:
+                self._threads.popitem(last=False)
+
+    def thread_of(self, run: str) -> SlackMessage | None:
+        """The first message about ``run`` (the thread its follow-ups go to), if this channel posted one."""
+        with self._threads_lock:
+            return self._threads.get(run)
+
+    def post(self, alert: Alert, *, thread: SlackMessage | str | None = None) -> SlackMessage:
+        """Post ``alert`` (as a reply in ``thread``, a message or its ``ts``, when given; an ERROR reply is also
+        broadcast to the channel) and return where it went."""
+        payload: dict[str, object] = {"channel": self.channel, "unfurl_links": False, **self.message(alert)}
+        if thread is not None:
+            payload["thread_ts"] = thread.ts if isinstance(thread, SlackMessage) else thread
+            payload["reply_broadcast"] = alert.level is AlertLevel.ERROR
+        answer = self.call("chat.postMessage", payload)
+        return SlackMessage(str(answer.get("channel") or self.channel), str(answer.get("ts") or ""))
+
+    def update(self, message: SlackMessage, alert: Alert) -> SlackMessage:
+        """Replace the text and blocks of ``message`` (posted by this bot) with ``alert``'s (``chat.update``)."""
+        payload: dict[str, object] = {"channel": message.channel, "ts": message.ts, **self.message(alert)}
+        answer = self.call("chat.update", payload)
+        return SlackMessage(str(answer.get("channel") or message.channel), str(answer.get("ts") or message.ts))
+
+    def call(self, method: str, payload: Mapping[str, object]) -> dict[str, object]:
+        """Call the Web API ``method`` with a JSON body and the bot token; the answer when ``ok``, else a
+        ``TransientError`` (rate limits, Slack's own trouble) or a ``PermanentError`` naming Slack's error."""
+        response = self.post_json(f"{self.api_url}/{method}", dict(payload), {"Authorization": f"Bearer {self.token}"})
         try:
             answer = response.json()
         except ValueError:
@@ -140,9 +200,9 @@ class SlackBot(_SlackChannel):
                 raise TransientError(f"Slack's answer was cut off (deadline {self.timeout:g} s)") from None
             raise TransientError("Slack answered with a body that is not JSON") from None
         if isinstance(answer, dict) and answer.get("ok") is True:
-            return
+            return answer
         error = str(answer.get("error", "unknown_error")) if isinstance(answer, dict) else "unknown_error"
         if error in _TRANSIENT_API_ERRORS:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise TransientError(f"Slack API error {error}", retry_after=retry_after)
-        raise PermanentError(f"Slack API error {error} (channel {self.channel})")
+        raise PermanentError(f"Slack API error {error} ({method}, channel {self.channel})")

@@ -27,6 +27,7 @@ SUITES = [
     "bench_transformers",
     "bench_reaction",
     "bench_import",
+    "bench_system_metrics",
 ]
 
 

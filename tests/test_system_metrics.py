@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +67,24 @@ def test_disk_metrics_follow_the_checkpoint_directory_even_before_it_exists(tmp_
     assert not target.exists()  # only read, never created
 
 
-def test_cpu_percent_measures_the_interval_between_readings() -> None:
-    sampler = SystemSampler(60, lambda values: None, gpu=False)
-    sampler.sample()
-    stop = threading.Event()
-    # Busy on this machine's CPUs between two readings: the second one sees it.
-    workers = [threading.Thread(target=lambda: [0 for _ in iter(stop.is_set, True)]) for _ in range(2)]
-    for worker in workers:
-        worker.start()
+def _burn_cpu(seconds: float) -> None:
+    started = time.thread_time()
+    while time.thread_time() - started < seconds:
+        pass
+
+
+def test_cpu_percent_measures_the_interval_between_readings_even_the_threads_first() -> None:
+    readings: list[dict[str, float]] = []
+    sampler = SystemSampler(60, readings.append, gpu=False)
+    _burn_cpu(0.2)  # this process was busy since the sampler was made: its thread's first reading sees it
+    sampler.start()
     try:
-        assert wait_for(lambda: sampler.sample()["system/cpu_percent"] > 10.0, timeout=10, interval=0.2)
+        assert wait_for(lambda: readings)
     finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
+        sampler.stop()
+    assert 0.0 < readings[0]["system/cpu_percent"] <= 100.0
+    _burn_cpu(0.2)
+    assert 0.0 < sampler.sample()["system/cpu_percent"] <= 100.0
 
 
 # ------------------------------------------------------------------------------------------------ NVML

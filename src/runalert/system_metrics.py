@@ -42,7 +42,7 @@ __all__ = [
 PREFIX = "system/"
 
 HOST_METRICS: dict[str, tuple[str, str]] = {
-    "system/cpu_percent": ("%", "psutil.cpu_percent(): every CPU of the host, since the previous sample"),
+    "system/cpu_percent": ("%", "psutil.cpu_times(): busy share of every CPU of the host since the previous reading"),
     "system/memory_percent": ("%", "psutil.virtual_memory().percent: host memory in use"),
     "system/process_rss_bytes": ("bytes", "psutil.Process().memory_info().rss: this process's resident memory"),
     "system/disk_free_percent": ("%", "psutil.disk_usage(path): free / total, where checkpoints go"),
@@ -193,15 +193,27 @@ class HostReader:
             return
         self._psutil = psutil
         self._process = psutil.Process()
-        psutil.cpu_percent(interval=None)  # the first call only starts the interval
+        self._cpu = psutil.cpu_times()  # the first interval starts now (psutil's own state is per thread)
         self.available = True
+
+    def cpu_percent(self) -> float:
+        """Busy share of every CPU since the previous call (or since construction), as ``psutil.cpu_percent``
+        computes it, but with the previous reading kept here: psutil keeps it per thread, so its first call on
+        the sampler's thread would answer a meaningless 0.0."""
+        now = self._psutil.cpu_times()
+        before, self._cpu = self._cpu, now
+        total = _cpu_total(now) - _cpu_total(before)
+        busy = total - (_cpu_idle(now) - _cpu_idle(before))
+        if total <= 0:
+            return 0.0
+        return min(100.0, max(0.0, 100.0 * busy / total))
 
     def read(self, into: dict[str, float]) -> None:
         """Add CPU, host memory and this process's resident memory to ``into``. Raises what psutil raises."""
         psutil = self._psutil
         if psutil is None:
             return
-        into["system/cpu_percent"] = float(psutil.cpu_percent(interval=None))
+        into["system/cpu_percent"] = self.cpu_percent()
         into["system/memory_percent"] = float(psutil.virtual_memory().percent)
         into["system/process_rss_bytes"] = float(self._process.memory_info().rss)
 
@@ -214,6 +226,15 @@ class HostReader:
         usage = psutil.disk_usage(_existing(path if path is not None else os.getcwd()))
         into["system/disk_free_bytes"] = float(usage.free)
         into["system/disk_free_percent"] = 100.0 * usage.free / usage.total if usage.total else 0.0
+
+
+def _cpu_total(times: Any) -> float:
+    # Linux counts guest time in user time too (psutil leaves it out the same way).
+    return float(sum(times)) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
+def _cpu_idle(times: Any) -> float:
+    return float(times.idle) + getattr(times, "iowait", 0.0)
 
 
 class GpuReader:

@@ -64,7 +64,12 @@ def test_disk_metrics_follow_the_checkpoint_directory_even_before_it_exists(tmp_
     values = sampler.sample()
     assert values["system/disk_free_bytes"] > 0
     assert sampler.errors == 0
+    assert sampler.disk_path == str(tmp_path)  # the nearest existing directory
     assert not target.exists()  # only read, never created
+    where[0] = tmp_path / "not"
+    (tmp_path / "not").mkdir()
+    assert sampler.disk_path == str(tmp_path / "not")  # asked again at each reading
+    assert SystemSampler(60, lambda values: None, gpu=False).disk_path == os.getcwd()
 
 
 def _burn_cpu(seconds: float) -> None:

@@ -458,6 +458,12 @@ class SystemSampler:
                 self._failed("gpu", exc)
         return values
 
+    @property
+    def disk_path(self) -> str:
+        """The directory whose file system the disk metrics describe now (the nearest existing one)."""
+        path = self._current_disk_path()
+        return _existing(path if path is not None else os.getcwd())
+
     def _current_disk_path(self) -> str | os.PathLike[str] | None:
         path = self._disk_path
         return path() if callable(path) else path

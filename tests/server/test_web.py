@@ -34,6 +34,14 @@ def _log(client: Any, run: str, values: list[float], start: int = 0, name: str =
     return answer.json()
 
 
+def csrf_token(client: Any, path: str) -> str:
+    """The CSRF token of the form on ``path`` (the client keeps the session cookie that goes with it)."""
+    page = client.get(path)
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+    assert found, f"no CSRF token on {path} ({page.status_code})"
+    return found.group(1)
+
+
 def _key(client: Any, project: str) -> str:
     ctx = client.app.state.ctx
     with ctx.db.session() as session:
@@ -132,10 +140,15 @@ def test_page_auth_follows_the_api(client: Any) -> None:
     bearer = client.get("/runs/q/r9", headers={"Authorization": f"Bearer {other}"})
     assert bearer.status_code == 200 and "other-team-run" in bearer.text and other not in bearer.text
 
-    # The login form sets the same cookie and goes back to a local page only.
-    bad = client.post("/login", data={"key": "ra_nope", "next": "/"}, follow_redirects=False)
+    # The login form sets the same cookie and goes back to a local page only; it carries the CSRF token.
+    token = csrf_token(client, "/login")
+    refused = client.post("/login", data={"key": key, "next": "/"}, follow_redirects=False)
+    assert refused.status_code == 403 and COOKIE not in refused.headers.get("set-cookie", "")
+    bad = client.post("/login", data={"key": "ra_nope", "next": "/", "csrf_token": token}, follow_redirects=False)
     assert bad.status_code == 401
-    good = client.post("/login", data={"key": key, "next": "//evil.example/x"}, follow_redirects=False)
+    good = client.post(
+        "/login", data={"key": key, "next": "//evil.example/x", "csrf_token": token}, follow_redirects=False
+    )
     assert good.status_code == 303 and good.headers["location"] == "/"
     assert COOKIE in good.headers["set-cookie"]
     out = client.get("/logout", follow_redirects=False)

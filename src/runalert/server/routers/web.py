@@ -10,6 +10,9 @@ project visible. Otherwise a project key is needed, and the page shows that proj
 into the cookie (HttpOnly, SameSite=Strict) by a redirect to the same page without the key, so that it stays
 out of the address bar, the history and the logs. ``/login`` is a small form that sets the same cookie;
 ``/logout`` clears it. A key is never written into a page.
+
+Every POST (``/login`` and the editing forms of ``web_edit``) carries the session's CSRF token
+(:mod:`runalert.server.csrf`); a POST without it, or with another session's, gets 403.
 """
 
 from __future__ import annotations
@@ -30,12 +33,25 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from runalert.server.auth import hash_key, is_loopback
+from runalert.server.csrf import FIELD as CSRF_FIELD
+from runalert.server.csrf import CsrfTokens
 from runalert.server.models import AlertRecord, ApiKey, Automation, Project, Run
 from runalert.server.points import last_points, metric_names
 from runalert.server.routers._deps import Ctx
 from runalert.server.routers._views import alerts_out
 
-__all__ = ["COOKIE", "Chart", "chart", "router", "run_path"]
+__all__ = [
+    "COOKIE",
+    "Chart",
+    "automation_path",
+    "backtest_path",
+    "chart",
+    "csrf_tokens",
+    "forbidden",
+    "integration_path",
+    "router",
+    "run_path",
+]
 
 router = APIRouter(include_in_schema=False)
 
@@ -69,6 +85,22 @@ def run_path(project: str, run_id: str) -> str:
     return f"/runs/{quote(project, safe='')}/{quote(run_id, safe='')}"
 
 
+def automation_path(project: str, name: str) -> str:
+    """The automation's edit page."""
+    return f"/automations/{quote(project, safe='')}/{quote(name, safe='')}"
+
+
+def integration_path(project: str, name: str) -> str:
+    """The integration's edit page."""
+    return f"/integrations/{quote(project, safe='')}/{quote(name, safe='')}"
+
+
+def backtest_path(project: str, name: str, run_id: str | None = None) -> str:
+    """The automation's backtest page, on ``run_id`` when given."""
+    path = automation_path(project, name) + "/backtest"
+    return path + "?" + urlencode({"run": run_id}) if run_id else path
+
+
 # -- charts ------------------------------------------------------------------------------------------------
 @dataclass
 class Chart:
@@ -85,6 +117,7 @@ class Chart:
     high: str = ""
     first_step: str = ""
     last_step: str = ""
+    firings: list[tuple[float, str]] = field(default_factory=list)  # (x, label) of a backtest's firings
 
 
 def _fmt(value: float | None) -> str:
@@ -221,9 +254,39 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    body = _env.get_template(name).render(**context)
-    return HTMLResponse(body, status_code=status, headers=HEADERS)
+def csrf_tokens(request: Request) -> CsrfTokens:
+    """The app's CSRF token issuer (made on first use from the server's settings)."""
+    tokens: CsrfTokens | None = getattr(request.app.state, "runalert_csrf", None)
+    if tokens is None:
+        tokens = CsrfTokens(request.app.state.ctx.settings)
+        request.app.state.runalert_csrf = tokens
+    return tokens
+
+
+def _render(template: str, /, status: int = 200, request: Request | None = None, **context: Any) -> HTMLResponse:
+    """The page ``name``; with ``request``, its forms get the session's CSRF token (and a new session its
+    cookie)."""
+    session_id, new = "", False
+    if request is not None:
+        tokens = csrf_tokens(request)
+        session_id, new = tokens.session_of(request)
+        context["csrf"] = tokens.token(session_id)
+    body = _env.get_template(template).render(**context)
+    response = HTMLResponse(body, status_code=status, headers=HEADERS)
+    if request is not None and new:
+        CsrfTokens.set_cookie(request, response, session_id)
+    return response
+
+
+def forbidden(request: Request) -> HTMLResponse:
+    """The answer to a POST without its session's CSRF token (403; a fresh form carries a valid one)."""
+    return _render(
+        "forbidden.html",
+        status=403,
+        request=request,
+        reason="This form was not sent from this server's page in this browser session (its CSRF token is "
+        "missing or does not match). Reload the page and send it again.",
+    )
 
 
 def _login_page(request: Request, reason: str) -> HTMLResponse:
@@ -231,7 +294,7 @@ def _login_page(request: Request, reason: str) -> HTMLResponse:
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
     if query:
         target += "?" + urlencode(query)
-    response = _render("login.html", status=401, reason=reason, next=_safe_next(target))
+    response = _render("login.html", status=401, request=request, reason=reason, next=_safe_next(target))
     response.headers["WWW-Authenticate"] = 'Bearer realm="runalert"'
     return response
 
@@ -390,17 +453,23 @@ def _automation_views(session: Session, viewer: Viewer, projects: dict[int, str]
         query = query.where(Automation.project_id == viewer.project_id)
     views = []
     for row in session.scalars(query.limit(500)):
+        metric = False
         try:
-            summary = _summary(AutomationModel.model_validate(row.spec))
+            automation = AutomationModel.model_validate(row.spec)
+            summary = _summary(automation)
+            metric = getattr(getattr(automation.event, "filter", None), "metric", None) is not None
         except ValueError:
             summary = "(cannot be read)"
+        project = projects.get(row.project_id, "")
         views.append(
             {
-                "project": projects.get(row.project_id, ""),
+                "project": project,
                 "name": row.name,
                 "summary": summary,
                 "enabled": row.enabled,
                 "version": row.version,
+                "metric": metric,
+                "href": automation_path(project, row.name),
             }
         )
     return views
@@ -449,6 +518,7 @@ def index(
         automations = _automation_views(session, viewer, projects)
     return _render(
         "index.html",
+        request=request,
         refresh=30,
         viewer=viewer,
         runs=runs,
@@ -489,14 +559,27 @@ def run_page(ctx: Ctx, request: Request, project: str, run_id: str) -> Response:
             )
         )
         alerts = _alert_views(session, records, {owner.id: owner.name})
+        backtests = (
+            [a["name"] for a in _automation_views(session, viewer, {owner.id: owner.name}) if a["metric"]]
+            if viewer.project_id in (None, owner.id)
+            else []
+        )
     return _render(
-        "run.html", refresh=30, viewer=viewer, run=view, charts=charts, alerts=alerts, config=run.config or {}
+        "run.html",
+        request=request,
+        refresh=30,
+        viewer=viewer,
+        run=view,
+        charts=charts,
+        alerts=alerts,
+        config=run.config or {},
+        backtests=[(name, backtest_path(owner.name, name, run.run_id)) for name in backtests],
     )
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(next: str | None = None) -> Response:
-    return _render("login.html", status=200, reason="", next=_safe_next(next))
+def login_form(request: Request, next: str | None = None) -> Response:
+    return _render("login.html", status=200, request=request, reason="", next=_safe_next(next))
 
 
 @router.post("/login")
@@ -504,6 +587,8 @@ async def login(ctx: Ctx, request: Request) -> Response:
     """The login form's target (``application/x-www-form-urlencoded``: ``key``, ``next``)."""
     body = await request.body()
     form = parse_qs(body[:8192].decode("utf-8", "replace"), max_num_fields=10)
+    if not csrf_tokens(request).check(request, (form.get(CSRF_FIELD) or [""])[0]):
+        return forbidden(request)
     key = (form.get("key") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/"])[0])
 
@@ -513,7 +598,7 @@ async def login(ctx: Ctx, request: Request) -> Response:
 
     viewer = await run_in_threadpool(check)
     if viewer is None:
-        response = _render("login.html", status=401, reason="That key is not valid.", next=target)
+        response = _render("login.html", status=401, request=request, reason="That key is not valid.", next=target)
         response.headers["WWW-Authenticate"] = 'Bearer realm="runalert"'
         return response
     redirect = RedirectResponse(target, status_code=303, headers=HEADERS)
@@ -526,3 +611,9 @@ def logout() -> Response:
     redirect = RedirectResponse("/login", status_code=303, headers=HEADERS)
     redirect.delete_cookie(COOKIE, path="/")
     return redirect
+
+
+# The editing pages (automations, integrations, backtests) share this module's auth and rendering.
+from runalert.server.routers import web_edit  # noqa: E402
+
+router.include_router(web_edit.router)

@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
@@ -34,12 +34,21 @@ from runalert._net import DestinationPolicy
 from runalert.alert import Alert, AlertLevel
 from runalert.alerting.ratelimit import TokenBucket
 from runalert.backoff import Backoff
-from runalert.channels import Channel, DeliveryError, PermanentError, TransientError
+from runalert.channels import Channel, DeliveryError, PermanentError, SlackBot, TransientError
+from runalert.channels.slack import SlackMessage
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
+from runalert.server.delivery_models import Rollup, SlackThread
 from runalert.server.engine import ENCRYPTED, run_url
-from runalert.server.integrations import build_channel, destination_policy, keys_exist, parse_integration
+from runalert.server.integrations import (
+    build_channel,
+    delivery_options,
+    destination_policy,
+    keys_exist,
+    parse_integration,
+)
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
+from runalert.server.rollup import ROLLUP, close_due, render
 from runalert.server.settings import ServerSettings
 
 __all__ = ["Dispatcher"]
@@ -62,6 +71,14 @@ _NEXT_SQL = (
     "ELSE next_attempt_at END) FROM deliveries WHERE status = 'pending'"
 )
 
+# The roll-ups to close now, and when the next one closes.
+_ROLLUP_DUE_SQL = "SELECT id FROM rollups WHERE status = 'open' AND closes_at <= {m} LIMIT 1"
+_ROLLUP_NEXT_SQL = "SELECT min(closes_at) FROM rollups WHERE status = 'open'"
+
+
+def _mark(session: Any) -> str:
+    return "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
+
 
 @dataclass
 class _Job:
@@ -76,6 +93,13 @@ class _Job:
     cache_key: str | None
     error: str | None  # set when the job cannot be attempted at all (dead at once)
     secrets: list[str]
+    run_pk: int | None = None
+    threads: bool = False  # reply in the run's Slack thread (SlackThread), or start it
+    thread: SlackMessage | None = None
+    rollup_id: int | None = None  # a roll-up: posted, or updated in place with a Slack bot
+    rollup_message: SlackMessage | None = None
+    rollup_count: int = 0
+    posted: SlackMessage | None = None  # where a Slack bot's message went
 
 
 class Dispatcher:
@@ -143,6 +167,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self.close_rollups()
             try:
                 capacity = self.settings.dispatcher_threads - self._inflight
                 jobs = self.claim(capacity, fair=True) if capacity > 0 else []
@@ -162,6 +187,24 @@ class Dispatcher:
             self._wake.wait(self._idle_wait())
             self._wake.clear()
 
+    def close_rollups(self) -> int:
+        """Close the roll-ups whose interval is over (``runalert.server.rollup``): each one's roll-up is queued.
+        Looked for in a read transaction first, so the write lock is taken only when one is due."""
+        now = time.time()
+        try:
+            with self.db.read_session() as session:
+                due = session.connection().exec_driver_sql(_ROLLUP_DUE_SQL.format(m=_mark(session)), (now,)).first()
+            if due is None:
+                return 0
+            with self.db.session() as session:
+                closed = close_due(session, now)
+        except Exception:
+            log.exception("dispatcher: closing roll-ups failed")
+            return 0
+        if closed:
+            self._count("rollups_closed_total", closed)
+        return closed
+
     def _idle_wait(self) -> float:
         """How long to sleep when nothing could be claimed: until the earliest pending row can be (its retry time
         or the end of its lease), at most ``dispatch_interval``. While a delivery is in flight, the rows queued
@@ -175,8 +218,11 @@ class Dispatcher:
         try:
             with self.db.read_session() as session:
                 due = session.connection().exec_driver_sql(_NEXT_SQL).scalar()
+                closes = session.connection().exec_driver_sql(_ROLLUP_NEXT_SQL).scalar()
         except Exception:
             return interval
+        if closes is not None:
+            due = closes if due is None else min(float(due), float(closes))
         if due is None:
             return interval
         return max(0.005, min(interval, float(due) - time.time()))
@@ -197,7 +243,9 @@ class Dispatcher:
             self._wake.set()
 
     def run_once(self, limit: int = 100) -> int:
-        """Claim what is due and deliver it here, in order (tests and tools). Returns how many were tried."""
+        """Close the roll-ups that are over, claim what is due and deliver it here, in order (tests and tools).
+        Returns how many were tried."""
+        self.close_rollups()
         jobs = self.claim(limit)
         for job in jobs:
             self.deliver(job)
@@ -336,7 +384,19 @@ class Dispatcher:
             created_at=record.created_at,
             url=link or None,
         )
+        job.run_pk = record.run_pk
+        if record.kind == ROLLUP:
+            self._prepare_rollup(session, job, record)
         try:
+            options = delivery_options(integration.spec)
+            if options.threads and record.run_pk is not None and record.kind != ROLLUP:
+                job.threads = True
+                thread = session.scalar(
+                    select(SlackThread).where(
+                        SlackThread.integration_id == integration.id, SlackThread.run_pk == record.run_pk
+                    )
+                )
+                job.thread = SlackMessage(thread.channel, thread.ts) if thread is not None else None
             spec = parse_integration(integration.name, integration.spec)
             digest = hashlib.sha256(
                 repr((integration.updated_at, sorted(secrets.items()), integration.spec)).encode()
@@ -346,7 +406,9 @@ class Dispatcher:
                 job.channel = cached[1]
                 job.channel.policy = policy  # API keys may have appeared since
             else:
-                job.channel = build_channel(spec, secrets, policy=policy, timeout=self.settings.delivery_timeout)
+                job.channel = build_channel(
+                    spec, secrets, policy=policy, timeout=self.settings.delivery_timeout, api_url=options.api_url
+                )
                 if cached is not None:
                     cached[1].close()
                 self._channels[integration.id] = (digest, job.channel)
@@ -358,7 +420,43 @@ class Dispatcher:
             job.error = f"integration {integration.name!r} cannot be used: {reason}"
         return job
 
+    @staticmethod
+    def _prepare_rollup(session: Any, job: _Job, record: AlertRecord) -> None:
+        """A roll-up is rendered when it is sent: it shows every alert held until now."""
+        rollup = session.scalar(select(Rollup).where(Rollup.alert_id == record.id))
+        if rollup is None:
+            return  # its group was deleted with its integration: send what the record says
+        view = render(session, rollup)
+        assert job.alert is not None
+        job.alert = replace(
+            job.alert,
+            title=view.title,
+            text=view.text,
+            level=AlertLevel.parse(view.level),
+            fields={**view.fields, "project": job.alert.fields.get("project", "")},
+        )
+        job.rollup_id, job.rollup_count = rollup.id, view.count
+        if rollup.channel and rollup.ts:
+            job.rollup_message = SlackMessage(rollup.channel, rollup.ts)
+
     # -- delivering --------------------------------------------------------------------------------------
+    def _send(self, job: _Job) -> None:
+        """Send the job's alert: a Slack bot replies in the run's thread, or updates a roll-up in place."""
+        channel, alert = job.channel, job.alert
+        assert channel is not None and alert is not None
+        if not isinstance(channel, SlackBot) or not (job.threads or job.rollup_id is not None):
+            channel.send(alert)
+            return
+        if job.rollup_message is not None:
+            try:
+                job.posted = channel.update(job.rollup_message, alert)
+                return
+            except PermanentError as exc:
+                if "message_not_found" not in exc.reason and "cant_update_message" not in exc.reason:
+                    raise
+                # deleted by someone in the channel: post it again
+        job.posted = channel.post(alert, thread=job.thread)
+
     def deliver(self, job: _Job) -> None:
         """Attempt one claimed row and record the outcome."""
         started = time.time()
@@ -371,7 +469,7 @@ class Dispatcher:
             assert job.channel is not None and job.alert is not None
             self._rate_limit(job)
             try:
-                job.channel.send(job.alert)
+                self._send(job)
                 outcome = "delivered"
             except TransientError as exc:
                 outcome, error, retry_after = "retry", exc.reason, exc.retry_after
@@ -402,6 +500,32 @@ class Dispatcher:
             delay = bucket.delay()
         bucket.take()
 
+    @staticmethod
+    def _remember(session: Any, job: _Job, posted: SlackMessage, now: float) -> None:
+        """Keep where a Slack bot's message went: a run's first message (its thread), a roll-up's message."""
+        if job.rollup_id is not None:
+            session.execute(
+                update(Rollup)
+                .where(Rollup.id == job.rollup_id)
+                .values(channel=posted.channel, ts=posted.ts, sent=job.rollup_count)
+            )
+        elif job.threads and job.thread is None and job.integration_id is not None and job.run_pk is not None:
+            known = session.scalar(
+                select(SlackThread.id).where(
+                    SlackThread.integration_id == job.integration_id, SlackThread.run_pk == job.run_pk
+                )
+            )
+            if known is None:
+                session.add(
+                    SlackThread(
+                        integration_id=job.integration_id,
+                        run_pk=job.run_pk,
+                        channel=posted.channel,
+                        ts=posted.ts,
+                        created_at=now,
+                    )
+                )
+
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         return self.backoff.delay(attempts, retry_after)
 
@@ -431,6 +555,8 @@ class Dispatcher:
                     delivery_seq=job.seq, started_at=started, duration=now - started, outcome=outcome, error=error
                 )
             )
+            if outcome == "delivered" and job.posted is not None:
+                self._remember(session, job, job.posted, now)
         self._count(f"deliveries_{outcome}_total", 1)
         if outcome == "dead":
             log.warning("delivery %s dead-lettered: %s", job.delivery_id, error)

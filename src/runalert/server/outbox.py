@@ -10,7 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel, fingerprint
+from runalert.server.delivery_models import Rollup
+from runalert.server.integrations import DeliveryOptions, delivery_options
 from runalert.server.models import AlertRecord, Delivery, Integration, Run
+from runalert.server.rollup import HELD, held, route
 
 __all__ = ["default_integrations", "record_alert", "short_title"]
 
@@ -53,6 +56,8 @@ def record_alert(
 ) -> AlertRecord:
     """Store an alert and one pending delivery per integration (the project's defaults when ``None``).
 
+    An integration with ``group_interval`` (a roll-up of alert storms, ``runalert.server.rollup``) gets the first
+    alert of a group at once and holds the rest of the interval's (status ``held``) for one roll-up.
     With ``wait_duration`` > 0, an alert with the same (run, title) as one sent less than ``wait_duration``
     seconds ago is stored as suppressed, with no deliveries; the next one sent counts the suppressed repeats.
     """
@@ -101,20 +106,37 @@ def record_alert(
         )
     targets = default_integrations(session, project_id) if integrations is None else list(integrations)
     seen: set[int] = set()
+    holds: list[tuple[Rollup, Delivery, Integration]] = []
     for integration in targets:
         if integration.id in seen:
             continue
         seen.add(integration.id)
         if respect_min_level and parsed_level.rank < AlertLevel.parse(integration.min_level).rank:
             continue
-        record.deliveries.append(
-            Delivery(
-                integration_id=integration.id,
-                integration_name=integration.name,
-                created_at=now,
-                next_attempt_at=now,
-            )
+        delivery = Delivery(
+            integration_id=integration.id,
+            integration_name=integration.name,
+            created_at=now,
+            next_attempt_at=now,
         )
+        options = _options(integration)
+        if options is not None and options.group_interval > 0 and kind != "test":
+            rollup = route(session, record, integration, options, run=run, now=now)
+            if rollup is not None:  # held for the group's roll-up at the end of its interval
+                delivery.status, delivery.next_attempt_at = HELD, rollup.closes_at
+                holds.append((rollup, delivery, integration))
+        record.deliveries.append(delivery)
     session.add(record)
     session.flush()
+    for rollup, delivery, integration in holds:
+        held(session, rollup, delivery, integration, now)
+    if holds:
+        session.flush()
     return record
+
+
+def _options(integration: Integration) -> DeliveryOptions | None:
+    try:
+        return delivery_options(integration.spec or {})
+    except ValueError:  # stored before a check existed: deliver as if the options were off
+        return None

@@ -227,7 +227,9 @@ class AttemptOut(BaseModel):
 class DeliveryOut(BaseModel):
     id: str = Field(description="the X-Runalert-Delivery id")
     integration: str
-    status: Literal["pending", "delivered", "dead"]
+    status: Literal["pending", "delivered", "dead", "held", "rolled_up"] = Field(
+        description="held: kept for its group's roll-up (group_interval); rolled_up: sent in that roll-up"
+    )
     attempts: int
     next_attempt_at: float
     created_at: float
@@ -299,6 +301,12 @@ class IntegrationIn(Request):
 
     ``default``: also receives alerts forwarded from ``runalert.alert()`` and server notices (runs failed for
     silence with no automation to tell); ``min_level``: the least level of those it receives.
+
+    Delivery options (any kind unless said): ``group_interval`` (seconds, 0 = off): alert storms roll up, the
+    first alert of a group at once and the rest of the interval as one roll-up at its end; ``group_by``: the group
+    key besides the project (``title``, ``reason``, ``host``, ``group``; default ``["title"]``); ``threads`` (Slack
+    bot): a run's follow-ups as replies in the thread of its first message; ``api_url`` (Slack bot): Slack's Web
+    API address.
     """
 
     kind: Literal["slack", "webhook", "email"]
@@ -321,6 +329,18 @@ class IntegrationIn(Request):
     ssl: bool | None = None
     mentions: dict[ShortText, list[ShortText]] | None = Field(
         None, max_length=3, description='slack: per-level mentions, e.g. {"ERROR": ["U123", "S456"]}'
+    )
+    threads: bool | None = Field(
+        None, description="slack bot: a run's follow-ups as replies in its first message's thread"
+    )
+    group_interval: float | None = Field(
+        None, ge=0, le=7 * 86400, description="seconds (0: off): alerts of a group after the first are rolled up"
+    )
+    group_by: list[Literal["title", "reason", "host", "group"]] | None = Field(
+        None, min_length=1, max_length=4, description='the roll-up group key besides the project (default ["title"])'
+    )
+    api_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        None, description="slack bot: Slack's Web API address (default https://slack.com/api)"
     )
 
     @field_validator("min_level", mode="before")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from runalert.server.integrations import (
     check_destination,
+    delivery_options,
     destination_policy,
     keys_exist,
     parse_integration,
@@ -93,7 +94,7 @@ def put_integration(
         check_destination(spec, policy)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
-    data = spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json") | delivery_options(body.spec_data()).as_spec()
     now = time.time()
     with ctx.engine.lock, ctx.db.session() as session:  # the ingest order: engine, then database
         integration = session.scalar(

@@ -104,6 +104,16 @@ def test_gpu_memory_needs_two_readings_in_a_row_then_resolves_once() -> None:
     assert _kinds(alerts.observe({"system/gpu.0.memory_percent": 99.0}, now=9, steps=10)) == [("gpu_memory:0", "fired")]
 
 
+def test_a_later_stage_of_the_run_keeps_once_per_run() -> None:
+    first = SystemAlerts(_only(host_memory_percent=90.0, disk_free_bytes=5e9))
+    assert len(first.observe({"system/memory_percent": 99.0, "system/disk_free_bytes": 1e9}, now=0, steps=1)) == 2
+    assert _kinds(first.observe({"system/memory_percent": 10.0}, now=1, steps=2)) == [("host_memory", "resolved")]
+    later = SystemAlerts(_only(host_memory_percent=90.0, disk_free_bytes=5e9))
+    later.load_state_dict(first.state_dict())
+    assert later.observe({"system/memory_percent": 99.0, "system/disk_free_bytes": 1e9}, now=2, steps=3) == []
+    assert _kinds(later.observe({"system/disk_free_bytes": 9e9}, now=3, steps=4)) == [("disk", "resolved")]
+
+
 def test_gpu_memory_samples_option() -> None:
     alerts = SystemAlerts(_only(gpu_memory_percent=90.0, gpu_memory_samples=1))
     assert _kinds(alerts.observe({"system/gpu.0.memory_percent": 90.0}, now=0, steps=0)) == [("gpu_memory:0", "fired")]

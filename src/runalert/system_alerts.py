@@ -136,6 +136,16 @@ class SystemAlerts:
         self._streak: dict[int, int] = {}  # GPU -> readings in a row at or above the memory threshold
         self._idle_since: dict[int, tuple[float, int]] = {}  # GPU -> (time, steps) when it turned idle
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a later stage of the same run (or a resume) needs to keep "once per run": the alerts that fired,
+        and those not resolved yet."""
+        return {"done": sorted(self.done), "active": sorted(self.active)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: those alerts do not fire again; an active one still resolves."""
+        self.done |= {str(key) for key in state.get("done", ())}
+        self.active |= {str(key) for key in state.get("active", ())} & self.done
+
     def observe(self, values: Mapping[str, float], *, now: float, steps: int) -> list[SystemAlert]:
         """One reading (``system/...`` names to floats) taken at ``now`` (monotonic seconds), ``steps`` training
         steps done by then. Returns the alerts that fired or resolved with it, in a stable order."""

@@ -59,7 +59,7 @@ class SystemWatch:
         device: Any = None,
         host_alerts: bool | None = None,
     ) -> None:
-        self.sampler = SystemSampler(interval, self._reading, disk_path=disk_path, device=device)
+        self.sampler = SystemSampler(interval, self.feed, disk_path=disk_path, device=device)
         self.alerts = SystemAlerts(alerts) if alerts is not None else None
         self._log = log
         self._send = send
@@ -78,7 +78,9 @@ class SystemWatch:
         """Stop sampling; a reading in progress is finished (and handed on) first, within ``timeout``."""
         self.sampler.stop(timeout)
 
-    def _reading(self, values: dict[str, float]) -> None:
+    def feed(self, values: dict[str, float]) -> None:
+        """One reading (the sampler's, or one given by hand: ``system/...`` name -> float): handed to ``log``, then
+        to the built-in alerts, whose changes go to ``send``. Never raises."""
         try:
             self._log(values)
         except Exception as exc:

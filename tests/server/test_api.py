@@ -268,8 +268,8 @@ def test_health_metrics_and_openapi(client: Any) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     lines = metrics.text.splitlines()
     assert "# TYPE runalert_metric_points_total counter" in lines
-    assert "runalert_metric_points_total 1" in lines
-    assert 'runalert_runs{state="RUNNING"} 1' in lines
+    assert "runalert_metric_points_total 1.0" in lines
+    assert 'runalert_runs{state="RUNNING"} 1.0' in lines
     schema = client.get("/openapi.json").json()
     assert "/api/v1/projects/{project}/runs/{run_id}/metrics" in schema["paths"]
     assert client.get("/docs").status_code == 200

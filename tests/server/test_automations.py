@@ -127,7 +127,7 @@ def test_a_diverging_loss_fires_exactly_one_filled_webhook(
     engine.dispose()
     assert "s3cret-token-value" not in stored
     metrics = client.get("/metrics").text.splitlines()
-    assert "runalert_automation_firings_total 1" in metrics
+    assert "runalert_automation_firings_total 1.0" in metrics
 
 
 def test_run_state_automation_on_heartbeat_timeout_then_recovered(make_client: Any, httpserver: HTTPServer) -> None:

@@ -146,7 +146,7 @@ def test_heartbeat_timeout_fails_the_run_then_a_heartbeat_recovers_it(make_clien
     kinds = [a["kind"] for a in client.get(f"{P}/p/alerts").json()]
     assert kinds == ["recovered", "heartbeat_timeout"]
     metrics = client.get("/metrics").text
-    assert "runalert_heartbeat_timeouts_total 1" in metrics.splitlines()
+    assert "runalert_heartbeat_timeouts_total 1.0" in metrics.splitlines()
 
 
 def test_finished_runs_are_not_failed_for_silence(client: Any) -> None:

@@ -34,16 +34,12 @@ def serve(  # noqa: PLR0917 - typer options
     ),
     insecure: bool = typer.Option(False, help="Bind a non-loopback address with no API keys (anyone may call)."),
     heartbeat_timeout: float | None = typer.Option(None, help="Seconds of silence before a run is FAILED."),
+    workers: int | None = typer.Option(
+        None, min=1, max=64, help="Server processes on the port (PostgreSQL only; default RUNALERT_WORKERS or 1)."
+    ),
     log_level: str = typer.Option("info", help="uvicorn's log level."),
 ) -> None:
     """Run the server (FastAPI on uvicorn); the database is migrated on start."""
-    import uvicorn
-
-    from runalert.server.app import create_app
-    from runalert.server.auth import is_loopback
-    from runalert.server.context import ServerContext
-    from runalert.server.models import ApiKey
-    from runalert.server.protocol import guarded_protocol
     from runalert.server.settings import ServerSettings
 
     overrides: dict[str, Any] = {"host": host, "port": port, "insecure": insecure}
@@ -51,28 +47,115 @@ def serve(  # noqa: PLR0917 - typer options
         overrides["database_url"] = database_url
     if heartbeat_timeout is not None:
         overrides["heartbeat_timeout"] = heartbeat_timeout
+    if workers is not None:
+        overrides["workers"] = workers
     settings = ServerSettings(**overrides)
+    if settings.workers > 1:
+        _serve_workers(settings, log_level)
+        return
+    lock = _lock_sqlite(settings)
     try:
-        context = ServerContext(settings)
+        _serve_one(settings, log_level)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_sqlite(settings: Any) -> Any:
+    """On a SQLite file, the lock that keeps a second server process off it (exit 2 naming the holder)."""
+    from runalert.server.process_lock import DatabaseInUse, ProcessLock, sqlite_path
+
+    path = sqlite_path(settings.resolved_database_url)
+    if path is None:
+        return None
+    lock = ProcessLock(path)
+    try:
+        lock.acquire()
+    except DatabaseInUse as exc:
+        err.print(f"[red]runalert serve: {exc}[/red]", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(2) from None
     except OSError as exc:
         raise _unusable_home(settings.home, exc) from None
-    with context.db.session() as session:
+    return lock
+
+
+def _refuse_public_bind_without_keys(settings: Any, db: Any) -> None:
+    from runalert.server.auth import is_loopback
+    from runalert.server.models import ApiKey
+
+    with db.session() as session:
         has_keys = session.query(ApiKey.id).first() is not None
-    if not has_keys and not insecure and not is_loopback(host):
-        context.db.dispose()
+    if not has_keys and not settings.insecure and not is_loopback(settings.host):
+        db.dispose()
         err.print(
-            f"[red]refusing to bind {host}: this server has no API keys.[/red] Create one with "
+            f"[red]refusing to bind {settings.host}: this server has no API keys.[/red] Create one with "
             "`runalert keys create --project P`, bind 127.0.0.1, or pass --insecure."
         )
         raise typer.Exit(2)
-    app = create_app(settings, context=context)
-    # Metric batches are handled on the event loop's thread, which gives up the GIL only when made to: the
-    # dispatcher's thread (alert deliveries) waits for it at each step, 5 ms by default. 1 ms keeps alert latency
-    # low under a stream of batches, at a cost only while both threads want to run.
-    sys.setswitchinterval(0.001)
-    # httptools with a header deadline and size cap (uvicorn's own when httptools is missing: "auto").
-    protocol = guarded_protocol(settings.header_timeout, settings.max_header_bytes) or "auto"
-    uvicorn.run(app, host=host, port=port, log_level=log_level, http=protocol)
+
+
+def _serve_one(settings: Any, log_level: str) -> None:
+    """One server process (this one)."""
+    from runalert.server.app import create_app
+    from runalert.server.context import ServerContext
+    from runalert.server.metrics import multiprocess_directory
+    from runalert.server.worker import run_app
+
+    with multiprocess_directory():
+        try:
+            context = ServerContext(settings)
+        except OSError as exc:
+            raise _unusable_home(settings.home, exc) from None
+        _refuse_public_bind_without_keys(settings, context.db)
+        run_app(create_app(settings, context=context), settings, log_level)
+
+
+def _serve_workers(settings: Any, log_level: str) -> None:
+    """``--workers N``: N processes on one socket (PostgreSQL only)."""
+    from sqlalchemy.engine import make_url
+
+    from runalert.server.crypto import load_key
+    from runalert.server.db import Database
+    from runalert.server.supervisor import Supervisor, bind
+
+    url = settings.resolved_database_url
+    if make_url(url).get_backend_name() == "sqlite":
+        err.print(
+            f"[red]runalert serve --workers {settings.workers}: SQLite serves one server process[/red] (database "
+            f"{make_url(url).database}). Run one process, or use PostgreSQL for several: "
+            "RUNALERT_DATABASE_URL=postgresql+psycopg://user:password@host/db",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    try:
+        # Once, before the workers start: the schema's migrations and the secrets' key file.
+        db = Database(url)
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        load_key(secret, settings.home)
+    except OSError as exc:
+        raise _unusable_home(settings.home, exc) from None
+    _refuse_public_bind_without_keys(settings, db)
+    db.dispose()
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        err.print(f"[red]cannot bind {settings.host}:{settings.port}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(1) from None
+    bound = sock.getsockname()[1]
+    env = {
+        "RUNALERT_DATABASE_URL": url,
+        "RUNALERT_HOST": settings.host,
+        "RUNALERT_PORT": str(bound),
+        "RUNALERT_INSECURE": "true" if settings.insecure else "false",
+        "RUNALERT_HEARTBEAT_TIMEOUT": repr(settings.heartbeat_timeout),
+        "RUNALERT_HOME": str(settings.home),
+        "RUNALERT_WORKERS": "1",
+    }
+    err.print(f"runalert: {settings.workers} server processes on http://{settings.host}:{bound}", highlight=False)
+    status = Supervisor(settings.workers, sock, env=env, log_level=log_level).run()
+    if status:
+        raise typer.Exit(status)
 
 
 def serve_main() -> None:
@@ -297,4 +380,7 @@ def register(app: typer.Typer) -> None:
     app.command("alerts")(alerts)
     app.command("integrations")(integrations)
     app.add_typer(secrets_app, name="secrets")
+    from runalert.server.automations_io import add_commands  # import and export (W&B's JSON)
+
+    add_commands(automations_app)
     app.add_typer(automations_app, name="automations")

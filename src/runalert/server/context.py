@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-
 from runalert.server.crypto import Cipher, load_key
 from runalert.server.db import Database
 from runalert.server.dispatcher import Dispatcher
 from runalert.server.engine import ServerEngine
 from runalert.server.heartbeats import HeartbeatMonitor
+from runalert.server.metrics import ServerMetrics
 from runalert.server.settings import ServerSettings
 
 __all__ = ["ServerContext"]
@@ -21,8 +19,7 @@ class ServerContext:
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         self.cipher = Cipher(load_key(secret, settings.home))
         self.db = Database(settings.resolved_database_url)
-        self._counter_lock = threading.Lock()
-        self.counters: Counter[str] = Counter()
+        self.metrics = ServerMetrics()
         self.engine = ServerEngine(
             heartbeat_timeout=settings.heartbeat_timeout,
             cipher=self.cipher,
@@ -41,8 +38,8 @@ class ServerContext:
         self._started = False
 
     def count(self, name: str, n: int = 1) -> None:
-        with self._counter_lock:
-            self.counters[name] += n
+        """Add ``n`` to the counter ``runalert_<name>`` of ``/metrics``."""
+        self.metrics.count(name, n)
 
     def start(self) -> None:
         """Rebuild the engine's state and start the background workers (when ``settings.background``)."""

@@ -22,6 +22,8 @@ __all__ = ["READ_ONLY", "Database", "DriverCursor", "is_postgresql", "make_engin
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "runalert_read_only"
+MIGRATION_LOCK = 0x72756E616C657274 & 0x7FFFFFFFFFFFFFFF
+"""The PostgreSQL advisory lock key taken while migrating ("runalert" in ASCII)."""
 
 
 def is_postgresql(engine: Engine) -> bool:
@@ -90,6 +92,10 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if is_postgresql(engine):
+            # Server processes starting together on one database migrate it one at a time (the others then
+            # find it at head); the lock goes with the transaction.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -1,7 +1,8 @@
 """The heartbeat monitor: a RUNNING run silent for ``heartbeat_timeout`` becomes FAILED (heartbeat_timeout).
 
-It is the only way to hear about SIGKILL, an out-of-memory kill or a lost node. The transition is a
-conditional UPDATE, so several server processes never fail the same run twice.
+It is the only way to hear about SIGKILL, an out-of-memory kill or a lost node. Every server process checks;
+each silent run is claimed in the database (its row locked, ``FOR UPDATE SKIP LOCKED``), so that N processes
+fail it once and send one notice, and none waits for another.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from runalert.server.db import Database
 from runalert.server.engine import ServerEngine
@@ -62,7 +63,14 @@ class HeartbeatMonitor:
                 log.exception("heartbeat check failed")
 
     def check(self, now: float) -> int:
-        """Fail every RUNNING run silent since ``now - timeout``. Returns how many were failed."""
+        """Fail every RUNNING run silent since ``now - timeout``. Returns how many this process failed.
+
+        Each run is claimed in the database before it is failed: its row is locked (``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL; SQLite's single writer on SQLite) and read again under the lock, so that of
+        several server processes checking at once exactly one fails it and tells the automations. A run whose
+        row another transaction holds (a process failing it, or ingesting its batch) is skipped, not waited
+        for: the next check sees it settled.
+        """
         cutoff = now - self.timeout
         with self.db.read_session() as session:
             silent = session.scalars(
@@ -71,18 +79,14 @@ class HeartbeatMonitor:
         failed = 0
         for run_pk in silent:
             with self.engine.lock, self.db.session() as session:
-                claimed = session.execute(
-                    update(Run)
+                run = session.scalar(
+                    select(Run)
                     .where(Run.id == run_pk, Run.state == "RUNNING", Run.last_seen_at < cutoff)
-                    .values(state="FAILED", reason=HEARTBEAT_TIMEOUT, failed_at=now, updated_at=now)
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True)
                 )
-                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                if run is None:  # it spoke, or another process has it
                     continue
-                run = session.get(Run, run_pk)
-                assert run is not None
-                session.refresh(run)
-                # Let the state change run its course from RUNNING (automations, fallback notice).
-                run.state, run.reason = "RUNNING", None
                 change_state(session, self.engine, run, "FAILED", HEARTBEAT_TIMEOUT, now=now)
                 failed += 1
             log.info("run %s failed: no heartbeat for %.0f s", run_pk, self.timeout)

@@ -38,6 +38,12 @@ class ServerSettings(BaseSettings):
     )
     dispatch_interval: float = Field(1.0, gt=0, description="Poll interval of the dispatcher when idle.")
     dispatcher_threads: int = Field(4, ge=1, le=64)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes `runalert serve` starts on its port (PostgreSQL only: SQLite serves one).",
+    )
     background: bool = Field(True, description="Run the dispatcher and the heartbeat monitor in this process.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; a larger one is answered 413."

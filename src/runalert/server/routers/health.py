@@ -1,11 +1,15 @@
-"""``/healthz`` and ``/metrics`` (Prometheus text format)."""
+"""``/healthz`` and ``/metrics`` (Prometheus text format, from prometheus-client)."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
 from runalert.server.auth import authenticate
@@ -13,17 +17,10 @@ from runalert.server.models import Automation, Delivery, Run
 from runalert.server.routers._deps import Ctx, get_ctx
 from runalert.server.schemas import Health
 
-router = APIRouter(tags=["health"])
+if TYPE_CHECKING:
+    from runalert.server.context import ServerContext
 
-_COUNTERS = {
-    "metric_points_total": "Metric points accepted.",
-    "alerts_client_total": "Alerts forwarded by clients.",
-    "automation_firings_total": "Automation firings.",
-    "deliveries_delivered_total": "Delivery attempts that succeeded.",
-    "deliveries_retry_total": "Delivery attempts that failed and will be retried.",
-    "deliveries_dead_total": "Deliveries dead-lettered.",
-    "heartbeat_timeouts_total": "Runs failed for silence.",
-}
+router = APIRouter(tags=["health"])
 
 
 def _version() -> str:
@@ -70,28 +67,37 @@ def metrics_access(request: Request) -> None:
 
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     summary="Prometheus metrics (text format 0.0.4)",
     dependencies=[Depends(metrics_access)],
     responses={401: {"description": "a key is needed (the metrics token or any project's API key)"}},
 )
-def metrics(ctx: Ctx) -> PlainTextResponse:
-    lines: list[str] = []
-    with ctx._counter_lock:
-        counters = dict(ctx.counters)
-    for name, help_text in _COUNTERS.items():
-        lines += [f"# HELP runalert_{name} {help_text}", f"# TYPE runalert_{name} counter"]
-        lines.append(f"runalert_{name} {counters.get(name, 0)}")
-    with ctx.db.session() as session:
-        runs: dict[str, int] = dict(session.execute(select(Run.state, func.count()).group_by(Run.state)).all())
-        outbox: dict[str, int] = dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
-        )
-        automations = session.scalar(select(func.count()).select_from(Automation)) or 0
-    lines += ["# HELP runalert_runs Runs by state.", "# TYPE runalert_runs gauge"]
-    lines += [f'runalert_runs{{state="{s}"}} {runs.get(s, 0)}' for s in ("RUNNING", "FINISHED", "FAILED")]
-    lines += ["# HELP runalert_outbox Deliveries by status.", "# TYPE runalert_outbox gauge"]
-    lines += [f'runalert_outbox{{status="{s}"}} {outbox.get(s, 0)}' for s in ("pending", "delivered", "dead")]
-    lines += ["# HELP runalert_automations Automations defined.", "# TYPE runalert_automations gauge"]
-    lines.append(f"runalert_automations {automations}")
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics(ctx: Ctx) -> Response:
+    """The server's counters, summed over its processes on this host (``runalert serve`` shares them through
+    prometheus-client's multiprocess folder), and gauges read from the database (the same on every process)."""
+    body = ctx.metrics.exposition(_DatabaseGauges(ctx))
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+class _DatabaseGauges:
+    """Runs by state, deliveries by status and the number of automations, read at each scrape."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self.ctx.db.read_session() as session:
+            runs: dict[str, int] = dict(session.execute(select(Run.state, func.count()).group_by(Run.state)).all())
+            outbox: dict[str, int] = dict(
+                session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+            )
+            automations = session.scalar(select(func.count()).select_from(Automation)) or 0
+        by_state = GaugeMetricFamily("runalert_runs", "Runs by state.", labels=["state"])
+        for state in ("RUNNING", "FINISHED", "FAILED"):
+            by_state.add_metric([state], runs.get(state, 0))
+        yield by_state
+        by_status = GaugeMetricFamily("runalert_outbox", "Deliveries by status.", labels=["status"])
+        for status in ("pending", "delivered", "dead"):
+            by_status.add_metric([status], outbox.get(status, 0))
+        yield by_status
+        yield GaugeMetricFamily("runalert_automations", "Automations defined.", value=automations)

@@ -1,0 +1,72 @@
+"""One server process: the app on uvicorn, on a port of its own or on a listening socket it was given.
+
+``runalert serve`` runs it in its own process; ``runalert serve --workers N`` starts N of these
+(``python -m runalert.server.worker --fd FD``), each accepting connections on the socket the supervisor bound,
+with its settings in ``RUNALERT_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+__all__ = ["main", "run_app"]
+
+
+def run_app(app: Any, settings: Any, log_level: str, *, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` with uvicorn until it is told to stop: on ``settings.host``/``settings.port``, or on ``sock``
+    (a listening socket shared with other processes)."""
+    import uvicorn
+
+    from runalert.server.protocol import guarded_protocol
+
+    # Metric batches are handled on the event loop's thread, which gives up the GIL only when made to: the
+    # dispatcher's thread (alert deliveries) waits for it at each step, 5 ms by default. 1 ms keeps alert latency
+    # low under a stream of batches, at a cost only while both threads want to run.
+    sys.setswitchinterval(0.001)
+    # httptools with a header deadline and size cap (uvicorn's own when httptools is missing: "auto").
+    protocol = guarded_protocol(settings.header_timeout, settings.max_header_bytes) or "auto"
+    if sock is None:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, http=protocol)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, http=protocol))
+    _exit_with(os.getppid(), server)
+    server.run(sockets=[sock])
+
+
+def _exit_with(parent: int, server: Any, interval: float = 0.5) -> None:
+    """Stop ``server`` gracefully when the supervisor is gone (killed with SIGKILL: it could not tell us)."""
+
+    def watch() -> None:
+        while not server.should_exit:
+            if os.getppid() != parent:
+                server.should_exit = True
+                return
+            threading.Event().wait(interval)
+
+    threading.Thread(target=watch, name="runalert-parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m runalert.server.worker --fd FD [--log-level L]``: settings from ``RUNALERT_*``."""
+    parser = argparse.ArgumentParser(prog="python -m runalert.server.worker")
+    parser.add_argument("--fd", type=int, required=True, help="A listening socket's file descriptor.")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+
+    from runalert.server.app import create_app
+    from runalert.server.context import ServerContext
+    from runalert.server.settings import ServerSettings
+
+    settings = ServerSettings()
+    sock = socket.socket(fileno=args.fd)
+    app = create_app(settings, context=ServerContext(settings))
+    run_app(app, settings, args.log_level, sock=sock)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Several server processes: one per SQLite file (a second is refused), ``runalert serve --workers N`` on
+PostgreSQL, ``/metrics`` counters summed over the processes, and heartbeat timeouts claimed in the database so
+that N processes send one notice. Real processes, real signals, a real PostgreSQL, a loopback receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+from sqlalchemy import create_engine, text
+
+from runalert.automations import OnRunState, Project, RunEvent, SendWebhook
+from tests.server.conftest import FAST, ServerProcess
+from tests.support import Receiver, free_port, wait_for
+
+P = "/api/v1/projects"
+FAST_ENV = {f"RUNALERT_{k.upper()}": str(v) for k, v in FAST.items()}
+POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _serve(home: Path, database_url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runalert.server", "--log-level", "warning", *args],
+        env={**os.environ, **FAST_ENV, **(env or {}), "RUNALERT_HOME": str(home), "RUNALERT_DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    """Server processes (``ServerProcess`` or ``Popen``) stopped at the end of the test, whatever happened."""
+    started: list[Any] = []
+    yield started
+    for proc in started:
+        if isinstance(proc, ServerProcess):
+            proc.stop()
+            continue
+        if proc.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(proc.pid).children():
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.send_signal(signal.SIGCONT)
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _counter(url: str, name: str) -> float:
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"runalert_{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"runalert_{name} missing from /metrics")
+
+
+def _log(url: str, run: str, count: int, start: int = 0) -> None:
+    rows = [{"step": start + i, "metrics": {"loss": 1.0}} for i in range(count)]
+    answer = requests.post(f"{url}{P}/p/runs/{run}/metrics", json={"rows": rows}, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+# -- SQLite: one process ----------------------------------------------------------------------------------------
+@SQLITE
+def test_a_second_server_on_the_same_sqlite_file_is_refused_naming_the_file_and_the_holder(
+    isolated_env: Path, database_url: str, processes: list[Any]
+) -> None:
+    home = isolated_env / "server"
+    first = ServerProcess(home, database_url, FAST_ENV).start()
+    processes.append(first)
+    assert first.proc is not None
+    second = _serve(home, database_url, "--port", str(free_port()))
+    processes.append(second)
+    _out, err = second.communicate(timeout=60)
+    assert second.returncode == 2, err
+    message = " ".join(err.split())
+    database = database_url.removeprefix("sqlite:///")
+    assert f"the SQLite database {database} is in use" in message
+    assert f"(process {first.proc.pid}, lock file {database}.lock)" in message
+    assert "PostgreSQL" in message
+    assert _healthy(first.url)  # the first one is untouched
+    # SIGKILL gives no chance to clean up: the kernel drops the lock, and the next server starts.
+    first.kill()
+    again = ServerProcess(home, database_url, FAST_ENV).start()
+    processes.append(again)
+    assert _healthy(again.url)
+
+
+@SQLITE
+def test_workers_on_sqlite_are_refused(isolated_env: Path, database_url: str, processes: list[Any]) -> None:
+    proc = _serve(isolated_env, database_url, "--port", str(free_port()), "--workers", "2")
+    processes.append(proc)
+    _out, err = proc.communicate(timeout=60)
+    message = " ".join(err.split())
+    assert proc.returncode == 2, err
+    assert "--workers 2: SQLite serves one server process" in message
+    assert database_url.removeprefix("sqlite:///") in message
+
+
+# -- PostgreSQL: N processes ----------------------------------------------------------------------------------
+@POSTGRES
+def test_workers_on_postgresql_each_answer_and_their_counters_sum(
+    isolated_env: Path, database_url: str, processes: list[Any]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(isolated_env, database_url, "--port", str(port), "--workers", "3")
+    processes.append(proc)
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        return _healthy(url)
+
+    assert wait_for(up, timeout=60)
+    supervisor = psutil.Process(proc.pid)
+    assert wait_for(lambda: len(supervisor.children()) == 3, timeout=30)
+    workers = supervisor.children()
+    assert requests.put(f"{url}{P}/p/runs/r", json={}, timeout=10).ok
+    # Each worker alone (the others stopped) answers on the shared port, and counts what it took.
+    for i, worker in enumerate(workers):
+        others = [w for w in workers if w.pid != worker.pid]
+        for other in others:
+            other.send_signal(signal.SIGSTOP)
+        try:
+            _log(url, "r", i + 1, start=10 * i)
+            assert requests.get(url + "/healthz", timeout=10).ok
+        finally:
+            for other in others:
+                other.send_signal(signal.SIGCONT)
+    # Every process answers /metrics with the sum of all three processes' counters.
+    for _ in range(6):
+        assert _counter(url, "metric_points_total") == 1 + 2 + 3
+    assert requests.get(f"{url}{P}/p/runs/r", timeout=10).json()["points"] == 6
+    # SIGTERM stops the workers, then the supervisor.
+    proc.terminate()
+    assert proc.wait(60) == 0
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+@POSTGRES
+def test_counters_of_two_processes_sharing_a_metrics_folder_sum(
+    isolated_env: Path, database_url: str, processes: list[Any], tmp_path: Path
+) -> None:
+    env = {**FAST_ENV, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    one = ServerProcess(isolated_env / "server", database_url, env).start()
+    processes.append(one)
+    two = ServerProcess(isolated_env / "server", database_url, env).start()
+    processes.append(two)
+    assert one.api("PUT", f"{P}/p/runs/r", json={}).ok
+    _log(one.url, "r", 3)
+    _log(two.url, "r", 4, start=3)
+    assert _counter(one.url, "metric_points_total") == 7
+    assert _counter(two.url, "metric_points_total") == 7
+    # A process that dies still counts (its file stays): counters never go back.
+    two.kill()
+    assert _counter(one.url, "metric_points_total") == 7
+
+
+# -- heartbeat timeouts, claimed in the database ----------------------------------------------------------------
+def _failure_automation(url: str, receiver: Receiver) -> None:
+    hook = {"kind": "webhook", "url": receiver.url}
+    assert requests.put(f"{url}{P}/p/integrations/hook", json=hook, timeout=10).status_code == 201
+    event = OnRunState(scope=Project("p"), filter=RunEvent.state.in_(["failed"]))
+    new = event >> SendWebhook(integration="hook", payload={"run": "${run_id}", "event": "${event_type}"})
+    spec = {**new.model_dump(mode="json"), "name": "run-failed"}
+    answer = requests.put(f"{url}{P}/p/automations/run-failed", json=spec, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+
+def _delivered(url: str) -> bool:
+    alerts = requests.get(f"{url}{P}/p/alerts", timeout=10).json()
+    return all(d["status"] == "delivered" for a in alerts for d in a["deliveries"])
+
+
+def _alert_rows(database_url: str) -> list[tuple[str, str]]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT runs.run_id, alerts.kind FROM alerts JOIN runs ON runs.id = alerts.run_pk ORDER BY 1")
+            ).all()
+    finally:
+        engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
+@POSTGRES
+def test_three_processes_send_one_run_failed_notice(
+    isolated_env: Path, database_url: str, processes: list[Any], httpserver: HTTPServer
+) -> None:
+    receiver = Receiver(httpserver)
+    env = {**FAST_ENV, "RUNALERT_HEARTBEAT_TIMEOUT": "1", "RUNALERT_HEARTBEAT_CHECK_INTERVAL": "0.02"}
+    servers = [ServerProcess(isolated_env / "server", database_url, env).start() for _ in range(3)]
+    processes.extend(servers)
+    _failure_automation(servers[0].url, receiver)
+    assert servers[1].api("PUT", f"{P}/p/runs/silent", json={}).ok
+    _log(servers[2].url, "silent", 3)  # then nothing: the run was killed
+    assert wait_for(lambda: receiver.requests, timeout=30)
+    assert wait_for(lambda: _delivered(servers[0].url), timeout=30)
+    for server in servers:  # drained: no process can check again
+        server.stop()
+    assert _alert_rows(database_url) == [("silent", "heartbeat_timeout")]
+    assert [body for _headers, body in receiver.requests] == [{"run": "silent", "event": "RUN_STATE"}]
+
+
+@POSTGRES
+def test_a_run_whose_row_is_held_does_not_hold_up_the_other_runs_timeouts(
+    isolated_env: Path, database_url: str, processes: list[Any], httpserver: HTTPServer
+) -> None:
+    import psycopg
+
+    receiver = Receiver(httpserver)
+    env = {**FAST_ENV, "RUNALERT_HEARTBEAT_TIMEOUT": "1"}
+    server = ServerProcess(isolated_env / "server", database_url, env).start()
+    processes.append(server)
+    _failure_automation(server.url, receiver)
+    for run in ("held", "free"):  # "held" first: the lower id, checked first
+        assert server.api("PUT", f"{P}/p/runs/{run}", json={}).ok
+    # Another transaction holds the first run's row (as a process ingesting a batch of it does).
+    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        conn.execute("SELECT id FROM runs WHERE run_id = 'held' FOR UPDATE")
+        assert wait_for(lambda: [b["run"] for _h, b in receiver.requests] == ["free"], timeout=30)
+        state = server.api("GET", f"{P}/p/runs/held").json()["state"]
+        assert state == "RUNNING"
+        conn.rollback()
+    assert wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+    assert wait_for(lambda: _delivered(server.url), timeout=30)
+    server.stop()
+    assert sorted(_alert_rows(database_url)) == [("free", "heartbeat_timeout"), ("held", "heartbeat_timeout")]
+    assert sorted(b["run"] for _h, b in receiver.requests) == ["free", "held"]

@@ -3,6 +3,7 @@ process with a run whose diverging loss fired an automation to a webhook on loop
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -17,11 +18,17 @@ from pytest_httpserver import HTTPServer
 from tests.server.test_automations import loss_rule
 from tests.server.test_delivery import Receiver
 from tests.support import wait_for
+from tests.support.chromium import Chromium
 
 P = "/api/v1/projects"
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 900
-SHOTS = os.environ.get("RUNALERT_SCREENSHOT_DIR")  # read on import: the tests' environment drops RUNALERT_*
+# Screenshots go to the test artifacts dir: build/test-artifacts/screenshots, or RUNALERT_SCREENSHOT_DIR (read on
+# import: the tests' environment drops RUNALERT_*).
+SHOTS = Path(
+    os.environ.get("RUNALERT_SCREENSHOT_DIR")
+    or Path(__file__).resolve().parents[2] / "build/test-artifacts/screenshots"
+)
 
 
 def _chromium() -> str:
@@ -123,7 +130,74 @@ def test_the_page_in_headless_chromium(server_process: Any, httpserver: HTTPServ
     run_page = tmp_path / "run.png"
     _browse(tmp_path, server.url + "/runs/p/r1", f"--screenshot={run_page}")
     assert png_info(run_page)[:2] == (WIDTH, HEIGHT)
-    if SHOTS:  # to look at them: RUNALERT_SCREENSHOT_DIR=/tmp/shots pytest tests/server/test_web_chromium.py
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        shutil.copy(page, Path(SHOTS) / "page.png")
-        shutil.copy(run_page, Path(SHOTS) / "run.png")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(page, SHOTS / "page.png")
+    shutil.copy(run_page, SHOTS / "run.png")
+
+
+def _shot(browser: Chromium, name: str) -> Path:
+    """A screenshot of the browser's page in the artifacts dir, checked to be a picture of something."""
+    path = browser.screenshot(SHOTS / f"edit-{name}.png")
+    width, _height, pixels = png_info(path)
+    assert width == WIDTH and len(set(pixels)) > 16, f"{path} is (nearly) blank"
+    return path
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_editing_in_headless_chromium(server_process: Any, httpserver: HTTPServer) -> None:
+    """Fill the forms in a real browser against a real server: an integration, its test message to a receiver
+    on loopback, an automation (an invalid one first: the API's message), disable it, and its backtest."""
+    _chromium()
+    receiver = Receiver(httpserver)
+    server = server_process()
+    server.api("PUT", f"{P}/p/secrets/TOKEN", json={"value": "s3cret-token-value"})
+    assert server.api("PUT", f"{P}/p/runs/r1", json={"name": "bert-base-diverging"}).ok
+    losses = [2.0 - 0.1 * i for i in range(15)] + [0.5 * 1.5**i for i in range(12)]
+    rows = [{"step": i, "metrics": {"loss": v}} for i, v in enumerate(losses)]
+    assert server.api("POST", f"{P}/p/runs/r1/metrics", json={"rows": rows}).status_code == 200
+
+    with Chromium(width=WIDTH, height=HEIGHT) as browser:
+        browser.open(server.url + "/integrations/new")
+        browser.fill("#name", "hook")
+        browser.fill("#kind", "webhook")
+        browser.fill("#url", receiver.url)
+        browser.click("form.edit button[type=submit]")
+        assert browser.url().endswith("/integrations?done=created&name=hook")
+        assert "hook: created" in browser.text()
+        _shot(browser, "integration-created")
+
+        browser.click("td.actions form[action$='/test'] button")
+        assert "a test message is on its way" in browser.text()
+        assert wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+        assert "runalert test: hook" in str(receiver.requests[0][1])
+        _shot(browser, "integration-tested")
+
+        rule = loss_rule()
+        spec = {k: v for k, v in rule.items() if k != "name"}
+        bad = json.loads(json.dumps(spec))
+        bad["event"]["filter"]["metric"]["threshold"] = "high"
+        browser.open(server.url + "/automations/new")
+        browser.fill("#name", "loss-diverging")
+        browser.fill("#spec", json.dumps(bad, indent=2))
+        browser.click("form.edit button[type=submit]")
+        shown = browser.evaluate("document.querySelector('.form-error').innerText")
+        assert "threshold" in shown and "number" in shown, shown
+        _shot(browser, "automation-invalid")
+        assert server.api("GET", f"{P}/p/automations").json() == []
+
+        browser.fill("#spec", json.dumps(spec, indent=2))  # the form came back with what was typed
+        browser.click("form.edit button[type=submit]")
+        assert "loss-diverging: created" in browser.text()
+        _shot(browser, "automation-created")
+        assert server.api("GET", f"{P}/p/automations/loss-diverging").json()["enabled"] is True
+
+        browser.click("td.actions form[action$='/disable'] button")
+        assert "loss-diverging: disabled" in browser.text()
+        assert server.api("GET", f"{P}/p/automations/loss-diverging").json()["enabled"] is False
+
+        browser.open(server.url + "/automations/p/loss-diverging/backtest?run=r1")
+        assert "Fires 1 time on this run." in browser.text()
+        assert browser.evaluate("document.querySelectorAll('svg g.firing').length") == 1
+        _shot(browser, "backtest")
+    receiver.drain()
+    assert len(receiver.requests) == 1  # the disabled automation sent nothing; only the test message came

@@ -42,10 +42,14 @@ from runalert.automations.events import (
     EventType,
     OnAddArtifactAlias,
     OnAddArtifactTag,
+    OnAddCollectionTag,
     OnCreateArtifact,
     OnLinkArtifact,
+    OnRemoveArtifactTag,
+    OnRemoveCollectionTag,
     OnRunMetric,
     OnRunState,
+    OnUnlinkArtifact,
     RunEvent,
 )
 from runalert.automations.filters import (
@@ -67,7 +71,15 @@ from runalert.automations.filters import (
 )
 from runalert.automations.integrations import EmailIntegration, Integration, SlackIntegration, WebhookIntegration
 from runalert.automations.run_filters import And, FieldFilter, FilterableField, Not, Or, RunFilter
-from runalert.automations.scopes import ArtifactCollectionScope, Project, ProjectScope, Scope
+from runalert.automations.scopes import (
+    ArtifactCollectionScope,
+    AutomationScope,
+    Project,
+    ProjectScope,
+    RegistryScope,
+    Scope,
+    ScopeType,
+)
 from runalert.automations.templates import TEMPLATE_VARIABLES, fill_template
 
 __all__ = [
@@ -84,6 +96,7 @@ __all__ = [
     "Automation",
     "AutomationBackend",
     "AutomationNotFoundError",
+    "AutomationScope",
     "ChangeDir",
     "ChangeEvaluator",
     "ChangeType",
@@ -110,13 +123,18 @@ __all__ = [
     "Not",
     "OnAddArtifactAlias",
     "OnAddArtifactTag",
+    "OnAddCollectionTag",
     "OnCreateArtifact",
     "OnLinkArtifact",
+    "OnRemoveArtifactTag",
+    "OnRemoveCollectionTag",
     "OnRunMetric",
     "OnRunState",
+    "OnUnlinkArtifact",
     "Or",
     "Project",
     "ProjectScope",
+    "RegistryScope",
     "RunEvent",
     "RunFilter",
     "RunInfo",
@@ -124,6 +142,7 @@ __all__ = [
     "RunState",
     "RunStateFilter",
     "Scope",
+    "ScopeType",
     "SendNotification",
     "SendWebhook",
     "SlackIntegration",

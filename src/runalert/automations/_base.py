@@ -12,9 +12,20 @@ __all__ = ["LenientStrEnum", "Model", "finite_number"]
 
 
 class Model(BaseModel):
-    """Immutable, strict (unknown fields are errors), constructible by field name or alias."""
+    """Immutable, strict (unknown fields are errors), constructible by field name or alias.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Dumped by alias: a field's alias is its name in W&B's JSON (``window_size``, ``agg_op``, ``integrationID``), so
+    ``model_dump()`` gives W&B's form while the Python attributes keep W&B's Python names (``window``, ``agg``).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
 
 
 class LenientStrEnum(str, Enum):
@@ -33,6 +44,9 @@ class LenientStrEnum(str, Enum):
 
     def __str__(self) -> str:
         return str(self.value)
+
+    def __repr__(self) -> str:  # as W&B's: the member's name (``EventType.LINK_ARTIFACT`` -> ``LINK_ARTIFACT``)
+        return self.name
 
 
 def finite_number(value: Any, field: str) -> float | int:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from datetime import timedelta
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from runalert.automations._base import Model
 from runalert.automations.actions import Action
 from runalert.automations.events import Event
-from runalert.automations.scopes import Scope
 
 __all__ = ["DEFAULT_COOLDOWN", "Automation", "NewAutomation", "describe_errors", "parse_cooldown"]
 
@@ -40,6 +40,11 @@ class NewAutomation(Model):
     enabled: bool | None = None
     event: Event
     action: Action
+
+    @property
+    def scope(self) -> Any:
+        """The scope of the event (W&B's ``NewAutomation.scope``)."""
+        return self.event.scope
 
 
 class Automation(Model):
@@ -81,30 +86,22 @@ class Automation(Model):
         return self.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
 
 
-def _tags(union: Any, tag: str) -> list[str]:
-    """The values of ``tag`` that the members of the tagged ``union`` (``Annotated[Union[...], ...]``) take."""
-    members: tuple[type[BaseModel], ...] = get_args(get_args(union)[0])
-    return [value for member in members for value in get_args(member.model_fields[tag].annotation)]
-
-
-_ALLOWED_TAGS = {tag: _tags(union, tag) for tag, union in (("event_type", Event), ("action_type", Action))}
-_ALLOWED_TAGS["scope_type"] = _tags(Scope, "scope_type")
+_TAG_MESSAGE = re.compile(r"^(event_type|action_type|scope_type) is missing or unknown; (.*)$")
 
 
 def describe_errors(exc: ValidationError) -> str:
     """An automation spec's validation errors in one line, each naming its field.
 
-    A missing tag (``event_type``, ``action_type``, ``scope_type``) names the field and its allowed values, where
-    pydantic says "Unable to extract tag using discriminator".
+    A missing or unknown tag (``event_type``, ``action_type``, ``scope_type``) names the field and its allowed
+    values, where pydantic would say "Unable to extract tag using discriminator".
     """
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "body"
         message = error["msg"]
-        if error["type"] == "union_tag_not_found":
-            tag = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
-            where = f"{where}.{tag}"
-            allowed = _ALLOWED_TAGS.get(tag)
-            message = f"missing; one of {', '.join(allowed)}" if allowed else "missing"
+        found = _TAG_MESSAGE.match(message) if error["type"] == "missing_tag" else None
+        if found is not None:
+            where = f"{where}.{found.group(1)}"
+            message = f"missing or unknown; {found.group(2)}"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -14,14 +14,16 @@ A comparison builds a filter, never a ``bool``: ``if m > 1``, ``m > 0 and m < 1`
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_serializer, field_validator, model_validator
 
 from runalert.automations._base import LenientStrEnum, Model, finite_number
-from runalert.automations.run_filters import And, FieldFilter, Not, Or, RunFilter
+from runalert.automations.event_types import EventType
+from runalert.automations.run_filters import And, FieldFilter, Not, Or, RunFilter, run_event_filter
 
 __all__ = [
     "Agg",
@@ -40,6 +42,7 @@ __all__ = [
     "StateFilter",
     "StateOperand",
     "ZScoreMetricOperand",
+    "parse_metric_filter",
 ]
 
 _CMP_ALIASES = {">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "gt": "$gt", "gte": "$gte", "lt": "$lt"}
@@ -113,6 +116,13 @@ def _threshold_number(value: Any) -> Any:
     return finite_number(value, "threshold")
 
 
+def _drop_kind(data: Any, kind: str) -> Any:
+    """``data`` without runalert's earlier ``"kind"`` tag (when it is ``kind``)."""
+    if isinstance(data, Mapping) and data.get("kind") == kind:
+        return {k: v for k, v in data.items() if k != "kind"}
+    return data
+
+
 class _MetricFilterBase(Model):
     name: str
 
@@ -142,17 +152,21 @@ class _MetricFilterBase(Model):
 class MetricThresholdFilter(_MetricFilterBase):
     """``metric`` (or ``agg`` of its last ``window`` values) compared with ``threshold`` by ``cmp``.
 
-    Evaluated on every new value once the window is full. ``window`` must be 1 without ``agg``.
+    W&B's JSON: ``{"name", "agg_op", "window_size", "cmp_op", "threshold"}``. Evaluated on every new value once the
+    window is full. Without ``agg`` the window is ignored (as in W&B): the latest value is compared. A threshold given
+    as an integer stays an integer (``2**53 + 1`` is kept exactly).
     """
 
-    kind: Literal["threshold"] = "threshold"
     name: str
-    agg: Annotated[Agg | None, Field(validation_alias=AliasChoices("agg", "agg_op"))] = None
-    window: Annotated[int, Field(validation_alias=AliasChoices("window", "window_size"))] = 1
-    cmp: Annotated[
-        Literal["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"], Field(validation_alias=AliasChoices("cmp", "cmp_op"))
-    ]
-    threshold: float
+    agg: Annotated[Agg | None, Field(alias="agg_op")] = None
+    window: Annotated[int, Field(alias="window_size")] = 1
+    cmp: Annotated[Literal["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"], Field(alias="cmp_op")]
+    threshold: int | float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _drop_kind(data, "threshold")
 
     @field_validator("cmp", mode="before")
     @classmethod
@@ -173,48 +187,59 @@ class MetricThresholdFilter(_MetricFilterBase):
     def _thr(cls, value: Any) -> Any:
         return _threshold_number(value)
 
-    @model_validator(mode="after")
-    def _agg_window(self) -> MetricThresholdFilter:
-        if self.agg is None and self.window != 1:
-            raise ValueError(
-                f"window must be 1 without an aggregate (agg is None), not {self.window}; "
-                "use .avg(n), .min(n) or .max(n) to aggregate n values"
-            )
-        return self
+    @property
+    def event_type(self) -> EventType:
+        return EventType.RUN_METRIC_THRESHOLD
 
     @property
-    def event_type(self) -> str:
-        return "RUN_METRIC"
+    def kind(self) -> str:
+        """``"threshold"`` (runalert's earlier tag, for code that dispatches on it)."""
+        return "threshold"
+
+    @property
+    def threshold_filter(self) -> MetricThresholdFilter:
+        """This filter (W&B's path: ``event.filter.metric.threshold_filter``)."""
+        return self
 
     def describe(self) -> str:
         metric = f"{_AGG_NAMES[self.agg]}({self.name}, {self.window})" if self.agg else self.name
         return f"{metric} {_CMP_SYMBOLS[self.cmp]} {_num(self.threshold)}"
 
     def __repr__(self) -> str:
-        return f"MetricThresholdFilter({self.describe()!r})"
+        metric = f"{self.agg.value}({self.name})" if self.agg else self.name
+        return repr(f"{metric} {_CMP_SYMBOLS[self.cmp]} {self.threshold}")
 
 
 class MetricChangeFilter(_MetricFilterBase):
     """A change between the current window (last ``window`` values) and the ``prior_window`` values before it.
 
-    ``change_type`` ABSOLUTE (``cur - prior``) or RELATIVE (``(cur - prior) / |prior|``); ``change_dir``
-    INCREASE fires at ``>= threshold``, DECREASE at ``<= -threshold``, ANY at ``|change| >= threshold``.
+    W&B's JSON: ``{"name", "agg_op", "current_window_size", "prior_window_size", "change_type", "change_dir",
+    "change_amount"}``. ``change_type`` ABSOLUTE (``cur - prior``) or RELATIVE (``(cur - prior) / |prior|``);
+    ``change_dir`` INCREASE fires at ``>= threshold``, DECREASE at ``<= -threshold``, ANY at ``|change| >= threshold``.
+    Without ``agg`` the windows are ignored, as in W&B (the latest value against the one before): they are stored as 1.
     """
 
-    kind: Literal["change"] = "change"
     name: str
-    agg: Annotated[Agg | None, Field(validation_alias=AliasChoices("agg", "agg_op"))] = None
-    window: Annotated[int, Field(validation_alias=AliasChoices("window", "current_window_size"))] = 1
-    prior_window: Annotated[
-        int,
-        Field(
-            default_factory=lambda data: data.get("window", 1),
-            validation_alias=AliasChoices("prior_window", "prior_window_size"),
-        ),
-    ]
+    agg: Annotated[Agg | None, Field(alias="agg_op")] = None
+    window: Annotated[int, Field(alias="current_window_size")] = 1
+    prior_window: Annotated[int, Field(default_factory=lambda data: data.get("window", 1), alias="prior_window_size")]
     change_type: ChangeType
     change_dir: ChangeDir = ChangeDir.ANY
-    threshold: Annotated[float, Field(validation_alias=AliasChoices("threshold", "change_amount"))]
+    threshold: Annotated[int | float, Field(alias="change_amount")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before(cls, data: Any) -> Any:
+        data = _drop_kind(data, "change")
+        if not isinstance(data, Mapping):
+            return data
+        data = {k: v for k, v in data.items() if not (k in ("cmp", "cmp_op") and v is None)}  # W&B's ignored cmp
+        if data.get("agg", data.get("agg_op")) is None:
+            for key in ("window", "current_window_size", "prior_window", "prior_window_size"):
+                if key in data:
+                    _window(data[key], key)  # a bad window is still an error
+                    data[key] = 1
+        return data
 
     @field_validator("window", "prior_window", mode="before")
     @classmethod
@@ -232,18 +257,19 @@ class MetricChangeFilter(_MetricFilterBase):
             )
         return value
 
-    @model_validator(mode="after")
-    def _agg_window(self) -> MetricChangeFilter:
-        if self.agg is None and (self.window != 1 or self.prior_window != 1):
-            raise ValueError(
-                f"window and prior_window must be 1 without an aggregate (agg is None), not "
-                f"{self.window} and {self.prior_window}; use .avg(n), .min(n) or .max(n) to aggregate n values"
-            )
-        return self
+    @property
+    def event_type(self) -> EventType:
+        return EventType.RUN_METRIC_CHANGE
 
     @property
-    def event_type(self) -> str:
-        return "RUN_METRIC_CHANGE"
+    def kind(self) -> str:
+        """``"change"`` (runalert's earlier tag)."""
+        return "change"
+
+    @property
+    def change_filter(self) -> MetricChangeFilter:
+        """This filter (W&B's path: ``event.filter.metric.change_filter``)."""
+        return self
 
     def describe(self) -> str:
         metric = f"{_AGG_NAMES[self.agg]}({self.name}, {self.window})" if self.agg else self.name
@@ -253,20 +279,28 @@ class MetricChangeFilter(_MetricFilterBase):
         return f"{metric} {verb} by {amount}{prior}"
 
     def __repr__(self) -> str:
-        return f"MetricChangeFilter({self.describe()!r})"
+        metric = f"{self.agg.value}({self.name})" if self.agg else self.name
+        verb = "changes" if self.change_dir is ChangeDir.ANY else f"{self.change_dir.value.lower()}s"
+        amount = f"{self.threshold:.2%}" if self.change_type is ChangeType.RELATIVE else f"{self.threshold}"
+        return repr(f"{metric} {verb} {amount}")
 
 
 class MetricZScoreFilter(_MetricFilterBase):
     """The newest value's z-score against the mean and population std of the ``window`` values before it.
 
-    INCREASE: ``z >= threshold``; DECREASE: ``z <= -threshold``; ANY: ``|z| >= threshold``. std 0: not evaluated.
+    W&B's JSON: ``{"name", "window_size", "threshold", "change_dir"}``. INCREASE: ``z >= threshold``; DECREASE:
+    ``z <= -threshold``; ANY: ``|z| >= threshold``. std 0: not evaluated.
     """
 
-    kind: Literal["zscore"] = "zscore"
     name: str
-    window: Annotated[int, Field(validation_alias=AliasChoices("window", "window_size"))] = 30
-    threshold: float = 3.0
+    window: Annotated[int, Field(alias="window_size")] = 30
+    threshold: int | float = 3.0
     change_dir: ChangeDir = ChangeDir.ANY
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _drop_kind(data, "zscore")
 
     @field_validator("window", mode="before")
     @classmethod
@@ -285,8 +319,18 @@ class MetricZScoreFilter(_MetricFilterBase):
         return value
 
     @property
-    def event_type(self) -> str:
-        return "RUN_METRIC_ZSCORE"
+    def event_type(self) -> EventType:
+        return EventType.RUN_METRIC_ZSCORE
+
+    @property
+    def kind(self) -> str:
+        """``"zscore"`` (runalert's earlier tag)."""
+        return "zscore"
+
+    @property
+    def zscore_filter(self) -> MetricZScoreFilter:
+        """This filter (W&B's path: ``event.filter.metric.zscore_filter``)."""
+        return self
 
     def describe(self) -> str:
         z = f"zscore({self.name}, {self.window})"
@@ -297,33 +341,95 @@ class MetricZScoreFilter(_MetricFilterBase):
         return f"{z} >= {_num(self.threshold)}"
 
     def __repr__(self) -> str:
-        return f"MetricZScoreFilter({self.describe()!r})"
+        if self.change_dir is ChangeDir.ANY:
+            return repr(f"abs(zscore({self.name!r})) > {self.threshold}")
+        if self.change_dir is ChangeDir.DECREASE:
+            return repr(f"zscore({self.name!r}) < -{self.threshold}")
+        return repr(f"zscore({self.name!r}) > +{self.threshold}")
 
 
 class MetricNonFiniteFilter(_MetricFilterBase):
     """A NaN, inf or -inf value of the metric: ``RunEvent.metric("loss").is_nonfinite()`` (a runalert extension).
 
-    The condition is "the latest value is not finite", so it fires when a non-finite value appears and, being
-    edge-triggered, again only after a finite value came in between (and the cooldown has passed).
+    JSON: ``{"name"}`` under ``"nonfinite_filter"``. The condition is "the latest value is not finite", so it fires
+    when a non-finite value appears and, being edge-triggered, again only after a finite value came in between (and
+    the cooldown has passed).
     """
 
-    kind: Literal["nonfinite"] = "nonfinite"
     name: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _drop_kind(data, "nonfinite")
+
     @property
-    def event_type(self) -> str:
-        return "RUN_METRIC_NONFINITE"
+    def event_type(self) -> EventType:
+        return EventType.RUN_METRIC_NONFINITE
+
+    @property
+    def kind(self) -> str:
+        """``"nonfinite"`` (runalert's earlier tag)."""
+        return "nonfinite"
+
+    @property
+    def nonfinite_filter(self) -> MetricNonFiniteFilter:
+        """This filter (as ``threshold_filter`` is for a threshold)."""
+        return self
 
     def describe(self) -> str:
         return f"{self.name} is non-finite (NaN or inf)"
 
     def __repr__(self) -> str:
-        return f"MetricNonFiniteFilter({self.describe()!r})"
+        return repr(f"{self.name} is NaN or inf")
+
+
+_WRAPPER_KEYS: dict[str, type[_MetricFilterBase]] = {
+    "threshold_filter": MetricThresholdFilter,
+    "change_filter": MetricChangeFilter,
+    "zscore_filter": MetricZScoreFilter,
+    "nonfinite_filter": MetricNonFiniteFilter,
+}
+_LEGACY_KINDS: dict[str, type[_MetricFilterBase]] = {
+    "threshold": MetricThresholdFilter,
+    "change": MetricChangeFilter,
+    "zscore": MetricZScoreFilter,
+    "nonfinite": MetricNonFiniteFilter,
+}
+
+
+def parse_metric_filter(raw: Any) -> Any:
+    """A metric filter from W&B's JSON (``{"threshold_filter": {...}}``, ``{"change_filter": ...}``,
+    ``{"zscore_filter": ...}``; runalert's ``{"nonfinite_filter": ...}``), a JSON string of it, runalert's earlier
+    form (``{"kind": "threshold", ...}``) or a filter's own fields (told apart by ``cmp_op`` or ``change_type``)."""
+    if isinstance(raw, _MetricFilterBase):
+        return raw
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"a metric filter must be a JSON object (or its JSON text): {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"a metric filter must be a JSON object, not {type(raw).__name__}")
+    wrapped = [key for key in raw if key in _WRAPPER_KEYS]
+    if len(wrapped) == 1 and len(raw) == 1:
+        return _WRAPPER_KEYS[wrapped[0]].model_validate(raw[wrapped[0]])
+    kind = raw.get("kind")
+    if isinstance(kind, str) and kind in _LEGACY_KINDS:
+        return _LEGACY_KINDS[kind].model_validate(raw)
+    if {"cmp", "cmp_op"} & raw.keys():
+        return MetricThresholdFilter.model_validate(raw)
+    if {"change_type", "change_amount", "current_window_size", "prior_window_size"} & raw.keys():
+        return MetricChangeFilter.model_validate(raw)
+    raise ValueError(
+        f"a metric filter is one of {', '.join(repr(k) for k in _WRAPPER_KEYS)} (W&B's run_metric_filter), "
+        f"not an object with keys {sorted(map(str, raw))}"
+    )
 
 
 MetricFilter = Annotated[
     Union[MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, MetricNonFiniteFilter],  # noqa: UP007
-    Field(discriminator="kind"),
+    BeforeValidator(parse_metric_filter),
 ]
 
 METRIC_FILTERS = (MetricThresholdFilter, MetricChangeFilter, MetricZScoreFilter, MetricNonFiniteFilter)
@@ -456,8 +562,8 @@ class MetricVal(_Operand):
 class MetricAgg(_Operand):
     """An aggregate of the last ``window`` values: ``RunEvent.metric("loss").avg(5)``."""
 
-    agg: Agg
-    window: int
+    agg: Annotated[Agg, Field(alias="agg_op")]
+    window: Annotated[int, Field(alias="window_size")]
 
     @field_validator("window", mode="before")
     @classmethod
@@ -559,14 +665,20 @@ class RunState(LenientStrEnum):
             ) from None
 
 
-_STATE_ORDER = {RunState.RUNNING: 0, RunState.FINISHED: 1, RunState.FAILED: 2}
-
-
 class StateFilter(Model):
-    """The run entered one of ``states``."""
+    """The run entered one of ``states``: W&B's ``{"states": [...]}`` (deduplicated, in alphabetical order).
 
-    kind: Literal["state"] = "state"
+    An empty list is a valid filter here, as in W&B; an ``OnRunState`` with no state (it could never fire) is refused.
+    """
+
     states: list[RunState]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("kind") == "state":
+            return {k: v for k, v in data.items() if k != "kind"}
+        return data
 
     @field_validator("states", mode="before")
     @classmethod
@@ -575,14 +687,16 @@ class StateFilter(Model):
             value = [value]
         if not isinstance(value, Iterable):
             raise ValueError(f"states must be a list of run states, not {value!r}")
-        parsed = {RunState.parse(v) for v in value}
-        if not parsed:
-            raise ValueError("states must name at least one of RUNNING, FINISHED, FAILED")
-        return sorted(parsed, key=_STATE_ORDER.__getitem__)
+        return sorted({RunState.parse(v) for v in value}, key=lambda state: state.value)
 
     @property
-    def event_type(self) -> str:
-        return "RUN_STATE"
+    def event_type(self) -> EventType:
+        return EventType.RUN_STATE
+
+    @property
+    def kind(self) -> str:
+        """``"state"`` (runalert's earlier tag)."""
+        return "state"
 
     def __and__(self, other: Any) -> RunStateFilter:
         if isinstance(other, FieldFilter | And | Or | Not):
@@ -618,22 +732,50 @@ class StateOperand:
 
 
 # -- a metric/state filter with a run filter -------------------------------------------------------------------
-class RunMetricFilter(Model):
-    """A metric filter plus a run filter (``run``: every run by default)."""
+def _json_object(data: Any, what: str) -> Any:
+    if isinstance(data, str | bytes):
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ValueError(f"{what} must be a JSON object (or its JSON text): {exc}") from None
+    return data
 
-    kind: Literal["run_metric"] = "run_metric"
-    run: RunFilter = Field(default_factory=And)
-    metric: MetricFilter
+
+class RunMetricFilter(Model):
+    """A metric filter plus a run filter, as W&B's JSON: ``{"run_filter": {"$and": [...]}, "run_metric_filter":
+    {"threshold_filter": {...}}}``. ``run`` (every run by default) is always an ``$and``, as W&B stores it.
+
+    ``metric`` is the metric filter itself (``event.filter.metric.threshold_filter`` also works, as in W&B).
+    """
+
+    run: RunFilter = Field(default_factory=And, alias="run_filter")
+    metric: Annotated[MetricFilter, Field(alias="run_metric_filter")]
 
     @model_validator(mode="before")
     @classmethod
     def _wrap(cls, data: Any) -> Any:
         if isinstance(data, METRIC_FILTERS):
             return {"metric": data}
+        data = _json_object(data, "a run metric filter")
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if not (k == "kind" and v == "run_metric")}
+            legacy = data.pop("metric_filter", None)  # W&B's deprecated field: a threshold filter
+            if legacy is not None and "metric" not in data and "run_metric_filter" not in data:
+                data["run_metric_filter"] = {"threshold_filter": _json_object(legacy, "metric_filter")}
         return data
 
+    @field_validator("run", mode="after")
+    @classmethod
+    def _run(cls, value: Any) -> Any:
+        return run_event_filter(value)
+
+    @field_serializer("metric", mode="wrap")
+    def _wrap_metric(self, value: Any, handler: Any) -> dict[str, Any]:
+        key = {v: k for k, v in _WRAPPER_KEYS.items()}[type(value)]
+        return {key: handler(value)}
+
     @property
-    def event_type(self) -> str:
+    def event_type(self) -> EventType:
         return self.metric.event_type
 
     def __bool__(self) -> bool:
@@ -641,7 +783,7 @@ class RunMetricFilter(Model):
 
     def __and__(self, other: Any) -> RunMetricFilter:
         if isinstance(other, FieldFilter | And | Or | Not):
-            return self.model_copy(update={"run": self.run & other})
+            return self.model_copy(update={"run": run_event_filter(self.run & other)})
         return NotImplemented
 
     def __rand__(self, other: Any) -> RunMetricFilter:
@@ -649,26 +791,34 @@ class RunMetricFilter(Model):
 
 
 class RunStateFilter(Model):
-    """A state filter plus a run filter."""
+    """A state filter plus a run filter, as W&B's JSON: ``{"run_filter": {"$and": [...]}, "run_state_filter":
+    {"states": [...]}}``."""
 
-    kind: Literal["run_state"] = "run_state"
-    run: RunFilter = Field(default_factory=And)
-    state: StateFilter
+    run: RunFilter = Field(default_factory=And, alias="run_filter")
+    state: Annotated[StateFilter, Field(alias="run_state_filter")]
 
     @model_validator(mode="before")
     @classmethod
     def _wrap(cls, data: Any) -> Any:
         if isinstance(data, StateFilter):
             return {"state": data}
+        data = _json_object(data, "a run state filter")
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if not (k == "kind" and v == "run_state")}
         return data
 
+    @field_validator("run", mode="after")
+    @classmethod
+    def _run(cls, value: Any) -> Any:
+        return run_event_filter(value)
+
     @property
-    def event_type(self) -> str:
-        return "RUN_STATE"
+    def event_type(self) -> EventType:
+        return EventType.RUN_STATE
 
     def __and__(self, other: Any) -> RunStateFilter:
         if isinstance(other, FieldFilter | And | Or | Not):
-            return self.model_copy(update={"run": self.run & other})
+            return self.model_copy(update={"run": run_event_filter(self.run & other)})
         return NotImplemented
 
     def __rand__(self, other: Any) -> RunStateFilter:

@@ -360,7 +360,9 @@ class AutomationOut(BaseModel):
     name: str
     enabled: bool
     summary: str = Field(description="a one-line description of the event and the action")
-    spec: dict[str, Any] = Field(description="the automation as runalert.automations.Automation JSON")
+    spec: dict[str, Any] = Field(
+        description="the automation as runalert.automations.Automation JSON (W&B's form of events, filters, actions)"
+    )
     version: int
     created_at: float
     updated_at: float
@@ -375,7 +377,17 @@ class AutomationPatch(Request):
 class ArtifactEventIn(Request):
     """An artifact event; automations on it (``OnCreateArtifact`` ...) whose scope and filter match fire."""
 
-    event_type: Literal["CREATE_ARTIFACT", "ADD_ARTIFACT_ALIAS", "ADD_ARTIFACT_TAG", "LINK_ARTIFACT"]
+    event_type: Literal[
+        "CREATE_ARTIFACT",
+        "ADD_ARTIFACT_ALIAS",
+        "ADD_ARTIFACT_TAG",
+        "REMOVE_ARTIFACT_TAG",
+        "ADD_COLLECTION_TAG",
+        "REMOVE_COLLECTION_TAG",
+        "LINK_ARTIFACT",
+        "LINK_MODEL",
+        "UNLINK_ARTIFACT",
+    ] = Field(description="W&B's artifact event types (LINK_MODEL is W&B's server name of LINK_ARTIFACT)")
     artifact: ShortText | None = None
     alias: ShortText | None = None
     tag: ShortText | None = None

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from runalert.automations import Automation
 from runalert.automations.automation import describe_errors
+from runalert.automations.wandb_json import from_wandb, is_wandb_form
 from runalert.server.auth import ProjectRef
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.routers._deps import Ctx, ReadProject, WriteProject
@@ -23,7 +24,9 @@ SpecBody = Annotated[
     dict[str, Any],
     Body(
         description="An automation: runalert.automations.Automation JSON without id and times "
-        "(name, description, enabled, cooldown, notify_resolved, event, action), i.e. Automation.spec().",
+        "(name, description, enabled, cooldown, notify_resolved, event, action), i.e. Automation.spec(); events, "
+        "filters and actions in W&B's JSON form (runalert's earlier form is read too). A W&B automation as W&B's "
+        "API returns it (camelCase, __typename) is converted: see `runalert automations import`.",
         examples=[
             {
                 "name": "loss-diverging",
@@ -31,17 +34,19 @@ SpecBody = Annotated[
                     "event_type": "RUN_METRIC",
                     "scope": {"scope_type": "PROJECT", "name": "my-project"},
                     "filter": {
-                        "metric": {
-                            "kind": "threshold",
-                            "name": "loss",
-                            "agg": "AVERAGE",
-                            "window": 5,
-                            "cmp": "$gt",
-                            "threshold": 2.0,
-                        }
+                        "run_filter": {"$and": [{"display_name": {"$contains": "bert"}}]},
+                        "run_metric_filter": {
+                            "threshold_filter": {
+                                "name": "loss",
+                                "agg_op": "AVERAGE",
+                                "window_size": 5,
+                                "cmp_op": "$gt",
+                                "threshold": 2.0,
+                            }
+                        },
                     },
                 },
-                "action": {"action_type": "GENERIC_WEBHOOK", "integration": "ops-hook"},
+                "action": {"action_type": "GENERIC_WEBHOOK", "integrationID": "ops-hook"},
             }
         ],
     ),
@@ -56,8 +61,8 @@ def _summary(automation: Automation) -> str:
         state = getattr(getattr(event, "filter", None), "state", None)
         what = state.describe() if state is not None and hasattr(state, "describe") else str(event.event_type)
     action = automation.action
-    target = getattr(action, "integration", None)
-    return f"{what} -> {action.action_type}" + (f" ({target})" if target else "")
+    target = getattr(action, "integration_id", None)
+    return f"{what} -> {action.action_type.value}" + (f" ({target})" if target else "")
 
 
 def _out(row: AutomationRow, result: str | None = None) -> AutomationOut:
@@ -75,6 +80,12 @@ def _out(row: AutomationRow, result: str | None = None) -> AutomationOut:
 
 
 def _parse(project: ProjectRef, body: dict[str, Any], name: str | None) -> Automation:
+    if is_wandb_form(body):  # an automation as W&B's API returns it
+        try:
+            body = from_wandb(body)
+        except (ValueError, ValidationError) as exc:
+            detail = describe_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise HTTPException(422, detail=detail) from None
     data = {
         k: v
         for k, v in body.items()

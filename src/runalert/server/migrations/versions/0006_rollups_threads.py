@@ -11,15 +11,11 @@ out as one roll-up (see ``runalert.server.rollup``). New tables only: nothing ex
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-# "0005" as planned; until 0004 and 0005 (written at the same time) are both in the tree, the latest one there,
-# so that the chain stays linear and the server starts meanwhile. TODO: the literal "0005" once both are in.
-down_revision = next(r for r in ("0005", "0004", "0003") if any(Path(__file__).parent.glob(f"{r}_*.py")))
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

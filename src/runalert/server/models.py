@@ -30,6 +30,7 @@ __all__ = [
     "Automation",
     "Base",
     "Delivery",
+    "EvaluatorState",
     "Integration",
     "MetricChunk",
     "Project",
@@ -242,3 +243,20 @@ class Attempt(Base):
     duration: Mapped[float] = mapped_column(default=0.0)
     outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | failed | dead
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class EvaluatorState(Base):
+    """One automation's evaluator state for one run (revision 0004): the evaluator's windows, the trigger's edge and
+    when it last fired, as JSON text (``RuleState.export()``). ``fingerprint`` is the event it belongs to (a changed
+    event starts afresh); ``version`` changes at every write, so a server process with a cached copy knows when it
+    is stale. Written in the transaction of the metric batch (or state change) that changed it."""
+
+    __tablename__ = "evaluator_state"
+    __table_args__ = (Index("ix_evaluator_state_automation_id", "automation_id"),)
+
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    automation_id: Mapped[int] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(default=_now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
@@ -67,3 +68,41 @@ def test_the_client_reads_a_429s_http_date_too() -> None:
         with pytest.raises(ServerUnavailableError) as info:
             client.request("GET", "/api/v1/projects")
     assert info.value.retry_after is not None and 40 < info.value.retry_after <= 60
+
+
+# -- mutation testing (docs/mutation.md): what the tests above left open -----------------------------------------
+@pytest.fixture
+def new_york_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC-5 (New York in January) for one test, then put back."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert time.timezone != 0  # the zone really moved: a date read as local time would be 5 hours off
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("new_york_clock")
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 15 Jan 2027 08:00:30 GMT",
+        "Fri, 15 Jan 2027 08:00:30 -0000",  # RFC 5322's "unknown zone": UTC, never the machine's local time
+        "Fri, 15 Jan 2027 08:00:30 +0000",
+    ],
+)
+def test_an_http_date_is_read_in_utc_whatever_the_machines_time_zone(value: str) -> None:
+    assert parse_retry_after(value, now=NOW) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("Fri, 15 Jan 2027 10:00:30 +0200", 30.0),  # a date with its own offset keeps it
+        ("Fri, 15 Jan 2027 03:01:00 -0500", 60.0),
+    ],
+)
+def test_an_http_date_with_an_offset_is_read_with_that_offset(value: str, seconds: float) -> None:
+    assert parse_retry_after(value, now=NOW) == seconds

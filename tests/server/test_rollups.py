@@ -224,3 +224,22 @@ def test_bad_options_are_refused_naming_the_field_and_what_is_allowed(
     assert client.get(f"{P}/p/integrations").json() == []
     if options.get("group_by"):
         assert "title" in answer.text and "reason" in answer.text and "host" in answer.text
+
+
+def test_deleting_an_integration_dead_letters_the_alerts_it_held(client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    _hook(client, receiver, group_interval=60)
+    t0 = time.time() - 1000
+    assert [_record(client, r, t0 + i) for i, r in enumerate(("run-a", "run-b", "run-c"))] == [
+        "pending",
+        "held",
+        "held",
+    ]
+    assert client.delete(f"{P}/p/integrations/hook").status_code == 204
+    _close_and_deliver(client, t0 + 100)
+
+    def api(method: str, path: str, **kwargs: Any) -> Any:
+        return client.request(method, path, **kwargs)
+
+    assert _statuses(api) == ["dead"] * 3
+    assert receiver.drain() == []

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,11 +155,12 @@ def _queue(session: Session, rollup: Rollup, integration: Integration, now: floa
         session.add(record)
         session.flush()
         rollup.alert_id = record.id
-    waiting = session.scalar(
+    waiting = session.scalar(  # queued and not taken yet (one in flight has rendered already: queue another)
         select(Delivery.seq).where(
             Delivery.alert_id == rollup.alert_id,
             Delivery.integration_id == integration.id,
             Delivery.status == "pending",
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         )
     )
     if waiting is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from runalert.server.integrations import (
@@ -18,8 +18,9 @@ from runalert.server.integrations import (
     parse_integration,
     secret_names,
 )
-from runalert.server.models import Integration, Secret
+from runalert.server.models import Delivery, Integration, Secret
 from runalert.server.outbox import record_alert
+from runalert.server.rollup import HELD
 from runalert.server.routers._deps import Ctx, ReadProject, WriteProject
 from runalert.server.routers._views import alerts_out
 from runalert.server.schemas import NAME_PATTERN, AlertOut, IntegrationIn, IntegrationOut
@@ -129,7 +130,14 @@ def put_integration(
 @router.delete("/{name}", status_code=204, summary="Delete an integration (its pending deliveries are dead-lettered)")
 def delete_integration(ctx: Ctx, project: WriteProject, name: Name) -> Response:
     with ctx.db.session() as session:
-        session.delete(_get(session, project.id, name))
+        integration = _get(session, project.id, name)
+        # Alerts held for a roll-up are pending again, so that they are dead-lettered like the rest.
+        session.execute(
+            update(Delivery)
+            .where(Delivery.integration_id == integration.id, Delivery.status == HELD)
+            .values(status="pending", next_attempt_at=time.time())
+        )
+        session.delete(integration)
     ctx.dispatcher.wake()
     return Response(status_code=204)
 

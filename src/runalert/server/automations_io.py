@@ -24,7 +24,7 @@ __all__ = ["add_commands"]
 def _mapping(pairs: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = pair.rpartition("=")  # W&B's IDs are base64: they may end with "="
         if not sep or not key or not value:
             raise typer.BadParameter(f"--integration takes W&B_ID=NAME, not {pair!r}", param_hint="--integration")
         found[key] = value
@@ -79,9 +79,10 @@ def import_automations(
         out.print(f"{len(specs)} automation(s) written to {output}", markup=False)
     else:
         for spec in specs:
-            where = project or (spec["event"].get("scope") or {}).get("name")
+            scope = spec["event"].get("scope") or {}
+            where = project or (scope.get("name") if scope.get("scope_type") == "PROJECT" else scope.get("project"))
             if not where:
-                err.print(f"{spec['name']}: no project (scope every project): give --project", markup=False)
+                err.print(f"{spec['name']}: its scope names no project: give --project", markup=False)
                 failed += 1
                 continue
             answer = _call(server, api_key, "PUT", f"/api/v1/projects/{where}/automations/{spec['name']}", spec)

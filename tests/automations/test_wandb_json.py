@@ -308,3 +308,51 @@ def test_what_wandb_has_and_runalert_not_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="W&B needs one"):
         to_wandb(unscoped)
     assert to_wandb(unscoped, project="p")["scope"] == {"__typename": "Project", "id": "p", "name": "p"}
+
+
+def test_the_snake_case_form_of_wandbs_own_models_imports_too() -> None:
+    """What ``wandb.automations.NewAutomation(...).model_dump()`` gives: the event's filter as JSON text, the scope
+    with W&B's ``__typename`` and ID, the action with ``integrationID``."""
+    dumped = {
+        "name": "loss-high",
+        "enabled": True,
+        "event": {
+            "event_type": "RUN_METRIC",
+            "scope": {
+                "__typename": "Project",
+                "id": "UHJvamVjdDox",
+                "name": "p",
+                "scopeType": "PROJECT",
+                "isRegistry": False,
+            },
+            "filter": json.dumps(
+                {
+                    "run_filter": json.dumps({"$and": [{"display_name": {"$contains": "my-run"}}]}),
+                    "run_metric_filter": {
+                        "threshold_filter": {
+                            "name": "loss",
+                            "agg_op": None,
+                            "window_size": 1,
+                            "cmp_op": "$gt",
+                            "threshold": 5,
+                        }
+                    },
+                    "metric_filter": None,
+                }
+            ),
+        },
+        "action": {
+            "action_type": "NOTIFICATION",
+            "integrationID": "team",
+            "title": "t",
+            "message": "",
+            "severity": "WARN",
+        },
+    }
+    assert is_wandb_form(dumped)
+    automation = Automation.model_validate(from_wandb(dumped))
+    assert automation.event == OnRunMetric(scope=Project("p"), filter=(loss > 5) & RunEvent.name.contains("my-run"))
+    assert automation.action == SendNotification(integration_id="team", title="t", severity="WARN")
+    entity = {**dumped["event"], "scope": {"scope_type": "ENTITY", "name": "team"}}
+    with pytest.raises(pydantic.ValidationError, match="which has no entities: scope the automation to a project"):
+        OnRunMetric.model_validate(entity)

@@ -28,7 +28,7 @@ from runalert.automations.filters import (
     StateOperand,
 )
 from runalert.automations.run_filters import And, FilterableField, RunFilter, artifact_event_filter
-from runalert.automations.scopes import ArtifactCollectionScope, ProjectScope, Scope
+from runalert.automations.scopes import ArtifactCollectionScope, ProjectScope, Scope, refuse_entity
 
 if TYPE_CHECKING:
     from runalert.automations.automation import NewAutomation
@@ -105,7 +105,7 @@ class OnRunMetric(_EventBase):
         ],
         BeforeValidator(_event_type),
     ]
-    scope: ProjectScope | None = None
+    scope: Annotated[ProjectScope | None, BeforeValidator(refuse_entity)] = None
     filter: RunMetricFilter
 
     @model_validator(mode="before")
@@ -134,7 +134,7 @@ class OnRunState(_EventBase):
     """A run enters one of the filter's states (RUNNING, FINISHED, FAILED)."""
 
     event_type: Annotated[Literal[EventType.RUN_STATE], BeforeValidator(_event_type)] = EventType.RUN_STATE
-    scope: ProjectScope | None = None
+    scope: Annotated[ProjectScope | None, BeforeValidator(refuse_entity)] = None
     filter: RunStateFilter
 
     @model_validator(mode="before")

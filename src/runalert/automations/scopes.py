@@ -23,6 +23,7 @@ __all__ = [
     "RegistryScope",
     "Scope",
     "ScopeType",
+    "refuse_entity",
     "scope_tag",
 ]
 
@@ -131,7 +132,8 @@ def scope_tag(value: Any) -> str | None:
     return "registry" if value.get("is_registry", value.get("isRegistry")) else "project"
 
 
-def _entity(value: Any) -> Any:
+def refuse_entity(value: Any) -> Any:
+    """``value``, or a ``ValueError`` saying why a W&B entity scope (team, organization) has no counterpart."""
     if isinstance(value, Mapping):
         raw = value.get("scope_type", value.get("scopeType"))
         if isinstance(raw, str) and raw.strip().upper() == "ENTITY":
@@ -153,7 +155,7 @@ Scope = Annotated[
         custom_error_type="missing_tag",
         custom_error_message="scope_type is missing or unknown; one of PROJECT, ARTIFACT_COLLECTION",
     ),
-    BeforeValidator(_entity),
+    BeforeValidator(refuse_entity),
 ]
 """Any scope (discriminated by ``scope_type`` and ``is_registry``)."""
 

@@ -55,6 +55,9 @@ def is_wandb_form(data: Any) -> bool:
     if "__typename" in data or "createdAt" in data:
         return True
     event, action = data.get("event"), data.get("action")
+    scope = event.get("scope") if isinstance(event, Mapping) else None
+    if isinstance(scope, Mapping) and "__typename" in scope:  # wandb.automations' own model dump
+        return True
     return (isinstance(event, Mapping) and "eventType" in event) or (
         isinstance(action, Mapping) and ("__typename" in action or ("integration" in action and "actionType" in action))
     )

@@ -33,6 +33,14 @@ def _automation_form(token: str, rule: dict[str, Any], **fields: str) -> dict[st
     return form
 
 
+def bad_threshold(rule: dict[str, Any]) -> dict[str, Any]:
+    """``rule`` with its threshold a word (whatever the JSON form's field names, the threshold's key stays)."""
+    text = json.dumps(rule)
+    assert '"threshold": 2.0' in text
+    changed: dict[str, Any] = json.loads(text.replace('"threshold": 2.0', '"threshold": "high"'))
+    return changed
+
+
 def _rule_in(project: str) -> dict[str, Any]:
     rule = loss_rule()
     rule["event"]["scope"]["name"] = project
@@ -97,7 +105,7 @@ def test_an_automation_is_created_from_the_form_and_listed(client: Any) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda r: r["event"]["filter"]["metric"].update(threshold="high"), id="threshold-not-a-number"),
+        pytest.param(lambda r: r.update(bad_threshold(r)), id="threshold-not-a-number"),
         pytest.param(lambda r: r["event"].pop("event_type"), id="no-event-type"),
         pytest.param(lambda r: r["action"].update(action_type="PAGER"), id="unknown-action"),
         pytest.param(lambda r: r["event"]["scope"].update(name="other"), id="scope-of-another-project"),
@@ -140,7 +148,7 @@ def test_an_automation_is_edited_enabled_disabled_and_deleted(client: Any) -> No
     )
     assert saved.status_code == 303 and "done=updated" in saved.headers["location"]
     stored = client.get(f"{P}/p/automations/loss-diverging").json()
-    assert stored["spec"]["event"]["filter"]["metric"]["threshold"] == 5.0
+    assert stored["spec"]["event"] == loss_rule(threshold=5.0)["event"]
     assert stored["spec"]["description"] == "louder" and stored["version"] == 2
 
     bad = client.post("/automations/p/loss-diverging", data=_automation_form(token, loss_rule(), spec='{"action": {}}'))

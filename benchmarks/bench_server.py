@@ -7,8 +7,14 @@
   every 100 ms; the time from the POST being sent to the webhook arriving at a loopback receiver, p50/p99
   (so it counts the ingest request, the transaction, the dispatcher's claim and the delivery).
 
+- ``PostgreSQL, 1/2/4 processes``: the same ingest on PostgreSQL (a throwaway cluster started here, or
+  ``RUNALERT_BENCH_DATABASE_URL``), by ``runalert serve --workers N`` for N = 1, 2 and 4, side by side in one
+  run: points per second and the server's CPU-seconds per million points (user + system of every server
+  process, read with psutil). The wall figure cannot grow past the machine's cores; the CPU per point must stay
+  flat as processes are added (no contention cost).
+
 The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
-says how many there were. SQLite only here (PostgreSQL is covered by the test suite, not this benchmark).
+says how many there were.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -176,8 +184,9 @@ def _client(port: int, seed: int, start_at: float, stop_at: float, results: Any)
 
 
 class _Server:
-    def __init__(self, home: Path, database_url: str) -> None:
+    def __init__(self, home: Path, database_url: str, workers: int = 1) -> None:
         self.port = _free_port()
+        self.workers = workers
         self.log = home / "server.log"
         env = {
             **os.environ,
@@ -188,7 +197,16 @@ class _Server:
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runalert.server", "--port", str(self.port), "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "runalert.server",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    *(["--workers", str(workers)] if workers > 1 else []),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -209,6 +227,30 @@ class _Server:
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by the server: the process and, with workers, its children."""
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+    def wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Until all the workers answer (each has built its app): with workers, the first answer is one's."""
+        import psutil
+
+        deadline = time.time() + timeout
+        while self.workers > 1 and len(psutil.Process(self.proc.pid).children()) < self.workers:
+            if time.time() > deadline:
+                raise RuntimeError(f"{self.workers} workers did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -244,13 +286,14 @@ def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: fl
     conn.close()
 
 
-def measure(*, seconds: float, clients: int, database_url: str | None = None) -> dict[str, Any]:
-    """One load run; returns points/s, request rate, and the probes' latencies (ms)."""
+def measure(*, seconds: float, clients: int, database_url: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """One load run; returns points/s, request rate, the probes' latencies (ms) and the server's CPU."""
     with tempfile.TemporaryDirectory(prefix="runalert-bench-") as tmp:
         home = Path(tmp)
         receiver = _Receiver()
-        server = _Server(home, database_url or f"sqlite:///{home / 'runalert.db'}")
+        server = _Server(home, database_url or f"sqlite:///{home / 'runalert.db'}", workers)
         try:
+            server.wait_for_workers()
             _setup(server, receiver)
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
@@ -267,9 +310,9 @@ def measure(*, seconds: float, clients: int, database_url: str | None = None) ->
                 time.sleep(0.01)
             probe = threading.Thread(target=_probe, args=(server, stop_at, sent))
             probe.start()
-            cpu_before = _cpu_seconds(server.proc.pid)
+            cpu_before = server.cpu_seconds()
             totals = [results.get(timeout=seconds + 120) for _ in procs]
-            server_cpu = (_cpu_seconds(server.proc.pid) - cpu_before) / seconds
+            server_cpu_seconds = server.cpu_seconds() - cpu_before
             for proc in procs:
                 proc.join(30)
             probe.join(30)
@@ -281,24 +324,62 @@ def measure(*, seconds: float, clients: int, database_url: str | None = None) ->
             receiver.close()
         latencies = sorted((receiver.arrived[r] - t) * 1000 for r, t in sent.items() if r in receiver.arrived)
         per_second = [sum(column) for column in zip(*(c for _s, _p, c in totals), strict=True)][: int(seconds)]
+        points = sum(p for _s, p, _c in totals)
         return {
-            "points_per_s": sum(p for _s, p, _c in totals) / seconds,
+            "points_per_s": points / seconds,
             "per_second": per_second,
             "requests_per_s": sum(s for s, _p, _c in totals) / seconds,
             "latencies_ms": latencies,
             "probes": len(sent),
             "lost": len(sent) - len(latencies),
-            "server_cpu": server_cpu,
+            "server_cpu": server_cpu_seconds / seconds,
+            "cpu_s_per_million": server_cpu_seconds / points * 1e6 if points else float("nan"),
         }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc (0 where there is none)."""
+@contextmanager
+def _postgresql() -> Iterator[str]:
+    """A PostgreSQL server's base URL (no database): ``RUNALERT_BENCH_DATABASE_URL``'s, or a throwaway cluster in
+    a temporary folder (``initdb`` and ``pg_ctl`` from the PostgreSQL server package), removed afterwards."""
+    given = os.environ.get("RUNALERT_BENCH_DATABASE_URL")
+    if given:
+        yield given.rsplit("/", 1)[0]
+        return
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True) or [shutil.which("initdb") or ""]
+    bindir = Path(found[0]).parent
+    if not (bindir / "pg_ctl").exists():
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+    def as_postgres(argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    base = Path(tempfile.mkdtemp(prefix="runalert-bench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, user="postgres")
+    data, port = base / "data", _free_port()
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    subprocess.run(as_postgres(initdb), check=True, stdout=subprocess.DEVNULL)
+    # The durability settings of a test cluster (no fsync): this measures the server, not the disk.
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w"]
+    subprocess.run(as_postgres([*pg_ctl, "-o", options, "start"]), check=True, stdout=subprocess.DEVNULL)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_postgres([*pg_ctl, "-m", "immediate", "stop"]), check=False, stdout=subprocess.DEVNULL)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _new_database(base: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
 
 
 def _http_stack() -> str:
@@ -320,6 +401,60 @@ def _pct(values: list[float], q: float) -> float:
 def run(quick: bool) -> list[Row]:
     seconds = 6.0 if quick else 30.0
     clients = 3
+    rows = _sqlite_rows(seconds, clients)
+    if "--sqlite-only" not in sys.argv:
+        rows += _postgresql_rows(seconds, clients)
+    return rows
+
+
+PROCESSES = (1, 2, 4)
+
+
+def _postgresql_rows(seconds: float, clients: int) -> list[Row]:
+    """Ingest on PostgreSQL by 1, 2 and 4 server processes, side by side."""
+    results: dict[int, dict[str, Any]] = {}
+    with _postgresql() as base:
+        for workers in PROCESSES:
+            url = _new_database(base, f"runalert_bench_{workers}")
+            results[workers] = measure(seconds=seconds, clients=clients, database_url=url, workers=workers)
+    cpus = os.cpu_count() or 0
+    one = results[1]["cpu_s_per_million"]
+    rows = []
+    for workers, result in results.items():
+        note = (
+            f"PostgreSQL, runalert serve --workers {workers}; {RUNS} runs, 20 automations, {clients} client "
+            f"processes on the same {cpus} CPUs; {result['requests_per_s']:.0f} batches/s; the server used "
+            f"{result['server_cpu']:.2f} CPUs"
+        )
+        rows.append(
+            Row(
+                SUITE,
+                f"PostgreSQL ingest + evaluate, {workers} server process{'es' if workers > 1 else ''}",
+                result["points_per_s"],
+                "points/s",
+                1,
+                target="≥ 100,000 points/s with 1 process (PostgreSQL)" if workers == 1 else None,
+                note=note,
+                extra={"cpu_s_per_million_points": result["cpu_s_per_million"]},
+            )
+        )
+        rows.append(
+            Row(
+                SUITE,
+                f"PostgreSQL server CPU per million points, {workers} server process{'es' if workers > 1 else ''}",
+                result["cpu_s_per_million"],
+                "CPU-s/1M points",
+                1,
+                ratio=result["cpu_s_per_million"] / one if one else None,
+                baseline="1 server process",
+                target="flat from 1 to 4 processes (ratio ≈ 1)",
+                note=note,
+            )
+        )
+    return rows
+
+
+def _sqlite_rows(seconds: float, clients: int) -> list[Row]:
     result = measure(seconds=seconds, clients=clients)
     latencies = result["latencies_ms"]
     cpus = os.cpu_count() or 0
@@ -334,6 +469,7 @@ def run(quick: bool) -> list[Row]:
             1,
             target="≥ 100,000 points/s on 2 cores (SQLite)",
             note=note + f"; {result['requests_per_s']:.0f} batches/s; the server used {result['server_cpu']:.2f} CPUs",
+            extra={"cpu_s_per_million_points": result["cpu_s_per_million"]},
         ),
         Row(
             SUITE,
@@ -349,6 +485,6 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
-if __name__ == "__main__":  # python -m benchmarks.bench_server [--quick]
+if __name__ == "__main__":  # python -m benchmarks.bench_server [--quick] [--sqlite-only]
     for row in run("--quick" in sys.argv):
         print(json.dumps(row.as_dict()))

@@ -32,7 +32,13 @@ SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def _serve(home: Path, database_url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "runalert.server", "--log-level", "warning", *args],
-        env={**os.environ, **FAST_ENV, **(env or {}), "RUNALERT_HOME": str(home), "RUNALERT_DATABASE_URL": database_url},
+        env={
+            **os.environ,
+            **FAST_ENV,
+            **(env or {}),
+            "RUNALERT_HOME": str(home),
+            "RUNALERT_DATABASE_URL": database_url,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -22,8 +22,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import requests
+
+from runalert.automations import OnRunMetric, Project, RunEvent, SendNotification
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,39 +72,25 @@ def _populate(url: str, hook: str) -> None:
     api = requests.Session()
     put = api.put(f"{url}{P}/integrations/team-webhook", json={"kind": "webhook", "url": hook}, timeout=10)
     put.raise_for_status()
-    rule = {
-        "name": "loss-diverging",
-        "event": {
-            "event_type": "RUN_METRIC",
-            "scope": {"scope_type": "PROJECT", "name": "vision"},
-            "filter": {
-                "metric": {
-                    "name": "loss",
-                    "kind": "threshold",
-                    "agg": "AVERAGE",
-                    "window": 5,
-                    "cmp": "$gt",
-                    "threshold": 2.0,
-                }
-            },
-        },
-        "action": {
-            "action_type": "NOTIFICATION",
-            "integration": "team-webhook",
-            "title": "Loss diverging",
-            "message": "Check the learning rate schedule.",
-            "severity": "ERROR",
-        },
-    }
+    # Made with the Python API, so that the JSON follows the models' form.
+    event = OnRunMetric(scope=Project("vision"), filter=RunEvent.metric("loss").avg(5) > 2.0)  # type: ignore[call-arg,misc]
+    action = SendNotification(  # type: ignore[call-arg]
+        integration="team-webhook",
+        title="Loss diverging",
+        message="Check the learning rate schedule.",
+        severity="ERROR",
+    )
+    rule = {k: v for k, v in (event >> action).model_dump(mode="json").items() if v is not None}
+    rule["name"] = "loss-diverging"
     api.put(f"{url}{P}/automations/loss-diverging", json=rule, timeout=10).raise_for_status()
-    run = {
+    run: dict[str, Any] = {
         "name": "vit-b16-lr3e-3",
         "user": "ana",
         "tags": ["imagenet", "sweep-7"],
         "config": {"lr": 0.003, "batch_size": 256, "model": "vit_b16"},
     }
     api.put(f"{url}{P}/runs/vit-b16-0412", json=run, timeout=10).raise_for_status()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for step in range(1, 421):
         healthy = 1.4 * math.exp(-step / 90) + 0.35 + 0.03 * math.sin(step / 3)
         loss = healthy if step < 330 else healthy * 1.045 ** (step - 330)

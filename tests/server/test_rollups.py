@@ -243,3 +243,19 @@ def test_deleting_an_integration_dead_letters_the_alerts_it_held(client: Any, ht
 
     assert _statuses(api) == ["dead"] * 3
     assert receiver.drain() == []
+
+
+def test_titles_that_name_their_run_group_without_the_name(client: Any, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    _hook(client, receiver, group_interval=60)
+    t0 = time.time() - 1000
+    runs = ("bert-7", "gpt-2", "t5-small")
+    got = [_record(client, r, t0 + i, title=f"Run {r} failed: no heartbeat") for i, r in enumerate(runs)]
+    assert got == ["pending", "held", "held"]  # a lost node: one group, whatever the runs are called
+    _close_and_deliver(client, t0 + 60)
+    first, rollup = receiver.drain()
+    assert first["title"] == "Run bert-7 failed: no heartbeat"
+    assert (rollup["title"], rollup["text"]) == (
+        "2 more runs: Run failed: no heartbeat",
+        "gpt-2, t5-small\nBy host: gpu-node-7: 2",
+    )

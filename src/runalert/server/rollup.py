@@ -60,13 +60,26 @@ def _group(record: AlertRecord, run: Run | None) -> str:
     return _text(record.fields.get("group") or getattr(run, "group", None) or config.get("group"))
 
 
+def _without_run(title: str, run: Run | None) -> str:
+    """``title`` without the run's name in it: "Run bert-7 failed: no heartbeat" and "Run gpt-2 failed: no
+    heartbeat" are one group ("Run failed: no heartbeat"), the storm a lost node makes."""
+    if run is None:
+        return title
+    for name in sorted({run.name, run.run_id}, key=len, reverse=True):
+        if name and len(name) >= 2 and name in title:
+            stripped = " ".join(title.replace(name, " ").split())
+            return stripped or title
+    return title
+
+
 def group_key(project_id: int, by: tuple[str, ...], record: AlertRecord, run: Run | None) -> tuple[str, str]:
     """``(key, label)``: the group key of ``record`` (a digest of the project and the ``by`` parts) and the parts
-    as people read them ("Run crashed: CUDA out of memory", "gpu-node-7" ...)."""
+    as people read them ("Run crashed: CUDA out of memory", "gpu-node-7" ...). The title counts without the run's
+    name in it, so that the server's own notices about many runs group too."""
     parts: list[tuple[str, str]] = []
     for part in by:
         if part == "title":
-            value = record.title
+            value = _without_run(record.title, run)
         elif part == "reason":
             value = _text(record.fields.get("reason") or (run.reason if run is not None else None))
         elif part == "host":

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from runalert import Alert, Alerter, AlertLevel
 from runalert.channels import Webhook
-from runalert.webhooks import sign, signature_headers, verify
+from runalert.webhooks import parse_secrets, secret_key, sign, signature_headers, verify
 from tests.support import FAST_RETRY, free_port
 
 SECRET = "s3cr3t-signing-key"
@@ -376,3 +376,64 @@ def test_https_verifies_the_host_name_on_the_connection_made_to_the_checked_addr
     finally:
         server.clear()
         server.stop()
+
+
+# -- mutation testing (docs/mutation.md): what the tests above left open -----------------------------------------
+def test_the_replay_window_includes_its_edge() -> None:
+    body = b'{"a":1}'
+    now = 1_700_000_000
+    both = signature_headers(body, SECRET, "msg_1", timestamp=now)
+    for headers in (_only(both, STANDARD), _only(both, LEGACY)):
+        assert verify(body, headers, SECRET, now=now + 300)  # exactly `tolerance` seconds old: still accepted
+        assert verify(body, headers, SECRET, now=now - 300)
+        assert not verify(body, headers, SECRET, now=now + 300.5)
+        assert verify(body, headers, SECRET, now=now + 30, tolerance=30) and not verify(
+            body, headers, SECRET, now=now + 31, tolerance=30
+        )
+
+
+def test_a_standard_request_without_its_id_is_refused_whatever_its_signature() -> None:
+    body = b'{"a":1}'
+    now = 1_700_000_000
+    # Signed over the id "None" (what a missing id would read as if it were used): still no id, so refused.
+    headers = _only(signature_headers(body, SECRET, "None", timestamp=now), STANDARD)
+    assert verify(body, headers, SECRET, now=now)
+    del headers["webhook-id"]
+    assert not verify(body, headers, SECRET, now=now)
+    assert not verify(body, {**headers, "webhook-id": ""}, SECRET, now=now)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])  # a key whose base64 needs 1, 2 or 0 "=" (43, 42 or 44 characters)
+def test_a_whsec_secret_reads_the_same_with_or_without_its_padding(length: int) -> None:
+    key = bytes(range(100, 100 + 30 + length))
+    padded = base64.b64encode(key).decode()
+    assert secret_key("whsec_" + padded) == key
+    assert secret_key("whsec_" + padded.rstrip("=")) == key  # Standard Webhooks secrets are often unpadded
+
+
+def test_a_whsec_secret_with_stray_characters_is_refused_not_read_without_them() -> None:
+    with pytest.raises(ValueError, match="starts with 'whsec_' but the rest is not base64"):
+        secret_key("whsec_AAAA!!!!")  # decoding while skipping the "!" would give another key
+
+
+def test_a_plain_secret_of_exactly_eight_characters_is_enough() -> None:
+    assert secret_key("8-chars!") == b"8-chars!"
+    with pytest.raises(ValueError, match=r"^webhook secret must be at least 8 characters"):
+        secret_key("7-chars")
+
+
+@pytest.mark.parametrize("secret", [42, None, ["a-long-enough-secret", 5], [b"a-long-enough-secret"]])
+def test_secrets_of_the_wrong_type_are_refused_naming_the_field(secret: object) -> None:
+    with pytest.raises(ValueError, match=r"^webhook secret must be a string, a comma-separated string or a list"):
+        parse_secrets(secret)  # type: ignore[arg-type]
+
+
+def test_one_bad_secret_is_named_by_the_field_alone_and_one_of_several_by_its_number() -> None:
+    with pytest.raises(ValueError, match=r"^SECRET must be at least 8 characters"):
+        parse_secrets("short", field="SECRET")
+    with pytest.raises(ValueError, match=r"^SECRET #2 must be at least 8 characters"):
+        parse_secrets(["a-long-enough-secret", "short"], field="SECRET")
+    assert parse_secrets(" a-long-enough-secret , another-long-secret ") == [
+        "a-long-enough-secret",
+        "another-long-secret",
+    ]

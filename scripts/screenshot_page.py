@@ -74,11 +74,13 @@ def _populate(url: str, hook: str) -> None:
     put.raise_for_status()
     # Made with the Python API, so that the JSON follows the models' form.
     event = OnRunMetric(scope=Project("vision"), filter=RunEvent.metric("loss").avg(5) > 2.0)  # type: ignore[call-arg,misc]
-    action = SendNotification(  # type: ignore[call-arg]
-        integration="team-webhook",
-        title="Loss diverging",
-        message="Check the learning rate schedule.",
-        severity="ERROR",
+    action = SendNotification.model_validate(
+        {
+            "integration": "team-webhook",
+            "title": "Loss diverging",
+            "message": "Check the learning rate schedule.",
+            "severity": "ERROR",
+        }
     )
     rule = {k: v for k, v in (event >> action).model_dump(mode="json").items() if v is not None}
     rule["name"] = "loss-diverging"

@@ -129,6 +129,14 @@ def test_a_spec_that_is_not_json_names_the_field(client: Any) -> None:
     page = client.post("/automations/new", data={**_automation_form(token, loss_rule()), "spec": '{"event": [1,'})
     assert page.status_code == 422
     assert _shown_error(page).startswith("spec: not valid JSON or YAML")
+    laughs = "a: &a [x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 8)}]\n" for i in range(8)
+    )
+    bomb = client.post("/automations/new", data={**_automation_form(token, loss_rule()), "spec": laughs})
+    assert bomb.status_code == 422
+    assert _shown_error(bomb) == "spec: not valid JSON or YAML at line 2, column 8: aliases (*name) are not allowed"
+    deep = client.post("/automations/new", data={**_automation_form(token, loss_rule()), "spec": "[" * 5000})
+    assert deep.status_code == 422 and _shown_error(deep).startswith("spec: ")
     name = client.post("/automations/new", data={**_automation_form(token, loss_rule()), "name": "-bad/name"})
     assert name.status_code == 422 and _shown_error(name).startswith("name: String should match pattern")
 

@@ -54,6 +54,17 @@ class FormError(ValueError):
     """A form that cannot become a request body; the message names the field."""
 
 
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML without aliases: ``*name`` repeats a node without copying it, so that a few lines can stand for an
+    exponentially large document that validation would then walk (a "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """The ``application/x-www-form-urlencoded`` body (the first value of each field; at most 256 KiB read)."""
     body = await request.body()
@@ -92,11 +103,15 @@ def automation_body(form: Mapping[str, str]) -> dict[str, Any]:
     if not text:
         raise FormError("spec: required (the automation's event and action as JSON or YAML)")
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader without aliases; JSON is YAML
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise FormError(f"spec: not valid JSON or YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem == "aliases (*name) are not allowed" else ""
+        raise FormError(f"spec: not valid JSON or YAML{where}{why}") from None
+    except RecursionError:
+        raise FormError("spec: nested too deeply") from None
     if not isinstance(data, dict):
         raise FormError("spec: must be a JSON object (event, action, ...)")
     body = {k: v for k, v in data.items() if k not in _OWN_FIELDS}

@@ -165,7 +165,8 @@ def _example_spec(project: str) -> dict[str, Any]:
 
     scope = ProjectScope(name=project)
     event = OnRunMetric(scope=scope, filter=RunEvent.metric("loss").avg(5) > 2.0)  # type: ignore[call-arg]
-    new = event >> SendNotification(integration="default", title="Loss diverging", severity="ERROR")
+    action = SendNotification.model_validate({"integration": "default", "title": "Loss diverging", "severity": "ERROR"})
+    new = event >> action
     return {k: v for k, v in new.model_dump(mode="json").items() if v is not None}
 
 

@@ -127,7 +127,9 @@ class SlackAPI:
             self.answers.append((status, answer))
         return status, answer, extra
 
-    def _handle(self, method: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any], dict]:
+    def _handle(
+        self, method: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self._limited:
             retry = self._limited.pop(0)
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": f"{retry:g}"}
@@ -136,7 +138,7 @@ class SlackAPI:
             return 200, {"ok": False, "error": "not_authed"}, {}
         if auth != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
-        channel = self.channels.get(body.get("channel", ""), body.get("channel"))
+        channel = str(self.channels.get(body.get("channel", ""), body.get("channel")))
         if channel not in self.channels.values():
             return 200, {"ok": False, "error": "channel_not_found"}, {}
         if method not in ("chat.postMessage", "chat.update"):

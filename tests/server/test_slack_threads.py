@@ -56,7 +56,7 @@ def test_the_thread_survives_a_restart_and_error_replies_are_broadcast(server_pr
     assert wait_for(lambda: len(slack.messages) == 1, timeout=20)
 
     def recorded() -> bool:  # the delivery is recorded (with its thread), not only received by Slack
-        return server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered"
+        return bool(server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered")
 
     assert wait_for(recorded, timeout=20)
     server.kill()

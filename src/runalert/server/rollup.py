@@ -296,7 +296,6 @@ def render(session: Session, rollup: Rollup) -> RollupView:
     if hosts and len(hosts) < count:
         by_host = ", ".join(f"{host}: {n}" for host, n in hosts.most_common())
         text += f"\nBy host: {by_host}"
-        fields["hosts"] = by_host
     level = max((AlertLevel.parse(record.level) for record, _ in rows), key=lambda lv: lv.rank, default=AlertLevel.INFO)
     when = time.strftime("%H:%M:%S", time.gmtime(rollup.opened_at))
     until = time.strftime("%H:%M:%S", time.gmtime(rollup.closes_at))

@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 
 from runalert.server.auth import create_key
 from runalert.server.routers.web import COOKIE
+from runalert.webhooks import verify
 from tests.server.test_automations import loss_rule
 from tests.server.test_web import csrf_token
 from tests.support import Receiver
@@ -241,14 +242,24 @@ def test_an_integration_is_created_tested_on_a_real_receiver_edited_and_deleted(
     client: Any, httpserver: HTTPServer
 ) -> None:
     receiver = Receiver(httpserver)
-    client.put(f"{P}/p/secrets/SIGNING", json={"value": SECRET})
     token = csrf_token(client, "/integrations/new")
+    # A refused form sets no secret and does not echo its value.
+    form = _integration_form(token, url="ftp://x", signing_secret="SIGNING", secret_name="SIGNING", secret_value=SECRET)
+    refused = client.post("/integrations/new", data=form)
+    assert refused.status_code == 422 and SECRET not in refused.text
+    assert 'value="SIGNING"' in refused.text  # the rest of what was typed comes back
+    assert client.get(f"{P}/p/secrets").json() == []
+    bad_name = client.post("/integrations/new", data={**form, "url": receiver.url, "secret_name": "no such"})
+    assert bad_name.status_code == 422 and _shown_error(bad_name).startswith("secret_name: String should match")
+    assert SECRET not in bad_name.text and client.get(f"{P}/p/integrations").json() == []
+
     made = client.post(
         "/integrations/new",
-        data=_integration_form(token, url=receiver.url, signing_secret="SIGNING", default="on"),
+        data={**form, "url": receiver.url, "default": "on"},
         follow_redirects=False,
     )
     assert made.status_code == 303, _brief(made)
+    assert [s["name"] for s in client.get(f"{P}/p/secrets").json()] == ["SIGNING"]
     stored = client.get(f"{P}/p/integrations/hook").json()
     assert stored["kind"] == "webhook" and stored["spec"]["url"] == receiver.url and stored["default"] is True
     listing = client.get(made.headers["location"]).text
@@ -264,7 +275,8 @@ def test_an_integration_is_created_tested_on_a_real_receiver_edited_and_deleted(
     assert len(receiver.requests) == 1
     headers, body = receiver.requests[0]
     assert "runalert test: hook" in json.dumps(body)
-    assert any(k.lower() == "webhook-signature" for k in headers)
+    raw = httpserver.log[-1][0].get_data()
+    assert verify(raw, headers, SECRET)  # signed with the secret set through the form
     alerts = client.get(f"{P}/p/alerts").json()
     assert alerts[0]["kind"] == "test" and alerts[0]["deliveries"][0]["status"] == "delivered"
 

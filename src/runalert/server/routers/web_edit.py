@@ -54,7 +54,7 @@ from runalert.server.routers.web import (
     integration_path,
     run_path,
 )
-from runalert.server.schemas import NAME_PATTERN, PROJECT_PATTERN
+from runalert.server.schemas import NAME_PATTERN, PROJECT_PATTERN, SECRET_PATTERN
 
 __all__ = ["router"]
 
@@ -542,7 +542,7 @@ def edit_integration_form(ctx: Ctx, request: Request, project: str, name: str) -
 def _save_integration(ctx: Any, viewer: Viewer, form: dict[str, str], path_name: str | None) -> str:
     """Create (``path_name`` None: refused if the name is taken) or update an integration through the API's
     function; returns the result (created, updated, unchanged)."""
-    from runalert.server.routers import integrations
+    from runalert.server.routers import integrations, secrets
     from runalert.server.schemas import IntegrationIn
 
     project_name = form.get("project", "").strip()
@@ -560,8 +560,26 @@ def _save_integration(ctx: Any, viewer: Viewer, form: dict[str, str], path_name:
         body = IntegrationIn.model_validate(integration_body(form))
     except ValidationError as exc:
         raise _Refused(422, validation_message(exc)) from None
+    secret = _secret_of(form)
     out = _api(lambda: integrations.put_integration(ctx, project, name, body, Response()))
+    if secret is not None:  # after the integration: a refused integration sets no secret either
+        _api(lambda: secrets.put_secret(ctx, project, secret[0], secret[1], Response()))
     return str(out.result or "updated")
+
+
+def _secret_of(form: dict[str, str]) -> tuple[str, Any] | None:
+    """The secret the form sets along with the integration (its name and the API's body), or None. Its value is
+    write-only: it never goes back into a page."""
+    from runalert.server.schemas import SecretIn
+
+    value = form.get("secret_value", "")
+    if not value:
+        return None
+    name = check_name(form.get("secret_name", "").strip(), SECRET_PATTERN, "secret_name")
+    try:
+        return name, SecretIn(value=value)
+    except ValidationError as exc:
+        raise _Refused(422, validation_message(exc).replace("value:", "secret_value:", 1)) from None
 
 
 async def _integration_again(
@@ -573,7 +591,7 @@ async def _integration_again(
         with ctx.db.session() as session:
             return _projects(session, viewer)
 
-    values = {k: v for k, v in form.items() if k != CSRF_FIELD}
+    values = {k: v for k, v in form.items() if k not in (CSRF_FIELD, "secret_value")}  # a secret is never echoed
     names = await run_in_threadpool(projects) if mode == "new" else [values.get("project", "")]
     return _integration_form(request, viewer, mode=mode, projects=names, values=values, error=str(exc), status=status)
 

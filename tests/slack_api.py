@@ -2,7 +2,9 @@
 
 It answers as Slack does: ``Authorization: Bearer <token>`` is required (``not_authed``, ``invalid_auth``); errors
 are HTTP 200 with ``{"ok": false, "error": ...}`` (``channel_not_found``, ``message_not_found``,
-``thread_not_found``, ``invalid_blocks`` when the blocks break Block Kit's limits, ``cant_update_message``); a
+``invalid_blocks`` when the blocks break Block Kit's limits); a ``thread_ts`` that names no message of the channel
+is refused with ``thread_not_found`` (Slack's word for it in ``conversations.replies``; what ``chat.postMessage``
+does then is not documented, and refusing it means no test passes by replying to a thread that does not exist); a
 message posted to ``#name`` is answered with the channel's ID; a scripted rate limit answers HTTP 429 with
 ``Retry-After``. Messages are kept per channel with their thread, so tests read the channel as a person would.
 """

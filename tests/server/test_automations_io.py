@@ -92,3 +92,21 @@ def test_import_writes_a_spec_file_that_apply_takes(server_process: Callable[...
     first.write_text(json.dumps({"automations": written[:4]}))
     result = _cli("apply", "-f", str(first), "-p", "my-project", "--server", server.url)
     assert result.exit_code == 0 and "loss-diverging: created" in result.output, result.output
+
+
+def test_a_large_integer_threshold_is_stored_and_served_exactly(client: Any) -> None:
+    big = 2**53 + 1  # a float would make it 2**53
+    assert client.put("/api/v1/projects/p/integrations/hook", json={"kind": "webhook", "url": "http://127.0.0.1:9/h"})
+    spec = {
+        "name": "big",
+        "event": {
+            "event_type": "RUN_METRIC",
+            "filter": {"run_metric_filter": {"threshold_filter": {"name": "step", "cmp_op": "$gte", "threshold": big}}},
+        },
+        "action": {"action_type": "GENERIC_WEBHOOK", "integrationID": "hook"},
+    }
+    assert client.put("/api/v1/projects/p/automations/big", json=spec).status_code == 201
+    served = client.get("/api/v1/projects/p/automations/big").json()["spec"]
+    assert served["event"]["filter"]["run_metric_filter"]["threshold_filter"]["threshold"] == big
+    again = client.put("/api/v1/projects/p/automations/big", json=served)
+    assert again.json()["result"] == "unchanged"

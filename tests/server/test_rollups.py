@@ -88,7 +88,7 @@ def test_with_a_slack_bot_the_roll_up_is_one_message_updated_in_place(make_clien
         "bot_token_secret": "SLACK_TOKEN",
         "channel": "#alerts",
         "api_url": slack.url,
-        "group_interval": 6,
+        "group_interval": 10,
     }
     assert client.put(f"{P}/p/integrations/team", json=spec).status_code == 201
 

@@ -10,16 +10,21 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runalert.automations import (
+    And,
     ArtifactCollectionScope,
     ArtifactEvent,
     Automation,
     DoNothing,
     EventType,
+    FieldFilter,
     MetricChangeFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
+    Not,
     OnAddArtifactAlias,
     OnAddCollectionTag,
     OnLinkArtifact,
@@ -28,14 +33,17 @@ from runalert.automations import (
     OnRunMetric,
     OnRunState,
     OnUnlinkArtifact,
+    Or,
     Project,
     RegistryScope,
     RunEvent,
+    RunStateFilter,
     ScopeType,
     SendNotification,
     SendWebhook,
     StateFilter,
 )
+from runalert.automations.run_filters import parse_run_filter
 from runalert.automations.wandb_json import from_wandb, is_wandb_form, to_wandb
 
 EXPORT = json.loads((Path(__file__).parent / "wandb_json" / "wandb_export.json").read_text())
@@ -356,3 +364,91 @@ def test_the_snake_case_form_of_wandbs_own_models_imports_too() -> None:
     entity = {**dumped["event"], "scope": {"scope_type": "ENTITY", "name": "team"}}
     with pytest.raises(pydantic.ValidationError, match="which has no entities: scope the automation to a project"):
         OnRunMetric.model_validate(entity)
+
+
+# -- random filters: W&B's JSON, its JSON text and runalert's earlier form all give the same filter -----------------
+_fields = st.sampled_from(["display_name", "username", "tags"])
+_texts = st.text(alphabet="abcxyz-_ ", max_size=6)
+
+
+def _leaf(draw: Any) -> Any:
+    field = draw(_fields)
+    op = draw(st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$contains", "$regex", "$in", "$nin"]))
+    value = draw(st.lists(_texts, max_size=3)) if op in ("$in", "$nin") else draw(_texts)
+    return FieldFilter(field=field, op=op, value=value)
+
+
+@st.composite
+def run_filters(draw: Any, depth: int = 2) -> Any:
+    if depth == 0 or draw(st.booleans()):
+        return _leaf(draw)
+    kind = draw(st.sampled_from(["and", "or", "not"]))
+    if kind == "not":
+        return Not(filter=draw(run_filters(depth - 1)))
+    members = draw(st.lists(run_filters(depth - 1), max_size=3))
+    return (And if kind == "and" else Or)(filters=members)
+
+
+def _legacy(node: Any) -> dict[str, Any]:
+    """``node`` in runalert's earlier JSON form (what revision 0004 stored)."""
+    if isinstance(node, FieldFilter):
+        return {"kind": "field", "field": node.field, "op": node.op, "value": node.value}
+    if isinstance(node, Not):
+        return {"kind": "not", "filter": _legacy(node.filter)}
+    return {"kind": "and" if isinstance(node, And) else "or", "filters": [_legacy(f) for f in node.filters]}
+
+
+_ATTRS = st.fixed_dictionaries(
+    {"display_name": _texts, "username": st.none() | _texts, "tags": st.lists(_texts, max_size=3)}
+)
+
+
+@given(node=run_filters(), attrs=_ATTRS)
+@settings(max_examples=200, deadline=None)
+def test_any_run_filter_reads_back_from_each_form_and_matches_the_same(node: Any, attrs: dict[str, Any]) -> None:
+    dumped = node.model_dump(mode="json")
+    for form in (dumped, json.dumps(dumped), _legacy(node)):
+        again = parse_run_filter(form)
+        assert again == node
+    wrapped = OnRunState(filter=RunStateFilter(run=node, state=StateFilter(states=["FAILED"])))
+    assert wrapped.filter.run.matches(attrs) == node.matches(attrs)  # W&B's $and wrapping changes nothing
+    assert OnRunState.model_validate(json.loads(wrapped.model_dump_json())) == wrapped
+
+
+_windows = st.integers(min_value=1, max_value=50)
+_amounts = st.integers(min_value=1, max_value=2**70) | st.floats(min_value=1e-6, max_value=1e12)
+_aggs = st.sampled_from([None, "AVERAGE", "MIN", "MAX"])
+
+
+@st.composite
+def metric_filters(draw: Any) -> Any:
+    kind = draw(st.sampled_from(["threshold", "change", "zscore"]))
+    if kind == "threshold":
+        cmp = draw(st.sampled_from(["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"]))
+        threshold = draw(st.integers() | st.floats(allow_nan=False, allow_infinity=False))
+        return MetricThresholdFilter(name="m", agg=draw(_aggs), window=draw(_windows), cmp=cmp, threshold=threshold)
+    if kind == "change":
+        return MetricChangeFilter(
+            name="m",
+            agg=draw(_aggs),
+            window=draw(_windows),
+            prior_window=draw(_windows),
+            change_type=draw(st.sampled_from(["ABSOLUTE", "RELATIVE"])),
+            change_dir=draw(st.sampled_from(["INCREASE", "DECREASE", "ANY"])),
+            threshold=draw(_amounts),
+        )
+    return MetricZScoreFilter(
+        name="m", window=draw(_windows), threshold=draw(_amounts), change_dir=draw(st.sampled_from(["ANY", "DECREASE"]))
+    )
+
+
+@given(metric=metric_filters())
+@settings(max_examples=200, deadline=None)
+def test_any_metric_filter_reads_back_from_each_form(metric: Any) -> None:
+    legacy = {"kind": metric.kind, **metric.model_dump(by_alias=False)}  # runalert's earlier field names
+    for form in (metric.model_dump(mode="json"), legacy):
+        again = type(metric).model_validate(form)
+        assert again == metric and type(again.threshold) is type(metric.threshold)  # an int stays an int
+    event = OnRunMetric(filter=metric)
+    assert OnRunMetric.model_validate_json(event.model_dump_json()) == event
+    assert OnRunMetric.model_validate({"filter": json.dumps(event.model_dump(mode="json")["filter"])}) == event

@@ -314,16 +314,16 @@ Not.model_rebuild()
 def simplify(node: Any) -> Any:
     """``node`` with nested ``And``/``Or`` flattened, single-member groups unnested and ``~~x`` = ``x``.
 
-    Empty groups inside a group are dropped; an empty group at the top stays (``And()``: every run).
+    An empty group inside a group of its kind is dropped; an empty group at the top stays (``And()``: every run).
     """
     if isinstance(node, And | Or):
         kind = type(node)
         members: list[Any] = []
         for member in node.filters:
             child = simplify(member)
-            if isinstance(child, kind):
+            if isinstance(child, kind):  # an empty group of the same kind is its identity: it goes
                 members.extend(child.filters)
-            elif not (isinstance(child, And | Or) and not child.filters):
+            else:  # an empty group of the other kind stays (an empty $or inside an $and matches nothing)
                 members.append(child)
         return members[0] if len(members) == 1 else kind(filters=members)
     if isinstance(node, Not):

@@ -201,3 +201,42 @@ def test_editing_in_headless_chromium(server_process: Any, httpserver: HTTPServe
         _shot(browser, "backtest")
     receiver.drain()
     assert len(receiver.requests) == 1  # the disabled automation sent nothing; only the test message came
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_logging_in_and_editing_with_a_key_in_headless_chromium(server_process: Any) -> None:
+    """With API keys: the login form (its CSRF token) in a real browser, then a form that changes the key's
+    project; the key never appears in a page."""
+    from runalert.server.auth import create_key
+    from runalert.server.db import Database
+
+    _chromium()
+    server = server_process(RUNALERT_ALLOW_PRIVATE_DESTINATIONS="true")  # the integration's URL is on loopback
+    database = Database(server.database_url)
+    with database.session() as session:
+        _row, key = create_key(session, "p")
+    database.dispose()
+    auth = {"Authorization": f"Bearer {key}"}
+    assert server.api("PUT", f"{P}/p/secrets/TOKEN", json={"value": "s3cret-token-value"}, headers=auth).ok
+    url = "http://127.0.0.1:9/hook"
+    assert server.api("PUT", f"{P}/p/integrations/hook", json={"kind": "webhook", "url": url}, headers=auth).ok
+
+    with Chromium(width=WIDTH, height=HEIGHT) as browser:
+        browser.open(server.url + "/automations/new")
+        assert "Log in" in browser.text()
+        browser.fill("#key", "ra_not-a-key")
+        browser.click("form.login button[type=submit]")
+        assert "That key is not valid." in browser.text()
+        browser.fill("#key", key)
+        browser.click("form.login button[type=submit]")
+        assert browser.url() == server.url + "/automations/new"
+        assert "project p" in browser.text()
+        browser.fill("#name", "loss-diverging")
+        spec = {k: v for k, v in loss_rule().items() if k != "name"}
+        browser.fill("#spec", json.dumps(spec, indent=2))
+        browser.click("form.edit button[type=submit]")
+        assert "loss-diverging: created" in browser.text()
+        assert key not in browser.html()
+        _shot(browser, "logged-in-automation-created")
+    stored = server.api("GET", f"{P}/p/automations/loss-diverging", headers=auth)
+    assert stored.ok and stored.json()["enabled"] is True

@@ -8,7 +8,6 @@ few guarded helpers that never let a problem in runalert reach the training loop
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import sys
@@ -20,6 +19,7 @@ from runalert._log import log_once
 
 if TYPE_CHECKING:
     from runalert.monitor import MonitorOptions, RunMonitor
+    from runalert.monitor_guard import InternalErrors
 
 __all__ = ["MonitorOwner", "epoch_number", "guarded", "log_hook_failure", "plain_metrics", "sibling_callbacks"]
 
@@ -95,10 +95,11 @@ class MonitorOwner:
     monitor: RunMonitor
 
     def _setup_monitor(self, **options: Any) -> None:
-        """Build :class:`MonitorOptions` from the adapter's keyword arguments (the same in every framework)."""
-        from runalert.monitor import MonitorOptions
+        """Build :class:`MonitorOptions` from the adapter's keyword arguments (the same in every framework:
+        ``AlertCallback(channels=None, **options: Unpack[AlertOptions])``)."""
+        from runalert.monitor_options import MonitorOptions, option_names
 
-        known = {f.name for f in dataclasses.fields(MonitorOptions)}
+        known = option_names()
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(
@@ -133,15 +134,37 @@ class MonitorOwner:
         name = guarded(self.framework, "run_name", derived)
         return str(name) if name else None
 
+    _hook_errors: InternalErrors | None = None
+
+    @property
+    def hook_errors(self) -> InternalErrors:
+        """The adapter's internal-error guard (:class:`runalert.monitor_guard.InternalErrors`): one log line per
+        hook, every failure counted."""
+        errors = self._hook_errors
+        if errors is None:  # made at the first use: the guard's module loads with the monitor, not at import
+            from runalert.monitor_guard import InternalErrors
+
+            errors = self._hook_errors = InternalErrors(
+                f"adapter-{self.framework}",
+                f"internal error in the {self.framework} callback ({{where}})",
+                details=False,
+                level=logging.ERROR,
+            )
+        return errors
+
+    @property
+    def hook_failures(self) -> int:
+        """Failures inside the adapter's hooks so far (each logged once per hook)."""
+        errors = self._hook_errors
+        return errors.count if errors is not None else 0
+
     def _guard(self, hook: str, fn: Callable[[], Any]) -> Any:
-        try:
+        with self.hook_errors.capture(hook):
             return fn()
-        except Exception:
-            self._hook_failed(hook)
-            return None
+        return None
 
     def _hook_failed(self, hook: str) -> None:
-        """A hook failed (the per-step hooks guard themselves with a plain ``try``: no closure on the hot path):
-        count it, log it once per hook, and let training go on."""
-        self.hook_failures = getattr(self, "hook_failures", 0) + 1
-        log_hook_failure(self.framework, hook)
+        """A hook failed (called in its ``except``: the per-step hooks guard themselves with a plain ``try``, no
+        closure nor ``with`` on the hot path): count it, log it once per hook, and let training go on."""
+        exc = sys.exc_info()[1]
+        self.hook_errors.record(hook, exc if exc is not None else RuntimeError(hook))

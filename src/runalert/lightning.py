@@ -31,15 +31,14 @@ nothing itself:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from runalert._adapter import MonitorOwner, plain_metrics
 from runalert._lightning_results import StepValues, epoch_keys, evaluation_results, training_results
 
 if TYPE_CHECKING:
-    from runalert.alerting import Alerter
     from runalert.channels import Channel
+    from runalert.monitor_options import AlertOptions
 
 __all__ = ["AlertCallback"]
 
@@ -168,52 +167,15 @@ class _AlertHooks(MonitorOwner):
     framework = "lightning"
     install_crash_hooks = False  # Lightning has on_exception
 
-    def __init__(
-        self,
-        channels: Sequence[Channel] | None = None,
-        *,
-        alerter: Alerter | None = None,
-        on_nonfinite: str | Sequence[str] | bool | None = "loss",
-        stop_on_nonfinite: bool = False,
-        check_every_n_steps: int | None = None,
-        on_crash: bool = True,
-        on_stage_end: Sequence[str] = ("fit", "test"),
-        rules: Sequence[Any] = (),
-        automations: Sequence[Any] = (),
-        stall_after: float | timedelta | None = None,
-        rank_zero_only: bool = True,
-        run_name: str | None = None,
-        project: str | None = None,
-        tags: Sequence[str] = (),
-        user: str | None = None,
-        server: str | None = None,
-        **options: Any,
-    ) -> None:
+    def __init__(self, channels: Sequence[Channel] | None = None, **options: Unpack[AlertOptions]) -> None:
         super().__init__()
-        self._setup_monitor(
-            channels=channels,
-            alerter=alerter,
-            on_nonfinite=on_nonfinite,
-            stop_on_nonfinite=stop_on_nonfinite,
-            check_every_n_steps=check_every_n_steps,
-            on_crash=on_crash,
-            on_stage_end=on_stage_end,
-            rules=rules,
-            automations=automations,
-            stall_after=stall_after,
-            rank_zero_only=rank_zero_only,
-            run_name=run_name,
-            project=project,
-            tags=tags,
-            user=user,
-            server=server,
-            **options,
-        )
+        self._setup_monitor(channels=channels, **options)
         self._step = 0
         self._epoch: int | None = None  # read at each epoch's start, not each step (a chain of properties)
         # Ranks agree on stopping on steps that are multiples of this (a collective every step would cost more
         # than the check): every n-th step, or every _AGREE_EVERY steps with reads paced by time.
-        self._agree_every = _AGREE_EVERY if check_every_n_steps is None else max(1, int(check_every_n_steps))
+        every = self.options.check_every_n_steps
+        self._agree_every = _AGREE_EVERY if every is None else max(1, int(every))
         self._multi_rank = False  # world size > 1, read once at setup (trainer.world_size is a chain of properties)
         self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
         self._tracker: Any = None  # see _step_tracker

@@ -1,11 +1,13 @@
-"""Rules evaluated off the training thread: the step path hands values over with one ``deque.append``.
+"""An ordered queue off the training thread: the step path hands values over with one ``deque.append``.
 
 A step with no alert costs a dictionary lookup, a finite check and an append (docs/performance.md). Evaluating
 three rules in place costs tens of microseconds a step inside a real training loop; here a daemon thread
-drains the queue every ``interval`` seconds (in order, one drainer at a time) and evaluates what it took as
-one batch (column by column: ``LocalEngine.log_columns``), so a rule fires within about ``interval`` of the
-value that trips it, and the training thread pays only for the append. Torch releases the GIL in its kernels,
-so the evaluation overlaps with the step's own work.
+drains the queue every ``interval`` seconds (in order, one drainer at a time) and hands what it took over as
+one batch (the monitor's value pipeline, :mod:`runalert.monitor_pipeline`, gives it to the server stream and the
+local rules), so a rule fires within about ``interval`` of the value that trips it, and the training thread pays
+only for the append. Torch releases the GIL in its kernels, so the evaluation overlaps with the step's own work.
+
+``RuleFeed`` is the queue's former name (kept for imports).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from collections.abc import Callable, Mapping
 
 from runalert._log import log_once
 
-__all__ = ["RuleFeed"]
+__all__ = ["RuleFeed", "ValueQueue"]
 
 Item = tuple[Mapping[str, float], "int | None"]
 Evaluate = Callable[[list[Item]], None]
 _BATCH = 10_000  # values evaluated in one call at most
 
 
-class RuleFeed:
+class ValueQueue:
     """A bounded queue of (values, step) and the thread that evaluates them in order.
 
     Args:
@@ -33,10 +35,14 @@ class RuleFeed:
             and dropped; later batches go on.
         interval: seconds between two drains.
         max_pending: values waiting at most; beyond, new ones are dropped, counted and warned about once.
+        name: the thread's name.
     """
 
-    def __init__(self, evaluate: Evaluate, *, interval: float = 0.1, max_pending: int = 100_000) -> None:
+    def __init__(
+        self, evaluate: Evaluate, *, interval: float = 0.1, max_pending: int = 100_000, name: str = "runalert-rules"
+    ) -> None:
         self._evaluate = evaluate
+        self._name = name
         self._interval = interval
         self._max = max_pending
         self._queue: deque[Item] = deque()
@@ -98,10 +104,13 @@ class RuleFeed:
     def _start(self) -> None:
         if self._stop.is_set():
             return
-        self._thread = threading.Thread(target=self._run, name="runalert-rules", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             if self._queue:
                 self.drain()
+
+
+RuleFeed = ValueQueue

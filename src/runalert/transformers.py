@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 try:
     from transformers import TrainerCallback
@@ -43,8 +42,8 @@ except ModuleNotFoundError as exc:  # a bare environment: say which extra brings
 from runalert._adapter import MonitorOwner, epoch_number, plain_metrics, sibling_callbacks
 
 if TYPE_CHECKING:
-    from runalert.alerting import Alerter
     from runalert.channels import Channel
+    from runalert.monitor_options import AlertOptions
 
 __all__ = ["LOSS_KEY", "AlertCallback"]
 
@@ -111,46 +110,8 @@ class AlertCallback(MonitorOwner, TrainerCallback):
     framework = "transformers"
     install_crash_hooks = True
 
-    def __init__(
-        self,
-        channels: Sequence[Channel] | None = None,
-        *,
-        alerter: Alerter | None = None,
-        on_nonfinite: str | Sequence[str] | bool | None = "loss",
-        stop_on_nonfinite: bool = False,
-        check_every_n_steps: int | None = None,
-        on_crash: bool = True,
-        on_stage_end: Sequence[str] = ("fit", "test"),
-        rules: Sequence[Any] = (),
-        automations: Sequence[Any] = (),
-        stall_after: float | timedelta | None = None,
-        rank_zero_only: bool = True,
-        run_name: str | None = None,
-        project: str | None = None,
-        tags: Sequence[str] = (),
-        user: str | None = None,
-        server: str | None = None,
-        **options: Any,
-    ) -> None:
-        self._setup_monitor(
-            channels=channels,
-            alerter=alerter,
-            on_nonfinite=on_nonfinite,
-            stop_on_nonfinite=stop_on_nonfinite,
-            check_every_n_steps=check_every_n_steps,
-            on_crash=on_crash,
-            on_stage_end=on_stage_end,
-            rules=rules,
-            automations=automations,
-            stall_after=stall_after,
-            rank_zero_only=rank_zero_only,
-            run_name=run_name,
-            project=project,
-            tags=tags,
-            user=user,
-            server=server,
-            **options,
-        )
+    def __init__(self, channels: Sequence[Channel] | None = None, **options: Unpack[AlertOptions]) -> None:
+        self._setup_monitor(channels=channels, **options)
         self._tap = _LossTap()
         self._training = False
         self._computing = False  # between on_step_begin and on_step_end: a step is being computed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -313,6 +314,112 @@ def test_an_invalid_integration_shows_the_apis_message_and_stores_nothing(client
     if "port" in body:
         body["port"] = int(body["port"])
     expected = _api_error(client, "PUT", f"{P}/p/integrations/hook", body)
+    form["csrf_token"] = csrf_token(client, "/integrations/new")
+    page = client.post("/integrations/new", data=form)
+    assert page.status_code == 422
+    assert _shown_error(page) == expected
+    assert client.get(f"{P}/p/integrations").json() == []
+
+
+class _Browser(HTMLParser):
+    """What a browser submits for a page's first form: each named field's value (a checked checkbox's, the
+    selected option's, a text area's), repeated names kept in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._options: list[tuple[str, bool]] = []
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if self._done or "disabled" in a:
+            return
+        if tag == "input" and a.get("name"):
+            kind = a.get("type", "text")
+            if kind == "checkbox":
+                if "checked" in a:
+                    self.fields.append((a["name"], a.get("value") or "on"))
+            elif kind not in ("submit", "button"):
+                self.fields.append((a["name"], a.get("value", "")))
+        elif tag == "select":
+            self._select, self._options = a.get("name"), []
+        elif tag == "option" and self._select is not None:
+            self._options.append((a.get("value", ""), "selected" in a))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select" and self._select is not None:
+            chosen = [v for v, selected in self._options if selected] or [v for v, _ in self._options[:1]]
+            self.fields.extend((self._select, v) for v in chosen)
+            self._select = None
+        elif tag == "form":
+            self._done = True
+
+
+def _submitted(page: Any, **changes: str) -> dict[str, Any]:
+    """The form on ``page`` as a browser submits it, with ``changes`` typed in (httpx's form data)."""
+    browser = _Browser()
+    browser.feed(page.text)
+    form: dict[str, Any] = {}
+    for name, value in browser.fields:
+        form[name] = [*form.get(name, []), value] if name == "group_by" else value
+    form.update(changes)
+    return form
+
+
+BOT = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts"}
+DELIVERY = {"threads": True, "group_interval": 30.0, "group_by": ["title", "host"], "api_url": "http://127.0.0.1:9/api"}
+
+
+def test_an_integrations_delivery_options_are_shown_and_kept_when_edited_on_the_page(client: Any) -> None:
+    assert client.put(f"{P}/p/integrations/bot", json={**BOT, **DELIVERY}).status_code == 201
+    before = client.get(f"{P}/p/integrations/bot").json()
+    assert {k: before["spec"].get(k) for k in DELIVERY} == DELIVERY
+    page = client.get("/integrations/p/bot")
+    shown = _submitted(page)
+    assert shown["threads"] == "on" and shown["group_interval"] == "30" and shown["group_by"] == ["title", "host"]
+    assert shown["api_url"] == DELIVERY["api_url"]
+
+    saved = client.post("/integrations/p/bot", data=_submitted(page, description="the team"), follow_redirects=False)
+    assert saved.status_code == 303 and "done=updated" in saved.headers["location"], _brief(saved)
+    after = client.get(f"{P}/p/integrations/bot").json()
+    assert after["description"] == "the team" and after["spec"] == before["spec"]
+    again = client.post(
+        "/integrations/p/bot", data=_submitted(client.get("/integrations/p/bot")), follow_redirects=False
+    )
+    assert "done=unchanged" in again.headers["location"], _brief(again)
+
+    # Unchecking and emptying them on the page turns them off (the API's defaults).
+    off = _submitted(client.get("/integrations/p/bot"), group_interval="0", api_url="", group_by="title")
+    del off["threads"]
+    assert client.post("/integrations/p/bot", data=off, follow_redirects=False).status_code == 303
+    assert not set(DELIVERY) & set(client.get(f"{P}/p/integrations/bot").json()["spec"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "api"),
+    [
+        pytest.param({"group_by": ["title", "bogus"]}, {"group_by": ["title", "bogus"]}, id="group_by"),
+        pytest.param({"group_interval": "-5"}, {"group_interval": -5}, id="group_interval-negative"),
+        pytest.param({"group_interval": "soon"}, {"group_interval": "soon"}, id="group_interval-not-a-number"),
+        pytest.param({"api_url": "ftp://x"}, {"api_url": "ftp://x"}, id="api_url-scheme"),
+        pytest.param({"kind": "webhook", "url": "http://127.0.0.1:9/h", "threads": "on"}, {}, id="threads-webhook"),
+    ],
+)
+def test_an_invalid_delivery_option_shows_the_apis_message_and_stores_nothing(
+    client: Any, fields: dict[str, Any], api: dict[str, Any]
+) -> None:
+    form = {**_integration_form("", name="bot", **{k: v for k, v in BOT.items() if k != "kind"}), "kind": "slack"}
+    form.update(fields)
+    body = {k: v for k, v in form.items() if k not in ("csrf_token", "project", "name")} | api
+    body["default"] = False
+    body["threads"] = body.get("threads") == "on"
+    if body["kind"] == "webhook":
+        del body["bot_token_secret"], body["channel"]
+        form.update(bot_token_secret="", channel="")
+    expected = _api_error(client, "PUT", f"{P}/p/integrations/bot", body)
+    assert expected.startswith(next(iter(fields.keys() - {"kind", "url"})))  # the message names the option
     form["csrf_token"] = csrf_token(client, "/integrations/new")
     page = client.post("/integrations/new", data=form)
     assert page.status_code == 422

@@ -3,6 +3,8 @@
 The page validates nothing itself: a form becomes the body the API takes (an automation's JSON, an
 ``IntegrationIn``), which the API's own code checks, so that the page shows the API's messages, each naming its
 field. Secrets are never part of a form: integrations name them, their values are set through ``/secrets``.
+An integration's delivery options (``runalert.server.integrations.DELIVERY_OPTIONS``) have their own fields:
+``threads`` (a checkbox), ``group_interval`` (seconds), ``group_by`` (a checkbox per key), ``api_url``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import yaml
 from fastapi import Request
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
+from runalert.server.integrations import GROUP_BY
+
 __all__ = [
+    "GROUP_BY",
     "INTEGRATION_FIELDS",
     "FormError",
     "automation_body",
@@ -46,6 +51,8 @@ INTEGRATION_FIELDS = (
     "password_secret",
 )
 _TRISTATE = ("starttls", "ssl")
+# Fields that a form may repeat (one checkbox per value): read as their values joined by commas.
+_REPEATED = ("group_by",)
 # The fields of an automation that the form shows on their own; the text area holds the rest of its JSON.
 _OWN_FIELDS = ("name", "description", "enabled")
 
@@ -66,10 +73,11 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The ``application/x-www-form-urlencoded`` body (the first value of each field; at most 256 KiB read)."""
+    """The ``application/x-www-form-urlencoded`` body (the first value of each field, or all of a checkbox
+    group's joined by commas; at most 256 KiB read)."""
     body = await request.body()
     parsed = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=100)
-    return {k: v[0] for k, v in parsed.items()}
+    return {k: ",".join(v) if k in _REPEATED else v[0] for k, v in parsed.items()}
 
 
 def validation_message(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
@@ -123,7 +131,9 @@ def automation_body(form: Mapping[str, str]) -> dict[str, Any]:
 
 # -- integrations --------------------------------------------------------------------------------------------
 def integration_body(form: Mapping[str, str]) -> dict[str, Any]:
-    """The API's ``IntegrationIn`` body from the form: the filled fields only (an empty one is unset)."""
+    """The API's ``IntegrationIn`` body from the form: the filled fields only (an empty one is unset), and the
+    delivery options: ``threads`` checked, ``group_interval`` filled (the API reads the number), ``group_by``'s
+    checked keys (none: unset, the API's default), ``api_url`` filled."""
     body: dict[str, Any] = {
         "kind": form.get("kind", ""),
         "default": form.get("default") == "on",
@@ -145,6 +155,15 @@ def integration_body(form: Mapping[str, str]) -> dict[str, Any]:
             body["mentions"] = json.loads(mentions)
         except ValueError:
             raise FormError('mentions: not valid JSON (e.g. {"ERROR": ["U123"]})') from None
+    if form.get("threads") == "on":
+        body["threads"] = True
+    for name in ("group_interval", "api_url"):
+        value = form.get(name, "").strip()
+        if value:
+            body[name] = value
+    group_by = [v.strip() for v in form.get("group_by", "").split(",") if v.strip()]
+    if group_by:
+        body["group_by"] = group_by
     return body
 
 
@@ -166,4 +185,14 @@ def integration_values(spec: Mapping[str, Any], *, default: bool, min_level: str
             values[name] = "true" if spec[name] else "false"
     if spec.get("mentions"):
         values["mentions"] = json.dumps(spec["mentions"])
+    if spec.get("threads") is True:
+        values["threads"] = "on"
+    interval = spec.get("group_interval")
+    if isinstance(interval, int | float) and not isinstance(interval, bool) and interval:
+        values["group_interval"] = str(int(interval)) if float(interval).is_integer() else repr(float(interval))
+    group_by = spec.get("group_by")
+    if isinstance(group_by, list | tuple) and group_by:
+        values["group_by"] = ",".join(str(v) for v in group_by)
+    if spec.get("api_url"):
+        values["api_url"] = str(spec["api_url"])
     return values

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from runalert.server.auth import ProjectRef, get_or_create_project
 from runalert.server.csrf import FIELD as CSRF_FIELD
 from runalert.server.forms import (
+    GROUP_BY,
     INTEGRATION_FIELDS,
     FormError,
     automation_body,
@@ -493,6 +494,8 @@ def _integration_form(
         action=action,
         fields=INTEGRATION_FIELDS,
         levels=LEVELS,
+        group_keys=GROUP_BY,
+        grouped=[k for k in values.get("group_by", "").split(",") if k.strip()] or ["title"],
     )
 
 

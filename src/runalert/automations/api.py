@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from runalert.automations.automation import DEFAULT_COOLDOWN, Automation, NewAutomation
-from runalert.automations.engine import AutomationNotFoundError, LocalEngine, Upsert, default_engine
+from runalert.automations.engine import LocalEngine, default_engine
 from runalert.automations.integrations import (
     EmailIntegration,
     Integration,
     SlackIntegration,
     WebhookIntegration,
 )
+from runalert.automations.registry import AutomationNotFoundError, Upsert
 from runalert.automations.scopes import ProjectScope
 
 __all__ = ["Api", "AutomationBackend", "LocalBackend"]
@@ -51,43 +52,15 @@ class AutomationBackend(Protocol):
 
 
 class LocalBackend:
-    """The :class:`AutomationBackend` of an in-process :class:`LocalEngine`."""
+    """The :class:`AutomationBackend` of an in-process :class:`LocalEngine`: its own registry's calls."""
 
     def __init__(self, engine: LocalEngine | None = None) -> None:
         self.engine = engine if engine is not None else default_engine()
-
-    def create(
-        self,
-        new: NewAutomation,
-        *,
-        name: str | None,
-        description: str,
-        enabled: bool,
-        cooldown: float | timedelta,
-        notify_resolved: bool,
-        fetch_existing: bool,
-    ) -> tuple[Automation, Upsert]:
-        return self.engine.create(
-            new,
-            name=name,
-            description=description,
-            enabled=enabled,
-            cooldown=cooldown,
-            notify_resolved=notify_resolved,
-            fetch_existing=fetch_existing,
-        )
-
-    def list(self, name: str | None = None, *, project: str | None = None) -> builtins.list[Automation]:
-        return self.engine.automations(name, project=project)
-
-    def update(self, automation: Automation) -> Automation:
-        return self.engine.update(automation)
-
-    def delete(self, name_or_id: str | Automation) -> Automation:
-        return self.engine.delete(name_or_id)
-
-    def integrations(self) -> builtins.list[Integration]:
-        return self.engine.integrations()
+        self.create = self.engine.create
+        self.list = self.engine.automations
+        self.update = self.engine.update
+        self.delete = self.engine.delete
+        self.integrations = self.engine.integrations
 
 
 class Api:

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from runalert._log import logger
-from runalert.automations.automation import Automation, NewAutomation, parse_cooldown
-from runalert.automations.engine import AutomationNotFoundError, Upsert
+from runalert.automations.automation import Automation, NewAutomation
 from runalert.automations.integrations import Integration
+from runalert.automations.registry import AutomationNotFoundError, Upsert, build_automation
 from runalert.client.rest import Client, NotFoundError, ServerError
 
 __all__ = ["HttpBackend"]
@@ -65,20 +65,15 @@ class HttpBackend:
         notify_resolved: bool,
         fetch_existing: bool,
     ) -> tuple[Automation, Upsert]:
-        if not isinstance(new, NewAutomation):
-            raise TypeError(f"create() takes a NewAutomation (event >> action), not {type(new).__name__}")
-        chosen = name if name is not None else new.name
-        if not chosen:
-            raise ValueError("name is required: create(event >> action, name='loss-diverging')")
-        candidate = Automation(
-            name=chosen,
-            description=description or new.description or "",
-            enabled=enabled if new.enabled is None else (enabled and new.enabled),
-            cooldown=parse_cooldown(cooldown),
+        candidate = build_automation(
+            new,
+            name=name,
+            description=description,
+            enabled=enabled,
+            cooldown=cooldown,
             notify_resolved=notify_resolved,
-            event=new.event,
-            action=new.action,
         )
+        chosen = candidate.name
         project = self._project_of(candidate)
         try:
             if fetch_existing:

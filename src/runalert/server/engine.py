@@ -18,15 +18,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runalert.alert import Alert
 from runalert.automations import Automation, Firing, LocalEngine, NewAutomation, OnRunMetric, SendWebhook
-from runalert.automations.engine import RunInfo
 from runalert.automations.filters import MetricNonFiniteFilter
+from runalert.automations.rendering import RunUrl
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
 from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
@@ -57,25 +57,6 @@ def run_url(public_url: str | None, project: str | None, run_id: str) -> str:
     from urllib.parse import quote
 
     return f"{public_url.rstrip('/')}/runs/{quote(project, safe='')}/{quote(run_id, safe='')}"
-
-
-class _ServerLocalEngine(LocalEngine):
-    """``LocalEngine`` with ``${run_url}`` filled: the in-process engine has no page to link to, the server does."""
-
-    def __init__(self, *args: Any, public_url: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.public_url = public_url
-
-    def _build_alert(
-        self,
-        automation: Automation,
-        run: RunInfo,
-        transition: Literal["fired", "resolved"],
-        detail: str,
-        extra: Mapping[str, str],
-    ) -> Alert | None:
-        url = run_url(self.public_url, run.project, run.run_id)
-        return super()._build_alert(automation, run, transition, detail, {"run_url": url, **extra} if url else extra)
 
 
 def automation_from_spec(spec: dict[str, Any]) -> Automation:
@@ -113,7 +94,8 @@ class ServerEngine:
         """The project's engine (built with its integrations, secrets and automations on first use)."""
         engine = self._engines.get(project_id)
         if engine is None:
-            engine = _ServerLocalEngine(_Sink(), clock=self._clock, public_url=self.public_url)
+            link = RunUrl.under(self.public_url)
+            engine = LocalEngine(_Sink(), clock=self._clock, run_url_template=link.template if link else "")
             self._engines[project_id] = engine
             self._automation_ids[project_id] = {}
             project = session.get(Project, project_id)

@@ -1,5 +1,5 @@
 """Automations on the server: idempotent registration, metric batches that fire, run-state automations,
-artifact events, and the engine's state rebuilt after a restart."""
+artifact events (and their ``${run_url}``), and the evaluator state kept across a restart."""
 
 from __future__ import annotations
 
@@ -173,7 +173,32 @@ def test_artifact_events_fire(client: Any) -> None:
     assert client.post(f"{P}/p/events", json={"event_type": "DELETE_EVERYTHING"}).status_code == 422
 
 
-def test_engine_state_is_rebuilt_from_stored_points_after_a_restart(make_client: Any) -> None:
+def test_run_url_of_an_artifact_event_is_empty_without_a_run(make_client: Any) -> None:
+    client = make_client(background=False, public_url="https://alerts.example.com/")
+    _setup(client, "http://127.0.0.1:9/hook")
+    payload = {"link": "${run_url}", "project": "${project_name}"}
+    new = OnCreateArtifact(scope=Project("p")) >> SendWebhook(integration="hook", payload=payload)
+    assert client.put(f"{P}/p/automations/new-model", json=spec(new, "new-model")).status_code == 201
+    metric = OnRunMetric(scope=Project("p"), filter=RunEvent.metric("loss") > 1)
+    hook = metric >> SendWebhook(integration="hook", payload=payload)
+    assert client.put(f"{P}/p/automations/high", json=spec(hook, "high")).status_code == 201
+    client.put(f"{P}/p/runs/r:1", json={})
+    [event] = client.post(f"{P}/p/events", json={"event_type": "CREATE_ARTIFACT", "artifact": "m:v3"}).json()["fired"]
+    [metric_alert] = _log(client, "r:1", [5.0])["fired"]
+    ctx = client.app.state.ctx
+    payloads = {}
+    with ctx.db.session() as session:
+        for fired in (event, metric_alert):
+            stored = session.execute(
+                text("SELECT payload FROM alerts WHERE id = :i"), {"i": fired["alert_id"]}
+            ).scalar()
+            stored = json.loads(stored) if isinstance(stored, str) else stored
+            payloads[fired["automation"]] = ctx.cipher.decrypt_json(stored["__encrypted__"])
+    assert payloads["new-model"] == {"link": "", "project": "p"}  # no run: no link (it said .../runs/p/)
+    assert payloads["high"] == {"link": "https://alerts.example.com/runs/p/r%3A1", "project": "p"}
+
+
+def test_evaluator_state_survives_a_restart(make_client: Any) -> None:
     client = make_client(background=False)
     _setup(client, "http://127.0.0.1:9/hook")
     client.put(f"{P}/p/automations/loss-diverging", json=loss_rule())

@@ -24,7 +24,6 @@ from tests.support import Receiver, wait_for
 P = "/api/v1/projects"
 FAST_ENV = {f"RUNALERT_{k.upper()}": str(v) for k, v in FAST.items()}
 POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-PENDING = pytest.mark.xfail(strict=True, reason="per-run evaluator state: engineer A")
 
 RUNS = 12
 VALUES = 60
@@ -185,7 +184,6 @@ def _reference(
     return firings, _received(receiver)
 
 
-@PENDING
 @POSTGRES
 @pytest.mark.parametrize("seed", [1, 2])
 def test_three_processes_fire_as_one(
@@ -214,7 +212,6 @@ def test_three_processes_fire_as_one(
     assert _received(receiver) == expected_received
 
 
-@PENDING
 @POSTGRES
 def test_a_process_killed_mid_stream_loses_nothing_acknowledged_and_fires_nothing_twice(
     isolated_env: Path,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from runalert.server.automation_runtime import AutomationRuntime
 from runalert.server.crypto import Cipher, load_key
 from runalert.server.db import Database
 from runalert.server.dispatcher import Dispatcher
-from runalert.server.engine import ServerEngine
 from runalert.server.heartbeats import HeartbeatMonitor
 from runalert.server.metrics import ServerMetrics
 from runalert.server.settings import ServerSettings
@@ -20,16 +20,17 @@ class ServerContext:
         self.cipher = Cipher(load_key(secret, settings.home))
         self.db = Database(settings.resolved_database_url)
         self.metrics = ServerMetrics()
-        self.engine = ServerEngine(
+        self.automations = AutomationRuntime(
             heartbeat_timeout=settings.heartbeat_timeout,
             cipher=self.cipher,
             public_url=settings.public_url,
             count=self.count,
         )
+        self.engine = self.automations  # the old name, still used by some routers
         self.dispatcher = Dispatcher(self.db, self.cipher, settings, counters=self.count)
         self.heartbeats = HeartbeatMonitor(
             self.db,
-            self.engine,
+            self.automations,
             timeout=settings.heartbeat_timeout,
             interval=settings.heartbeat_check_interval,
             on_alerts=self.dispatcher.wake,
@@ -44,7 +45,7 @@ class ServerContext:
     def start(self) -> None:
         """Rebuild the engine's state and start the background workers (when ``settings.background``)."""
         with self.db.session() as session:
-            self.engine.load(session)
+            self.automations.load(session)
         if self.settings.background and not self._started:
             self.dispatcher.start()
             self.heartbeats.start()

@@ -36,10 +36,10 @@ from runalert.alerting.ratelimit import TokenBucket
 from runalert.backoff import Backoff
 from runalert.channels import Channel, DeliveryError, PermanentError, SlackBot, TransientError
 from runalert.channels.slack import SlackMessage
+from runalert.server.automation_runtime import ENCRYPTED, run_url
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.delivery_models import Rollup, SlackThread
-from runalert.server.engine import ENCRYPTED, run_url
 from runalert.server.integrations import (
     build_channel,
     delivery_options,

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from runalert.server.automation_runtime import AutomationRuntime
 from runalert.server.db import Database
-from runalert.server.engine import ServerEngine
 from runalert.server.models import Run
 from runalert.server.runs import HEARTBEAT_TIMEOUT, change_state
 
@@ -28,7 +28,7 @@ class HeartbeatMonitor:
     def __init__(
         self,
         db: Database,
-        engine: ServerEngine,
+        engine: AutomationRuntime,
         *,
         timeout: float,
         interval: float,

@@ -13,7 +13,7 @@ from runalert.server.models import AlertRecord, Delivery, Integration, Run
 from runalert.server.outbox import record_alert, short_title
 
 if TYPE_CHECKING:
-    from runalert.server.engine import ServerEngine
+    from runalert.server.automation_runtime import AutomationRuntime
 
 __all__ = ["HEARTBEAT_TIMEOUT", "REASONS", "STATES", "change_state", "normalize_state", "touch_run", "upsert_run"]
 
@@ -32,7 +32,7 @@ def normalize_state(state: str) -> str:
 
 
 def upsert_run(
-    session: Session, engine: ServerEngine, project_id: int, run_id: str, data: dict[str, Any], *, now: float
+    session: Session, automations: AutomationRuntime, project_id: int, run_id: str, data: dict[str, Any], *, now: float
 ) -> tuple[Run, bool]:
     """Create the run, or resume it (RUNNING again, fields given updated). Returns (run, created)."""
     run = session.scalar(select(Run).where(Run.project_id == project_id, Run.run_id == run_id))
@@ -51,7 +51,7 @@ def upsert_run(
         )
         session.add(run)
         session.flush()
-        engine.on_state(session, run, "RUNNING", None, previous=None, now=now)
+        automations.on_state(session, run, "RUNNING", None, previous=None, now=now)
         return run, True
     for field in ("name", "user"):
         if data.get(field) is not None:
@@ -61,20 +61,26 @@ def upsert_run(
     if data.get("config") is not None:
         run.config = dict(data["config"])
     if run.state != "RUNNING":
-        change_state(session, engine, run, "RUNNING", None, now=now)
-    touch_run(session, engine, run, now)
+        change_state(session, automations, run, "RUNNING", None, now=now)
+    touch_run(session, automations, run, now)
     return run, False
 
 
-def touch_run(session: Session, engine: ServerEngine, run: Run, now: float) -> None:
+def touch_run(session: Session, automations: AutomationRuntime, run: Run, now: float) -> None:
     """The run spoke: it is alive. A run failed for silence comes back to RUNNING with a recovered message."""
     run.last_seen_at = max(run.last_seen_at, now)
     if run.state == "FAILED" and run.reason == HEARTBEAT_TIMEOUT:
-        change_state(session, engine, run, "RUNNING", None, now=now)
+        change_state(session, automations, run, "RUNNING", None, now=now)
 
 
 def change_state(
-    session: Session, engine: ServerEngine, run: Run, state: str, reason: str | None, *, now: float | None = None
+    session: Session,
+    automations: AutomationRuntime,
+    run: Run,
+    state: str,
+    reason: str | None,
+    *,
+    now: float | None = None,
 ) -> list[AlertRecord]:
     """Move ``run`` to ``state`` and let the run-state automations see it. Returns the alerts it caused."""
     now = time.time() if now is None else now
@@ -89,7 +95,7 @@ def change_state(
     if previous == state and previous_reason == reason:
         return []
     kind = HEARTBEAT_TIMEOUT if reason == HEARTBEAT_TIMEOUT else "state"
-    alerts = engine.on_state(session, run, state, reason, previous=previous, now=now, kind=kind)
+    alerts = automations.on_state(session, run, state, reason, previous=previous, now=now, kind=kind)
     if state == "FAILED" and reason == HEARTBEAT_TIMEOUT and not any(a.deliveries for a in alerts):
         # No automation told anyone: the project's default integrations hear about it.
         alerts.append(
@@ -97,7 +103,7 @@ def change_state(
                 session,
                 run.project_id,
                 title=short_title(f"Run {run.name} failed: no heartbeat"),
-                text=f"The server has heard nothing from run {run.name} for {engine.heartbeat_timeout:g} s "
+                text=f"The server has heard nothing from run {run.name} for {automations.heartbeat_timeout:g} s "
                 "(killed, out of memory, or a lost node?).",
                 level=AlertLevel.ERROR,
                 source="server",

@@ -71,8 +71,10 @@ def list_runs(
 )
 def put_run(ctx: Ctx, project: WriteProject, run_id: RunId, body: RunIn, response: Response) -> RunUpsertOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
-        run, created = upsert_run(session, ctx.engine, project.id, run_id, body.model_dump(exclude_unset=True), now=now)
+    with ctx.automations.lock, ctx.db.session() as session:
+        run, created = upsert_run(
+            session, ctx.automations, project.id, run_id, body.model_dump(exclude_unset=True), now=now
+        )
         out = RunUpsertOut(**run_out(run).model_dump(), created=created)
     ctx.dispatcher.wake()
     response.status_code = 201 if created else 200
@@ -88,12 +90,12 @@ def get_run(ctx: Ctx, project: ReadProject, run_id: RunId) -> RunOut:
 @router.post("/{run_id}/state", response_model=RunOut, summary="Set the run's state (FINISHED, FAILED with a reason)")
 def set_state(ctx: Ctx, project: WriteProject, run_id: RunId, body: StateIn) -> RunOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         run = _run(session, project, run_id)
-        touch_run(session, ctx.engine, run, now)
+        touch_run(session, ctx.automations, run, now)
         failed = body.state.upper() in ("FAILED", "CRASHED")
         reason = body.reason if failed else None
-        change_state(session, ctx.engine, run, body.state, reason, now=now)
+        change_state(session, ctx.automations, run, body.state, reason, now=now)
         if failed and body.failure is not None:
             run.failure = body.failure.model_dump()
         out = run_out(run)
@@ -104,9 +106,9 @@ def set_state(ctx: Ctx, project: WriteProject, run_id: RunId, body: StateIn) -> 
 @router.post("/{run_id}/nonfinite", response_model=RunOut, summary="The run saw a non-finite value (first one kept)")
 def report_nonfinite(ctx: Ctx, project: WriteProject, run_id: RunId, body: NonFiniteIn) -> RunOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         run = _run(session, project, run_id)
-        touch_run(session, ctx.engine, run, now)
+        touch_run(session, ctx.automations, run, now)
         if run.nonfinite is None:
             value = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(body.value, body.value)
             run.nonfinite = {"key": body.key, "step": body.step, "value": value, "at": now}
@@ -117,9 +119,9 @@ def report_nonfinite(ctx: Ctx, project: WriteProject, run_id: RunId, body: NonFi
 @router.post("/{run_id}/heartbeat", response_model=HeartbeatOut, summary="The run is alive")
 def heartbeat(ctx: Ctx, project: WriteProject, run_id: RunId) -> HeartbeatOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         run = _run(session, project, run_id)
-        touch_run(session, ctx.engine, run, now)
+        touch_run(session, ctx.automations, run, now)
         out = HeartbeatOut(state=run.state, reason=run.reason, heartbeat_timeout=ctx.settings.heartbeat_timeout)
     ctx.dispatcher.wake()
     return out
@@ -242,6 +244,9 @@ _KEY_SQL = (
 _ANY_KEY_SQL = "SELECT id FROM api_keys LIMIT 1"
 _PROJECT_SQL = "SELECT id, name FROM projects WHERE name = {m}"
 _RUN_SQL = 'SELECT id, name, "user", tags, state, reason FROM runs WHERE project_id = {m} AND run_id = {m}'
+_LOCKED = " FOR UPDATE"
+"""On PostgreSQL the batch's transaction locks the run's row as it reads it: the run's batches, whichever server
+process takes them, are evaluated one at a time, each against the state the last one stored."""
 _TOUCH_SQL = (  # dropped saturates at MAX_STEP: a client cannot push the counter past int64 (the run unreadable)
     "UPDATE runs SET points = points + {m}, "
     f"dropped = CASE WHEN dropped > {MAX_STEP} - {{m}} THEN {MAX_STEP} ELSE dropped + {{m}} END, "
@@ -252,7 +257,7 @@ _STEP_SQL = ", last_step = CASE WHEN last_step IS NULL OR last_step < {m} THEN {
 
 def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_id: str, raw: bytes) -> MetricBatchOut:
     evaluated: list[tuple[int, str]] = []
-    with ctx.engine.lock:
+    with ctx.automations.lock:
         try:
             with ctx.db.session() as session:
                 sql = DriverCursor(session.connection())
@@ -265,7 +270,7 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
         except Exception:
             # The evaluators saw a batch that is not stored: they would be ahead of the database.
             for project_id, evaluated_run in evaluated:
-                ctx.engine.forget(project_id, evaluated_run)
+                ctx.automations.forget(project_id, evaluated_run)
             raise
     ctx.count("metric_points_total", out.accepted)
     if out.fired:
@@ -311,14 +316,14 @@ def _ingest(
     evaluate it, and record what fired, in ``session``'s transaction. The run is read and written in plain SQL;
     the ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout)."""
     now = time.time()
-    found = sql.first(_RUN_SQL, (project.id, run_id))
+    found = sql.first(_RUN_SQL + _LOCKED if ctx.db.postgresql else _RUN_SQL, (project.id, run_id))
     if found is None:
         raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
     run_pk, run_name, user, tags, state, reason = found
     if state == "FAILED" and reason == HEARTBEAT_TIMEOUT:
         # A run failed for silence speaks again: the rare path, through the ORM (state change, messages).
         run = session.get_one(Run, run_pk)
-        touch_run(session, ctx.engine, run, now)
+        touch_run(session, ctx.automations, run, now)
     if isinstance(tags, str):  # SQLite hands JSON back as text
         tags = json.loads(tags)
     attrs = (run_name, user, tuple(str(t) for t in tags or ()))
@@ -353,11 +358,21 @@ def _ingest(
         params += (top, top)
     sql.execute(_TOUCH_SQL + (_STEP_SQL if top is not None else "") + " WHERE id = {m}", (*params, run_pk))
     log.append((project.id, run_id))
-    firings = ctx.engine.evaluate_metrics(session, project.id, run_id, attrs, {n: c[:2] for n, c in columns.items()})
+    firings = ctx.automations.evaluate_metrics(
+        session,
+        project.id,
+        run_pk=run_pk,
+        run_id=run_id,
+        attrs=attrs,
+        columns={n: c[:2] for n, c in columns.items()},
+        state="RUNNING" if state == "FAILED" and reason == HEARTBEAT_TIMEOUT else state,
+        reason=None if state == "FAILED" and reason == HEARTBEAT_TIMEOUT else reason,
+        now=now,
+    )
     fired: list[FiredOut] = []
     if firings:
         run = session.get_one(Run, run_pk)
-        alerts = ctx.engine.record_metric_firings(session, run, firings, now)
+        alerts = ctx.automations.record_metric_firings(session, run, firings, now)
         fired = [FiredOut(alert_id=a.id, automation=a.fields.get("automation"), title=a.title) for a in alerts]
     return MetricBatchOut(accepted=accepted, fired=fired)
 

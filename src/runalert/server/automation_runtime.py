@@ -1,0 +1,443 @@
+"""``AutomationRuntime``: the automation core of ``runalert.automations`` on the server, with the outbox as its shell.
+
+The same three parts as the in-process ``LocalEngine`` (registry, evaluation, rendering); what the server adds:
+
+- **registry per project, from the database**: automations, webhook integrations and decrypted secrets are read
+  into a :class:`~runalert.automations.registry.Registry` on first use and read again after any change (this
+  process's API calls drop it; on PostgreSQL, where other processes change them too, a stamp of the three tables
+  is compared at every use);
+- **state per (run, automation) in the database** (``evaluator_state``): each batch's transaction locks the run
+  row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single process and writer lock serialize anyway),
+  compares the stored versions with the process's cached copy (reloading the stale ones), evaluates, and writes
+  back the states that changed with a new version, so the metric batch, the states and the firings (alerts and
+  outbox rows) are committed together or not at all, whichever process takes the run's next batch;
+- **delivery through the outbox**: each firing is rendered (``${run_url}`` is ``public_url`` +
+  ``/runs/<project>/<run id>``) and recorded as an alert with one pending delivery per target integration, in the
+  caller's transaction; a payload is stored encrypted (it may hold secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets as random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from runalert.automations.actions import SendWebhook
+from runalert.automations.automation import Automation
+from runalert.automations.evaluation import Firing, RuleState, RunEvaluation, RunInfo, artifact_firings
+from runalert.automations.registry import Registry
+from runalert.automations.rendering import RunUrl, render
+from runalert.channels import Webhook
+from runalert.server.crypto import Cipher
+from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
+from runalert.server.models import Automation as AutomationRow
+from runalert.server.outbox import default_integrations, record_alert
+
+__all__ = ["ENCRYPTED", "AutomationRuntime", "automation_from_spec", "run_url"]
+
+log = logging.getLogger("runalert.server.automations")
+
+ENCRYPTED = "__encrypted__"
+"""A stored payload is ``{ENCRYPTED: <Fernet token of the JSON>}``: it may hold secrets."""
+
+Attrs = tuple[str, str | None, tuple[str, ...]]
+"""A run's (name, user, tags): what run filters test."""
+
+_STAMP_SQL = (
+    "SELECT (SELECT count(*) FROM automations WHERE project_id = {m}), "
+    "(SELECT max(updated_at) FROM automations WHERE project_id = {m}), "
+    "(SELECT count(*) FROM integrations WHERE project_id = {m}), "
+    "(SELECT max(updated_at) FROM integrations WHERE project_id = {m}), "
+    "(SELECT count(*) FROM secrets WHERE project_id = {m}), "
+    "(SELECT max(updated_at) FROM secrets WHERE project_id = {m})"
+)
+_VERSIONS_SQL = "SELECT automation_id, version FROM evaluator_state WHERE run_pk = {m}"
+_LOAD_SQL = "SELECT automation_id, version, fingerprint, state FROM evaluator_state WHERE run_pk = {m}"
+_UPSERT_SQL = (
+    "INSERT INTO evaluator_state (run_pk, automation_id, fingerprint, version, state, updated_at) "
+    "VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (run_pk, automation_id) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, version = excluded.version, state = excluded.state, "
+    "updated_at = excluded.updated_at"
+)
+_LOCK_SQL = "SELECT id FROM runs WHERE id = {m} FOR UPDATE"
+
+
+def run_url(public_url: str | None, project: str | None, run_id: str) -> str:
+    """The run page's address for ``${run_url}``: ``public_url`` + ``/runs/<project>/<run id>``; empty without
+    a public URL (the server cannot know how people reach it)."""
+    link = RunUrl.under(public_url)
+    if link is None or not project:
+        return ""
+    return link(RunInfo(run_id, run_id, project))
+
+
+def automation_from_spec(spec: dict[str, Any]) -> Automation:
+    """An ``Automation`` from its stored JSON (``Automation.spec()``)."""
+    return Automation.model_validate(spec)
+
+
+class _Cursor:
+    """The driver's cursor in the session's transaction (the ingest path's statements skip SQLAlchemy's layer)."""
+
+    __slots__ = ("_cursor", "mark", "postgresql")
+
+    def __init__(self, session: Session) -> None:
+        connection = session.connection()
+        self.postgresql = connection.dialect.name == "postgresql"
+        self.mark = "%s" if self.postgresql else "?"
+        self._cursor = connection.connection.cursor()
+
+    def all(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        self._cursor.execute(statement.format(m=self.mark), params)
+        return list(self._cursor.fetchall())
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(statement.format(m=self.mark), rows)
+
+
+@dataclass
+class _Project:
+    """One project's registry as read from the database, and the stamp it was read at (PostgreSQL)."""
+
+    registry: Registry
+    name: str
+    stamp: tuple[Any, ...] | None
+    runs: dict[str, RunEvaluation] = field(default_factory=dict)
+    stale: bool = False
+    """Changed through this process: read again on next use."""
+
+
+class AutomationRuntime:
+    """The automation core per project, its state in the database and its firings in the outbox.
+
+    Args:
+        heartbeat_timeout: seconds of silence after which a run is FAILED (for the messages that say so).
+        cipher: decrypts secrets and encrypts payloads.
+        public_url: the server's address as users see it (``${run_url}``); none: no link.
+        count: ``count(name, n)`` of the server's counters.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_timeout: float,
+        cipher: Cipher | None = None,
+        public_url: str | None = None,
+        count: Callable[[str, int], None] = lambda _n, _c: None,
+    ) -> None:
+        self.lock = threading.RLock()
+        """Held around every use of the cached state (the routers take it before their transaction)."""
+        self.heartbeat_timeout = heartbeat_timeout
+        self.public_url = public_url
+        self.run_url = RunUrl.under(public_url)
+        self.cipher = cipher
+        self._count = count
+        self._projects: dict[int, _Project] = {}
+
+    # -- registry --------------------------------------------------------------------------------------
+    def registry(self, session: Session, project_id: int) -> Registry:
+        """The project's registry (read from the database on first use, and again once it changed)."""
+        return self._project(session, project_id, _Cursor(session)).registry
+
+    def _project(self, session: Session, project_id: int, cursor: _Cursor) -> _Project:
+        project = self._projects.get(project_id)
+        stamp = None
+        if cursor.postgresql:  # other processes change the registry too: compare the stamp
+            stamp = tuple(cursor.all(_STAMP_SQL, (project_id,) * 6)[0])
+        if project is None or project.stale or project.stamp != stamp:
+            project = self._projects[project_id] = self._read(session, project_id, stamp)
+        return project
+
+    def _read(self, session: Session, project_id: int, stamp: tuple[Any, ...] | None) -> _Project:
+        found = session.get(Project, project_id)
+        secrets = {}
+        if self.cipher is not None:
+            for secret in session.scalars(select(Secret).where(Secret.project_id == project_id)):
+                secrets[secret.name] = self.cipher.decrypt(secret.ciphertext)
+        registry = Registry(secrets=secrets)
+        for integration in session.scalars(select(Integration).where(Integration.project_id == project_id)):
+            url = integration.spec.get("url")
+            if integration.kind == "webhook" and isinstance(url, str):
+                try:
+                    registry.add_integration(integration.name, Webhook(url, name=integration.name))
+                except ValueError:
+                    continue
+        rows = session.scalars(
+            select(AutomationRow).where(AutomationRow.project_id == project_id).order_by(AutomationRow.id)
+        )
+        for row in rows:
+            try:
+                automation = automation_from_spec(row.spec)
+                registry.put(automation.model_copy(update={"id": str(row.id), "created_at": row.created_at}))
+            except (ValueError, TypeError) as exc:
+                log.warning("automation %r cannot be loaded: %s", row.name, exc)
+        old = self._projects.get(project_id)
+        name = found.name if found is not None else str(project_id)
+        return _Project(registry, name, stamp, old.runs if old is not None else {})
+
+    def sync_project(self, session: Session, project_id: int) -> None:
+        """The project's secrets or integrations changed: read its registry again on next use."""
+        self._forget_registry(project_id)
+
+    def check(self, session: Session, project_id: int, automation: Automation) -> None:
+        """Raise ``ValueError`` if ``automation`` cannot run in this project: an integration it does not have,
+        a ``SendWebhook`` to one that is not a webhook, a payload naming an unknown ``${...}``."""
+        action = automation.action
+        integration_name = getattr(action, "integration", None)
+        if isinstance(integration_name, str) and integration_name != "default":
+            found = session.scalar(
+                select(Integration).where(Integration.project_id == project_id, Integration.name == integration_name)
+            )
+            if found is None:
+                raise ValueError(f"integration {integration_name!r} is not defined in this project")
+            if isinstance(action, SendWebhook) and found.kind != "webhook":
+                raise ValueError(f"SendWebhook needs a webhook integration; {integration_name!r} is {found.kind}")
+        self.registry(session, project_id).check(automation)
+
+    def put_automation(self, session: Session, project_id: int, row_id: int, automation: Automation) -> None:
+        """``automation`` (row ``row_id``) was created or changed: checked now, read again on next use."""
+        self.registry(session, project_id).check(automation)
+        self._forget_registry(project_id)
+
+    def delete_automation(self, session: Session, project_id: int, name: str) -> None:
+        """An automation was deleted (its state rows go with it): read the registry again on next use."""
+        self._forget_registry(project_id)
+
+    def _forget_registry(self, project_id: int) -> None:
+        project = self._projects.get(project_id)
+        if project is not None:
+            project.stale = True  # the runs' cached states stay (each rule state is checked against its event)
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def _evaluation(self, project: _Project, run_id: str, attrs: Attrs) -> RunEvaluation:
+        evaluation = project.runs.get(run_id)
+        if evaluation is None:
+            info = RunInfo(run_id, attrs[0], project.name, attrs[1], attrs[2])
+            evaluation = project.runs[run_id] = RunEvaluation(info)
+        else:
+            evaluation.set_attrs(attrs[0], project.name, attrs[1], attrs[2])
+        return evaluation
+
+    def evaluate_metrics(
+        self,
+        session: Session,
+        project_id: int,
+        *,
+        run_pk: int,
+        run_id: str,
+        attrs: Attrs,
+        columns: Mapping[str, tuple[Sequence[int | None], Sequence[float]]],
+        state: str | None,
+        reason: str | None,
+        now: float,
+    ) -> list[Firing]:
+        """Evaluate a batch of a run (``{name: (steps, values)}``) and store the states it changed, in ``session``'s
+        transaction, whose caller holds the run row's lock (the ingest path locks it as it reads it). Hand the
+        firings, if any, to :meth:`record_metric_firings`."""
+        cursor = _Cursor(session)
+        project = self._project(session, project_id, cursor)
+        watched = project.registry.by_metric
+        if not watched or not any(name in watched for name in columns):
+            return []
+        evaluation = self._evaluation(project, run_id, attrs)
+        evaluation.run.state, evaluation.run.reason = state, reason
+        self._refresh(cursor, project.registry, evaluation, run_pk)
+        firings = evaluation.evaluate(project.registry, columns, now)
+        self._save(cursor, evaluation, run_pk, now)
+        return firings
+
+    def record_metric_firings(self, session: Session, run: Run, firings: list[Firing], now: float) -> list[AlertRecord]:
+        """The firings of :meth:`evaluate_metrics` as alerts and outbox rows in ``session``'s transaction."""
+        project = self._projects[run.project_id]
+        return self._record(
+            session, project, run=run, info=project.runs[run.run_id].run, firings=firings, kind="metric", now=now
+        )
+
+    def forget(self, project_id: int, run_id: str) -> None:
+        """Drop a run's cached state (after a failed transaction: it would be ahead of the database)."""
+        project = self._projects.get(project_id)
+        if project is not None:
+            project.runs.pop(run_id, None)
+
+    def on_state(
+        self,
+        session: Session,
+        run: Run,
+        state: str,
+        reason: str | None,
+        *,
+        previous: str | None,
+        now: float,
+        kind: str = "state",
+    ) -> list[AlertRecord]:
+        """A run changed state: run-state automations may fire (the run row is locked for the transaction)."""
+        cursor = _Cursor(session)
+        project = self._project(session, run.project_id, cursor)
+        attrs = (run.name, run.user, tuple(str(t) for t in run.tags or ()))
+        evaluation = self._evaluation(project, run.run_id, attrs)
+        if not project.registry.by_event.get("RUN_STATE"):
+            evaluation.run.state, evaluation.run.reason = state, reason
+            return []
+        if cursor.postgresql:
+            cursor.all(_LOCK_SQL, (run.id,))
+        try:
+            self._refresh(cursor, project.registry, evaluation, run.id)
+            firings = evaluation.set_state(project.registry, state, reason, now)
+            self._save(cursor, evaluation, run.id, now)
+        except Exception:
+            project.runs.pop(run.run_id, None)
+            raise
+        return self._record(session, project, run=run, info=evaluation.run, firings=firings, kind=kind, now=now)
+
+    def on_artifact_event(
+        self,
+        session: Session,
+        project_id: int,
+        event_type: str,
+        *,
+        artifact: str | None,
+        alias: str | None,
+        tag: str | None,
+        collection: str | None,
+        author: str | None,
+        now: float,
+        run: Run | None = None,
+    ) -> list[AlertRecord]:
+        """An artifact event (of ``run``, when it is known: then ``${run_url}`` links it)."""
+        project = self._project(session, project_id, _Cursor(session))
+        if run is not None:
+            info = RunInfo(run.run_id, run.name, project.name, run.user, tuple(run.tags or ()), run.state, run.reason)
+        else:
+            info = RunInfo("", artifact or "", project.name, author)
+        firings = artifact_firings(
+            project.registry,
+            event_type,
+            project=project.name,
+            artifact=artifact,
+            alias=alias,
+            tag=tag,
+            collection=collection,
+            run_id=info.run_id,
+        )
+        return self._record(
+            session, project, run=run, info=info, firings=firings, kind="event", now=now, project_id=project_id
+        )
+
+    # -- state in the database -------------------------------------------------------------------------
+    def _refresh(self, cursor: _Cursor, registry: Registry, evaluation: RunEvaluation, run_pk: int) -> None:
+        """Make the cached rule states those of the database: when a stored version differs from the cached one
+        (another process took a batch of this run, or a transaction of this one failed), reload them all."""
+        stored = cursor.all(_VERSIONS_SQL, (run_pk,))
+        rules = evaluation.rules
+        cached = {automation_id: rule.version for automation_id, rule in rules.items() if rule.version}
+        if len(cached) == len(stored) and all(cached.get(str(a)) == v for a, v in stored):
+            return  # the common case: this process wrote the run's last state
+        rules.clear()
+        evaluation.forget_plan()
+        evaluation.touched.clear()
+        for automation_id, version, fingerprint, state in cursor.all(_LOAD_SQL, (run_pk,)):
+            automation = registry.by_id(str(automation_id))
+            if automation is None:
+                continue  # deleted (its row goes with it)
+            key = registry.key(automation)
+            data = None
+            if fingerprint == key:  # else its event changed: it starts afresh (and its row is overwritten)
+                try:
+                    data = json.loads(state)
+                except ValueError:
+                    log.warning("the stored state of automation %r is not JSON: it starts afresh", automation.name)
+            rule = RuleState.restored(automation, key, data)
+            rule.version = version
+            rules[str(automation_id)] = rule
+
+    def _save(self, cursor: _Cursor, evaluation: RunEvaluation, run_pk: int, now: float) -> None:
+        """Write the states the evaluation changed, each with a new version (in the caller's transaction)."""
+        touched = evaluation.touched
+        if not touched:
+            return
+        rows = []
+        rules = evaluation.rules
+        for automation_id in touched:
+            rule = rules.get(automation_id)
+            if rule is None:
+                continue
+            # A new random version, never one a failed transaction may have left in some process's cache.
+            rule.version = random.randbits(62) + 1
+            rows.append((run_pk, int(automation_id), rule.key, rule.version, json.dumps(rule.export()), now))
+        touched.clear()
+        cursor.executemany(_UPSERT_SQL, rows)
+
+    # -- the outbox ------------------------------------------------------------------------------------
+    def _record(
+        self,
+        session: Session,
+        project: _Project,
+        *,
+        run: Run | None,
+        info: RunInfo,
+        firings: list[Firing],
+        kind: str,
+        now: float,
+        project_id: int | None = None,
+    ) -> list[AlertRecord]:
+        project_id = run.project_id if run is not None else project_id
+        assert project_id is not None
+        registry = project.registry
+        link = self.run_url(info) if self.run_url is not None else ""
+        records = []
+        for firing in firings:
+            if firing.kind == "nonfinite":
+                continue
+            automation = registry.by_id(firing.automation_id or "")
+            if automation is None:
+                continue
+            alert = render(automation, info, firing, secrets=registry.secrets, run_url=link)
+            targets: list[Integration] = []
+            if alert is not None:
+                targets = self._targets(session, project_id, getattr(automation.action, "integration", None))
+            payload = None
+            if alert is not None and alert.payload is not None and self.cipher is not None:
+                payload = {ENCRYPTED: self.cipher.encrypt_json(dict(alert.payload))}
+            records.append(
+                record_alert(
+                    session,
+                    project_id,
+                    title=alert.title if alert is not None else firing.automation[:64],
+                    text=alert.text if alert is not None else f"{firing.kind} (action: do nothing)",
+                    level=alert.level if alert is not None else "INFO",
+                    source="automation",
+                    kind=kind,
+                    run=run,
+                    fields=dict(alert.fields) if alert is not None else {"automation": firing.automation},
+                    payload=payload,
+                    markup=alert.markup if alert is not None else False,
+                    integrations=targets,
+                    automation_id=int(automation.id),
+                    respect_min_level=False,
+                    now=now,
+                )
+            )
+            self._count("automation_firings_total", 1)
+        return records
+
+    def _targets(self, session: Session, project_id: int, name: str | None) -> list[Integration]:
+        if name is None:
+            return []
+        found = session.scalar(
+            select(Integration).where(Integration.project_id == project_id, Integration.name == name)
+        )
+        if found is not None:
+            return [found]
+        return default_integrations(session, project_id) if name == "default" else []
+
+    # -- start -----------------------------------------------------------------------------------------
+    def load(self, session: Session) -> None:
+        """Called on start: nothing to rebuild (the state is in the database); every cache starts empty."""
+        self._projects.clear()

@@ -9,8 +9,9 @@
 
 - ``PostgreSQL, 1/2/4 processes``: the same ingest on PostgreSQL (a throwaway cluster started here, or
   ``RUNALERT_BENCH_DATABASE_URL``), by ``runalert serve --workers N`` for N = 1, 2 and 4, side by side in one
-  run: points per second and the server's CPU-seconds per million points (user + system of every server
-  process, read with psutil). The wall figure cannot grow past the machine's cores; the CPU per point must stay
+  run (the configurations take turns, round after round): points per second and the server's CPU-seconds per
+  million points (user + system of every server process, read with psutil), counted after 3 s of load that
+  warm each process's caches and connections. The wall figure cannot grow past the machine's cores; the CPU per point must stay
   flat as processes are added (no contention cost).
 
 The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
@@ -165,16 +166,21 @@ def _batches(seed: int, count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def _client(port: int, seed: int, start_at: float, stop_at: float, results: Any) -> None:
+def _client(port: int, seed: int, warm_at: float, start_at: float, stop_at: float, results: Any) -> None:
+    """Post batches from ``warm_at`` (warming the server's caches and connections) to ``stop_at``; what was
+    sent from ``start_at`` on is counted."""
     batches = _batches(seed, 400)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    sent = points = 0
+    made = sent = points = 0
     per_second = [0] * (int(stop_at - start_at) + 1)
-    while time.time() < start_at:
+    while time.time() < warm_at:
         time.sleep(0.001)
     while (now := time.time()) < stop_at:
-        path, body = batches[sent % len(batches)]
+        path, body = batches[made % len(batches)]
         data = _request(conn, "POST", path, body)
+        made += 1
+        if now < start_at:
+            continue
         accepted = json.loads(data)["accepted"]
         points += accepted
         per_second[int(now - start_at)] += accepted
@@ -286,8 +292,11 @@ def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: fl
     conn.close()
 
 
-def measure(*, seconds: float, clients: int, database_url: str | None = None, workers: int = 1) -> dict[str, Any]:
-    """One load run; returns points/s, request rate, the probes' latencies (ms) and the server's CPU."""
+def measure(
+    *, seconds: float, clients: int, database_url: str | None = None, workers: int = 1, warmup: float = 3.0
+) -> dict[str, Any]:
+    """One load run (``warmup`` seconds of load first, not counted); returns points/s, request rate, the probes'
+    latencies (ms) and the server's CPU over the counted seconds."""
     with tempfile.TemporaryDirectory(prefix="runalert-bench-") as tmp:
         home = Path(tmp)
         receiver = _Receiver()
@@ -297,20 +306,23 @@ def measure(*, seconds: float, clients: int, database_url: str | None = None, wo
             _setup(server, receiver)
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
-            start_at = time.time() + 3.0  # the clients build their batches first
+            warm_at = time.time() + 3.0  # the clients build their batches first
+            start_at = warm_at + warmup
             stop_at = start_at + seconds
             procs = [
-                ctx.Process(target=_client, args=(server.port, seed, start_at, stop_at, results))
+                ctx.Process(target=_client, args=(server.port, seed, warm_at, start_at, stop_at, results))
                 for seed in range(clients)
             ]
             for proc in procs:
                 proc.start()
             sent: dict[str, float] = {}
+            while time.time() < start_at:
+                time.sleep(0.001)
+            cpu_before = server.cpu_seconds()
             while time.time() < start_at + 0.5:
                 time.sleep(0.01)
             probe = threading.Thread(target=_probe, args=(server, stop_at, sent))
             probe.start()
-            cpu_before = server.cpu_seconds()
             totals = [results.get(timeout=seconds + 120) for _ in procs]
             server_cpu_seconds = server.cpu_seconds() - cpu_before
             for proc in procs:
@@ -403,52 +415,60 @@ def run(quick: bool) -> list[Row]:
     clients = 3
     rows = _sqlite_rows(seconds, clients)
     if "--sqlite-only" not in sys.argv:
-        rows += _postgresql_rows(seconds, clients)
+        rows += _postgresql_rows(seconds, clients, rounds=2 if quick else 3)
     return rows
 
 
 PROCESSES = (1, 2, 4)
 
 
-def _postgresql_rows(seconds: float, clients: int) -> list[Row]:
-    """Ingest on PostgreSQL by 1, 2 and 4 server processes, side by side."""
-    results: dict[int, dict[str, Any]] = {}
+def _postgresql_rows(seconds: float, clients: int, rounds: int) -> list[Row]:
+    """Ingest on PostgreSQL by 1, 2 and 4 server processes, side by side: the configurations take turns, round
+    after round (a machine shared with other work drifts; interleaving spreads the drift over all of them), and
+    each figure is the median of its rounds."""
+    results: dict[int, list[dict[str, Any]]] = {workers: [] for workers in PROCESSES}
     with _postgresql() as base:
-        for workers in PROCESSES:
-            url = _new_database(base, f"runalert_bench_{workers}")
-            results[workers] = measure(seconds=seconds, clients=clients, database_url=url, workers=workers)
+        for round_ in range(rounds):
+            for workers in PROCESSES:
+                url = _new_database(base, f"runalert_bench_{workers}_{round_}")
+                results[workers].append(measure(seconds=seconds, clients=clients, database_url=url, workers=workers))
     cpus = os.cpu_count() or 0
-    one = results[1]["cpu_s_per_million"]
+    cost = {w: statistics.median(r["cpu_s_per_million"] for r in rs) for w, rs in results.items()}
     rows = []
-    for workers, result in results.items():
+    for workers, runs in results.items():
+        rate = [r["points_per_s"] for r in runs]
+        per_million = [r["cpu_s_per_million"] for r in runs]
+        processes = f"{workers} server process{'es' if workers > 1 else ''}"
         note = (
             f"PostgreSQL, runalert serve --workers {workers}; {RUNS} runs, 20 automations, {clients} client "
-            f"processes on the same {cpus} CPUs; {result['requests_per_s']:.0f} batches/s; the server used "
-            f"{result['server_cpu']:.2f} CPUs"
+            f"processes on the same {cpus} CPUs; median of {rounds} interleaved rounds of {seconds:g} s; the server "
+            f"used {statistics.median(r['server_cpu'] for r in runs):.2f} CPUs"
         )
         rows.append(
             Row(
                 SUITE,
-                f"PostgreSQL ingest + evaluate, {workers} server process{'es' if workers > 1 else ''}",
-                result["points_per_s"],
+                f"PostgreSQL ingest + evaluate, {processes}",
+                statistics.median(rate),
                 "points/s",
-                1,
+                len(runs),
                 target="≥ 100,000 points/s with 1 process (PostgreSQL)" if workers == 1 else None,
                 note=note,
-                extra={"cpu_s_per_million_points": result["cpu_s_per_million"]},
+                spread={"min": min(rate), "max": max(rate)},
+                extra={"cpu_s_per_million_points": cost[workers]},
             )
         )
         rows.append(
             Row(
                 SUITE,
-                f"PostgreSQL server CPU per million points, {workers} server process{'es' if workers > 1 else ''}",
-                result["cpu_s_per_million"],
+                f"PostgreSQL server CPU per million points, {processes}",
+                cost[workers],
                 "CPU-s/1M points",
-                1,
-                ratio=result["cpu_s_per_million"] / one if one else None,
+                len(runs),
+                ratio=cost[workers] / cost[1] if cost[1] else None,
                 baseline="1 server process",
                 target="flat from 1 to 4 processes (ratio ≈ 1)",
                 note=note,
+                spread={"min": min(per_million), "max": max(per_million)},
             )
         )
     return rows

@@ -158,6 +158,12 @@ def test_workers_on_postgresql_each_answer_and_their_counters_sum(
     for _ in range(6):
         assert _counter(url, "metric_points_total") == 1 + 2 + 3
     assert requests.get(f"{url}{P}/p/runs/r", timeout=10).json()["points"] == 6
+    # A worker killed with SIGKILL is replaced; the dead one's counts still count.
+    workers[0].send_signal(signal.SIGKILL)
+    assert wait_for(lambda: len(supervisor.children()) == 3 and workers[0] not in supervisor.children(), timeout=60)
+    workers = supervisor.children()
+    assert wait_for(lambda: _healthy(url), timeout=30)
+    assert _counter(url, "metric_points_total") == 6
     # SIGTERM stops the workers, then the supervisor.
     proc.terminate()
     assert proc.wait(60) == 0

@@ -118,10 +118,13 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         try:
-            self._order.append(int(batch))  # main thread, in order (never dispatched asynchronously by Keras)
+            self._order.append(batch)  # main thread, in order (never dispatched asynchronously by Keras)
             # A crash from here on is in this batch's step: known now, on the main thread, whatever the batch
             # ends still waiting on Keras' callback pool (they may lag several batches behind).
-            self.monitor.completed = max(self.monitor.completed or 0, (self._base + int(batch)) // self._accumulate)
+            completed = (self._base + batch) // self._accumulate
+            monitor = self.monitor
+            if monitor.completed is None or completed > monitor.completed:
+                monitor.completed = completed
         except Exception:
             self._hook_failed("on_train_batch_begin")
 
@@ -170,7 +173,9 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._micro = max(self._micro, micro + 1)
         self._last_logs = logs
         monitor = self.monitor
-        monitor.completed = max(monitor.completed or 0, self._micro // accumulate)  # a crash now is after these
+        completed = self._micro // accumulate  # a crash now is after these
+        if monitor.completed is None or completed > monitor.completed:
+            monitor.completed = completed
         monitor.step(step, logs, epoch=self._epoch + 1)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:

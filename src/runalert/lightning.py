@@ -232,10 +232,13 @@ class _AlertHooks(MonitorOwner):
             step = self._step + 1
             tracker = self._tracker
             self._step = tracker.completed if tracker is not None else trainer.global_step
-            values = _step_values(outputs)
+            values = outputs if type(outputs) is dict else _step_values(outputs)  # Lightning's dict, not copied
             logged = self._logged.read()
             if logged is not None:
-                values = {**values, **logged} if values else logged  # the returned loss first
+                if not values or (len(values) == 1 and len(logged) == 1 and next(iter(values)) in logged):
+                    values = logged  # nothing else returned, or the returned loss logged as itself: no merge
+                else:
+                    values = {**values, **logged}  # the returned loss first
             self.monitor.step(step, values or _NO_VALUES, epoch=self._epoch)
             if self._stop_on_nonfinite:
                 self._maybe_stop(trainer, step)

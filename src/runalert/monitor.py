@@ -43,6 +43,7 @@ from runalert.watchdog import StallWatchdog
 __all__ = ["DEFAULT_SUMMARY_EXCLUDE", "STAGES", "AlertOptions", "MonitorOptions", "MonitorStats", "RunMonitor"]
 
 _monotonic = time.monotonic
+_now = time.time
 
 
 @dataclass
@@ -140,6 +141,8 @@ class RunMonitor:
         self._pipeline: ValuePipeline | None = None
         self._queue: Any = None  # the pipeline's deque and its bound, for the step path (no method call)
         self._queue_cap = 0
+        self._stream_push: Any = None  # with the stream as the only sink: its own queue (MetricStream.appender)
+        self._stream_seq: Any = None
         self._wants_values = False  # the pipeline wants each step's values (a dict per step)
         self._held_rows: list[tuple[dict[str, float], int | None]] = []  # rows whose tensors are not read yet
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
@@ -343,8 +346,10 @@ class RunMonitor:
                 queue = self._queue
                 if queue is not None and len(queue) < self._queue_cap:
                     queue.append((row, step))  # ValueQueue.push, without the call
+                elif self._stream_push is not None:  # the stream is the only sink: its own queue
+                    self._stream_push((self._stream_seq(), step, row, _now()))  # MetricStream.append, no call
                 else:
-                    self._enqueue(row, step)  # the stream's own queue, or full: counted and warned there
+                    self._enqueue(row, step)  # full: counted and warned there
         except Exception as exc:  # a plain try on the hot path (InternalErrors.capture's bookkeeping, no `with`)
             self._errors.record("step", exc)
 
@@ -355,8 +360,12 @@ class RunMonitor:
             pipeline.push(row, step)
 
     def _queue_held_rows(self) -> None:
-        """The rows that waited for a read of held tensors, in order."""
+        """The rows that waited for a read of held tensors, in order (in one ``extend`` when they fit)."""
         rows, self._held_rows = self._held_rows, []
+        queue = self._queue
+        if queue is not None and len(queue) + len(rows) <= self._queue_cap:
+            queue.extend([item for item in rows if item[0]])
+            return
         for row, step in rows:
             if row:
                 self._enqueue(row, step)
@@ -674,6 +683,8 @@ class RunMonitor:
         self._detector.set_feed("all" if self.server_run is not None else self._watched)
         self._pipeline = ValuePipeline(sinks)
         self._queue, self._queue_cap = self._pipeline.appender()
+        if self._pipeline.stream is not None:
+            self._stream_push, self._stream_seq = self._pipeline.stream.appender()
         self._wants_values = True
 
     def _count_firings(self, firings: list[Any]) -> None:

@@ -42,6 +42,7 @@ class StreamSink:
     name = "stream"
 
     def __init__(self, stream: Any) -> None:
+        self.stream = stream
         self._extend: Callable[[list[Item]], None] = stream.extend
         self.append: Callable[[int | None, Mapping[str, float]], None] = stream.append
         """One row straight to the stream's own queue (``MetricStream.append``)."""
@@ -101,8 +102,11 @@ class ValuePipeline:
         self.queue: ValueQueue | None = None
         """The queue and its thread; ``None`` when the stream is the only sink (its own queue serves)."""
         self._direct: Callable[[int | None, Mapping[str, float]], None] | None = None
+        self.stream: Any = None
+        """The stream whose own queue serves, when it is the only sink (for the step path: ``stream.appender()``)."""
         if len(self.sinks) == 1 and isinstance(self.sinks[0], StreamSink):
             self._direct = self.sinks[0].append
+            self.stream = self.sinks[0].stream
         else:
             self.queue = ValueQueue(self._deliver, interval=interval, max_pending=max_pending, name="runalert-values")
 

@@ -195,11 +195,14 @@ class LocalEngine(Registry):
         collection: str | None = None,
         author: str | None = None,
         run_id: str | None = None,
+        version: int | None = None,
+        path: str | None = None,
     ) -> list[Firing]:
         """An artifact event (``CREATE_ARTIFACT``, ``ADD_ARTIFACT_ALIAS``, ``ADD_ARTIFACT_TAG``, ``LINK_ARTIFACT``).
 
         Every enabled automation on that event whose scope and filter match fires (each event is discrete: no
         edge state, no cooldown). With ``run_id`` (the run that logged the artifact), ``${run_url}`` links it.
+        ``version`` (its number) and ``path`` (its file) fill ``${artifact_version}`` and ``${artifact_path}``.
         """
         with self._lock:
             known = self._runs.get(run_id) if run_id else None
@@ -216,6 +219,8 @@ class LocalEngine(Registry):
                 tag=tag,
                 collection=collection,
                 run_id=run.run_id,
+                version=version,
+                path=path,
             )
             firings = self._render(run, found)
         self._deliver(firings)

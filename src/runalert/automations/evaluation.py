@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runalert._log import logger
+from runalert.automations.artifact_values import artifact_values
 from runalert.automations.automation import Automation
 from runalert.automations.evaluators import (
     ChangeEvaluator,
@@ -79,6 +80,7 @@ class Firing:
     reason: str | None = None
     value: float | None = None
     detail: str = ""
+    artifact: Mapping[str, str] | None = None  # an artifact event's payload variables (artifact_values)
 
 
 @dataclass
@@ -397,25 +399,41 @@ def artifact_firings(
     tag: str | None = None,
     collection: str | None = None,
     run_id: str = "",
+    version: int | None = None,
+    path: str | None = None,
 ) -> list[Firing]:
-    """The automations an artifact event fires: every enabled one on that event whose scope (project, or
-    artifact collection) and filter match. Discrete events: no edge state, no cooldown."""
+    """The automations an artifact event fires: every enabled one on that event whose scope (project, registry,
+    or artifact collection of that project) and filter match. Discrete events: no edge state, no cooldown.
+    ``version`` (the version's number) and ``path`` (its file) fill the artifact payload variables."""
     kind = EventType(event_type).value
+    values = artifact_values(
+        project=project, artifact=artifact, collection=collection, version=version, alias=alias, tag=tag, path=path
+    )
     attrs = {"artifact_name": artifact, "alias": alias, "tag": tag, "collection": collection}
-    detail = (
-        f"{kind} {artifact or ''}" + (f" alias {alias}" if alias else "") + (f" tag {tag}" if tag else "")
-    ).strip()
+    label = artifact or values["artifact_version_string"].rpartition("/")[2]
+    detail = (f"{kind} {label}" + (f" alias {alias}" if alias else "") + (f" tag {tag}" if tag else "")).strip()
     firings: list[Firing] = []
     for automation in registry.by_event.get(kind, ()):
         scope = automation.event.scope
         if isinstance(scope, ProjectScope) and scope.name != project:
             continue
-        if isinstance(scope, ArtifactCollectionScope) and scope.name != collection:
+        if isinstance(scope, ArtifactCollectionScope) and (
+            scope.name != collection or (scope.project is not None and scope.project != project)
+        ):
             continue
         if not automation.event.filter.matches(attrs):  # type: ignore[union-attr]
             continue
         firings.append(
-            Firing(automation.name, run_id, "fired", kind, automation_id=automation.id, project=project, detail=detail)
+            Firing(
+                automation.name,
+                run_id,
+                "fired",
+                kind,
+                automation_id=automation.id,
+                project=project,
+                detail=detail,
+                artifact=values,
+            )
         )
     return firings
 

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from runalert.automations.actions import SendWebhook
+from runalert.automations.artifact_values import ARTIFACT_VARIABLES
 from runalert.automations.automation import DEFAULT_COOLDOWN, Automation, NewAutomation, parse_cooldown
 from runalert.automations.events import OnRunMetric
 from runalert.automations.integrations import Integration, integration_for_channel
@@ -37,7 +38,7 @@ __all__ = [
     "event_key",
 ]
 
-EXTRA_TEMPLATE_VARIABLES = ("status", "step", "run_state", "reason")
+EXTRA_TEMPLATE_VARIABLES = ("status", "step", "run_state", "reason", *ARTIFACT_VARIABLES)
 """Template variables beyond W&B's: ``fired``/``resolved``, the step, the run's state and failure reason."""
 
 Upsert = Literal["created", "updated", "unchanged"]

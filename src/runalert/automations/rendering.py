@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from runalert.alert import MAX_TITLE_LENGTH, Alert, AlertLevel
 from runalert.automations.actions import DoNothing, SendNotification
+from runalert.automations.artifact_values import ARTIFACT_VARIABLES
 from runalert.automations.automation import Automation
 from runalert.automations.evaluation import Firing, RunInfo, fmt
 from runalert.automations.scopes import ProjectScope
@@ -116,6 +117,8 @@ def render(
         "step": "",
         "run_state": run.state or "",
         "reason": run.reason or "",
+        **dict.fromkeys(ARTIFACT_VARIABLES, ""),
+        **(firing.artifact or {}),
         **extra,
     }
     fields = {"automation": automation.name, "run": run.name}
@@ -140,7 +143,8 @@ def render(
             text = f"{action.message}\n{detail}"
         level = AlertLevel.INFO if resolved else action.severity
         return Alert(title=_clip(title), text=text, level=level, run=run.name, fields=fields, markup=False, url=url)
-    payload = action.payload if action.payload is not None else {v: f"${{{v}}}" for v in TEMPLATE_VARIABLES}
+    names = TEMPLATE_VARIABLES + (ARTIFACT_VARIABLES if firing.artifact else ())
+    payload = action.payload if action.payload is not None else {v: f"${{{v}}}" for v in names}
     filled = fill_template(payload, values)
     title = f"Resolved: {automation.name}" if resolved else automation.name
     return Alert(title=_clip(title), text=text, run=run.name, fields=fields, markup=False, payload=filled, url=url)

@@ -54,12 +54,13 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
     for module in (health, projects, runs, alerts, integrations, secrets):
         app.include_router(module.router)
     try:
-        from runalert.server.routers import automations, events
+        from runalert.server.routers import artifacts, automations, events
     except ImportError:  # pragma: no cover - runalert.automations missing
         log.warning("automations are unavailable: runalert.automations could not be imported")
     else:
         app.include_router(automations.router)
         app.include_router(events.router)
+        app.include_router(artifacts.router)
     from runalert.server.routers import web
 
     app.include_router(web.router)

@@ -309,8 +309,11 @@ class AutomationRuntime:
         author: str | None,
         now: float,
         run: Run | None = None,
+        version: int | None = None,
+        path: str | None = None,
     ) -> list[AlertRecord]:
-        """An artifact event (of ``run``, when it is known: then ``${run_url}`` links it)."""
+        """An artifact event (of ``run``, when it is known: then ``${run_url}`` links it); ``version`` and ``path``
+        (the version's number and file) fill the artifact payload variables."""
         project = self._project(session, project_id, _Cursor(session))
         if run is not None:
             info = RunInfo(run.run_id, run.name, project.name, run.user, tuple(run.tags or ()), run.state, run.reason)
@@ -325,6 +328,8 @@ class AutomationRuntime:
             tag=tag,
             collection=collection,
             run_id=info.run_id,
+            version=version,
+            path=path,
         )
         return self._record(
             session, project, run=run, info=info, firings=firings, kind="event", now=now, project_id=project_id

@@ -26,6 +26,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "AlertRecord",
     "ApiKey",
+    "ArtifactAlias",
+    "ArtifactCollection",
+    "ArtifactLink",
+    "ArtifactTag",
+    "ArtifactVersion",
     "Attempt",
     "Automation",
     "Base",
@@ -260,3 +265,74 @@ class EvaluatorState(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[float] = mapped_column(default=_now)
+
+class ArtifactCollection(Base):
+    """A named sequence of artifact versions in a project (revision 0007); in a registry's project, a collection of
+    the registry (created by the first link to it). ``type`` is W&B's artifact type (``model`` for checkpoints)."""
+
+    __tablename__ = "artifact_collections"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_artifact_collections_project_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(64), default="model")
+    created_at: Mapped[float] = mapped_column(default=_now)
+
+
+class ArtifactVersion(Base):
+    """One version of a collection (``v0``, ``v1`` ... in order of creation, revision 0007). The file stays where
+    it was written: ``path`` says where, with its ``size``, the ``step`` and the monitored ``metric``'s ``value``."""
+
+    __tablename__ = "artifact_versions"
+    __table_args__ = (UniqueConstraint("collection_id", "version", name="uq_artifact_versions_collection_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("artifact_collections.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    run_pk: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), default=None)
+    path: Mapped[str | None] = mapped_column(Text, default=None)
+    size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    metric: Mapped[str | None] = mapped_column(String(256), default=None)
+    value: Mapped[float | None] = mapped_column(default=None)
+    created_at: Mapped[float] = mapped_column(default=_now)
+
+
+class ArtifactAlias(Base):
+    """An alias of a collection (``latest``, ``best`` ...) and the one version that holds it (revision 0007): unique
+    per collection, so adding it to another version moves it."""
+
+    __tablename__ = "artifact_aliases"
+    __table_args__ = (UniqueConstraint("collection_id", "alias", name="uq_artifact_aliases_collection_alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("artifact_collections.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(128))
+    version_id: Mapped[int] = mapped_column(ForeignKey("artifact_versions.id", ondelete="CASCADE"), index=True)
+    updated_at: Mapped[float] = mapped_column(default=_now)
+
+
+class ArtifactTag(Base):
+    """A tag of a version, or of the collection itself when ``version_id`` is null (revision 0007)."""
+
+    __tablename__ = "artifact_tags"
+    __table_args__ = (Index("ix_artifact_tags_collection_id", "collection_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("artifact_collections.id", ondelete="CASCADE"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("artifact_versions.id", ondelete="CASCADE"), default=None)
+    tag: Mapped[str] = mapped_column(String(128))
+
+
+class ArtifactLink(Base):
+    """A version linked into a registry's collection (revision 0007): ``target_id`` is that collection, in the
+    registry's project."""
+
+    __tablename__ = "artifact_links"
+    __table_args__ = (UniqueConstraint("version_id", "target_id", name="uq_artifact_links_version_target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("artifact_versions.id", ondelete="CASCADE"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("artifact_collections.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(default=_now)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from runalert._adapter import MonitorOwner, plain_metrics
 from runalert._lightning_results import StepValues, epoch_keys, evaluation_results, training_results
+from runalert.checkpoints import lightning_saves, report_saves
 
 if TYPE_CHECKING:
     from runalert.channels import Channel
@@ -202,6 +203,7 @@ class _AlertHooks(MonitorOwner):
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # The end of a trainer call (not reached on a crash: on_exception finishes then). A later call on the
         # same callback (fit, then test) continues the run with the state carried over.
+        self._guard("checkpoints", lambda: report_saves(self, lambda r: lightning_saves(trainer, r.seen), flush=True))
         self._guard("teardown", lambda: self.monitor.finish("finished"))
 
     # -- training steps ------------------------------------------------------------------------------------------
@@ -222,6 +224,7 @@ class _AlertHooks(MonitorOwner):
             self._logged.bind(training_results(trainer))
 
         self._guard("on_train_epoch_start", start)
+        self._guard("checkpoints", lambda: report_saves(self, lambda r: lightning_saves(trainer, r.seen)))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         try:

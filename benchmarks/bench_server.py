@@ -11,8 +11,8 @@
   ``RUNALERT_BENCH_DATABASE_URL``), by ``runalert serve --workers N`` for N = 1, 2 and 4, side by side in one
   run (the configurations take turns, round after round): points per second and the server's CPU-seconds per
   million points (user + system of every server process, read with psutil), counted after 3 s of load that
-  warm each process's caches and connections. The wall figure cannot grow past the machine's cores; the CPU per point must stay
-  flat as processes are added (no contention cost).
+  warm each process's caches and connections. The wall figure cannot grow past the machine's cores; the CPU
+  per point must stay flat as processes are added (no contention cost).
 
 The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
 says how many there were.

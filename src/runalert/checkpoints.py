@@ -139,11 +139,19 @@ def lightning_saves(trainer: Any, seen: _Seen) -> list[CheckpointSave]:
 
 
 def transformers_save(args: Any, state: Any) -> CheckpointSave:
-    """The checkpoint ``Trainer`` just wrote (``on_save``): ``<output_dir>/checkpoint-<global_step>``."""
-    path = os.path.join(str(args.output_dir), f"checkpoint-{int(state.global_step)}")
+    """The checkpoint ``Trainer`` just wrote (``on_save``): ``<output_dir>/checkpoint-<global_step>``; the best when
+    ``metric_for_best_model`` is set and this step is ``state.best_global_step`` (or ``best_model_checkpoint``)."""
+    step = int(state.global_step)
+    path = os.path.join(str(args.output_dir), f"checkpoint-{step}")
     metric = getattr(args, "metric_for_best_model", None)
     best_path = getattr(state, "best_model_checkpoint", None)
-    best = bool(metric) and best_path is not None and os.path.abspath(best_path) == os.path.abspath(path)
+    best_step = getattr(state, "best_global_step", None)
+    if best_step is not None:
+        best = bool(metric) and int(best_step) == step
+        if best and best_path and os.path.basename(str(best_path)) == f"checkpoint-{step}":
+            path = str(best_path)  # a hyperparameter search writes under a run folder of its own
+    else:
+        best = bool(metric) and best_path is not None and os.path.abspath(best_path) == os.path.abspath(path)
     value = None
     if metric:
         key = metric if metric.startswith("eval_") else f"eval_{metric}"
@@ -151,7 +159,6 @@ def transformers_save(args: Any, state: Any) -> CheckpointSave:
             if key in entry:
                 value = _number(entry[key])
                 break
-    step = int(state.global_step)
     return CheckpointSave(path=path, step=step, metric=metric, value=value, best=best, size=file_size(path))
 
 

@@ -40,6 +40,7 @@ except ModuleNotFoundError as exc:  # a bare environment: say which extra brings
     ) from exc
 
 from runalert._adapter import MonitorOwner, epoch_number, plain_metrics, sibling_callbacks
+from runalert.checkpoints import report_saves, transformers_save
 
 if TYPE_CHECKING:
     from runalert.channels import Channel
@@ -178,7 +179,12 @@ class AlertCallback(MonitorOwner, TrainerCallback):
 
         self._training = False
         self._guard("on_train_end", summary)
+        self._guard("checkpoints", lambda: report_saves(self, lambda _r: [], flush=True))  # sent before the end
         self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A checkpoint was written: with a server, a version of the run's checkpoint collection."""
+        self._guard("checkpoints", lambda: report_saves(self, lambda _r: [transformers_save(args, state)]))
 
     def _stop_reason(self, args: Any, state: Any) -> str | None:
         """Why train() ended: stop_on_nonfinite, EarlyStoppingCallback (metric and patience), max_steps or

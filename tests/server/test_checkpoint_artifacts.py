@@ -120,3 +120,88 @@ def test_lightning_checkpoints_fire_create_and_best_on_a_real_server(
     alerts = lambda: server.api("GET", f"{P}/p/alerts").json()  # noqa: E731
     assert wait_for(lambda: all(d["status"] == "delivered" for a in alerts() for d in a["deliveries"]), timeout=30)
     assert len(artifact_bodies()) == 6, receiver.bodies
+
+
+@sqlite_only
+def test_transformers_checkpoints_fire_create_and_best_on_a_real_server(
+    server_process: Any, httpserver: HTTPServer, tmp_path: Any
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    from runalert.transformers import AlertCallback
+
+    class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, n: int, seed: int) -> None:
+            g = torch.Generator().manual_seed(seed)
+            self.ids = torch.randint(1, 64, (n, 8), generator=g)
+            self.labels = (self.ids[:, 0] >= 32).long()
+
+        def __len__(self) -> int:
+            return len(self.ids)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+    scores = iter([0.5, 0.3, 0.7, 0.2])  # each evaluation's score (lower is better): best at saves 1, 2 and 4
+    receiver = Receiver(httpserver)
+    server = server_process()
+    _automations(server, receiver.url)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=8,
+        num_labels=2,
+    )
+    callback = AlertCallback(server=server.url, project="p", run_name="hf-ckpt")
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=8,
+        per_device_train_batch_size=8,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        metric_for_best_model="score",
+        greater_is_better=False,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=transformers.BertForSequenceClassification(config),
+        args=args,
+        train_dataset=Tokens(64, 0),
+        eval_dataset=Tokens(8, 1),
+        compute_metrics=lambda _prediction: {"score": next(scores)},
+        callbacks=[callback],
+    )
+    trainer.train()
+    run_id = callback.monitor.server_run.run_id
+    collection = f"model-{run_id}"
+    artifact_bodies = lambda: [b for b in receiver.bodies if "event" in b]  # noqa: E731
+    assert wait_for(lambda: len(artifact_bodies()) >= 7, timeout=30)
+    created = [b for b in artifact_bodies() if b["event"] == "CREATE_ARTIFACT"]
+    best = [b for b in artifact_bodies() if b["event"] == "ADD_ARTIFACT_ALIAS"]
+    assert [(b["version"], os.path.basename(b["path"])) for b in created] == [
+        ("v0", "checkpoint-2"),
+        ("v1", "checkpoint-4"),
+        ("v2", "checkpoint-6"),
+        ("v3", "checkpoint-8"),
+    ]
+    assert [b["version"] for b in best] == ["v0", "v1", "v3"]
+    shown = server.api("GET", f"{P}/p/artifacts/{collection}").json()
+    assert shown["aliases"] == {"latest": 3, "best": 3}
+    assert [(v["step"], v["metric"], v["value"]) for v in shown["versions"]] == [
+        (2, "score", 0.5),
+        (4, "score", 0.3),
+        (6, "score", 0.7),
+        (8, "score", 0.2),
+    ]
+    assert all(v["size"] and v["size"] > 0 for v in shown["versions"])  # the folder's files
+    assert os.path.abspath(trainer.state.best_model_checkpoint) == shown["versions"][3]["path"]
+    alerts = lambda: server.api("GET", f"{P}/p/alerts").json()  # noqa: E731
+    assert wait_for(lambda: all(d["status"] == "delivered" for a in alerts() for d in a["deliveries"]), timeout=30)
+    assert len(artifact_bodies()) == 7, receiver.bodies

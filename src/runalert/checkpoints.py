@@ -24,8 +24,10 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass
+from string import Formatter
 from typing import Any
 
 __all__ = [
@@ -170,10 +172,11 @@ def keras_saves(callbacks: Any, seen: _Seen, step: int | None, last: dict[int, A
         if type(callback).__name__ != "ModelCheckpoint":
             continue
         path = str(getattr(callback, "filepath", "") or "")
-        if "{" in path:  # a template ("model-{epoch}.keras"): the files it made, newest last
+        if "{" in path:  # a template ("model-{epoch:02d}.keras"): the files it made, oldest first
             folder = os.path.dirname(path) or "."
+            pattern = _template_pattern(os.path.basename(path))
             try:
-                names = [os.path.join(folder, n) for n in os.listdir(folder)]
+                names = [os.path.join(folder, n) for n in os.listdir(folder) if pattern.fullmatch(n)]
             except OSError:
                 names = []
             candidates = sorted((p for p in names if os.path.isfile(p)), key=lambda p: _stamp(p) or 0)
@@ -188,6 +191,17 @@ def keras_saves(callbacks: Any, seen: _Seen, step: int | None, last: dict[int, A
                 saves.append(CheckpointSave(candidate, step, monitor, value, improved, file_size(candidate)))
         last[id(callback)] = current
     return saves
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """The file names a Keras file path template can give: its text as is, each ``{field}`` anything."""
+    try:
+        parts = [
+            re.escape(text) + (".+" if field is not None else "") for text, field, _s, _c in Formatter().parse(template)
+        ]
+    except ValueError:
+        return re.compile(re.escape(template))
+    return re.compile("".join(parts))
 
 
 class CheckpointReporter:

@@ -205,3 +205,48 @@ def test_transformers_checkpoints_fire_create_and_best_on_a_real_server(
     alerts = lambda: server.api("GET", f"{P}/p/alerts").json()  # noqa: E731
     assert wait_for(lambda: all(d["status"] == "delivered" for a in alerts() for d in a["deliveries"]), timeout=30)
     assert len(artifact_bodies()) == 7, receiver.bodies
+
+
+@sqlite_only
+def test_keras_checkpoints_fire_create_and_best_on_a_real_server(
+    server_process: Any, httpserver: HTTPServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "torch"))  # read by Keras' first import
+    keras = pytest.importorskip("keras")
+    np = pytest.importorskip("numpy")
+    from runalert.keras import AlertCallback
+
+    class Scripted(keras.callbacks.Callback):
+        """Puts VAL_LOSS[epoch] in the epoch's logs as ``score``, before ModelCheckpoint reads them."""
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs["score"] = VAL_LOSS[epoch]
+
+    receiver = Receiver(httpserver)
+    server = server_process()
+    _automations(server, receiver.url)
+    path = tmp_path / "best.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(str(path), monitor="score", mode="min", save_best_only=True)
+    callback = AlertCallback(server=server.url, project="p", run_name="keras-ckpt")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    model.fit(x, y, epochs=len(VAL_LOSS), batch_size=8, verbose=0, callbacks=[callback, Scripted(), checkpoint])
+    run_id = callback.monitor.server_run.run_id
+    artifact_bodies = lambda: [b for b in receiver.bodies if "event" in b]  # noqa: E731
+    assert wait_for(lambda: len(artifact_bodies()) >= 6, timeout=30)
+    created = [b for b in artifact_bodies() if b["event"] == "CREATE_ARTIFACT"]
+    best = [b for b in artifact_bodies() if b["event"] == "ADD_ARTIFACT_ALIAS"]
+    assert [(b["version"], b["path"]) for b in created] == [(f"v{i}", str(path)) for i in range(3)]  # rewritten
+    assert [b["version"] for b in best] == ["v0", "v1", "v2"]
+    shown = server.api("GET", f"{P}/p/artifacts/model-{run_id}").json()
+    assert shown["aliases"] == {"latest": 2, "best": 2}
+    assert [(v["step"], v["metric"], v["value"]) for v in shown["versions"]] == [
+        (2, "score", 0.5),
+        (4, "score", 0.3),
+        (8, "score", 0.2),
+    ]
+    alerts = lambda: server.api("GET", f"{P}/p/alerts").json()  # noqa: E731
+    assert wait_for(lambda: all(d["status"] == "delivered" for a in alerts() for d in a["deliveries"]), timeout=30)
+    assert len(artifact_bodies()) == 6, receiver.bodies

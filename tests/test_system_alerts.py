@@ -4,15 +4,19 @@ of this machine (psutil) and readings given through the public interface; never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
+from runalert.automations import RunEvent
+from runalert.monitor import MonitorOptions, RunMonitor
 from runalert.system_alerts import SystemAlert, SystemAlertOptions, SystemAlerts
 from runalert.system_metrics import SystemSampler
 from runalert.system_watch import SystemWatch, host_alert_rank
-from tests.support import wait_for
+from tests.support import Receiver, wait_for
 
 OFF = {
     "gpu_memory_percent": None,
@@ -259,3 +263,100 @@ def test_a_failing_log_or_send_never_stops_the_other_or_the_sampling(
     assert watch.errors == readings
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and "metric path down" in warned[0].getMessage()
+
+
+# ------------------------------------------------------------------------------------------------ through RunMonitor
+@pytest.fixture
+def receiver(httpserver: HTTPServer) -> Iterator[Receiver]:
+    made = Receiver(httpserver, method="POST")
+    yield made
+    made.close()
+
+
+def test_each_builtin_alert_fires_once_and_resolves_through_a_monitor(receiver: Receiver) -> None:
+    monitor = RunMonitor(
+        alerter=receiver.alerter(),
+        on_stage_end=(),
+        system_metrics_interval=3600,  # one real reading at the start; the others are given by hand below
+        system_alerts={"gpu_memory_percent": 90, "gpu_idle_seconds": 0, "disk_free_bytes": 1e18},
+    )
+    monitor.start("sys-alerts")
+    watch = monitor.system
+    assert watch is not None
+    assert wait_for(lambda: watch.sampler.samples >= 1)  # this machine's real reading trips the raised disk threshold
+    tripped = {
+        "system/gpu.0.memory_percent": 97.0,
+        "system/gpu.0.utilization_percent": 1.0,
+        "system/memory_percent": 99.0,
+        "system/disk_free_bytes": 1e9,
+    }
+    for step in (1, 2):
+        monitor.step(step, {"loss": 1.0})
+        watch.feed(dict(tripped))  # two readings: the GPU memory one needs them; idle needs steps to go on
+    monitor.step(3, {"loss": 1.0})
+    watch.feed(dict(tripped))
+    cleared = {
+        "system/gpu.0.memory_percent": 10.0,
+        "system/gpu.0.utilization_percent": 90.0,
+        "system/memory_percent": 10.0,
+        "system/disk_free_bytes": 2e18,
+        "system/disk_free_percent": 50.0,
+    }
+    watch.feed(dict(cleared))
+    for step in (4, 5, 6):
+        monitor.step(step, {"loss": 1.0})
+        watch.feed(dict(tripped))  # tripped again: once per run, nothing more
+    monitor.finish()
+    alerts = receiver.drain()
+    titles = sorted(a["title"] for a in alerts)
+    names = ["Disk nearly full", "GPU 0 idle while training", "GPU 0 memory nearly full", "Host memory nearly full"]
+    assert titles == sorted([*names, *(f"Resolved: {name}" for name in names)]), titles
+    for alert in alerts:
+        assert alert["level"].upper() == ("INFO" if alert["title"].startswith("Resolved") else "WARN")
+        assert "sys-alerts" in alert["text"]
+    assert monitor.stats.by_kind == {"system_fired": 4, "system_resolved": 4}
+
+
+def test_a_monitor_feeds_real_readings_to_a_rule_and_stops_sampling_at_finish(receiver: Receiver) -> None:
+    monitor = RunMonitor(
+        alerter=receiver.alerter(),
+        on_stage_end=(),
+        system_metrics_interval=0.02,
+        system_alerts=False,
+        rules=[RunEvent.metric("system/process_rss_bytes") > 0],
+    )
+    monitor.start("sys-rule")
+    watch = monitor.system
+    assert watch is not None and watch.alerts is None
+    for step in (1, 2, 3):
+        seen = watch.sampler.samples
+        monitor.step(step, {"loss": 1.0})
+        assert wait_for(lambda: watch.sampler.samples > seen)  # a reading at this step
+    monitor.finish()
+    assert not watch.sampler.running
+    receiver.drain()
+    rules = receiver.titled("Rule")
+    assert len(rules) == 1 and "system/process_rss_bytes" in rules[0]["title"]
+
+
+def test_system_metrics_off() -> None:
+    monitor = RunMonitor(system_metrics_interval=None, on_stage_end=(), on_crash=False)
+    monitor.start("sys-off")
+    try:
+        assert monitor.system is None
+    finally:
+        monitor.finish()
+
+
+def test_the_system_options_are_checked_when_the_monitor_is_built() -> None:
+    assert MonitorOptions().system_metrics_interval == 15.0
+    assert MonitorOptions().system_alerts == SystemAlertOptions()
+    assert MonitorOptions(system_metrics_interval=timedelta(seconds=30)).system_metrics_interval == 30.0
+    assert MonitorOptions(system_alerts=False).system_alerts is None
+    for bad in (0, -5, True, "15s"):
+        with pytest.raises(ValueError, match="system_metrics_interval must be seconds > 0, a timedelta or None"):
+            MonitorOptions(system_metrics_interval=bad)
+    with pytest.raises(ValueError, match=r"system_alerts: unknown option\(s\) gpu_memory; the options are"):
+        MonitorOptions(system_alerts={"gpu_memory": 90})
+    with pytest.raises(ValueError, match="system_alerts: disk_free_percent must be a percentage from 0 to 100"):
+        RunMonitor(system_alerts={"disk_free_percent": 500})

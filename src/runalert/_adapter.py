@@ -114,15 +114,26 @@ class MonitorOwner:
 
         return RunMonitor(self.options, framework=self.framework, install_crash_hooks=self.install_crash_hooks)
 
-    def _begin(self, run_name: str | None, *, rank: int | None = None, world_size: int | None = None) -> None:
+    def _begin(
+        self,
+        run_name: str | None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        checkpoint_dir: Any = None,
+    ) -> None:
         """Start the monitor (idempotent). After :meth:`RunMonitor.finish` (the end of an earlier ``fit``), a
         later stage of the same run (``test``, ``evaluate``, ``predict``) gets a fresh monitor that carries the
-        earlier one's state (non-finite already sent, suppression, cooldowns), as a checkpoint resume would."""
+        earlier one's state (non-finite already sent, suppression, cooldowns), as a checkpoint resume would.
+        ``checkpoint_dir``: where the framework saves checkpoints (a path or a callable), for the disk metrics."""
         if self.monitor.finished:
             previous = self.monitor
             run_name = run_name or previous.run_name
             self.monitor = self._new_monitor()
             self.monitor.load_state_dict(previous.state_dict())
+            self.monitor.checkpoint_dir = previous.checkpoint_dir
+        if checkpoint_dir is not None:
+            self.monitor.checkpoint_dir = checkpoint_dir
         self.monitor.start(run_name, rank=rank, world_size=world_size)
 
     def _run_name(self, derived: Callable[[], str | None] | None = None) -> str | None:

@@ -24,6 +24,7 @@ crash is at the step being computed (the steps completed + 1).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,6 @@ except ModuleNotFoundError as exc:  # a bare environment: say which extra brings
     ) from exc
 
 from runalert._adapter import MonitorOwner, plain_metrics, sibling_callbacks
-from runalert.checkpoints import keras_saves, report_saves
 
 if TYPE_CHECKING:
     from runalert.channels import Channel
@@ -105,7 +105,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
             self._order.clear()
             self._pending.clear()
             self._siblings = sibling_callbacks(self)
-            self._begin(self._run_name())
+            self._begin(self._run_name(), checkpoint_dir=_checkpoint_dir(self._siblings))
             self.monitor.stage_start("fit", epoch=1)
 
         self._guard("on_train_begin", run)
@@ -116,7 +116,6 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._epoch_batches = 0
         per_epoch = self._steps_per_epoch
         self._base = self._epoch * int(per_epoch) if per_epoch else self._seen
-        self._guard("checkpoints", lambda: report_saves(self, self._checkpoint_saves))
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         try:
@@ -211,12 +210,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
 
         self._in_fit = False
         self._guard("on_train_end", summary)
-        self._guard("checkpoints", lambda: report_saves(self, self._checkpoint_saves, flush=True))
         self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
-
-    def _checkpoint_saves(self, reporter: Any) -> list[Any]:
-        """The files the ModelCheckpoint callbacks beside this one wrote since the last look (runalert.checkpoints)."""
-        return keras_saves(self._siblings, reporter.seen, self._last_step(), reporter.keras_best)
 
     def _stop_reason(self) -> str | None:
         """Why fit() ended: stop_on_nonfinite, EarlyStopping (monitor and patience), the epochs reached, or
@@ -273,3 +267,12 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
 
     def _last_step(self) -> int | None:
         return self._last if self._last >= 0 else None
+
+
+def _checkpoint_dir(callbacks: Sequence[Any]) -> str | None:
+    """The directory of the first ``ModelCheckpoint``'s file among ``callbacks`` (the disk metrics' path)."""
+    for callback in callbacks:
+        path = getattr(callback, "filepath", None)
+        if type(callback).__name__ == "ModelCheckpoint" and isinstance(path, str) and path:
+            return os.path.dirname(os.path.abspath(path))
+    return None

@@ -190,6 +190,9 @@ class _AlertHooks(MonitorOwner):
                 self._run_name(lambda: _logger_run_name(trainer)),
                 rank=int(trainer.global_rank),
                 world_size=int(trainer.world_size),
+                checkpoint_dir=lambda: (
+                    getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
+                ),
             )
             self._multi_rank = int(trainer.world_size) > 1
             if self._multi_rank:

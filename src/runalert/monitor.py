@@ -147,6 +147,11 @@ class RunMonitor:
         self._held_rows: list[tuple[dict[str, float], int | None]] = []  # rows whose tensors are not read yet
         watch = cast("str | tuple[str, ...] | None", opts.on_nonfinite)
         self._detector = NonFiniteDetector(watch, opts.check_every_n_steps)
+        self.system: Any = None
+        """The :class:`runalert.system_watch.SystemWatch` sampling system metrics beside the run (``None``: off)."""
+        self.checkpoint_dir: Any = None
+        """Where checkpoints go (a path, or a callable returning one) for the disk metrics; set by the adapters."""
+        self._system_stream: Any = None
 
     # ------------------------------------------------------------------------------------------------------------
     # lifecycle
@@ -192,6 +197,7 @@ class RunMonitor:
         self._setup_server()
         self._setup_engine()
         self._setup_pipeline()
+        self._setup_system()
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self._load_state(state)
@@ -209,6 +215,8 @@ class RunMonitor:
         if opts.stall_after is not None and self.is_sender:
             self._watchdog = StallWatchdog(float(cast(float, opts.stall_after)), self._on_stall, self._on_recover)
             self._watchdog.start()
+        if self.system is not None:
+            self.system.start()  # after the state is loaded: a built-in alert sent before a resume stays sent
 
     def _generated_name(self) -> str:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -283,6 +291,8 @@ class RunMonitor:
 
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self.system is not None:
+            self.system.stop(min(2.0, left()))  # a reading in progress is handed over first
         if self._hooks is not None:
             self._hooks.uninstall()
         try:
@@ -294,6 +304,8 @@ class RunMonitor:
                 self._errors.record("finish-read", exc)
         if self._pipeline is not None:
             self._pipeline.close(left())
+        if self._system_stream is not None:
+            self._system_stream.close(left(), warn=False)
         if self.crash_reported and state == "finished":
             state = "failed"
         self._set_engine_state(state, None)
@@ -531,6 +543,10 @@ class RunMonitor:
                 state["engine"] = self.engine.state_dict()
             elif "engine" in pending:
                 state["engine"] = pending["engine"]
+            if self.system is not None and self.system.alerts is not None:
+                state["system_alerts"] = self.system.alerts.state_dict()
+            elif "system_alerts" in pending:
+                state["system_alerts"] = pending["system_alerts"]
             return state
         return {"version": 1}
 
@@ -549,6 +565,8 @@ class RunMonitor:
             self.alerter.load_state_dict(state["alerter"])
         if self.engine is not None and state.get("engine"):
             self.engine.load_state_dict(state["engine"])
+        if self.system is not None and self.system.alerts is not None and state.get("system_alerts"):
+            self.system.alerts.load_state_dict(state["system_alerts"])
 
     @property
     def stats(self) -> MonitorStats:
@@ -783,6 +801,66 @@ class RunMonitor:
             self._stats.alerts_sent += 1
             self._count_kind(kind)
         return sent
+
+    # ------------------------------------------------------------------------------------------------------------
+    # system metrics (runalert.system_watch; docs/system-metrics.md)
+    def _setup_system(self) -> None:
+        interval = self.opts.system_metrics_interval
+        if interval is None:
+            return
+        with self._errors.capture("system"):
+            from runalert.system_watch import SystemWatch
+
+            self.system = SystemWatch(
+                cast(float, interval),
+                self.opts.system_alerts,
+                log=self.log_system,
+                send=self._system_alert,
+                steps=lambda: self._count,
+                disk_path=lambda: self.checkpoint_dir() if callable(self.checkpoint_dir) else self.checkpoint_dir,
+            )
+
+    def log_system(self, values: Mapping[str, float], step: int | None = None) -> None:
+        """System metrics (``system/...`` name -> float) as one row at ``step`` (default: the run's current step),
+        for the local rules and the server stream like logged values. Called on the sampler's thread: a queue
+        append, no lock. Never raises."""
+        with self._errors.capture("log_system"):
+            pipeline = self._pipeline
+            if pipeline is None or self.finished or not values:
+                return
+            at = self._step if step is None else step
+            if pipeline.queue is None:
+                # The stream is the only sink and the step path appends to its own queue: the sampler's rows take
+                # a stream of their own, so that two threads never race for one stream's sequence numbers.
+                stream = self._system_stream
+                if stream is None:
+                    from runalert.client import MetricStream
+
+                    run = self.server_run
+                    tuning = {k: v for k, v in (self.opts.server_options or {}).items() if k != "startup_timeout"}
+                    stream = MetricStream(
+                        run.client,
+                        run.run_id,
+                        project=run.project,
+                        ready=run.ensure_open,
+                        name="runalert-system-metrics",
+                        **tuning,
+                    )
+                    self._system_stream = stream.start()
+                stream.append(at, dict(values))
+                return
+            keep = None if self.server_run is not None else self._watched  # without a stream: what the rules watch
+            row = {k: float(v) for k, v in values.items() if keep is None or k in keep}
+            if row:
+                pipeline.push(row, at)
+
+    def _system_alert(self, change: Any) -> None:
+        """A built-in system alert fired (WARN) or resolved (INFO); sent by this rank whatever its rank (its
+        own GPU; the host-wide ones only from the first process of each host: see ``runalert.system_watch``)."""
+        level = AlertLevel.WARN if change.kind == "fired" else AlertLevel.INFO
+        text = f"Run {self.run_name}: {change.text}"
+        fields = self._fields(**change.fields)
+        self._send(messages.title(change.title), text, level, fields, routine=False, kind=f"system_{change.kind}")
 
     def _count_kind(self, kind: str) -> None:
         self._stats.by_kind[kind] = self._stats.by_kind.get(kind, 0) + 1

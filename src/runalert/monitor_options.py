@@ -54,6 +54,8 @@ class AlertOptions(TypedDict, total=False):
     install_crash_hooks: bool | None
     stage_summary_metrics: int
     summary_exclude: Collection[str] | str | None
+    system_metrics_interval: float | timedelta | None
+    system_alerts: Any
 
 
 def option_names() -> frozenset[str]:
@@ -102,6 +104,12 @@ class MonitorOptions:
         summary_exclude: keys left out of stage summaries, as shell-style patterns matched case-insensitively
             (default :data:`DEFAULT_SUMMARY_EXCLUDE`: throughput, flos and runtime keys); ``()`` or ``None`` shows
             every key. Only the summary's text: the values are still checked, fed to rules and streamed.
+        system_metrics_interval: seconds (or a timedelta) between two readings of the system metrics (host CPU,
+            memory, free disk where checkpoints go; this process's GPUs), sampled on a background thread and
+            handed to the rules and the server like logged values; ``None``: off (``docs/system-metrics.md``).
+        system_alerts: the built-in system alerts (GPU memory nearly full, GPU idle while training, disk nearly
+            full, host memory nearly full): ``True`` (default thresholds), ``False``/``None`` (off), or a mapping of
+            thresholds / a :class:`runalert.system_alerts.SystemAlertOptions`.
     """
 
     channels: Sequence[Any] | None = None
@@ -126,6 +134,8 @@ class MonitorOptions:
     install_crash_hooks: bool | None = None
     stage_summary_metrics: int = 20
     summary_exclude: Collection[str] | str | None = DEFAULT_SUMMARY_EXCLUDE
+    system_metrics_interval: float | timedelta | None = 15.0
+    system_alerts: Any = True
 
     def __post_init__(self) -> None:
         # on_nonfinite
@@ -213,6 +223,21 @@ class MonitorOptions:
                 f"not {self.summary_exclude!r}"
             )
         _set(self, "summary_exclude", patterns)
+        self._check_system()
+
+    def _check_system(self) -> None:
+        interval = self.system_metrics_interval
+        if isinstance(interval, timedelta):
+            interval = interval.total_seconds()
+        if interval is not None:
+            if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+                given = self.system_metrics_interval
+                raise ValueError(f"system_metrics_interval must be seconds > 0, a timedelta or None, not {given!r}")
+            interval = float(interval)
+        _set(self, "system_metrics_interval", interval)
+        from runalert.system_alerts import SystemAlertOptions
+
+        _set(self, "system_alerts", SystemAlertOptions.from_option(self.system_alerts))
 
     def _check_server(self) -> None:
         server = self.server

@@ -124,6 +124,7 @@ class AlertCallback(MonitorOwner, TrainerCallback):
             self._run_name(lambda: getattr(args, "run_name", None)),
             rank=int(getattr(args, "process_index", 0)),
             world_size=int(getattr(args, "world_size", 1)),
+            checkpoint_dir=getattr(args, "output_dir", None),
         )
 
     def _stop_if_asked(self, control: Any) -> None:

@@ -41,6 +41,7 @@ except ModuleNotFoundError as exc:  # a bare environment: say which extra brings
     ) from exc
 
 from runalert._adapter import MonitorOwner, plain_metrics, sibling_callbacks
+from runalert.checkpoints import keras_saves, report_saves
 
 if TYPE_CHECKING:
     from runalert.channels import Channel
@@ -116,6 +117,7 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
         self._epoch_batches = 0
         per_epoch = self._steps_per_epoch
         self._base = self._epoch * int(per_epoch) if per_epoch else self._seen
+        self._guard("checkpoints", lambda: report_saves(self, self._checkpoint_saves))
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         try:
@@ -210,7 +212,12 @@ class AlertCallback(MonitorOwner, keras.callbacks.Callback):  # type: ignore[mis
 
         self._in_fit = False
         self._guard("on_train_end", summary)
+        self._guard("checkpoints", lambda: report_saves(self, self._checkpoint_saves, flush=True))
         self._guard("on_train_end-finish", lambda: self.monitor.finish("finished"))  # restores the crash hooks
+
+    def _checkpoint_saves(self, reporter: Any) -> list[Any]:
+        """The files the ModelCheckpoint callbacks beside this one wrote since the last look (runalert.checkpoints)."""
+        return keras_saves(self._siblings, reporter.seen, self._last_step(), reporter.keras_best)
 
     def _stop_reason(self) -> str | None:
         """Why fit() ended: stop_on_nonfinite, EarlyStopping (monitor and patience), the epochs reached, or

@@ -30,6 +30,10 @@ class EventType(LenientStrEnum):
     RUN_METRIC_NONFINITE = "RUN_METRIC_NONFINITE"
     """``RunEvent.metric(m).is_nonfinite()``: a runalert extension (W&B has no such event)."""
     RUN_STATE = "RUN_STATE"
+    GROUP_FINISHED = "GROUP_FINISHED"
+    """``OnGroupFinished``: every run of a group has ended (a runalert extension, evaluated by the server)."""
+    SCHEDULE = "SCHEDULE"
+    """``OnSchedule``: a digest at the times of a cron expression (a runalert extension, evaluated by the server)."""
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:

@@ -29,6 +29,7 @@ from runalert.automations.filters import (
 )
 from runalert.automations.run_filters import And, FilterableField, RunFilter, artifact_event_filter
 from runalert.automations.scopes import ArtifactCollectionScope, ProjectScope, Scope, refuse_entity
+from runalert.automations.team_events import OnGroupFinished, OnSchedule, _TeamEvent
 
 if TYPE_CHECKING:
     from runalert.automations.automation import NewAutomation
@@ -45,11 +46,13 @@ __all__ = [
     "OnAddArtifactTag",
     "OnAddCollectionTag",
     "OnCreateArtifact",
+    "OnGroupFinished",
     "OnLinkArtifact",
     "OnRemoveArtifactTag",
     "OnRemoveCollectionTag",
     "OnRunMetric",
     "OnRunState",
+    "OnSchedule",
     "OnUnlinkArtifact",
     "RunEvent",
     "event_tag",
@@ -263,7 +266,7 @@ _ARTIFACT_EVENTS: dict[EventType, type[_ArtifactEventBase]] = {
 def event_tag(value: Any) -> str | None:
     """The tag of the event ``value`` (a model or its JSON): its ``event_type``'s value, ``RUN_METRIC`` for every
     metric event; None if it has none."""
-    if isinstance(value, _EventBase):
+    if isinstance(value, _EventBase | _TeamEvent):
         raw: Any = getattr(value, "event_type", None)
     elif isinstance(value, Mapping):
         raw = value.get("event_type", value.get("eventType"))
@@ -290,6 +293,8 @@ Event = Annotated[
         Annotated[OnRemoveCollectionTag, Tag("REMOVE_COLLECTION_TAG")],
         Annotated[OnLinkArtifact, Tag("LINK_MODEL")],
         Annotated[OnUnlinkArtifact, Tag("UNLINK_ARTIFACT")],
+        Annotated[OnGroupFinished, Tag("GROUP_FINISHED")],
+        Annotated[OnSchedule, Tag("SCHEDULE")],
     ],
     Discriminator(
         event_tag,
@@ -311,6 +316,8 @@ class RunEvent:
     name = FilterableField("display_name")
     user = FilterableField("username")
     tags = FilterableField("tags")
+    group = FilterableField("group")
+    """The run's group (a sweep, a job array): ``RunEvent.group.matches_regex("^wandb-sweep/")``."""
     state = StateOperand()
 
     @staticmethod

@@ -39,8 +39,8 @@ __all__ = [
     "simplify",
 ]
 
-FieldName = Literal["display_name", "username", "tags", "alias", "tag", "artifact_name", "collection"]
-"""Attributes a filter can test: runs (``display_name``, ``username``, ``tags``), artifacts (the rest)."""
+FieldName = Literal["display_name", "username", "tags", "alias", "tag", "artifact_name", "collection", "group"]
+"""Attributes a filter can test: runs (``display_name``, ``username``, ``tags``, ``group``), artifacts (the rest)."""
 
 Op = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$contains", "$regex", "$exists"]
 

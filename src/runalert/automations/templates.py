@@ -6,7 +6,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["TEMPLATE_VARIABLES", "check_template", "fill_template", "template_names"]
+__all__ = [
+    "DIGEST_VARIABLES",
+    "GROUP_VARIABLES",
+    "TEMPLATE_VARIABLES",
+    "check_template",
+    "fill_template",
+    "template_names",
+]
 
 TEMPLATE_VARIABLES: tuple[str, ...] = (
     "event_type",
@@ -21,7 +28,22 @@ TEMPLATE_VARIABLES: tuple[str, ...] = (
     "automation_name",
     "run_url",
 )
-"""Names always available; any other ``${NAME}`` must be a secret."""
+"""Names always available; any other ``${NAME}`` must be a secret (or one of the names below)."""
+
+GROUP_VARIABLES: tuple[str, ...] = ("group", "group_runs", "group_finished", "group_failed", "best_run", "best_value")
+"""The ``${...}`` of ``OnGroupFinished`` (empty for other events)."""
+
+DIGEST_VARIABLES: tuple[str, ...] = (
+    "digest",
+    "digest_since",
+    "digest_until",
+    "runs_started",
+    "runs_finished",
+    "runs_failed",
+    "groups_finished",
+    "alerts_firing",
+)
+"""The ``${...}`` of ``OnSchedule`` (``digest``: the digest's text; empty for other events)."""
 
 _PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -53,7 +75,7 @@ def template_names(payload: Any) -> set[str]:
 
 def check_template(payload: Any, secrets: Iterable[str] = ()) -> None:
     """Raise ``ValueError`` naming any placeholder that is neither a template variable nor a known secret."""
-    known = set(TEMPLATE_VARIABLES) | set(secrets)
+    known = set(TEMPLATE_VARIABLES) | set(GROUP_VARIABLES) | set(DIGEST_VARIABLES) | set(secrets)
     unknown = sorted(template_names(payload) - known)
     if unknown:
         raise ValueError(

@@ -417,8 +417,10 @@ class Client:
         project: str | None = None,
         retry: ClientRetry | None = None,
         timeout: float | None = None,
+        group: str | None = None,
     ) -> dict[str, Any]:
-        """Create the run, or resume it (RUNNING again). The answer has ``created``: true for a new run."""
+        """Create the run, or resume it (RUNNING again). The answer has ``created``: true for a new run.
+        ``group``: the run's group (a sweep, a job array; see ``runalert.run_group``)."""
         body: dict[str, Any] = {}
         if name is not None:
             body["name"] = name
@@ -428,6 +430,8 @@ class Client:
             body["tags"] = list(tags)
         if config is not None:
             body["config"] = dict(config)
+        if group is not None:
+            body["group"] = group
         result: dict[str, Any] = self.request(
             "PUT", f"{self._p(project)}/runs/{_segment(run_id)}", json=body, retry=retry, timeout=timeout
         )

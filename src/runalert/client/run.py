@@ -26,6 +26,7 @@ from runalert._log import log_once, logger
 from runalert.client.heartbeat import DEFAULT_HEARTBEAT_INTERVAL, Heartbeat
 from runalert.client.rest import NO_RETRY, Client, ClientError, ClientRetry, ServerError, ServerUnavailableError
 from runalert.client.stream import MetricStream
+from runalert.run_group import group_from_env
 
 __all__ = ["ServerRun", "automation_spec", "failure_details", "make_run_id"]
 
@@ -94,6 +95,10 @@ class ServerRun:
         stream_options: keyword arguments of :class:`MetricStream` (``batch_size``, ``interval``, ``max_buffer``
             ...).
         startup_timeout: seconds the start-up call may take before the server counts as down.
+
+    The run's group (a sweep, a job array) is :attr:`group`: :func:`runalert.run_group.group_from_env`
+    (``RUNALERT_GROUP``, ``WANDB_SWEEP_ID``, ``SLURM_ARRAY_JOB_ID``, ``TORCHELASTIC_RUN_ID``) unless set before
+    :meth:`start`.
     """
 
     def __init__(
@@ -116,6 +121,8 @@ class ServerRun:
         startup_timeout: float = 3.0,
     ) -> None:
         self.client = client
+        self.group: str | None = group_from_env()
+        """The run's group (sent when the run is opened): from the environment; set it before :meth:`start`."""
         self.run_id = run_id
         self.project = project or client.project
         self.name = name or run_id
@@ -201,6 +208,7 @@ class ServerRun:
             project=self.project,
             retry=retry,
             timeout=timeout,
+            group=self.group,
         )
         self.server_state = answer
         if not self._opened_once:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from runalert.server.automation_runtime import AutomationRuntime
 from runalert.server.crypto import Cipher, load_key
 from runalert.server.db import Database
@@ -9,6 +11,7 @@ from runalert.server.dispatcher import Dispatcher
 from runalert.server.heartbeats import HeartbeatMonitor
 from runalert.server.metrics import ServerMetrics
 from runalert.server.settings import ServerSettings
+from runalert.server.team_worker import TeamWorker
 
 __all__ = ["ServerContext"]
 
@@ -36,6 +39,15 @@ class ServerContext:
             on_alerts=self.dispatcher.wake,
             count=self.count,
         )
+        offset = settings.clock_offset
+        self.team_worker = TeamWorker(
+            self.db,
+            self.cipher,
+            interval=settings.group_check_interval,
+            clock=(lambda: time.time() + offset) if offset else time.time,
+            on_alerts=self.dispatcher.wake,
+            count=self.count,
+        )
         self._started = False
 
     def count(self, name: str, n: int = 1) -> None:
@@ -49,9 +61,11 @@ class ServerContext:
         if self.settings.background and not self._started:
             self.dispatcher.start()
             self.heartbeats.start()
+            self.team_worker.start()
             self._started = True
 
     def stop(self) -> None:
+        self.team_worker.stop()
         self.heartbeats.stop()
         self.dispatcher.stop()
         self._started = False

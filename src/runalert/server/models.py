@@ -103,6 +103,7 @@ class Run(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(16), default="RUNNING")
     reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    group: Mapped[str | None] = mapped_column(String(128), default=None)  # sweep, job array ... (revision 0008)
     created_at: Mapped[float] = mapped_column(default=_now)
     updated_at: Mapped[float] = mapped_column(default=_now)
     last_seen_at: Mapped[float] = mapped_column(default=_now)

@@ -44,6 +44,7 @@ def upsert_run(
             user=data.get("user"),
             tags=list(data.get("tags") or []),
             config=dict(data.get("config") or {}),
+            group=data.get("group") or None,
             state="RUNNING",
             created_at=now,
             updated_at=now,
@@ -60,6 +61,8 @@ def upsert_run(
         run.tags = list(data["tags"])
     if data.get("config") is not None:
         run.config = dict(data["config"])
+    if data.get("group"):
+        run.group = data["group"]
     if run.state != "RUNNING":
         change_state(session, automations, run, "RUNNING", None, now=now)
     touch_run(session, automations, run, now)

@@ -60,6 +60,9 @@ class RunIn(Request):
     user: Annotated[str, StringConstraints(max_length=128)] | None = None
     tags: list[Tag] | None = Field(None, max_length=100)
     config: dict[str, Any] | None = None
+    group: Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)] | None = Field(
+        None, description="the run's group (a sweep, a job array): at most one; OnGroupFinished fires per group"
+    )
 
     @field_validator("config")
     @classmethod
@@ -119,6 +122,7 @@ class RunOut(BaseModel):
     dropped: int
     failure: dict[str, Any] | None = Field(None, description="a crash's exception type, message and last frames")
     nonfinite: dict[str, Any] | None = Field(None, description="the first non-finite value: key, step, value")
+    group: str | None = Field(None, description="the run's group (a sweep, a job array), if any")
 
 
 class RunUpsertOut(RunOut):

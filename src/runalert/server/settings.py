@@ -30,6 +30,12 @@ class ServerSettings(BaseSettings):
 
     heartbeat_timeout: float = Field(300.0, gt=0, description="Seconds of silence before a run is FAILED.")
     heartbeat_check_interval: float = Field(5.0, gt=0, description="How often silent runs are looked for.")
+    group_check_interval: float = Field(
+        5.0, gt=0, description="How often finished groups (OnGroupFinished) and due digests (OnSchedule) are checked."
+    )
+    clock_offset: float = Field(
+        0.0, description="Seconds added to the clock of groups and digests (to try a schedule without waiting for it)."
+    )
     max_age: float = Field(86400.0, gt=0, description="Seconds after which an undelivered alert is dead-lettered.")
     retry_initial: float = Field(1.0, gt=0, description="First delivery retry after this many seconds.")
     retry_max: float = Field(300.0, gt=0, description="Longest wait between two delivery attempts.")

@@ -27,6 +27,7 @@ def run_out(run: Run) -> RunOut:
         dropped=run.dropped,
         failure=run.failure,
         nonfinite=run.nonfinite,
+        group=run.group,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runalert._log import logger
@@ -80,7 +80,7 @@ class Firing:
     reason: str | None = None
     value: float | None = None
     detail: str = ""
-    artifact: Mapping[str, str] | None = None  # an artifact event's payload variables (artifact_values)
+    artifact: Mapping[str, str] | None = field(default=None, hash=False)  # an artifact event's payload variables
 
 
 @dataclass

@@ -50,6 +50,7 @@ def test_finish_gives_the_alerter_only_what_the_server_left_of_the_timeout() -> 
         assert alerter.flushes, "finish never flushed the alerter"
         called, given = alerter.flushes[-1]
         assert given is not None
-        # The flush is bounded by what is left of finish's own deadline (a little slack for the clock reads).
-        assert called + given <= began + timeout + 0.05, (called - began, given)
+        # The flush is bounded by what is left of finish's own deadline (slack for the clock reads on a loaded
+        # machine; before the fix the flush got the whole timeout again after the server part used it up).
+        assert called + given <= began + timeout + 0.25, (called - began, given)
         alerter.close(0)

@@ -102,3 +102,26 @@ def test_a_run_joining_later_reopens_the_group(server_process: Any, httpserver: 
     first, second = receiver.titled("Group sweep-9 finished")
     assert first["fields"]["runs"] == "2" and second["fields"]["runs"] == "3"
     assert second["fields"]["best run"] == "run-late"
+
+
+def test_the_page_shows_groups_with_counts_and_the_best_run(client: Any) -> None:
+    api = client.request
+    _run(api, "run-a", "sweep-7", loss=0.5)
+    _run(api, "run-b", "sweep-7", loss=0.2)
+    _run(api, "run-c", "sweep-7")
+    _run(api, "solo", None)
+    _end(api, "run-a")
+    _end(api, "run-b", "FAILED", reason="exception")
+    page = client.get("/?metric=loss&mode=min")
+    assert page.status_code == 200
+    html = page.text
+    row = html[html.index('<tr class="group">') :]
+    row = row[: row.index("</tr>")]
+    assert '<td class="group-name">sweep-7</td>' in row
+    cells = [c.split(">", 1)[1] for c in row.split("<td")[1:]]
+    assert [c.split("<", 1)[0] for c in cells[2:6]] == ["3", "1", "1", "1"]  # runs, running, finished, failed
+    assert '<a href="/runs/p/run-b">run-b</a> 0.2' in row
+    assert html.count('<tr class="group">') == 1  # a run without a group is in none
+    highest = client.get("/?metric=loss&mode=max").text
+    assert '<a href="/runs/p/run-a">run-a</a> 0.5' in highest
+    assert client.get("/?mode=sideways").status_code == 422

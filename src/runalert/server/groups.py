@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +37,7 @@ from runalert.server.team_alerts import (
 )
 from runalert.server.team_models import GroupNotice
 
-__all__ = ["GroupSummary", "GroupWatch", "group_message", "group_summaries"]
+__all__ = ["GroupSummary", "GroupWatch", "group_message", "group_summaries", "group_views"]
 
 log = logging.getLogger("runalert.server.groups")
 
@@ -212,3 +214,35 @@ def _current(session: Session, project_id: int, group: str) -> tuple[int, float,
     if row is None or not row[0]:
         return None
     return int(row[0]), float(row[1]), int(row[2] or 0)
+
+
+def group_views(
+    session: Session, projects: dict[int, str], metric: str | None, mode: str, *, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The page's groups (most recently active first, at most ``limit``): counts by state and, with ``metric``,
+    the best run by its last finite value (``mode`` ``min``: lowest)."""
+    views: list[dict[str, Any]] = []
+    for project_id, project in sorted(projects.items()):
+        for summary in group_summaries(session, project_id, limit=limit):
+            view: dict[str, Any] = {
+                "project": project,
+                "name": summary.name,
+                "runs": summary.runs,
+                "running": summary.running,
+                "finished": summary.finished,
+                "failed": summary.failed,
+                "last_activity": summary.last_activity,
+                "best": None,
+            }
+            if metric:
+                runs = session.scalars(
+                    select(Run).where(Run.project_id == project_id, Run.group == summary.name).limit(1000)
+                ).all()
+                ranked = rank_runs(session, runs, metric, mode)
+                if ranked:
+                    best = ranked[0]
+                    href = f"/runs/{quote(project, safe='')}/{quote(best.run.run_id, safe='')}"
+                    view["best"] = {"name": best.run.name, "value": fmt(best.value), "href": href}
+            views.append(view)
+    views.sort(key=lambda v: -float(v["last_activity"]))
+    return views[:limit]

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from runalert.server.auth import hash_key, is_loopback
 from runalert.server.csrf import FIELD as CSRF_FIELD
 from runalert.server.csrf import CsrfTokens
+from runalert.server.groups import group_views
 from runalert.server.models import AlertRecord, ApiKey, Automation, Project, Run
 from runalert.server.points import last_points, metric_names
 from runalert.server.routers._deps import Ctx
@@ -485,7 +486,11 @@ def _projects(session: Session, viewer: Viewer) -> dict[int, str]:
 # -- pages -------------------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
 def index(
-    ctx: Ctx, request: Request, state: Annotated[str | None, Query(pattern="^(RUNNING|FINISHED|FAILED)$")] = None
+    ctx: Ctx,
+    request: Request,
+    state: Annotated[str | None, Query(pattern="^(RUNNING|FINISHED|FAILED)$")] = None,
+    metric: Annotated[str | None, Query(max_length=256, description="groups: rank runs by this metric")] = None,
+    mode: Annotated[str, Query(pattern="^(min|max)$")] = "min",
 ) -> Response:
     now = time.time()
     with ctx.db.session() as session:
@@ -516,6 +521,7 @@ def index(
         records = list(session.scalars(alert_query.order_by(AlertRecord.created_at.desc()).limit(ALERTS)))
         alerts = _alert_views(session, records, projects)
         automations = _automation_views(session, viewer, projects)
+        groups = group_views(session, projects, metric or None, mode)
     return _render(
         "index.html",
         request=request,
@@ -526,6 +532,9 @@ def index(
         state=state,
         alerts=alerts,
         automations=automations,
+        groups=groups,
+        metric=metric or "",
+        mode=mode,
         now=_when(now),
     )
 

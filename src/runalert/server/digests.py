@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 from runalert.automations.event_types import EventType
 from runalert.automations.team_events import OnSchedule
 from runalert.automations.templates import DIGEST_VARIABLES, TEMPLATE_VARIABLES
-from runalert.server.automation_runtime import decode_state
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.groups import group_summaries
@@ -138,10 +137,11 @@ def _still_firing(session: Session, project_id: int) -> list[tuple[str, str]]:
     found = []
     for automation, run, state in rows:
         try:
-            trigger = decode_state(state).get("trigger") or {}
-        except (ValueError, TypeError, json.JSONDecodeError):
+            data = json.loads(state)  # the rule state's JSON (its "trigger" is plain JSON in every stored form)
+        except ValueError:
             continue
-        if trigger.get("active"):
+        trigger = data.get("trigger") if isinstance(data, dict) else None
+        if isinstance(trigger, dict) and trigger.get("active"):
             found.append((str(automation), str(run)))
     return found
 

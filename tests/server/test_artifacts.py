@@ -4,8 +4,10 @@ registry; every change fires the artifact automations on it, with the artifact p
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from runalert.automations import (
@@ -173,3 +175,27 @@ def test_bad_input_names_the_field(client: Any) -> None:
     answer = client.post(f"{P}/p/artifacts", json={"collection": "ckpt", "aliases": [""]})
     assert answer.status_code == 422 and "aliases" in answer.text
     assert client.get(f"{P}/p/artifacts/nothing").status_code == 404
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_processes_creating_versions_at_once_number_them_once(make_client: Any) -> None:
+    first, second = make_client(background=False), make_client(background=False)
+    assert first.put(f"{P}/p/runs/r", json={}).status_code in {200, 201}  # the project exists
+    start = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def post(client: Any) -> None:
+        start.wait()
+        answers.extend(
+            client.post(f"{P}/p/artifacts", json={"collection": "new", "aliases": ["latest"]}) for _ in range(5)
+        )
+
+    threads = [threading.Thread(target=post, args=(c,)) for c in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [201] * 10, [a.text for a in answers]
+    assert sorted(a.json()["version"] for a in answers) == list(range(10))
+    assert first.get(f"{P}/p/artifacts/new").json()["aliases"] == {"latest": 9}

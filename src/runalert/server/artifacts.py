@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from runalert.server.models import (
@@ -82,9 +83,13 @@ def collection_by_name(
     if found is None:
         if not create:
             raise ArtifactError(f"artifact collection {name!r} not found")
-        found = ArtifactCollection(project_id=project_id, name=name, type=kind)
-        session.add(found)
-        session.flush()
+        try:  # another process may create it at the same time: then its row is the one
+            with session.begin_nested():
+                session.add(ArtifactCollection(project_id=project_id, name=name, type=kind))
+        except IntegrityError:
+            pass
+        found = session.scalar(query.with_for_update())
+        assert found is not None
     return found
 
 

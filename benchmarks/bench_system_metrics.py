@@ -3,12 +3,14 @@
 ``python -m benchmarks.bench_system_metrics [--quick]`` prints:
 - the sampler's CPU time per reading (``time.thread_time`` on the sampler's thread: psutil's host and disk
   readings, plus NVML and torch's allocator counter where a GPU is visible);
-- the training thread's cost per step of a tiny torch model on the CPU, side by side in one run: sampling off,
+- the training thread's cost per step of a tiny torch model on the CPU with a ``RunMonitor`` fed each step (3 local
+  rules, one of them on ``system/memory_percent``; the built-in alerts on), side by side in one run: sampling off,
   sampling at the default interval (15 s: about no reading during the loop), and sampling every 0.01 s (1,500
   times the default rate, so that any cost shows): wall time per step and the training thread's own CPU time
   per step, with ratios to "off". Rounds are interleaved (off, 15 s, 0.01 s, off, ...) and the median is kept.
 
-The readings go to :class:`runalert.system_watch.SystemWatch` with the built-in alerts on, as in a run.
+The sampler-CPU row drives :class:`runalert.system_watch.SystemWatch` alone; the step rows run the whole path
+(``RunMonitor.log_system`` into the rules' queue).
 """
 
 from __future__ import annotations
@@ -25,28 +27,46 @@ from runalert.system_watch import SystemWatch
 SUITE = "system_metrics"
 
 
-def _train(steps: int) -> Callable[[], tuple[float, float]]:
-    """A tiny MLP's training loop; returns a function timing ``steps`` steps: (wall, training-thread CPU) s."""
+def _train(steps: int) -> Callable[[float | None], tuple[float, float, int]]:
+    """A tiny MLP's training loop with a :class:`RunMonitor` (3 local rules, the built-in alerts) fed each step;
+    returns a function timing ``steps`` steps with system metrics every ``interval`` seconds (``None``: off):
+    (wall, training-thread CPU) seconds and the readings taken."""
     from benchmarks._models import pin_threads
 
     pin_threads()
     import torch
 
+    from runalert.alerting import Alerter
+    from runalert.automations import RunEvent
+    from runalert.channels import Console
+    from runalert.monitor import RunMonitor
+
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(64, 32), torch.randn(64, 1)
+    loss_rules = [RunEvent.metric("loss") > 1e9, RunEvent.metric("loss").avg(5) > 1e9]
+    rules = [*loss_rules, RunEvent.metric("system/memory_percent") > 100]
+    alerter = Alerter([Console()])
 
-    def loop() -> tuple[float, float]:
+    def loop(interval: float | None) -> tuple[float, float, int]:
+        monitor = RunMonitor(
+            alerter=alerter, on_stage_end=(), on_crash=False, rules=rules, system_metrics_interval=interval
+        )
+        monitor.start("bench-system")
         wall, cpu = time.perf_counter(), time.thread_time()
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             optimizer.zero_grad()
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()
-        return time.perf_counter() - wall, time.thread_time() - cpu
+            monitor.step(step, {"loss": loss})
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        readings = monitor.system.sampler.samples if monitor.system is not None else 0
+        monitor.finish()
+        return wall, cpu, readings
 
-    loop()  # warm-up
+    loop(None)  # warm-up
     return loop
 
 
@@ -92,11 +112,8 @@ def run(quick: bool) -> list[Row]:
     readings: dict[str, int] = dict.fromkeys(variants, 0)
     for _ in range(rounds):
         for name, interval in variants.items():
-            running = _watch(interval, []).start() if interval is not None else None
-            seconds, thread_cpu = loop()
-            if running is not None:
-                running.stop()
-                readings[name] += running.sampler.samples
+            seconds, thread_cpu, taken = loop(interval)
+            readings[name] += taken
             wall[name].append(1e6 * seconds / steps)
             cpu[name].append(1e6 * thread_cpu / steps)
     base_wall, base_cpu = statistics.median(wall["off"]), statistics.median(cpu["off"])

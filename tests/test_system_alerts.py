@@ -331,7 +331,7 @@ def test_a_monitor_feeds_real_readings_to_a_rule_and_stops_sampling_at_finish(re
     for step in (1, 2, 3):
         seen = watch.sampler.samples
         monitor.step(step, {"loss": 1.0})
-        assert wait_for(lambda: watch.sampler.samples > seen)  # a reading at this step
+        assert wait_for(lambda seen=seen: watch.sampler.samples > seen)  # a reading at this step
     monitor.finish()
     assert not watch.sampler.running
     receiver.drain()

@@ -397,6 +397,7 @@ class SystemSampler:
         self._gpu = GpuReader() if gpu else None
         self._visible = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._torch_current: int | None = None
+        self._uuids: dict[int, str | None] = {}  # CUDA ordinal -> the UUID torch reports (asked once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.samples = 0
@@ -482,10 +483,13 @@ class SystemSampler:
         for ordinal in ordinals:
             uuid = None
             if cuda is not None:
-                try:
-                    uuid = str(getattr(cuda.get_device_properties(ordinal), "uuid", "") or "") or None
-                except Exception:  # older torch: no uuid; the CUDA_VISIBLE_DEVICES mapping stands
-                    uuid = None
+                if ordinal not in self._uuids:
+                    try:
+                        found = getattr(cuda.get_device_properties(ordinal), "uuid", "")
+                        self._uuids[ordinal] = str(found or "") or None
+                    except Exception:  # older torch: no uuid; the CUDA_VISIBLE_DEVICES mapping stands
+                        self._uuids[ordinal] = None
+                uuid = self._uuids[ordinal]
             target = nvml_target(ordinal, self._visible, uuid)
             if target is None:
                 continue

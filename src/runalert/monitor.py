@@ -756,6 +756,8 @@ class RunMonitor:
                 stream_options=tuning,
                 **({"startup_timeout": float(startup)} if startup is not None else {}),
             )
+            if opts.group is not None:
+                self.server_run.group = opts.group
             self.server_run.start()
             if opts.alerter is None and self.alerter is not None:  # the hub: the run's alerts go to the server too
                 from runalert.client.forward import attach

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 from runalert.alerting import Alerter
+from runalert.run_group import clean_group
 
 __all__ = ["DEFAULT_SUMMARY_EXCLUDE", "STAGES", "AlertOptions", "MonitorOptions", "check_rules", "option_names"]
 
@@ -48,6 +49,7 @@ class AlertOptions(TypedDict, total=False):
     project: str | None
     tags: Sequence[str]
     user: str | None
+    group: str | None
     server: Any
     heartbeat_interval: float | timedelta
     server_options: Mapping[str, Any] | None
@@ -89,6 +91,8 @@ class MonitorOptions:
         stall_after: seconds without a step before a WARN "Run stalled" alert (``None``: no watchdog).
         rank_zero_only: routine alerts only from global rank zero (crashes come from the rank that failed).
         run_name, project, tags, user: run metadata (the run name is generated if not given here or at start).
+        group: the run's group on the server (a sweep, a job array: ``OnGroupFinished``); default from the
+            environment (``RUNALERT_GROUP``, ``WANDB_SWEEP_ID``, ``SLURM_ARRAY_JOB_ID``, ``TORCHELASTIC_RUN_ID``).
         server: a runalert server (its URL, or a :class:`runalert.client.Client`); default ``RUNALERT_SERVER_URL``;
             ``False``: none even if that is set. With one, at start the sender rank (rank zero) opens the run
             there, registers ``automations`` there (``rules`` stay local), streams every logged value (NaN and inf
@@ -128,6 +132,7 @@ class MonitorOptions:
     project: str | None = None
     tags: Sequence[str] = ()
     user: str | None = None
+    group: str | None = None
     server: Any = None
     heartbeat_interval: float | timedelta = 30.0
     server_options: Mapping[str, Any] | None = None
@@ -210,6 +215,7 @@ class MonitorOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
+        _set(self, "group", clean_group(self.group))
         if self.install_crash_hooks is not None and not isinstance(self.install_crash_hooks, bool):
             raise ValueError(f"install_crash_hooks must be True, False or None, not {self.install_crash_hooks!r}")
         shown = self.stage_summary_metrics

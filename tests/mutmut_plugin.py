@@ -9,7 +9,8 @@ run the mutant too.
 
 mutmut also runs the tests in its own order (fastest first), so the plugin forgets, before each test, which
 problems runalert has already logged once in this process (``runalert._log``): a test that checks "logged once"
-must not depend on which test ran before it.
+must not depend on which test ran before it. For the same reason it empties the non-finite detector's per-type
+cache (``runalert.nonfinite._KINDS``), which mutmut's fork server fills before any mutant runs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before each test: the stats mode (in case mutmut set it again), and a fresh log-once memory."""
     _keep_stats_mode_in_this_process()
-    from runalert import _log
+    from runalert import _log, nonfinite
 
     with _log._lock:
         _log._seen.clear()
+    # The per-type cache of how values are checked, filled while mutmut's fork server collected the tests (with
+    # no mutant active): inherited as it is, it would keep every mutant of value_kind() from ever running.
+    for tp in [tp for tp in nonfinite._KINDS if tp not in (float, int, bool)]:
+        del nonfinite._KINDS[tp]

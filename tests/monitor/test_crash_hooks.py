@@ -391,7 +391,9 @@ def test_on_exit_runs_at_interpreter_exit_unless_uninstalled(how: str, reported:
     assert done.returncode == 0, done.stderr  # a failing exit report does not change how the process ends
     assert done.stdout.splitlines() == (["exiting", "on_exit ran"] if reported else ["exiting"])
     if how == "broken":
-        assert "runalert: exit report failed (division by zero)" in done.stderr.splitlines()
+        lines = done.stderr.splitlines()
+        assert "runalert: exit report failed (division by zero)" in lines
+        assert "ZeroDivisionError: division by zero" in lines  # with the traceback of the failed report
 
 
 def test_hooks_can_be_installed_again_after_uninstall(restore_hooks: None) -> None:

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from runalert.nonfinite import Finding, NonFiniteDetector, base_key
+from runalert.nonfinite import FLOAT, INT, NUMPY, OTHER, SKIP, TENSOR, Finding, NonFiniteDetector, base_key, value_kind
 
 torch = pytest.importorskip("torch")
 numpy = pytest.importorskip("numpy")
@@ -127,3 +127,27 @@ def test_check_reads_every_watched_value_at_once_past_keys_it_ignores() -> None:
     assert found is not None and found.key == "val_loss" and found.step == 40 and math.isnan(found.value or 0.0)
     assert fed == {"val_acc": 0.75} and detector.held == []  # nothing held for later
     assert detector.check({"epoch": 4, "val_loss": 0.25}, 41) is None
+
+
+class _Ratio(float):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+class _Detachable:
+    """Not a torch tensor, though it has a ``detach`` method."""
+
+    def detach(self) -> _Detachable:
+        return self
+
+
+def test_values_are_sorted_by_kind() -> None:
+    assert value_kind(torch.tensor(1.0)) == TENSOR and value_kind(torch.ones(3)) == TENSOR
+    assert value_kind(numpy.float32(1.0)) == NUMPY and value_kind(numpy.ones(2)) == NUMPY
+    assert value_kind(0.5) == FLOAT and value_kind(_Ratio(0.5)) == FLOAT
+    assert value_kind(3) == INT and value_kind(_Count(3)) == INT
+    assert value_kind(True) == SKIP
+    assert value_kind("0.5") == OTHER and value_kind(None) == OTHER and value_kind(_Detachable()) == OTHER

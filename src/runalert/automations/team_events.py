@@ -32,9 +32,19 @@ from runalert.automations.templates import DIGEST_VARIABLES, GROUP_VARIABLES
 if TYPE_CHECKING:
     from runalert.automations.automation import NewAutomation
 
-__all__ = ["DIGEST_VARIABLES", "GROUP_VARIABLES", "TEAM_EVENT_TYPES", "OnGroupFinished", "OnSchedule"]
+__all__ = [
+    "DIGEST_VARIABLES",
+    "GROUP_VARIABLES",
+    "TEAM_EVENT_FIELDS",
+    "TEAM_EVENT_TYPES",
+    "OnGroupFinished",
+    "OnSchedule",
+]
 
 TEAM_EVENT_TYPES = (EventType.GROUP_FINISHED, EventType.SCHEDULE)
+
+TEAM_EVENT_FIELDS = ("settle", "metric", "mode", "cron", "timezone")
+"""The fields these events have besides ``event_type``, ``scope`` and ``filter`` (kept in W&B's exported form)."""
 
 
 def _event_type(expected: EventType) -> Any:

@@ -32,6 +32,7 @@ from runalert.automations.automation import Automation
 from runalert.automations.event_types import RUN_METRIC_EVENTS, EventType
 from runalert.automations.events import OnRunState
 from runalert.automations.scopes import ArtifactCollectionScope, RegistryScope
+from runalert.automations.team_events import TEAM_EVENT_FIELDS, TEAM_EVENT_TYPES
 
 __all__ = ["REGISTRY_PREFIX", "from_wandb", "is_wandb_form", "to_wandb"]
 
@@ -141,6 +142,7 @@ def _event(raw: Any, scope: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {"event_type": kind}
     if "filter" in raw:
         out["filter"] = raw["filter"]
+    out.update({k: raw[k] for k in TEAM_EVENT_FIELDS if k in raw})  # OnGroupFinished, OnSchedule (runalert's)
     if scope is not None:
         out["scope"] = scope
     return out
@@ -197,6 +199,8 @@ def _wandb_filter(automation: Automation) -> str:
     if event.event_type in RUN_METRIC_EVENTS or isinstance(event, OnRunState):
         dumped = {**dumped, "run_filter": json.dumps(dumped["run_filter"])}  # W&B's run filter is JSON text
         return json.dumps(dumped)
+    if event.event_type in TEAM_EVENT_TYPES:
+        return json.dumps(dumped)  # a run filter, as JSON text
     return json.dumps({"filter": dumped})
 
 
@@ -243,6 +247,7 @@ def to_wandb(automation: Automation, *, project: str | None = None) -> dict[str,
             "__typename": "FilterEventTriggeringCondition",
             "eventType": event_type.value,
             "filter": _wandb_filter(automation),
+            **{k: v for k, v in automation.event.model_dump(mode="json").items() if k in TEAM_EVENT_FIELDS},
         },
         "action": wandb_action,
         "runalert": {"cooldown": automation.cooldown, "notify_resolved": automation.notify_resolved},

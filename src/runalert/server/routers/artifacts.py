@@ -78,7 +78,7 @@ def _fire(ctx: Any, session: Session, change: model.Change, now: float) -> list[
     alerts: list[AlertRecord] = []
     for event in change.events:
         run = session.get(Run, event.run_pk) if event.run_pk is not None else None
-        alerts += ctx.engine.on_artifact_event(
+        alerts += ctx.automations.on_artifact_event(
             session,
             event.project_id,
             event.event_type,
@@ -115,7 +115,7 @@ def _not_found(exc: model.ArtifactError) -> HTTPException:
 @router.post("", response_model=ChangeOut, status_code=201, summary="A new artifact version")
 def create_version(ctx: Ctx, project: WriteProject, body: VersionIn) -> Any:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         run = None
         if body.run_id is not None:
             run = session.scalar(select(Run).where(Run.project_id == project.id, Run.run_id == body.run_id))
@@ -155,7 +155,7 @@ def get_collection(ctx: Ctx, project: ReadProject, collection: CollectionPath) -
 @router.post("/{collection}/versions/{version}/aliases", response_model=ChangeOut, summary="Give a version an alias")
 def add_alias(ctx: Ctx, project: WriteProject, collection: CollectionPath, version: VersionPath, body: AliasIn) -> Any:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         try:
             found = model.collection_by_name(session, project.id, collection)
             row = model.version_by_number(session, found, version)
@@ -168,7 +168,7 @@ def add_alias(ctx: Ctx, project: WriteProject, collection: CollectionPath, versi
 
 @router.delete("/{collection}/aliases/{alias}", status_code=204, summary="Take an alias off its version")
 def remove_alias(ctx: Ctx, project: WriteProject, collection: CollectionPath, alias: LabelPath) -> None:
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         try:
             model.remove_alias(session, model.collection_by_name(session, project.id, collection), alias)
         except model.ArtifactError as exc:
@@ -177,7 +177,7 @@ def remove_alias(ctx: Ctx, project: WriteProject, collection: CollectionPath, al
 
 def _tag(ctx: Any, project_id: int, collection: str, version: int | None, tag: str, *, add: bool) -> Any:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         try:
             found = model.collection_by_name(session, project_id, collection)
             row = model.version_by_number(session, found, version) if version is not None else None
@@ -217,7 +217,7 @@ def _link(  # noqa: PLR0917
 ) -> Any:
     now = time.time()
     target = body.collection or collection
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         # The registry is a project: the caller must be allowed to write it too (a key is for one project, so
         # with API keys only a server without keys, or the registry's own project, can link into it).
         registry = authenticate(session, request, body.registry, create=True, insecure=ctx.settings.insecure)

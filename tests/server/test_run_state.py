@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from runalert.automations import OnRunMetric, Project, RunEvent, SendNotification
+from runalert.automations.evaluation import RuleState
 
 P = "/api/v1/projects"
 loss = RunEvent.metric("loss")
@@ -119,6 +120,7 @@ def test_edge_and_cooldown_state_survive_a_restart(make_client: Callable[..., An
 def test_state_rows_are_written_with_the_batch_and_versioned(make_client: Callable[..., Any]) -> None:
     from sqlalchemy import select
 
+    from runalert.server.automation_runtime import decode_state, encode_state
     from runalert.server.models import EvaluatorState
 
     client = make_client(background=False)
@@ -130,7 +132,7 @@ def test_state_rows_are_written_with_the_batch_and_versioned(make_client: Callab
     def rows() -> list[tuple[int, dict[str, Any]]]:
         with ctx.db.session() as session:
             found = session.scalars(select(EvaluatorState)).all()
-            return [(row.version, json.loads(row.state)) for row in found]
+            return [(row.version, decode_state(row.state)) for row in found]
 
     [(version, state)] = rows()
     assert state["evaluator"]["values"] == [1.0] and state["trigger"]["active"] is False
@@ -141,3 +143,45 @@ def test_state_rows_are_written_with_the_batch_and_versioned(make_client: Callab
     assert state["trigger"]["last_fired"] is not None
     post(client, "p", "r", [(3, {"other": 2.0})])  # no watched metric: the state is not written
     assert rows()[0][0] == again
+    assert decode_state(encode_state(state)) == state
+    assert "values" not in json.loads(encode_state(state))["evaluator"]  # packed: no float text
+
+
+def test_stored_states_read_back_exactly() -> None:
+    from runalert.automations import Automation, DoNothing
+    from runalert.server.automation_runtime import decode_state, encode_state
+
+    filters = [
+        loss > 1,
+        loss.avg(3) > 1,
+        loss.max(2).changes_by(frac=0.5),
+        loss.zscore(4).abs() > 2,
+        loss.is_nonfinite(),
+        loss == 2,
+    ]
+    for f in filters:
+        automation = Automation(name="a", event=OnRunMetric(filter=f), action=DoNothing())
+        for values in ([], [1.5, 1e300, -2.0, 0.1, 7.0], [1.0, float("nan")], [float("inf")]):
+            rule = RuleState.fresh(automation)
+            assert rule.evaluator is not None
+            for v in values:
+                if rule.evaluator.takes_nonfinite or (v == v and abs(v) != float("inf")):
+                    rule.evaluator.push(v)
+            rule.trigger.step(True, 12345.678, 0)
+            exported = json.loads(json.dumps(rule.export()))
+            text = encode_state(rule.export())
+            assert decode_state(text) == exported, (f, values)
+            restored = RuleState.restored(automation, "", decode_state(text))
+            assert json.loads(json.dumps(restored.export())) == exported
+
+
+def test_a_changed_event_starts_afresh_and_overwrites_its_stored_state(make_client: Callable[..., Any]) -> None:
+    client = make_client(background=False)
+    register(client, "p", "avg", OnRunMetric(scope=Project("p"), filter=loss.avg(2) > 5))
+    client.put(f"{P}/p/runs/r", json={})
+    assert [n for n, _ in post(client, "p", "r", [(0, {"loss": 9.0}), (1, {"loss": 9.0})])] == ["avg"]
+    new = OnRunMetric(scope=Project("p"), filter=loss.avg(2) > 8) >> SendNotification(title="avg")
+    answer = client.put(f"{P}/p/automations/avg", json={**new.model_dump(mode="json"), "name": "avg", "cooldown": 0})
+    assert answer.status_code == 200, answer.text
+    assert post(client, "p", "r", [(2, {"loss": 9.0})]) == []  # a fresh window: one value is not enough
+    assert [n for n, _ in post(client, "p", "r", [(3, {"loss": 9.0})])] == ["avg"]

@@ -26,6 +26,7 @@ from runalert.automations.evaluators import (
     ChangeEvaluator,
     Evaluator,
     NonFiniteEvaluator,
+    ThresholdEvaluator,
     Trigger,
     ZScoreEvaluator,
     make_evaluator,
@@ -116,13 +117,17 @@ class RuleState:
     that event only. ``version`` is the caller's (the server's row version); the core does not read it.
     """
 
-    __slots__ = ("evaluator", "key", "trigger", "version")
+    __slots__ = ("evaluator", "key", "trigger", "version", "windowed")
 
     def __init__(self, evaluator: Evaluator | None, key: str = "") -> None:
         self.evaluator = evaluator
         self.trigger = Trigger()
         self.key = key
         self.version = 0
+        self.windowed = evaluator is not None and not _memoryless(evaluator)
+        """Whether the evaluator keeps values that later conditions depend on (a window). A plain threshold and
+        ``is_nonfinite()`` judge each value alone: their state changes only with the trigger's (``touched``
+        names them only then)."""
 
     @classmethod
     def fresh(cls, automation: Automation, key: str = "") -> RuleState:
@@ -155,6 +160,12 @@ class RuleState:
             logger.warning("runalert: ignoring saved state of automation %r: %s", automation.name, exc)
             rule = cls.fresh(automation, key)
         return rule
+
+
+def _memoryless(evaluator: Evaluator) -> bool:
+    if isinstance(evaluator, NonFiniteEvaluator):
+        return True
+    return isinstance(evaluator, ThresholdEvaluator) and evaluator.spec.agg is None
 
 
 Applied = list[tuple[Automation, RuleState]]
@@ -287,10 +298,12 @@ class RunEvaluation:
         for automation, rule in applied:
             evaluator = rule.evaluator
             assert evaluator is not None
-            touched.add(automation.id)
+            if rule.windowed:
+                touched.add(automation.id)
             trigger = rule.trigger
             i = evaluator.scan(values, 0, trigger.active)
             while i >= 0:
+                touched.add(automation.id)
                 transition = trigger.step(not trigger.active, now, automation.cooldown)
                 if transition is not None and (transition == "fired" or automation.notify_resolved):
                     firings.append(self._metric_firing(automation, transition, evaluator, values[i], steps[i]))

@@ -18,10 +18,14 @@ The same three parts as the in-process ``LocalEngine`` (registry, evaluation, re
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 import secrets as random
+import sys
 import threading
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +44,7 @@ from runalert.server.models import AlertRecord, Integration, Project, Run, Secre
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.outbox import default_integrations, record_alert
 
-__all__ = ["ENCRYPTED", "AutomationRuntime", "automation_from_spec", "run_url"]
+__all__ = ["ENCRYPTED", "AutomationRuntime", "automation_from_spec", "decode_state", "encode_state", "run_url"]
 
 log = logging.getLogger("runalert.server.automations")
 
@@ -60,13 +64,69 @@ _STAMP_SQL = (
 )
 _VERSIONS_SQL = "SELECT automation_id, version FROM evaluator_state WHERE run_pk = {m}"
 _LOAD_SQL = "SELECT automation_id, version, fingerprint, state FROM evaluator_state WHERE run_pk = {m}"
-_UPSERT_SQL = (
+_INSERT_SQL = (  # an upsert: a row this process has not read (a state dropped from its cache) is overwritten
     "INSERT INTO evaluator_state (run_pk, automation_id, fingerprint, version, state, updated_at) "
     "VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (run_pk, automation_id) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, version = excluded.version, state = excluded.state, "
     "updated_at = excluded.updated_at"
 )
+_UPDATE_SQL = (
+    "UPDATE evaluator_state SET fingerprint = {m}, version = {m}, state = {m}, updated_at = {m} "
+    "WHERE run_pk = {m} AND automation_id = {m}"
+)
 _LOCK_SQL = "SELECT id FROM runs WHERE id = {m} FOR UPDATE"
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode_state(data: Mapping[str, Any]) -> str:
+    """A rule state (``RuleState.export()``) as the JSON text of its row, the evaluator's window values packed as
+    base64 of little-endian float64 (``"packed"``): JSON's float text costs far more to write and read."""
+    evaluator = data.get("evaluator")
+    trigger = data.get("trigger") or {}
+    if evaluator and type(evaluator.get("observed")) is float and type(evaluator.get("count")) is int:
+        observed = evaluator["observed"]
+        last = trigger.get("last_fired")
+        shape = len(data) == 2 and len(evaluator) == 4 and len(trigger) == 3  # state_dict()'s keys, no others
+        if shape and math.isfinite(observed) and (last is None or type(last) is float):
+            # the common shape, written without the encoder's generic walk (the ingest path writes it per batch)
+            return (
+                f'{{"evaluator":{{"kind":"{evaluator["kind"]}","count":{evaluator["count"]},"observed":{observed!r},'
+                f'"packed":"{_pack(evaluator.get("values") or [])}"}},"trigger":{{"active":'
+                f'{"true" if trigger.get("active") else "false"},"notified":'
+                f'{"true" if trigger.get("notified") else "false"},"last_fired":'
+                f"{'null' if last is None else repr(last)}}}}}"
+            )
+    if evaluator and evaluator.get("values"):
+        values = array("d", evaluator["values"])
+        if sys.byteorder != "little":
+            values.byteswap()
+        packed = base64.b64encode(values.tobytes()).decode("ascii")
+        data = {**data, "evaluator": {**{k: v for k, v in evaluator.items() if k != "values"}, "packed": packed}}
+    return _JSON.encode(data)
+
+
+def _pack(values: Sequence[float]) -> str:
+    packed = array("d", values)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def decode_state(text: str) -> dict[str, Any]:
+    """:func:`encode_state`'s text back as ``RuleState.export()`` data (``ValueError`` if it is not that)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("a rule state is a JSON object")
+    evaluator = data.get("evaluator")
+    if isinstance(evaluator, dict) and "packed" in evaluator:
+        values = array("d")
+        values.frombytes(base64.b64decode(evaluator.pop("packed")))
+        if sys.byteorder != "little":
+            values.byteswap()
+        evaluator["values"] = values.tolist()
+    return data
 
 
 def run_url(public_url: str | None, project: str | None, run_id: str) -> str:
@@ -112,6 +172,8 @@ class _Project:
     runs: dict[str, RunEvaluation] = field(default_factory=dict)
     stale: bool = False
     """Changed through this process: read again on next use."""
+    current: set[str] = field(default_factory=set)
+    """(SQLite) the runs whose cached states were read from the database and are current."""
 
 
 class AutomationRuntime:
@@ -180,7 +242,9 @@ class AutomationRuntime:
                 log.warning("automation %r cannot be loaded: %s", row.name, exc)
         old = self._projects.get(project_id)
         name = found.name if found is not None else str(project_id)
-        return _Project(registry, name, stamp, old.runs if old is not None else {})
+        if old is None:
+            return _Project(registry, name, stamp)
+        return _Project(registry, name, stamp, old.runs, current=old.current)
 
     def sync_project(self, session: Session, project_id: int) -> None:
         """The project's secrets or integrations changed: read its registry again on next use."""
@@ -248,7 +312,7 @@ class AutomationRuntime:
             return []
         evaluation = self._evaluation(project, run_id, attrs)
         evaluation.run.state, evaluation.run.reason = state, reason
-        self._refresh(cursor, project.registry, evaluation, run_pk)
+        self._refresh(cursor, project, evaluation, run_pk)
         firings = evaluation.evaluate(project.registry, columns, now)
         self._save(cursor, evaluation, run_pk, now)
         return firings
@@ -265,6 +329,7 @@ class AutomationRuntime:
         project = self._projects.get(project_id)
         if project is not None:
             project.runs.pop(run_id, None)
+            project.current.discard(run_id)
 
     def on_state(
         self,
@@ -288,11 +353,12 @@ class AutomationRuntime:
         if cursor.postgresql:
             cursor.all(_LOCK_SQL, (run.id,))
         try:
-            self._refresh(cursor, project.registry, evaluation, run.id)
+            self._refresh(cursor, project, evaluation, run.id)
             firings = evaluation.set_state(project.registry, state, reason, now)
             self._save(cursor, evaluation, run.id, now)
         except Exception:
             project.runs.pop(run.run_id, None)
+            project.current.discard(run.run_id)
             raise
         return self._record(session, project, run=run, info=evaluation.run, firings=firings, kind=kind, now=now)
 
@@ -336,9 +402,17 @@ class AutomationRuntime:
         )
 
     # -- state in the database -------------------------------------------------------------------------
-    def _refresh(self, cursor: _Cursor, registry: Registry, evaluation: RunEvaluation, run_pk: int) -> None:
+    def _refresh(self, cursor: _Cursor, project: _Project, evaluation: RunEvaluation, run_pk: int) -> None:
         """Make the cached rule states those of the database: when a stored version differs from the cached one
-        (another process took a batch of this run, or a transaction of this one failed), reload them all."""
+        (another process took a batch of this run, or a transaction of this one failed), reload them all.
+
+        On SQLite no other process writes them (one server process per file), so a run's cache, once read, is
+        current: only a failed transaction makes it stale, and that drops it (:meth:`forget`)."""
+        registry = project.registry
+        if not cursor.postgresql:
+            if evaluation.run.run_id in project.current:
+                return
+            project.current.add(evaluation.run.run_id)
         stored = cursor.all(_VERSIONS_SQL, (run_pk,))
         rules = evaluation.rules
         cached = {automation_id: rule.version for automation_id, rule in rules.items() if rule.version}
@@ -355,8 +429,8 @@ class AutomationRuntime:
             data = None
             if fingerprint == key:  # else its event changed: it starts afresh (and its row is overwritten)
                 try:
-                    data = json.loads(state)
-                except ValueError:
+                    data = decode_state(state)
+                except (ValueError, TypeError):
                     log.warning("the stored state of automation %r is not JSON: it starts afresh", automation.name)
             rule = RuleState.restored(automation, key, data)
             rule.version = version
@@ -367,17 +441,26 @@ class AutomationRuntime:
         touched = evaluation.touched
         if not touched:
             return
-        rows = []
+        inserts, updates = [], []
         rules = evaluation.rules
         for automation_id in touched:
             rule = rules.get(automation_id)
             if rule is None:
                 continue
-            # A new random version, never one a failed transaction may have left in some process's cache.
-            rule.version = random.randbits(62) + 1
-            rows.append((run_pk, int(automation_id), rule.key, rule.version, json.dumps(rule.export()), now))
+            state = encode_state(rule.export())
+            # A new random version, never one a failed transaction may have left in some process's cache. A state
+            # with a version has its row (it was read or written under the run's lock); one without is upserted.
+            version = random.randbits(62) + 1
+            if rule.version:
+                updates.append((rule.key, version, state, now, run_pk, int(automation_id)))
+            else:
+                inserts.append((run_pk, int(automation_id), rule.key, version, state, now))
+            rule.version = version
         touched.clear()
-        cursor.executemany(_UPSERT_SQL, rows)
+        if updates:
+            cursor.executemany(_UPDATE_SQL, updates)
+        if inserts:
+            cursor.executemany(_INSERT_SQL, inserts)
 
     # -- the outbox ------------------------------------------------------------------------------------
     def _record(

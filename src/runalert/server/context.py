@@ -29,7 +29,6 @@ class ServerContext:
             public_url=settings.public_url,
             count=self.count,
         )
-        self.engine = self.automations  # the old name, still used by some routers
         self.dispatcher = Dispatcher(self.db, self.cipher, settings, counters=self.count)
         self.heartbeats = HeartbeatMonitor(
             self.db,

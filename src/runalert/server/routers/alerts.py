@@ -34,7 +34,7 @@ AlertId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 )
 def post_alert(ctx: Ctx, project: WriteProject, body: AlertIn, response: Response) -> AlertOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         if body.id:
             existing = session.get(AlertRecord, body.id)
             if existing is not None:
@@ -47,7 +47,7 @@ def post_alert(ctx: Ctx, project: WriteProject, body: AlertIn, response: Respons
             run = session.scalar(select(Run).where(Run.project_id == project.id, Run.run_id == body.run_id))
             if run is None:
                 raise HTTPException(404, detail=f"run {body.run_id!r} not found")
-            touch_run(session, ctx.engine, run, now)
+            touch_run(session, ctx.automations, run, now)
         elif body.run_name:
             # A forwarded alert whose sender no longer knows the run's id (resent from the spool by a later
             # process): the project's latest run of that name, if any.

@@ -113,7 +113,7 @@ def _row(session: Session, project_id: int, name: str) -> AutomationRow | None:
 def _upsert(ctx: Any, project: ProjectRef, automation: Automation, *, create_only: bool) -> tuple[AutomationOut, str]:
     spec = automation.spec()
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         row = _row(session, project.id, automation.name)
         if row is not None and row.spec == spec:
             return _out(row, "unchanged"), "unchanged"
@@ -122,7 +122,7 @@ def _upsert(ctx: Any, project: ProjectRef, automation: Automation, *, create_onl
                 409, detail=f"automation {automation.name!r} exists with a different spec: PUT it to update it"
             )
         try:
-            ctx.engine.check(session, project.id, automation)
+            ctx.automations.check(session, project.id, automation)
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         if row is None:
@@ -134,7 +134,7 @@ def _upsert(ctx: Any, project: ProjectRef, automation: Automation, *, create_onl
         row.spec, row.enabled, row.updated_at, row.version = spec, automation.enabled, now, row.version + 1
         session.flush()
         try:
-            ctx.engine.put_automation(session, project.id, row.id, automation)
+            ctx.automations.put_automation(session, project.id, row.id, automation)
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         return _out(row, result), result
@@ -201,10 +201,10 @@ def patch_automation(ctx: Ctx, project: WriteProject, name: Name, body: Automati
 
 @router.delete("/{name}", status_code=204, summary="Delete an automation")
 def delete_automation(ctx: Ctx, project: WriteProject, name: Name) -> Response:
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         row = _row(session, project.id, name)
         if row is None:
             raise HTTPException(404, detail=f"automation {name!r} not found")
         session.delete(row)
-        ctx.engine.delete_automation(session, project.id, name)
+        ctx.automations.delete_automation(session, project.id, name)
     return Response(status_code=204)

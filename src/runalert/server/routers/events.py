@@ -15,8 +15,8 @@ router = APIRouter(prefix="/api/v1/projects/{project}/events", tags=["events"])
 @router.post("", response_model=EventOut, status_code=202, summary="An artifact event")
 def post_event(ctx: Ctx, project: WriteProject, body: ArtifactEventIn) -> EventOut:
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:
-        alerts = ctx.engine.on_artifact_event(
+    with ctx.automations.lock, ctx.db.session() as session:
+        alerts = ctx.automations.on_artifact_event(
             session,
             project.id,
             body.event_type,

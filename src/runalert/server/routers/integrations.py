@@ -97,7 +97,7 @@ def put_integration(
         raise HTTPException(422, detail=str(exc)) from None
     data = spec.model_dump(mode="json") | delivery_options(body.spec_data()).as_spec()
     now = time.time()
-    with ctx.engine.lock, ctx.db.session() as session:  # the ingest order: engine, then database
+    with ctx.automations.lock, ctx.db.session() as session:  # the ingest order: automations lock, then database
         integration = session.scalar(
             select(Integration).where(Integration.project_id == project.id, Integration.name == name)
         )
@@ -122,8 +122,8 @@ def put_integration(
             integration.description = body.description
             integration.updated_at = now
         session.flush()
-        with ctx.engine.lock:
-            ctx.engine.sync_project(session, project.id)
+        with ctx.automations.lock:
+            ctx.automations.sync_project(session, project.id)
         return _out(session, integration, result)
 
 

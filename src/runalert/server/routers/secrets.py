@@ -38,7 +38,7 @@ def list_secrets(ctx: Ctx, project: ReadProject) -> list[SecretOut]:
 def put_secret(ctx: Ctx, project: WriteProject, name: SecretName, body: SecretIn, response: Response) -> SecretOut:
     now = time.time()
     ciphertext = ctx.cipher.encrypt(body.value)
-    with ctx.engine.lock, ctx.db.session() as session:  # the ingest order: engine, then database
+    with ctx.automations.lock, ctx.db.session() as session:  # the ingest order: automations lock, then database
         secret = session.scalar(select(Secret).where(Secret.project_id == project.id, Secret.name == name))
         if secret is None:
             secret = Secret(project_id=project.id, name=name, ciphertext=ciphertext, created_at=now, updated_at=now)
@@ -47,19 +47,19 @@ def put_secret(ctx: Ctx, project: WriteProject, name: SecretName, body: SecretIn
         else:
             secret.ciphertext, secret.updated_at = ciphertext, now
         session.flush()
-        with ctx.engine.lock:
-            ctx.engine.sync_project(session, project.id)
+        with ctx.automations.lock:
+            ctx.automations.sync_project(session, project.id)
         return _out(secret)
 
 
 @router.delete("/{name}", status_code=204, summary="Delete a secret")
 def delete_secret(ctx: Ctx, project: WriteProject, name: SecretName) -> Response:
-    with ctx.engine.lock, ctx.db.session() as session:
+    with ctx.automations.lock, ctx.db.session() as session:
         secret = session.scalar(select(Secret).where(Secret.project_id == project.id, Secret.name == name))
         if secret is None:
             raise HTTPException(404, detail=f"secret {name!r} not found")
         session.delete(secret)
         session.flush()
-        with ctx.engine.lock:
-            ctx.engine.sync_project(session, project.id)
+        with ctx.automations.lock:
+            ctx.automations.sync_project(session, project.id)
     return Response(status_code=204)

@@ -50,6 +50,8 @@ def _stored(client: Client, run_id: str) -> dict[str, Any]:
 def _monitor(url: str, project: str, **options: Any) -> RunMonitor:
     options.setdefault("on_stage_end", ())
     options.setdefault("heartbeat_interval", 0.2)
+    # These tests count the points a run stores: the system metrics' readings (on by default) would add to them.
+    options.setdefault("system_metrics_interval", None)
     return RunMonitor(server=url, project=project, install_crash_hooks=False, **options)
 
 

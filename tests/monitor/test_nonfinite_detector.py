@@ -120,13 +120,22 @@ def test_a_value_that_is_not_a_number_is_named_with_its_type_in_one_warning(
 
 # -- check(): epoch-level metrics, read at once ----------------------------------------------------------------
 def test_check_reads_every_watched_value_at_once_past_keys_it_ignores() -> None:
-    detector = NonFiniteDetector("loss", check_every_n_steps=1000, feed=["val_acc"])
+    detector = NonFiniteDetector("loss", check_every_n_steps=1000, feed=["val_acc", "lr"])
     fed: dict[str, float] = {}
-    values = {"epoch": 3, "val_acc": torch.tensor(0.75), "val_loss": torch.tensor(NAN), "lr": NAN}
-    found = detector.check(values, 40, fed)
+    values = {"epoch": 3, "lr": NAN, "val_acc": torch.tensor(0.75), "val_loss": torch.tensor(NAN)}
+    found = detector.check(values, 40, fed)  # "lr" is only fed: handed out as NaN, not a finding
     assert found is not None and found.key == "val_loss" and found.step == 40 and math.isnan(found.value or 0.0)
-    assert fed == {"val_acc": 0.75} and detector.held == []  # nothing held for later
+    assert fed.keys() == {"lr", "val_acc"} and math.isnan(fed["lr"]) and fed["val_acc"] == 0.75
+    assert detector.held == []  # nothing held for later
     assert detector.check({"epoch": 4, "val_loss": 0.25}, 41) is None
+
+
+def test_check_reports_the_first_non_finite_value() -> None:
+    detector = NonFiniteDetector("all")
+    found = detector.check({"loss": NAN, "val_loss": INF, "acc": torch.tensor(NAN)}, 7)
+    assert found is not None and found.key == "loss"
+    found = detector.check({"acc": 0.5, "loss": torch.tensor(INF), "val_loss": torch.tensor(NAN)}, 8)
+    assert found == Finding("loss", INF, 8)
 
 
 class _Ratio(float):

@@ -11,8 +11,10 @@
   ``RUNALERT_BENCH_DATABASE_URL``), by ``runalert serve --workers N`` for N = 1, 2 and 4, side by side in one
   run (the configurations take turns, round after round): points per second and the server's CPU-seconds per
   million points (user + system of every server process, read with psutil), counted after 3 s of load that
-  warm each process's caches and connections. The wall figure cannot grow past the machine's cores; the CPU
-  per point must stay flat as processes are added (no contention cost).
+  warm each process's caches and connections. With run affinity (each client sends to runs of its own over
+  one kept-alive connection, so a run's batches reach one process) and without (any batch to any process, so
+  a process's cached evaluator state is usually stale: the worst case). The wall figure cannot grow past the
+  machine's cores; the CPU per point must stay flat as processes are added (no contention cost).
 
 The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
 says how many there were.
@@ -137,12 +139,15 @@ def _request(conn: http.client.HTTPConnection, method: str, path: str, body: byt
     return data
 
 
-def _batches(seed: int, count: int) -> list[tuple[str, bytes]]:
-    """``count`` (run path, JSON body) pairs, built before the clock starts."""
+def _batches(seed: int, count: int, share: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
+    """``count`` (run path, JSON body) pairs, built before the clock starts: to any run, or with ``share`` =
+    (i, n) only to the runs whose number is i modulo n (a client of its own runs)."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
         run = rng.randrange(PROBE_RUNS, RUNS)
+        while share is not None and run % share[1] != share[0]:
+            run = rng.randrange(PROBE_RUNS, RUNS)
         start = rng.randrange(0, 1_000_000)
         rows = [
             {
@@ -166,10 +171,12 @@ def _batches(seed: int, count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def _client(port: int, seed: int, warm_at: float, start_at: float, stop_at: float, results: Any) -> None:
+def _client(
+    port: int, seed: int, share: tuple[int, int] | None, warm_at: float, start_at: float, stop_at: float, results: Any
+) -> None:
     """Post batches from ``warm_at`` (warming the server's caches and connections) to ``stop_at``; what was
     sent from ``start_at`` on is counted."""
-    batches = _batches(seed, 400)
+    batches = _batches(seed, 400, share)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     made = sent = points = 0
     per_second = [0] * (int(stop_at - start_at) + 1)
@@ -293,10 +300,18 @@ def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: fl
 
 
 def measure(
-    *, seconds: float, clients: int, database_url: str | None = None, workers: int = 1, warmup: float = 3.0
+    *,
+    seconds: float,
+    clients: int,
+    database_url: str | None = None,
+    workers: int = 1,
+    warmup: float = 3.0,
+    affinity: bool = False,
 ) -> dict[str, Any]:
     """One load run (``warmup`` seconds of load first, not counted); returns points/s, request rate, the probes'
-    latencies (ms) and the server's CPU over the counted seconds."""
+    latencies (ms) and the server's CPU over the counted seconds. ``affinity``: each client sends to runs of
+    its own over its one kept-alive connection, so a run's batches all reach the same server process (a load
+    balancer with run affinity); else any client sends to any run (no affinity: the worst case)."""
     with tempfile.TemporaryDirectory(prefix="runalert-bench-") as tmp:
         home = Path(tmp)
         receiver = _Receiver()
@@ -310,7 +325,18 @@ def measure(
             start_at = warm_at + warmup
             stop_at = start_at + seconds
             procs = [
-                ctx.Process(target=_client, args=(server.port, seed, warm_at, start_at, stop_at, results))
+                ctx.Process(
+                    target=_client,
+                    args=(
+                        server.port,
+                        seed,
+                        (seed, clients) if affinity else None,
+                        warm_at,
+                        start_at,
+                        stop_at,
+                        results,
+                    ),
+                )
                 for seed in range(clients)
             ]
             for proc in procs:
@@ -423,27 +449,31 @@ PROCESSES = (1, 2, 4)
 
 
 def _postgresql_rows(seconds: float, clients: int, rounds: int) -> list[Row]:
-    """Ingest on PostgreSQL by 1, 2 and 4 server processes, side by side: the configurations take turns, round
-    after round (a machine shared with other work drifts; interleaving spreads the drift over all of them), and
-    each figure is the median of its rounds."""
-    results: dict[int, list[dict[str, Any]]] = {workers: [] for workers in PROCESSES}
+    """Ingest on PostgreSQL by 1, 2 and 4 server processes, side by side, with and without run affinity: the
+    configurations take turns, round after round (a machine shared with other work drifts; interleaving spreads
+    the drift over all of them), and each figure is the median of its rounds."""
+    modes = {"no run affinity": False, "run affinity": True}
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {(m, w): [] for m in modes for w in PROCESSES}
     with _postgresql() as base:
         for round_ in range(rounds):
-            for workers in PROCESSES:
-                url = _new_database(base, f"runalert_bench_{workers}_{round_}")
-                results[workers].append(measure(seconds=seconds, clients=clients, database_url=url, workers=workers))
+            for i, (mode, workers) in enumerate(results):
+                url = _new_database(base, f"runalert_bench_{i}_{round_}")
+                results[mode, workers].append(
+                    measure(seconds=seconds, clients=clients, database_url=url, workers=workers, affinity=modes[mode])
+                )
     cpus = os.cpu_count() or 0
-    cost = {w: statistics.median(r["cpu_s_per_million"] for r in rs) for w, rs in results.items()}
+    cost = {key: statistics.median(r["cpu_s_per_million"] for r in rs) for key, rs in results.items()}
     rows = []
-    for workers, runs in results.items():
+    for (mode, workers), runs in results.items():
         rate = [r["points_per_s"] for r in runs]
         per_million = [r["cpu_s_per_million"] for r in runs]
-        processes = f"{workers} server process{'es' if workers > 1 else ''}"
+        processes = f"{workers} server process{'es' if workers > 1 else ''}, {mode}"
         note = (
-            f"PostgreSQL, runalert serve --workers {workers}; {RUNS} runs, 20 automations, {clients} client "
-            f"processes on the same {cpus} CPUs; median of {rounds} interleaved rounds of {seconds:g} s; the server "
-            f"used {statistics.median(r['server_cpu'] for r in runs):.2f} CPUs"
+            f"PostgreSQL, runalert serve --workers {workers}, {mode}; {RUNS} runs, 20 automations, {clients} "
+            f"client processes on the same {cpus} CPUs; median of {rounds} interleaved rounds of {seconds:g} s; "
+            f"the server used {statistics.median(r['server_cpu'] for r in runs):.2f} CPUs"
         )
+        one = cost[mode, 1]
         rows.append(
             Row(
                 SUITE,
@@ -454,18 +484,18 @@ def _postgresql_rows(seconds: float, clients: int, rounds: int) -> list[Row]:
                 target="≥ 100,000 points/s with 1 process (PostgreSQL)" if workers == 1 else None,
                 note=note,
                 spread={"min": min(rate), "max": max(rate)},
-                extra={"cpu_s_per_million_points": cost[workers]},
+                extra={"cpu_s_per_million_points": cost[mode, workers]},
             )
         )
         rows.append(
             Row(
                 SUITE,
                 f"PostgreSQL server CPU per million points, {processes}",
-                cost[workers],
+                cost[mode, workers],
                 "CPU-s/1M points",
                 len(runs),
-                ratio=cost[workers] / cost[1] if cost[1] else None,
-                baseline="1 server process",
+                ratio=cost[mode, workers] / one if one else None,
+                baseline=f"1 server process, {mode}",
                 target="flat from 1 to 4 processes (ratio ≈ 1)",
                 note=note,
                 spread={"min": min(per_million), "max": max(per_million)},

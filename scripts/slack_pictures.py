@@ -1,12 +1,15 @@
-"""The pictures of docs/teams.md: what a Slack channel shows of a roll-up and of a run's thread.
+"""The pictures of docs/teams.md: what a Slack channel shows of a roll-up, a run's thread, a group's end, a digest.
 
-    python scripts/slack_pictures.py              # writes docs/images/slack-rollup.png and slack-thread.png
+    python scripts/slack_pictures.py              # writes docs/images/slack-{rollup,thread,group,digest}.png
     python scripts/slack_pictures.py --out /tmp   # elsewhere
 
 The messages are real: a server app (in this process) delivers them to the loopback Slack Web API of the tests
 (``tests/slack_api.py``), which keeps them as Slack would (messages, thread replies, updates in place). They are
 then drawn as Slack lays out Block Kit (header, text, fields, context; replies under their message) in a small
 HTML page, and photographed with the headless Chromium driver the tests use (``tests/support/chromium.py``).
+The group message (``OnGroupFinished``) comes from the server's own check of groups; the digest (``OnSchedule``)
+from its check of schedules, with the server's clock moved past the next scheduled time (``clock_offset``). Every
+message photographed is checked against Slack's Block Kit limits (``runalert.slack_limits``) first.
 """
 
 from __future__ import annotations
@@ -18,18 +21,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from croniter import croniter  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from tests.slack_api import TOKEN, Message, SlackAPI  # noqa: E402
 from tests.support.chromium import Chromium  # noqa: E402
 
+from runalert.automations import (  # noqa: E402
+    OnGroupFinished,
+    OnRunMetric,
+    OnSchedule,
+    Project,
+    RunEvent,
+    SendNotification,
+)
+from runalert.automations.automation import Automation  # noqa: E402
 from runalert.server.app import create_app  # noqa: E402
 from runalert.server.settings import ServerSettings  # noqa: E402
+from runalert.slack_limits import block_kit_problems  # noqa: E402
 
 P = "/api/v1/projects/vision"
 EMOJI = {":rotating_light:": "#e01e5a", ":warning:": "#ecb22e", ":large_blue_circle:": "#1d9bd1"}
@@ -104,9 +120,14 @@ def message_html(message: Message, note: str = "") -> str:
     return out + (f'<div class="note">{html.escape(note)}</div>' if note else "")
 
 
-def channel_html(slack: SlackAPI, notes: dict[str, str]) -> str:
+def channel_html(slack: SlackAPI, notes: dict[str, str], only: Callable[[Message], bool] = lambda _m: True) -> str:
     parts = [f"<style>{CSS}</style>", '<div class="channel"># training-alerts</div>']
     for message in slack.top_level():
+        problems = block_kit_problems({"text": message.text, "blocks": message.blocks})
+        if problems:
+            raise SystemExit(f"{message.header!r} breaks Block Kit's limits: {problems}")
+        if not only(message):
+            continue
         if message.thread_ts is not None and message.thread_ts != message.ts:
             continue  # a broadcast reply: shown in its thread below
         parts.append(message_html(message, notes.get(message.ts, "")))
@@ -186,6 +207,83 @@ def thread(home: Path) -> SlackAPI:
     return slack
 
 
+def automation(client: TestClient, name: str, new: Automation) -> None:
+    data = {**new.model_dump(mode="json"), "name": name}
+    spec = {k: v for k, v in data.items() if v is not None}
+    client.put(f"{P}/automations/{name}", json=spec).raise_for_status()
+
+
+def finish(client: TestClient, run: str, state: str = "FINISHED", **extra: Any) -> None:
+    client.post(f"{P}/runs/{run}/state", json={"state": state, **extra}).raise_for_status()
+
+
+SWEEP = [  # run, final val_loss (None: failed before it logged one), how it ended
+    ("lr-3e-4", 0.213, None),
+    ("lr-1e-3", 0.351, None),
+    ("lr-1e-4", 0.402, None),
+    ("lr-3e-3", 0.688, None),
+    ("lr-1e-5", 0.934, None),
+    ("lr-3e-5", 0.871, None),
+    ("lr-1e-2", None, {"exception": "OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2.00 GiB"}),
+]
+
+
+def sweep(client: TestClient, group: str) -> None:
+    """The runs of a W&B sweep: six finish, with their val_loss, and one crashes before logging any."""
+    for run, loss, failure in SWEEP:
+        client.put(f"{P}/runs/{run}", json={"name": run, "group": group}).raise_for_status()
+        if loss is not None:
+            rows = [{"step": s, "metrics": {"val_loss": round(loss + 1.5 / (s + 1), 3)}} for s in range(0, 300, 100)]
+            rows.append({"step": 300, "metrics": {"val_loss": loss}})
+            client.post(f"{P}/runs/{run}/metrics", json={"rows": rows}).raise_for_status()
+            finish(client, run)
+        else:
+            finish(client, run, "FAILED", reason="exception", failure=failure)
+
+
+def group(home: Path) -> SlackAPI:
+    """A sweep's seven runs end: one message, the leaderboard by val_loss and the failed run with its reason."""
+    slack = SlackAPI().__enter__()
+    client = app(home, group_check_interval=0.1)
+    integration(client, slack)
+    event = OnGroupFinished(
+        scope=Project("vision"), filter=RunEvent.group.matches_regex("^wandb-sweep/"), settle=1, metric="val_loss"
+    )
+    automation(client, "sweep-done", event >> SendNotification(integration="team", severity="INFO"))
+    sweep(client, "wandb-sweep/k3x9")
+    wait(lambda: any(m.header.startswith("Group ") for m in slack.top_level()), "the group's message")
+    wait(lambda: settled(client), "the deliveries")
+    client.__exit__(None, None, None)
+    return slack
+
+
+DIGEST_CRON, DIGEST_ZONE = "0 9 * * 1-5", "Europe/Berlin"
+
+
+def digest(home: Path) -> SlackAPI:
+    """A morning digest: the server's clock is moved just past the next 9:00 of a weekday (Berlin)."""
+    start = datetime.fromtimestamp(time.time(), tz=ZoneInfo(DIGEST_ZONE))
+    slot = croniter(DIGEST_CRON, start).get_next(datetime).timestamp()
+    slack = SlackAPI().__enter__()
+    client = app(home, group_check_interval=0.1, clock_offset=slot - time.time() + 1)
+    integration(client, slack)
+    diverging = OnRunMetric(scope=Project("vision"), filter=RunEvent.metric("loss") > 10.0)
+    automation(client, "loss-diverging", diverging >> SendNotification(integration="team", severity="WARN"))
+    sweep(client, "wandb-sweep/k3x9")
+    for run, loss in (("vit-b-5", 14.2), ("bert-base-2", 1.9)):
+        client.put(f"{P}/runs/{run}", json={"name": run}).raise_for_status()
+        rows = {"rows": [{"step": 1, "metrics": {"loss": loss}}]}
+        client.post(f"{P}/runs/{run}/metrics", json=rows).raise_for_status()
+    client.put(f"{P}/runs/vit-b-2", json={"name": "vit-b-2"}).raise_for_status()
+    finish(client, "vit-b-2", "FAILED", reason="heartbeat_timeout")
+    daily = OnSchedule(scope=Project("vision"), cron=DIGEST_CRON, timezone=DIGEST_ZONE, metric="val_loss")
+    automation(client, "daily", daily >> SendNotification(integration="team", title="Morning digest"))
+    wait(lambda: any(m.header == "Morning digest" for m in slack.top_level()), "the digest")
+    wait(lambda: settled(client), "the deliveries")
+    client.__exit__(None, None, None)
+    return slack
+
+
 def photograph(page: str, out: Path, folder: Path) -> None:
     source = folder / (out.stem + ".html")
     source.write_text(f"<!doctype html><meta charset=utf-8>{page}", encoding="utf-8")
@@ -210,6 +308,10 @@ def main() -> None:
         }
         photograph(channel_html(storm, notes), args.out / "slack-rollup.png", folder)
         photograph(channel_html(thread(folder / "thread"), {}), args.out / "slack-thread.png", folder)
+        groups = channel_html(group(folder / "group"), {}, lambda m: m.header.startswith("Group "))
+        photograph(groups, args.out / "slack-group.png", folder)
+        digests = channel_html(digest(folder / "digest"), {}, lambda m: m.header == "Morning digest")
+        photograph(digests, args.out / "slack-digest.png", folder)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from runalert.automations import (  # noqa: E402
     RunEvent,
     SendNotification,
 )
-from runalert.automations.automation import Automation  # noqa: E402
+from runalert.automations.automation import NewAutomation  # noqa: E402
 from runalert.server.app import create_app  # noqa: E402
 from runalert.server.settings import ServerSettings  # noqa: E402
 from runalert.slack_limits import block_kit_problems  # noqa: E402
@@ -207,7 +207,7 @@ def thread(home: Path) -> SlackAPI:
     return slack
 
 
-def automation(client: TestClient, name: str, new: Automation) -> None:
+def automation(client: TestClient, name: str, new: NewAutomation) -> None:
     data = {**new.model_dump(mode="json"), "name": name}
     spec = {k: v for k, v in data.items() if v is not None}
     client.put(f"{P}/automations/{name}", json=spec).raise_for_status()
@@ -249,7 +249,7 @@ def group(home: Path) -> SlackAPI:
     event = OnGroupFinished(
         scope=Project("vision"), filter=RunEvent.group.matches_regex("^wandb-sweep/"), settle=1, metric="val_loss"
     )
-    automation(client, "sweep-done", event >> SendNotification(integration="team", severity="INFO"))
+    automation(client, "sweep-done", event >> SendNotification(integration_id="team", severity="INFO"))
     sweep(client, "wandb-sweep/k3x9")
     wait(lambda: any(m.header.startswith("Group ") for m in slack.top_level()), "the group's message")
     wait(lambda: settled(client), "the deliveries")
@@ -268,7 +268,7 @@ def digest(home: Path) -> SlackAPI:
     client = app(home, group_check_interval=0.1, clock_offset=slot - time.time() + 1)
     integration(client, slack)
     diverging = OnRunMetric(scope=Project("vision"), filter=RunEvent.metric("loss") > 10.0)
-    automation(client, "loss-diverging", diverging >> SendNotification(integration="team", severity="WARN"))
+    automation(client, "loss-diverging", diverging >> SendNotification(integration_id="team", severity="WARN"))
     sweep(client, "wandb-sweep/k3x9")
     for run, loss in (("vit-b-5", 14.2), ("bert-base-2", 1.9)):
         client.put(f"{P}/runs/{run}", json={"name": run}).raise_for_status()
@@ -277,7 +277,7 @@ def digest(home: Path) -> SlackAPI:
     client.put(f"{P}/runs/vit-b-2", json={"name": "vit-b-2"}).raise_for_status()
     finish(client, "vit-b-2", "FAILED", reason="heartbeat_timeout")
     daily = OnSchedule(scope=Project("vision"), cron=DIGEST_CRON, timezone=DIGEST_ZONE, metric="val_loss")
-    automation(client, "daily", daily >> SendNotification(integration="team", title="Morning digest"))
+    automation(client, "daily", daily >> SendNotification(integration_id="team", title="Morning digest"))
     wait(lambda: any(m.header == "Morning digest" for m in slack.top_level()), "the digest")
     wait(lambda: settled(client), "the deliveries")
     client.__exit__(None, None, None)

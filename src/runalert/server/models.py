@@ -267,6 +267,7 @@ class EvaluatorState(Base):
     state: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[float] = mapped_column(default=_now)
 
+
 class ArtifactCollection(Base):
     """A named sequence of artifact versions in a project (revision 0007); in a registry's project, a collection of
     the registry (created by the first link to it). ``type`` is W&B's artifact type (``model`` for checkpoints)."""

@@ -8,6 +8,7 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 
 from runalert.automations import OnGroupFinished, Project, RunEvent, SendNotification
+from tests.slack_api import TOKEN, SlackAPI
 from tests.support import Receiver, wait_for
 
 P = "/api/v1/projects"
@@ -125,3 +126,38 @@ def test_the_page_shows_groups_with_counts_and_the_best_run(client: Any) -> None
     highest = client.get("/?metric=loss&mode=max").text
     assert '<a href="/runs/p/run-a">run-a</a> 0.5' in highest
     assert client.get("/?mode=sideways").status_code == 422
+
+
+def test_with_a_slack_bot_a_group_finishing_again_updates_its_message_in_place(server_process: Any) -> None:
+    """A Slack bot: the group's summary is one message, updated (``chat.update``) when a late run re-opens the
+    group and it finishes again, never a second post. The Slack Web API is a real server on loopback."""
+    with SlackAPI() as slack:
+        server = server_process(**FAST_GROUPS)
+        api = server.api
+        assert api("PUT", f"{P}/p/secrets/SLACK_TOKEN", json={"value": TOKEN}).status_code in (200, 201)
+        bot = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts", "api_url": slack.url}
+        assert api("PUT", f"{P}/p/integrations/team", json=bot).status_code == 201
+        event = OnGroupFinished(scope=Project("p"), filter=RunEvent.group.matches_regex("^sweep-"), settle=1)
+        spec = (event >> SendNotification(integration="team")).model_dump(mode="json")
+        spec = {k: v for k, v in {**spec, "name": "sweep-done"}.items() if v is not None}
+        assert api("PUT", f"{P}/p/automations/sweep-done", json=spec).status_code in (200, 201)
+
+        def summaries() -> list[Any]:
+            return [m for m in slack.top_level() if m.header == "Group sweep-9 finished"]
+
+        for run in ("run-a", "run-b"):
+            _run(api, run, "sweep-9")
+            _end(api, run)
+        assert wait_for(lambda: len(summaries()) == 1, timeout=30)
+        assert "2 runs: 2 finished, 0 failed." in summaries()[0].flat
+        _run(api, "run-late", "sweep-9")  # joins: the group is open again
+        _end(api, "run-late")
+        assert wait_for(lambda: slack.ok_calls("chat.update") >= 1, timeout=30)
+        # A later group's message was posted after every earlier delivery: nothing more is coming for sweep-9.
+        _run(api, "sweep-barrier", "sweep-barrier")
+        _end(api, "sweep-barrier")
+        assert wait_for(lambda: any(m.header == "Group sweep-barrier finished" for m in slack.top_level()), timeout=30)
+        (message,) = summaries()  # no second post
+        assert "3 runs: 3 finished, 0 failed." in message.flat
+        assert slack.ok_calls("chat.update") == 1 and len(message.versions) == 2
+        assert slack.ok_calls("chat.postMessage") == 2  # sweep-9 once, the barrier once

@@ -48,7 +48,7 @@ from runalert.server.integrations import (
     parse_integration,
 )
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
-from runalert.server.rollup import ROLLUP, close_due, render
+from runalert.server.rollup import IN_PLACE_KINDS, ROLLUP, close_due, render
 from runalert.server.settings import ServerSettings
 
 __all__ = ["Dispatcher"]
@@ -385,7 +385,7 @@ class Dispatcher:
             url=link or None,
         )
         job.run_pk = record.run_pk
-        if record.kind == ROLLUP:
+        if record.kind == ROLLUP or record.kind in IN_PLACE_KINDS:
             self._prepare_rollup(session, job, record)
         try:
             options = delivery_options(integration.spec)
@@ -422,10 +422,18 @@ class Dispatcher:
 
     @staticmethod
     def _prepare_rollup(session: Any, job: _Job, record: AlertRecord) -> None:
-        """A roll-up is rendered when it is sent: it shows every alert held until now."""
-        rollup = session.scalar(select(Rollup).where(Rollup.alert_id == record.id))
+        """A roll-up is rendered when it is sent: it shows every alert held until now. An alert updated in place
+        (``runalert.server.rollup.in_place``: a group's summary) is sent as recorded, over its earlier message."""
+        rollup = session.scalar(
+            select(Rollup).where(Rollup.alert_id == record.id, Rollup.integration_id == job.integration_id)
+        )
         if rollup is None:
             return  # its group was deleted with its integration: send what the record says
+        if record.kind != ROLLUP:
+            job.rollup_id = rollup.id
+            if rollup.channel and rollup.ts:
+                job.rollup_message = SlackMessage(rollup.channel, rollup.ts)
+            return
         view = render(session, rollup)
         assert job.alert is not None
         job.alert = replace(

@@ -27,6 +27,7 @@ from runalert.automations.templates import GROUP_VARIABLES, TEMPLATE_VARIABLES
 from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.models import Run
+from runalert.server.rollup import in_place
 from runalert.server.team_alerts import (
     TeamAutomation,
     enabled_automations,
@@ -195,6 +196,8 @@ class GroupWatch:
                     default_payload={v: f"${{{v}}}" for v in (*TEMPLATE_VARIABLES, *GROUP_VARIABLES)},
                 )
                 notice.alert_id = record.id if record is not None else None
+                if record is not None:  # a Slack bot updates the group's earlier message when it finishes again
+                    in_place(session, record, f"group:{team.row_id}:{summary.name}", summary.name, time.time())
         except (IntegrityError, _Changed):
             return False
         log.info("group %s finished: %s", summary.name, team.automation.name)

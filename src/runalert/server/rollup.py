@@ -34,7 +34,19 @@ from runalert.server.delivery_models import Rollup, RollupMember
 from runalert.server.integrations import DeliveryOptions, delivery_options
 from runalert.server.models import AlertRecord, Delivery, Integration, Run
 
-__all__ = ["HELD", "ROLLED_UP", "ROLLUP", "RollupView", "close_due", "group_key", "held", "render", "route"]
+__all__ = [
+    "HELD",
+    "IN_PLACE_KINDS",
+    "ROLLED_UP",
+    "ROLLUP",
+    "RollupView",
+    "close_due",
+    "group_key",
+    "held",
+    "in_place",
+    "render",
+    "route",
+]
 
 HELD = "held"
 """The status of a delivery held for a roll-up."""
@@ -42,6 +54,13 @@ ROLLED_UP = "rolled_up"
 """The status of a held delivery once its roll-up went out (it is reported there)."""
 ROLLUP = "rollup"
 """The ``kind`` of a roll-up's own alert."""
+
+IN_PLACE_KINDS = frozenset({"group_finished"})
+"""The ``kind`` of the alerts whose Slack bot message is updated in place when one of the same key comes again
+(:func:`in_place`: a group's summary when the group finishes again)."""
+IN_PLACE = "message"
+"""The status of a roll-up row that only remembers a message to update (:func:`in_place`): never opened, never
+closed, no members."""
 
 _NAMES_SHOWN = 20
 
@@ -186,6 +205,37 @@ def _queue(session: Session, rollup: Rollup, integration: Integration, now: floa
                 next_attempt_at=now,
             )
         )
+
+
+def in_place(session: Session, record: AlertRecord, key: str, label: str, now: float) -> None:
+    """Make ``record``'s pending deliveries to Slack bots update the message that the earlier alert of ``key``
+    posted (``chat.update``), as a roll-up's message is: the row (one per integration and key, status
+    :data:`IN_PLACE`) keeps the message's ``channel``/``ts`` once it is posted, and points at the newest alert. The
+    dispatcher does this for alerts of :data:`IN_PLACE_KINDS`; other channels get a new message each time."""
+    digest = hashlib.sha256(json.dumps([IN_PLACE, record.project_id, key]).encode()).hexdigest()[:32]
+    for delivery in record.deliveries:
+        integration = session.get(Integration, delivery.integration_id) if delivery.integration_id else None
+        if delivery.status != "pending" or integration is None or not _live(integration):
+            continue
+        row = session.scalar(
+            select(Rollup).where(
+                Rollup.integration_id == integration.id, Rollup.key == digest, Rollup.status == IN_PLACE
+            )
+        )
+        if row is None:
+            row = Rollup(
+                project_id=record.project_id,
+                integration_id=integration.id,
+                key=digest,
+                open_key=None,
+                label=label[:256],
+                status=IN_PLACE,
+                opened_at=now,
+                closes_at=now,
+            )
+            session.add(row)
+        row.alert_id = record.id
+    session.flush()
 
 
 def close_due(session: Session, now: float | None = None, limit: int = 50) -> int:

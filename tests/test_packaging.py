@@ -49,8 +49,16 @@ NOT_ON_IMPORT = [
     "sqlalchemy",
     "uvicorn",
 ]
-# The runalert modules an adapter may load at import time (the rest waits for the first callback).
-ADAPTER_MAY_LOAD = {"runalert", "runalert.alert", "runalert._log", "runalert._adapter", "runalert._lightning_results"}
+# The runalert modules an adapter may load at import time (the rest waits for the first callback); each of these
+# imports only the standard library (runalert.checkpoints: finding the framework's checkpoint saves).
+ADAPTER_MAY_LOAD = {
+    "runalert",
+    "runalert.alert",
+    "runalert._log",
+    "runalert._adapter",
+    "runalert._lightning_results",
+    "runalert.checkpoints",
+}
 
 # The package's own docstring example, as a user copies it.
 QUICKSTART = """\

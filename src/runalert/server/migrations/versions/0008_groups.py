@@ -73,5 +73,6 @@ def downgrade() -> None:
     op.drop_index("ix_group_notices_project_id", table_name="group_notices")
     op.drop_table("group_notices")
     op.drop_index("ix_runs_project_group", table_name="runs")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("group")
+    # A plain DROP COLUMN (SQLite >= 3.35 has it), not batch mode: on SQLite a batch operation recreates ``runs``,
+    # and dropping the old table cascades to every run's metric chunks, alerts and states.
+    op.drop_column("runs", "group")

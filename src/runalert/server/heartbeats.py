@@ -8,7 +8,6 @@ fail it once and send one notice, and none waits for another.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from sqlalchemy import select
 from runalert.server.automation_runtime import AutomationRuntime
 from runalert.server.db import Database
 from runalert.server.models import Run
+from runalert.server.periodic import PeriodicThread
 from runalert.server.runs import HEARTBEAT_TIMEOUT, change_state
 
 __all__ = ["HeartbeatMonitor"]
@@ -39,28 +39,20 @@ class HeartbeatMonitor:
         self.db = db
         self.engine = engine
         self.timeout = timeout
-        self.interval = interval
         self._on_alerts = on_alerts
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(
+            "runalert-heartbeats",
+            interval,
+            lambda: self.check(time.time()),
+            log=log,
+            failure="heartbeat check failed",
+        )
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="runalert-heartbeats", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check(time.time())
-            except Exception:
-                log.exception("heartbeat check failed")
+        self._thread.stop(timeout)
 
     def check(self, now: float) -> int:
         """Fail every RUNNING run silent since ``now - timeout``. Returns how many this process failed.

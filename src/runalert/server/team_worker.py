@@ -9,7 +9,6 @@ for it: the tests and drills).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from runalert.server.crypto import Cipher
 from runalert.server.db import Database
 from runalert.server.digests import DigestWatch
 from runalert.server.groups import GroupWatch
+from runalert.server.periodic import PeriodicThread
 
 __all__ = ["TeamWorker"]
 
@@ -38,31 +38,22 @@ class TeamWorker:
     ) -> None:
         self.groups = GroupWatch(db, cipher)
         self.digests = DigestWatch(db, cipher)
-        self.interval = interval
         self.clock = clock
         self._on_alerts = on_alerts
         self._count = count
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(
+            "runalert-groups-digests",
+            interval,
+            lambda: self.tick(self.clock()),
+            log=log,
+            failure="the check of groups and digests failed",
+        )
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="runalert-groups-digests", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick(self.clock())
-            except Exception:
-                log.exception("the check of groups and digests failed")
+        self._thread.stop(timeout)
 
     def tick(self, now: float) -> int:
         """One look at ``now``: returns the messages this process recorded (group notices and digests)."""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import runalert
+from runalert import _log
 
 __all__ = ["isolated_env"]
 
@@ -38,7 +39,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     """Every test gets its own RUNALERT_HOME (yielded), no RUNALERT_* settings from the machine and ``tmp_path``
     as its working directory. Afterwards the default alerter is finished, and the test fails if it left a
     crash hook (``sys.excepthook``, ``threading.excepthook``, a SIGTERM handler) behind in this process; the
-    hooks are put back either way, so one leak does not spread to the next tests."""
+    hooks are put back either way, so one leak does not spread to the next tests.
+
+    runalert logs each kind of problem once per process (:func:`runalert._log.log_once`): the test starts with
+    that memory empty, so a test that checks "logged once" sees its problem logged whichever tests ran before."""
     for name in list(os.environ):
         if name.startswith("RUNALERT_"):
             monkeypatch.delenv(name)
@@ -46,6 +50,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("RUNALERT_HOME", str(home))
     monkeypatch.chdir(tmp_path)
     before = _process_hooks()
+    with _log._lock:
+        _log._seen.clear()
     yield home
     runalert.finish(timeout=1)
     after = _process_hooks()

@@ -1,0 +1,563 @@
+"""The dispatcher on its own, in the test's process: the server's database (migrated, SQLite file or PostgreSQL),
+its models and sessions, a real Dispatcher, and real receivers on loopback (tests/support Receiver, tests/hostile.py).
+
+No server process: each test claims and delivers by hand (``claim``, ``deliver``, ``run_once``) or runs the
+dispatcher's own loop (``start``/``stop``), and reads the outbox rows back from the database. The dispatcher reads
+``time.time()``; where a test needs time to pass it moves the rows' times instead (a retry made due now).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlalchemy import select, update
+
+from runalert.server.crypto import Cipher, load_key
+from runalert.server.db import Database
+from runalert.server.dispatcher import Dispatcher
+from runalert.server.integrations import delivery_options, parse_integration
+from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
+from runalert.server.outbox import record_alert
+from runalert.server.settings import ServerSettings
+from tests.hostile import HostileReceiver, http_date, ok, rate_limited
+from tests.support import Receiver
+
+
+class World:
+    """A migrated database, a cipher, a dispatcher whose counters are kept in :attr:`counts`."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.cipher = Cipher(load_key(None, settings.home))
+        self.counts: Counter[str] = Counter()
+        self.dispatcher = self.make_dispatcher()
+
+    def make_dispatcher(self, settings: ServerSettings | None = None) -> Dispatcher:
+        return Dispatcher(
+            self.db, self.cipher, settings or self.settings, counters=lambda name, n: self.counts.update({name: n})
+        )
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.db.dispose()
+
+    # -- set-up --------------------------------------------------------------------------------------------
+    def project(self, name: str = "p") -> int:
+        with self.db.session() as session:
+            found = session.scalar(select(Project).where(Project.name == name))
+            if found is not None:
+                return found.id
+            project = Project(name=name)
+            session.add(project)
+            session.flush()
+            return project.id
+
+    def secret(self, project_id: int, name: str, value: str) -> None:
+        with self.db.session() as session:
+            session.add(Secret(project_id=project_id, name=name, ciphertext=self.cipher.encrypt(value)))
+
+    def integration(self, project_id: int, name: str, data: dict[str, Any], **columns: Any) -> int:
+        spec = parse_integration(name, data).model_dump(mode="json") | delivery_options(data).as_spec()
+        with self.db.session() as session:
+            row = Integration(project_id=project_id, name=name, kind=data["kind"], spec=spec, **columns)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def webhook(self, project_id: int, name: str, url: str, **data: Any) -> int:
+        return self.integration(project_id, name, {"kind": "webhook", "url": url, **data})
+
+    def run(self, project_id: int, run_id: str = "r1", name: str = "bert") -> int:
+        with self.db.session() as session:
+            row = Run(project_id=project_id, run_id=run_id, name=name)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def alert(self, project_id: int, title: str = "alert", *, integrations: list[int] | None = None, **kw: Any) -> str:
+        """Record an alert (``runalert.server.outbox.record_alert``); returns its id."""
+        run_pk = kw.pop("run_pk", None)
+        with self.db.session() as session:
+            targets = None
+            if integrations is not None:
+                targets = [session.get(Integration, i) for i in integrations]
+            run = session.get(Run, run_pk) if run_pk is not None else None
+            record = record_alert(
+                session, project_id, title=title, source="client", run=run, integrations=targets, **kw
+            )
+            return record.id
+
+    # -- reading back --------------------------------------------------------------------------------------
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every outbox row in order, with its attempts."""
+        with self.db.read_session() as session:
+            rows = list(session.scalars(select(Delivery).order_by(Delivery.seq)))
+            out = []
+            for row in rows:
+                attempts = list(
+                    session.scalars(select(Attempt).where(Attempt.delivery_seq == row.seq).order_by(Attempt.id))
+                )
+                out.append(
+                    {
+                        "seq": row.seq,
+                        "id": row.id,
+                        "title": row.alert.title,
+                        "integration_id": row.integration_id,
+                        "status": row.status,
+                        "attempts": row.attempts,
+                        "next_attempt_at": row.next_attempt_at,
+                        "lease_until": row.lease_until,
+                        "lease_owner": row.lease_owner,
+                        "created_at": row.created_at,
+                        "finished_at": row.finished_at,
+                        "last_error": row.last_error,
+                        "log": [
+                            {"outcome": a.outcome, "error": a.error, "started_at": a.started_at, "duration": a.duration}
+                            for a in attempts
+                        ],
+                    }
+                )
+            return out
+
+    def only(self) -> dict[str, Any]:
+        (row,) = self.deliveries()
+        return row
+
+    def set_rows(self, **values: Any) -> None:
+        """Write ``values`` into every outbox row (a retry made due now: ``next_attempt_at=0``)."""
+        with self.db.session() as session:
+            session.execute(update(Delivery).values(**values))
+
+
+FAST = {"dispatch_interval": 0.05, "retry_initial": 0.05, "retry_max": 0.2, "lease_seconds": 30.0}
+
+
+@pytest.fixture
+def make_world(database_url: str, isolated_env: Any) -> Iterator[Callable[..., World]]:
+    worlds: list[World] = []
+
+    def make(**overrides: Any) -> World:
+        settings = ServerSettings(
+            **{"home": isolated_env, "database_url": database_url, "background": False, **FAST, **overrides}
+        )
+        world = World(settings)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in reversed(worlds):
+        world.close()
+
+
+@pytest.fixture
+def world(make_world: Callable[..., World]) -> World:
+    return make_world()
+
+
+def _due_now(world: World) -> None:
+    """Make every pending row due at once (its retry time passed); the lease stays as it is."""
+    world.set_rows(next_attempt_at=0.0)
+
+
+# -- outcomes ------------------------------------------------------------------------------------------------
+def test_a_delivered_row_is_marked_once_with_one_attempt_and_counted(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project, "Loss is NaN", text="at step 7", level="error")
+    before = time.time()
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 1, None)
+    assert (row["lease_until"], row["lease_owner"]) == (None, None)
+    assert row["finished_at"] is not None and row["finished_at"] >= before
+    assert [a["outcome"] for a in row["log"]] == ["delivered"]
+    assert row["log"][0]["error"] is None
+    assert row["log"][0]["started_at"] >= before and row["log"][0]["duration"] >= 0
+    assert world.counts == Counter({"deliveries_delivered_total": 1})
+    # Nothing is claimed twice: the row is settled.
+    assert world.dispatcher.run_once() == 0
+    assert len(receiver.requests) == 1
+    body = receiver.bodies[0]
+    assert (body["title"], body["text"], body["level"]) == ("Loss is NaN", "at step 7", "ERROR")
+    assert receiver.requests[0][0]["X-Runalert-Delivery"] == row["id"]
+
+
+def test_a_retry_waits_the_backoff_and_keeps_the_row_pending(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(retry_initial=5.0, retry_max=50.0)
+    receiver = Receiver(httpserver, script=[503, 503, 503], retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    waits = []
+    for attempt in (1, 2, 3):
+        assert world.dispatcher.run_once() == 1
+        row = world.only()
+        assert (row["status"], row["attempts"]) == ("pending", attempt)
+        assert (row["lease_until"], row["lease_owner"], row["finished_at"]) == (None, None, None)
+        assert row["last_error"].startswith("HTTP 503")
+        last = row["log"][-1]
+        waits.append(row["next_attempt_at"] - (last["started_at"] + last["duration"]))
+        assert world.dispatcher.run_once() == 0  # not due before its retry time
+        _due_now(world)
+    # Exponential from retry_initial (5 s, 10 s, 20 s), with a jitter of at most retry_initial / 10.
+    for wait, base in zip(waits, (5.0, 10.0, 20.0), strict=True):
+        assert base - 1e-3 <= wait <= base + 0.5 + 1e-3, waits
+    assert world.counts == Counter({"deliveries_retry_total": 3})
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert (row["status"], row["attempts"]) == ("delivered", 4)
+    assert [a["outcome"] for a in row["log"]] == ["retry", "retry", "retry", "delivered"]
+    assert world.counts["deliveries_delivered_total"] == 1
+
+
+def test_the_retry_wait_is_capped_at_retry_max(make_world: Callable[..., World], httpserver: HTTPServer) -> None:
+    world = make_world(retry_initial=4.0, retry_max=6.0)
+    receiver = Receiver(httpserver, script=[503] * 3, retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    waits = []
+    for _ in range(3):
+        assert world.dispatcher.run_once() == 1
+        row = world.only()
+        last = row["log"][-1]
+        waits.append(row["next_attempt_at"] - (last["started_at"] + last["duration"]))
+        _due_now(world)
+    # 4 s, then 8 s and 16 s capped at 6 s; each plus a jitter below retry_initial / 10.
+    assert 4.0 - 1e-3 <= waits[0] <= 4.4 + 1e-3, waits
+    assert all(6.0 - 1e-3 <= wait <= 6.4 + 1e-3 for wait in waits[1:]), waits
+
+
+def test_the_last_retry_is_at_max_age_and_then_the_row_is_dead(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(retry_initial=100.0, retry_max=1000.0, max_age=30.0)
+    receiver = Receiver(httpserver, script=[503] * 5, retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    # The backoff says 100 s; the row's deadline (created_at + max_age) comes first.
+    assert row["status"] == "pending"
+    assert row["next_attempt_at"] == pytest.approx(row["created_at"] + 30.0)
+    first_error = row["last_error"]
+    assert first_error.startswith("HTTP 503 ")
+    # Past max_age: the next failure dead-letters it, naming why.
+    with world.db.session() as session:
+        session.execute(update(Delivery).values(next_attempt_at=0.0, created_at=time.time() - 31.0))
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert (row["status"], row["attempts"]) == ("dead", 2)
+    assert row["finished_at"] is not None
+    assert row["last_error"] == f"{first_error}; gave up after max_age (30 s)"
+    assert [(a["outcome"], a["error"]) for a in row["log"]][-1] == ("dead", row["last_error"])
+    assert world.counts == Counter({"deliveries_retry_total": 1, "deliveries_dead_total": 1})
+    assert world.dispatcher.run_once() == 0
+    assert len(receiver.requests) == 2
+
+
+def test_a_permanent_error_dead_letters_at_once_and_logs_it(
+    world: World, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = Receiver(httpserver, script=[404])
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    with caplog.at_level(logging.WARNING, logger="runalert.server.dispatcher"):
+        assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert (row["status"], row["attempts"]) == ("dead", 1)
+    assert row["last_error"].startswith("HTTP 404")
+    assert "max_age" not in row["last_error"]
+    assert [a["outcome"] for a in row["log"]] == ["dead"]
+    assert world.counts == Counter({"deliveries_dead_total": 1})
+    assert [r.getMessage() for r in caplog.records] == [f"delivery {row['id']} dead-lettered: {row['last_error']}"]
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_is_honoured_for_that_destination_only(make_world: Callable[..., World], form: str) -> None:
+    world = make_world(retry_max=600.0)
+    value = "40" if form == "seconds" else http_date(40)
+    with HostileReceiver([rate_limited(value)], default=ok()) as limited, HostileReceiver(ok()) as other:
+        project = world.project()
+        first = world.webhook(project, "limited", limited.url())
+        second = world.webhook(project, "other", other.url())
+        world.alert(project, "one")
+        assert world.dispatcher.run_once() == 2
+        rows = {row["integration_id"]: row for row in world.deliveries()}
+        paused = rows[first]
+        pause = paused["next_attempt_at"] - (paused["log"][0]["started_at"] + paused["log"][0]["duration"])
+        assert 35 <= pause <= 40.5, pause  # the receiver's pause, not the 0.05 s backoff
+        assert paused["status"] == "pending" and paused["last_error"].startswith("HTTP 429")
+        assert rows[second]["status"] == "delivered"
+        # The other destination keeps going while this one waits; this one's next alert waits behind its head.
+        world.alert(project, "two")
+        assert world.dispatcher.run_once() == 1
+        assert [r.body.count(b'"two"') for r in other.received] == [0, 1]
+        assert len(limited.received) == 1
+
+
+def test_a_retry_after_above_retry_max_is_cut_to_it(make_world: Callable[..., World]) -> None:
+    world = make_world(retry_max=20.0)
+    with HostileReceiver([rate_limited("3600")], default=ok()) as limited:
+        project = world.project()
+        world.webhook(project, "limited", limited.url())
+        world.alert(project)
+        assert world.dispatcher.run_once() == 1
+        row = world.only()
+        pause = row["next_attempt_at"] - (row["log"][0]["started_at"] + row["log"][0]["duration"])
+        assert 15 <= pause <= 20.01, pause
+
+
+# -- claiming ------------------------------------------------------------------------------------------------
+def test_each_integration_gets_one_row_at_a_time_in_order(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(retry_initial=30.0, retry_max=60.0)
+    receiver = Receiver(httpserver, script=[503], retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    for i in range(3):
+        world.alert(project, f"alert {i}")
+    jobs = world.dispatcher.claim(10)
+    assert [job.seq for job in jobs] == [world.deliveries()[0]["seq"]]  # only the head of the queue
+    for job in jobs:
+        world.dispatcher.deliver(job)
+    assert world.dispatcher.run_once() == 0  # the head waits for its retry: the rest wait behind it
+    _due_now(world)
+    for _ in range(3):
+        assert world.dispatcher.run_once() == 1
+    assert receiver.titles() == ["alert 0", "alert 0", "alert 1", "alert 2"]
+    assert [row["status"] for row in world.deliveries()] == ["delivered"] * 3
+
+
+def test_a_claim_is_a_lease_to_this_dispatcher(make_world: Callable[..., World], httpserver: HTTPServer) -> None:
+    world = make_world(lease_seconds=30.0)
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    before = time.time()
+    (job,) = world.dispatcher.claim(10)
+    row = world.only()
+    assert row["lease_owner"] == world.dispatcher.owner
+    assert before + 30.0 <= row["lease_until"] <= time.time() + 30.0
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    # Another dispatcher (another process) finds nothing to claim while the lease holds...
+    other = world.make_dispatcher()
+    assert other.claim(10) == []
+    # ... and takes the row over once it has run out; the first one's late outcome is then not recorded.
+    world.set_rows(lease_until=time.time() - 1)
+    (taken,) = other.claim(10)
+    assert taken.seq == job.seq and taken.delivery_id == job.delivery_id
+    assert world.only()["lease_owner"] == other.owner
+    world.dispatcher.deliver(job)
+    row = world.only()
+    assert (row["status"], row["attempts"], row["log"]) == ("pending", 0, [])
+    assert world.counts == Counter()
+    other.deliver(taken)
+    row = world.only()
+    assert (row["status"], row["attempts"]) == ("delivered", 1)
+    assert [h["X-Runalert-Delivery"] for h, _ in receiver.requests] == [job.delivery_id] * 2  # the same id
+
+
+def test_claim_takes_at_most_limit_rows_oldest_first(world: World, httpserver: HTTPServer) -> None:
+    project = world.project()
+    hooks = [world.webhook(project, f"hook{i}", Receiver(httpserver, f"/h{i}").url) for i in range(5)]
+    for hook in hooks:
+        world.alert(project, f"to {hook}", integrations=[hook])
+    seqs = [row["seq"] for row in world.deliveries()]
+    assert [job.seq for job in world.dispatcher.claim(3)] == seqs[:3]
+    assert [job.seq for job in world.dispatcher.claim(3)] == seqs[3:]  # the first three are leased
+    assert world.dispatcher.claim(3) == []
+
+
+def test_rows_not_due_yet_are_not_claimed(world: World, httpserver: HTTPServer) -> None:
+    project = world.project()
+    world.webhook(project, "hook", Receiver(httpserver).url)
+    world.alert(project)
+    world.set_rows(next_attempt_at=time.time() + 60)
+    assert world.dispatcher.claim(10) == []
+    world.set_rows(next_attempt_at=time.time() - 0.001)
+    assert len(world.dispatcher.claim(10)) == 1
+
+
+def test_fair_claims_go_round_robin_across_projects_within_each_share(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatcher_threads=4)  # a project's share: 2 workers
+    assert world.dispatcher.project_share == 2
+    a, b = world.project("a"), world.project("b")
+    a_hooks = [world.webhook(a, f"a{i}", Receiver(httpserver, f"/a{i}").url) for i in range(4)]
+    b_hooks = [world.webhook(b, f"b{i}", Receiver(httpserver, f"/b{i}").url) for i in range(2)]
+    for hook in a_hooks:
+        world.alert(a, "from a", integrations=[hook])
+    for hook in b_hooks:
+        world.alert(b, "from b", integrations=[hook])
+    by_seq = {row["seq"]: row["integration_id"] for row in world.deliveries()}
+    jobs = world.dispatcher.claim(3, fair=True)
+    # a's two oldest, then b's oldest: round-robin, in seq order.
+    assert [by_seq[job.seq] for job in jobs] == [a_hooks[0], a_hooks[1], b_hooks[0]]
+    assert [job.project_id for job in jobs] == [a, a, b]
+
+
+def test_a_project_at_its_share_is_skipped_by_fair_claims(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatcher_threads=4, dispatcher_project_threads=1)
+    assert world.dispatcher.project_share == 1
+    a, b = world.project("a"), world.project("b")
+    a_hooks = [world.webhook(a, f"a{i}", Receiver(httpserver, f"/a{i}").url) for i in range(3)]
+    b_hook = world.webhook(b, "b", Receiver(httpserver, "/b").url)
+    for hook in a_hooks:
+        world.alert(a, "from a", integrations=[hook])
+    world.alert(b, "from b", integrations=[b_hook])
+    jobs = world.dispatcher.claim(10, fair=True)
+    assert [job.project_id for job in jobs] == [a, b]  # one each: the share is 1
+
+
+# -- what is sent ----------------------------------------------------------------------------------------------
+def test_the_alert_sent_carries_the_record_its_run_and_the_project(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(public_url="https://alerts.example.org")
+    receiver = Receiver(httpserver)
+    project = world.project("vision")
+    world.webhook(project, "hook", receiver.url)
+    run = world.run(project, "run-7", "bert-large")
+    with world.db.session() as session:
+        session.add(Run(project_id=project, run_id="decoy", name="decoy"))
+    world.alert(
+        project, "Loss is NaN", text="step 7", level="warn", run_pk=run, fields={"step": 7}, markup=True, now=1234.5
+    )
+    with world.db.session() as session:
+        session.execute(update(AlertRecord).values(suppressed_before=3))
+    assert world.dispatcher.run_once() == 1
+    (body,) = receiver.bodies
+    row = world.only()
+    assert body["id"] == row["id"]  # the delivery's id: the receiver's dedupe key
+    assert (body["title"], body["text"], body["level"], body["run"]) == ("Loss is NaN", "step 7", "WARN", "bert-large")
+    assert body["created_at"] == 1234.5
+    assert body["suppressed"] == 3
+    link = "https://alerts.example.org/runs/vision/run-7"
+    assert body["url"] == link
+    assert body["fields"] == {"step": "7", "project": "vision", "run url": link}
+
+
+def test_without_a_run_or_a_public_url_there_is_no_link(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world()
+    receiver = Receiver(httpserver)
+    project = world.project("vision")
+    world.webhook(project, "hook", receiver.url)
+    run = world.run(project)
+    world.alert(project, "with a run", run_pk=run)
+    world.alert(project, "without", fields={"project": "given"})
+    while world.dispatcher.run_once():
+        pass
+    with_run, without = receiver.bodies
+    assert (with_run["url"], with_run["run"], with_run["fields"]) == (None, "bert", {"project": "vision"})
+    assert (without["url"], without["run"], without["fields"]) == (None, None, {"project": "given"})
+
+
+def test_an_encrypted_payload_is_sent_decrypted(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project, "custom", payload={"__encrypted__": world.cipher.encrypt_json({"text": "token xyz"})})
+    world.alert(project, "plain payload", payload={"text": "as is"})
+    while world.dispatcher.run_once():
+        pass
+    assert receiver.bodies == [{"text": "token xyz"}, {"text": "as is"}]
+
+
+def test_a_deleted_integration_dead_letters_its_rows_at_once(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    hook = world.webhook(project, "gone", receiver.url)
+    world.alert(project)
+    with world.db.session() as session:
+        session.delete(session.get(Integration, hook))
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert (row["status"], row["attempts"], row["integration_id"]) == ("dead", 1, None)
+    assert row["last_error"] == "integration 'gone' was deleted"
+    assert [(a["outcome"], a["error"]) for a in row["log"]] == [("dead", row["last_error"])]
+    assert receiver.requests == []
+
+
+def test_an_integration_that_cannot_be_built_dead_letters_without_its_secrets(
+    world: World, httpserver: HTTPServer
+) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.secret(project, "SIGNING", "not-a-valid-whsec-key-s3cr3t")
+    world.webhook(project, "hook", receiver.url, signing_secret="SIGNING", access_token_secret="MISSING")
+    world.alert(project)
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert row["status"] == "dead"
+    assert row["last_error"].startswith("integration 'hook' cannot be used: ")
+    assert "MISSING" in row["last_error"]
+    assert "s3cr3t" not in row["last_error"]
+    assert receiver.requests == []
+
+
+def test_secrets_in_an_error_are_starred(world: World) -> None:
+    # The receiver echoes the bearer token in its error page: the stored error stars it.
+    from tests.hostile import Answer
+
+    token = "tok-very-secret-1234"
+    with HostileReceiver(Answer(status=500, body=f"bad token {token} and abc".encode())) as receiver:
+        project = world.project()
+        world.secret(project, "TOKEN", token)
+        world.secret(project, "SHORT", "abc")  # too short to star: it would star every "abc"
+        world.webhook(project, "hook", receiver.url(), access_token_secret="TOKEN")
+        world.alert(project)
+        assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert token not in row["last_error"] and token not in row["log"][0]["error"]
+    assert "bad token *** and abc" in row["last_error"]
+
+
+def test_a_channel_is_built_once_and_rebuilt_when_its_integration_changes(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    hook = world.webhook(project, "hook", receiver.url)
+    world.alert(project, "one")
+    (job,) = world.dispatcher.claim(10)
+    world.dispatcher.deliver(job)
+    world.alert(project, "two")
+    (again,) = world.dispatcher.claim(10)
+    assert again.channel is job.channel  # cached: one connection pool per integration
+    world.dispatcher.deliver(again)
+    moved = Receiver(httpserver, "/moved")
+    with world.db.session() as session:
+        row = session.get(Integration, hook)
+        assert row is not None
+        row.spec = {**row.spec, "url": moved.url}
+        row.updated_at = row.updated_at + 1
+    world.alert(project, "three")
+    (third,) = world.dispatcher.claim(10)
+    assert third.channel is not job.channel
+    world.dispatcher.deliver(third)
+    assert receiver.titles() == ["one", "two"] and moved.titles() == ["three"]
+    # A new secret changes the channel too.
+    world.secret(project, "NEW", "value-1234")
+    world.alert(project, "four")
+    (fourth,) = world.dispatcher.claim(10)
+    assert fourth.channel is not third.channel
+    world.dispatcher.deliver(fourth)
+    assert moved.titles() == ["three", "four"]

@@ -25,8 +25,8 @@ from runalert.server.integrations import delivery_options, parse_integration
 from runalert.server.models import AlertRecord, Attempt, Delivery, Integration, Project, Run, Secret
 from runalert.server.outbox import record_alert
 from runalert.server.settings import ServerSettings
-from tests.hostile import HostileReceiver, http_date, ok, rate_limited
-from tests.support import Receiver
+from tests.hostile import HostileReceiver, hangs, http_date, ok, rate_limited
+from tests.support import Receiver, wait_for
 
 
 class World:
@@ -561,3 +561,157 @@ def test_a_channel_is_built_once_and_rebuilt_when_its_integration_changes(world:
     assert fourth.channel is not third.channel
     world.dispatcher.deliver(fourth)
     assert moved.titles() == ["three", "four"]
+
+
+# -- when the loop looks again -------------------------------------------------------------------------------
+def test_idle_wait_is_the_poll_interval_when_nothing_is_pending(make_world: Callable[..., World]) -> None:
+    world = make_world(dispatch_interval=7.0)
+    assert world.dispatcher._idle_wait() == 7.0
+
+
+def test_idle_wait_ends_when_the_earliest_row_can_be_claimed(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatch_interval=60.0)
+    project = world.project()
+    hook = world.webhook(project, "hook", Receiver(httpserver).url)
+    world.alert(project, "later", integrations=[hook])
+    world.alert(project, "sooner", integrations=[hook])
+    rows = world.deliveries()
+    with world.db.session() as session:
+        session.execute(update(Delivery).where(Delivery.seq == rows[0]["seq"]).values(next_attempt_at=time.time() + 20))
+        session.execute(update(Delivery).where(Delivery.seq == rows[1]["seq"]).values(next_attempt_at=time.time() + 9))
+    assert 8.0 <= world.dispatcher._idle_wait() <= 9.0
+    # A lease that ends after the retry time: the end of the lease.
+    with world.db.session() as session:
+        session.execute(update(Delivery).where(Delivery.seq == rows[1]["seq"]).values(lease_until=time.time() + 15))
+    assert 14.0 <= world.dispatcher._idle_wait() <= 15.0
+    # Nothing sooner than the poll interval is waited past; a row due already: a short pause, never 0 or less.
+    world.set_rows(next_attempt_at=time.time() + 3600, lease_until=None)
+    assert world.dispatcher._idle_wait() == 60.0
+    world.set_rows(next_attempt_at=time.time() - 100)
+    assert world.dispatcher._idle_wait() == 0.005
+    # Rows settled do not count.
+    world.set_rows(status="delivered", next_attempt_at=time.time() + 5)
+    assert world.dispatcher._idle_wait() == 60.0
+
+
+def test_idle_wait_ends_when_the_next_roll_up_closes(make_world: Callable[..., World], httpserver: HTTPServer) -> None:
+    world = make_world(dispatch_interval=60.0)
+    project = world.project()
+    world.webhook(project, "grouped", Receiver(httpserver).url, group_interval=30.0)
+    world.alert(project, "crash", now=time.time() - 20)  # its group closes in 10 s
+    world.set_rows(status="delivered")
+    assert 9.0 <= world.dispatcher._idle_wait() <= 10.0
+    world.alert(project, "other")  # a pending row due at once: it comes first
+    assert world.dispatcher._idle_wait() == 0.005
+    world.set_rows(next_attempt_at=time.time() + 25)  # the roll-up comes first again
+    assert 9.0 <= world.dispatcher._idle_wait() <= 10.0
+
+
+def test_close_rollups_queues_each_roll_up_whose_interval_is_over_and_counts_them(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world()
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "grouped", receiver.url, group_interval=30.0)
+    assert world.dispatcher.close_rollups() == 0
+    world.alert(project, "crash", now=time.time() - 40)
+    world.alert(project, "crash", now=time.time() - 35)  # held
+    assert world.dispatcher.close_rollups() == 1
+    assert world.counts["rollups_closed_total"] == 1
+    assert world.dispatcher.close_rollups() == 0
+    assert world.counts["rollups_closed_total"] == 1
+    while world.dispatcher.run_once():
+        pass
+    assert len(receiver.requests) == 2  # the first alert, then the roll-up of the one held
+
+
+# -- the background loop -------------------------------------------------------------------------------------
+def _loop_threads() -> list[Any]:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "runalert-dispatcher"]
+
+
+def test_the_loop_delivers_what_is_queued_and_stop_ends_it(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    before = len(_loop_threads())
+    world.dispatcher.start()
+    world.dispatcher.start()  # a second start is a no-op: one loop
+    assert len(_loop_threads()) == before + 1
+    for i in range(3):
+        world.alert(project, f"alert {i}")
+    world.dispatcher.wake()
+    assert wait_for(lambda: [row["status"] for row in world.deliveries()] == ["delivered"] * 3)
+    assert receiver.titles() == ["alert 0", "alert 1", "alert 2"]
+    world.dispatcher.stop()
+    assert len(_loop_threads()) == before
+    assert world.dispatcher._channels == {}  # closed and forgotten
+    world.alert(project, "after stop")
+    world.dispatcher.wake()
+    assert world.dispatcher._inflight == 0
+    assert [row["status"] for row in world.deliveries()][-1] == "pending"
+
+
+def test_a_hanging_receiver_holds_one_worker_and_the_others_keep_going(make_world: Callable[..., World]) -> None:
+    world = make_world(dispatcher_threads=4, delivery_timeout=60.0)
+    with HostileReceiver(hangs()) as stuck, HostileReceiver(ok()) as healthy:
+        project = world.project()
+        slow = world.webhook(project, "stuck", stuck.url())
+        good = world.webhook(project, "healthy", healthy.url())
+        world.alert(project, "first", integrations=[slow])
+        world.dispatcher.start()
+        assert stuck.wait_for_requests(1)
+        # The stuck integration's next alert waits behind its head; the healthy one's go out, in order.
+        world.alert(project, "second", integrations=[slow])
+        for i in range(3):
+            world.alert(project, f"good {i}", integrations=[good])
+        world.dispatcher.wake()
+        assert healthy.wait_for_requests(3)
+        assert [b'"good %d"' % i in r.body for i, r in enumerate(healthy.received)] == [True] * 3
+        assert len(stuck.received) == 1
+        expected = {"first": "pending", "second": "pending", **{f"good {i}": "delivered" for i in range(3)}}
+        assert wait_for(lambda: {row["title"]: row["status"] for row in world.deliveries()} == expected)
+    # (the receivers stop first: the stuck attempt ends, and the fixture's stop() does not wait for it)
+
+
+def test_a_project_whose_share_is_in_flight_does_not_hold_up_another_project(make_world: Callable[..., World]) -> None:
+    world = make_world(dispatcher_threads=2, delivery_timeout=60.0)  # each project's share: 1 worker
+    with HostileReceiver(hangs()) as stuck, HostileReceiver(ok()) as a_healthy, HostileReceiver(ok()) as b_healthy:
+        a, b = world.project("a"), world.project("b")
+        slow = world.webhook(a, "stuck", stuck.url())
+        a_good = world.webhook(a, "healthy", a_healthy.url())
+        b_good = world.webhook(b, "healthy", b_healthy.url())
+        world.alert(a, "stuck", integrations=[slow])
+        world.dispatcher.start()
+        assert stuck.wait_for_requests(1)
+        world.alert(a, "a waits", integrations=[a_good])  # a's one worker is held by the stuck attempt
+        world.alert(b, "b goes", integrations=[b_good])
+        world.dispatcher.wake()
+        assert b_healthy.wait_for_requests(1)
+        assert world.dispatcher.claim(10, fair=True) == []  # what the loop asks: a is at its share
+        assert a_healthy.received == []
+
+
+def test_a_worker_is_given_back_when_its_delivery_ends(make_world: Callable[..., World]) -> None:
+    world = make_world(dispatcher_threads=2, delivery_timeout=0.5)  # each project's share: 1 worker
+    with HostileReceiver([hangs()], default=ok()) as first, HostileReceiver(ok()) as second:
+        a = world.project("a")
+        one = world.webhook(a, "one", first.url())
+        two = world.webhook(a, "two", second.url())
+        world.alert(a, "times out", integrations=[one])
+        world.dispatcher.start()
+        assert first.wait_for_requests(1)
+        world.alert(a, "then this", integrations=[two])
+        world.dispatcher.wake()
+        # The stuck attempt ends at its deadline (0.5 s): the project's worker is free again.
+        assert second.wait_for_requests(1, timeout=30)
+        assert wait_for(lambda: world.deliveries()[0]["status"] == "delivered", timeout=30)
+        world.dispatcher.stop()
+    assert world.dispatcher._inflight == 0
+    assert world.dispatcher._project_busy == Counter()
+    assert world.dispatcher._integration_busy == set()

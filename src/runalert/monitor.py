@@ -35,6 +35,7 @@ from runalert.alerting import Alerter
 from runalert.monitor_guard import InternalErrors
 from runalert.monitor_options import DEFAULT_SUMMARY_EXCLUDE, STAGES, AlertOptions, MonitorOptions
 from runalert.monitor_pipeline import RuleSink, Sink, StreamSink, ValuePipeline
+from runalert.monitor_server import MonitorServer
 from runalert.monitor_values import is_consequential, is_preemption, summary_values, to_number
 from runalert.nonfinite import FLOAT, INT, Finding, NonFiniteDetector, value_kind
 from runalert.ranks import global_rank, world_size
@@ -112,6 +113,8 @@ class RunMonitor:
         """The in-process :class:`runalert.automations.LocalEngine` of the local rules (sender rank only)."""
         self.server_run: Any = None
         """The :class:`runalert.client.ServerRun` when a server is configured (sender rank only)."""
+        self.server: MonitorServer | None = None
+        """The link to the server (:mod:`runalert.monitor_server`), when one is configured."""
         self.started = False
         self.finished = False
         self.crash_reported = False
@@ -151,7 +154,6 @@ class RunMonitor:
         """The :class:`runalert.system_watch.SystemWatch` sampling system metrics beside the run (``None``: off)."""
         self.checkpoint_dir: Any = None
         """Where checkpoints go (a path, or a callable returning one) for the disk metrics; set by the adapters."""
-        self._system_stream: Any = None
 
     # ------------------------------------------------------------------------------------------------------------
     # lifecycle
@@ -304,14 +306,12 @@ class RunMonitor:
                 self._errors.record("finish-read", exc)
         if self._pipeline is not None:
             self._pipeline.close(left())
-        if self._system_stream is not None:
-            self._system_stream.close(left(), warn=False)
         if self.crash_reported and state == "finished":
             state = "failed"
         self._set_engine_state(state, None)
-        if self.server_run is not None:
+        if self.server is not None:
             with self._errors.capture("server-finish"):
-                self.server_run.finish(state, timeout=left())
+                self.server.finish(state, left())
         alerter = self.alerter
         if alerter is not None:
             if self._own_alerter:
@@ -390,6 +390,18 @@ class RunMonitor:
             self._on_nonfinite(found)
         if self._held_rows:
             self._queue_held_rows()
+
+    def read_held(self) -> None:
+        """Read the held tensors now, then queue the rows that waited for them. For an adapter that hands its steps
+        over in batches from a thread of its own (:mod:`runalert.step_queue`): one read after each batch. Never
+        raises."""
+        with self._errors.capture("read_held"):
+            self._read_held()
+
+    def wants(self, key: str) -> bool:
+        """Whether :meth:`step` looks at ``key``'s value at all (watched for NaN/inf, or fed to the rules and the
+        server): an adapter that keeps a step's values for later keeps only those."""
+        return bool(self._detector.role(key))
 
     def _drain_pipeline(self) -> None:
         if self._pipeline is not None:
@@ -532,8 +544,8 @@ class RunMonitor:
         with self._errors.capture("state_dict"):
             state: dict[str, Any] = {"version": 1, "nonfinite_sent": self.nonfinite_sent, "run_name": self.run_name}
             pending = self._pending_state or {}
-            if self.server_run is not None:
-                state["server_run_id"] = self.server_run.run_id
+            if self.server is not None:
+                state["server_run_id"] = self.server.run_id
             elif pending.get("server_run_id"):
                 state["server_run_id"] = pending["server_run_id"]
             if self.alerter is not None:
@@ -720,49 +732,21 @@ class RunMonitor:
                 engine.set_state(self.run_name, state, reason=reason)
 
     def _setup_server(self) -> None:
-        """With a server: open the run there, register automations, start the metric stream and heartbeats.
-        Sender rank (rank zero) only; a failure here never stops local alerting."""
-        if self.rank != 0:
-            return
+        """With a server: open the run there, register automations, start the metric stream and heartbeats
+        (:mod:`runalert.monitor_server`). Sender rank (rank zero) only; a failure here never stops local alerting."""
         with self._errors.capture("server"):
-            server = self.opts.server
-            if server is None:
-                from runalert.client.rest import configured_server_url
-
-                server = configured_server_url()
-            if not server:
-                return
-            from runalert.client import Client, ServerRun, make_run_id
-
-            client = server if isinstance(server, Client) else Client(server, project=self.opts.project)
-            run_id = (self._pending_state or {}).get("server_run_id") or make_run_id(self.run_name)
-            opts = self.opts
-            tuning = dict(opts.server_options or {})
-            startup = tuning.pop("startup_timeout", None)
-            self.server_run = ServerRun(
-                client,
-                str(run_id),
-                project=opts.project or client.project,
-                name=self.run_name,
-                user=opts.user,
-                tags=opts.tags,
-                config=self.config,
-                host=HOST,
+            self.server = MonitorServer.connect(
+                self.opts,
+                run_name=cast(str, self.run_name),
                 rank=self.rank,
                 world_size=self.world_size,
                 framework=self.framework,
-                automations=opts.automations,
-                heartbeat_interval=cast(float, opts.heartbeat_interval),
-                stream_options=tuning,
-                **({"startup_timeout": float(startup)} if startup is not None else {}),
+                config=self.config,
+                resumed_run_id=(self._pending_state or {}).get("server_run_id"),
+                alerter=self.alerter if self.opts.alerter is None else None,
             )
-            if opts.group is not None:
-                self.server_run.group = opts.group
-            self.server_run.start()
-            if opts.alerter is None and self.alerter is not None:  # the hub: the run's alerts go to the server too
-                from runalert.client.forward import attach
-
-                attach(self.alerter, self.server_run)
+            if self.server is not None:
+                self.server_run = self.server.run
 
     def _server_failed(self, reason: str | None, exc: BaseException | None = None) -> None:
         """A crash: the server hears FAILED with ``reason`` now (bounded), not at finish."""
@@ -834,22 +818,7 @@ class RunMonitor:
             if pipeline.queue is None:
                 # The stream is the only sink and the step path appends to its own queue: the sampler's rows take
                 # a stream of their own, so that two threads never race for one stream's sequence numbers.
-                stream = self._system_stream
-                if stream is None:
-                    from runalert.client import MetricStream
-
-                    run = self.server_run
-                    tuning = {k: v for k, v in (self.opts.server_options or {}).items() if k != "startup_timeout"}
-                    stream = MetricStream(
-                        run.client,
-                        run.run_id,
-                        project=run.project,
-                        ready=run.ensure_open,
-                        name="runalert-system-metrics",
-                        **tuning,
-                    )
-                    self._system_stream = stream.start()
-                stream.append(at, dict(values))
+                cast(MonitorServer, self.server).system_stream().append(at, dict(values))
                 return
             keep = None if self.server_run is not None else self._watched  # without a stream: what the rules watch
             row = {k: float(v) for k, v in values.items() if keep is None or k in keep}

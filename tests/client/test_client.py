@@ -113,7 +113,10 @@ def test_the_api_key_is_never_in_a_repr_a_log_line_or_an_exception(
     # The monitor takes the URL and the key from the environment.
     monkeypatch.setenv("RUNALERT_SERVER_URL", server.url)
     monkeypatch.setenv("RUNALERT_API_KEY", token)
-    monitor = RunMonitor(project="secure", channels=[], on_stage_end=(), install_crash_hooks=False)
+    # (no system metrics: a reading that reaches the server before finish would add to the point count)
+    monitor = RunMonitor(
+        project="secure", channels=[], on_stage_end=(), install_crash_hooks=False, system_metrics_interval=None
+    )
     monitor.start("from-env")
     monitor.step(1, {"loss": 0.5})
     monitor.finish()

@@ -715,3 +715,125 @@ def test_a_worker_is_given_back_when_its_delivery_ends(make_world: Callable[...,
     assert world.dispatcher._inflight == 0
     assert world.dispatcher._project_busy == Counter()
     assert world.dispatcher._integration_busy == set()
+
+
+# -- Slack: rate limit, threads, roll-ups updated in place ---------------------------------------------------
+def _slack_bot(world: World, project: int, slack: Any, **options: Any) -> int:
+    from tests.slack_api import TOKEN
+
+    world.secret(project, "SLACK_TOKEN", TOKEN)
+    spec = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts", "api_url": slack.url, **options}
+    return world.integration(project, "team", spec)
+
+
+def test_a_slack_integration_is_held_to_one_message_a_second(world: World) -> None:
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack)
+        for i in range(3):
+            world.alert(project, f"alert {i}")
+        started = time.monotonic()
+        while world.dispatcher.run_once():
+            pass
+        elapsed = time.monotonic() - started
+        assert [m.header for m in slack.messages] == ["alert 0", "alert 1", "alert 2"]
+    # One token a second, one saved: the second and third messages each waited for theirs.
+    assert elapsed >= 1.9
+    assert world.counts["deliveries_delivered_total"] == 3
+
+
+def test_a_runs_follow_ups_are_replies_in_its_thread_after_a_restart_too(world: World) -> None:
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        team = _slack_bot(world, project, slack, threads=True)
+        run = world.run(project, "r1", "bert")
+        other = world.run(project, "r2", "gpt")
+        world.alert(project, "started", run_pk=run)
+        world.alert(project, "no run")
+        while world.dispatcher.run_once():  # one at a time: one message in flight per integration
+            pass
+        first = slack.messages[0]
+        assert first.thread_ts is None
+        with world.db.read_session() as session:
+            threads = [(t.integration_id, t.run_pk, t.channel, t.ts) for t in session.scalars(select(SlackThread))]
+        assert threads == [(team, run, "C0ALERTS", first.ts)]  # one thread: the run's; an alert without a run has none
+        world.alert(project, "step 10", run_pk=run)
+        world.alert(project, "other run", run_pk=other)
+        restarted = world.make_dispatcher()  # a new process: the thread is read back from the database
+        while restarted.run_once():
+            pass
+        reply, other_first = slack.messages[2], slack.messages[3]
+        assert (reply.header, reply.thread_ts) == ("step 10", first.ts)
+        assert (other_first.header, other_first.thread_ts) == ("other run", None)
+        world.alert(project, "failed", run_pk=run, level="error")
+        assert restarted.run_once() == 1
+        assert slack.messages[4].thread_ts == first.ts
+        assert slack.messages[4].reply_broadcast  # an ERROR reply shows in the channel too
+        restarted.stop()
+        with world.db.read_session() as session:
+            assert len(list(session.scalars(select(SlackThread)))) == 2
+
+
+def test_a_roll_up_message_is_updated_in_place_and_posted_again_when_deleted(world: World) -> None:
+    from runalert.server.delivery_models import Rollup
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack, group_interval=600.0)
+        now = time.time() - 100  # the alerts were recorded in the past: their rows are due
+        world.alert(project, "crash", now=now)
+        world.alert(project, "crash", now=now + 1)  # held: the roll-up is posted at once
+        while world.dispatcher.run_once():
+            pass
+        first, rollup = slack.top_level()
+        assert first.header == "crash" and "1 more" in rollup.header
+        world.alert(project, "crash", now=now + 2)
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2 and "2 more" in rollup.header  # updated in place
+        assert len(rollup.versions) == 2
+        with world.db.read_session() as session:
+            (row,) = session.scalars(select(Rollup))
+            assert (row.channel, row.ts, row.sent) == ("C0ALERTS", rollup.ts, 2)
+        # Someone deletes the roll-up's message: the next update posts it again, and that message is kept.
+        slack.messages.remove(rollup)
+        world.alert(project, "crash", now=now + 3)
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2
+        again = slack.messages[1]
+        assert again.ts != rollup.ts and "3 more" in again.header
+        world.alert(project, "crash", now=now + 4)
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2 and "4 more" in again.header
+        with world.db.read_session() as session:
+            (row,) = session.scalars(select(Rollup))
+            assert (row.ts, row.sent) == (again.ts, 4)
+        assert [row["status"] for row in world.deliveries() if row["title"] != "crash"] == ["delivered"] * 4
+
+
+def test_a_slack_refusal_other_than_a_missing_message_is_not_posted_again(world: World) -> None:
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack, group_interval=600.0)
+        now = time.time() - 100  # the alerts were recorded in the past: their rows are due
+        world.alert(project, "crash", now=now)
+        world.alert(project, "crash", now=now + 1)
+        while world.dispatcher.run_once():
+            pass
+        slack.channels.clear()  # every call now: channel_not_found
+        world.alert(project, "crash", now=now + 2)
+        while world.dispatcher.run_once():
+            pass
+        assert [name for name, _ in slack.calls][-1] == "chat.update"
+        dead = [row for row in world.deliveries() if row["status"] == "dead"]
+        assert len(dead) == 1 and "channel_not_found" in dead[0]["last_error"]

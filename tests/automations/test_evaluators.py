@@ -12,13 +12,17 @@ import statistics
 import pytest
 
 from runalert.automations.evaluators import (
+    ChangeEvaluator,
+    Evaluator,
     NonFiniteEvaluator,
+    SlidingAgg,
     ThresholdEvaluator,
     Trigger,
     ZScoreEvaluator,
     make_evaluator,
 )
 from runalert.automations.filters import (
+    Agg,
     MetricChangeFilter,
     MetricNonFiniteFilter,
     MetricThresholdFilter,
@@ -143,3 +147,123 @@ def test_a_trigger_state_with_missing_fields_is_an_inactive_unfired_trigger() ->
     active = Trigger()
     active.load_state_dict({"active": True})  # no "notified": its activation did not fire
     assert active.step(False) is None
+
+
+# -- third round (docs/mutation.md): what the second run of mutmut found alive ------------------------------------
+Spec = MetricThresholdFilter | MetricChangeFilter | MetricZScoreFilter | MetricNonFiniteFilter
+SPECS: list[Spec] = [
+    MetricThresholdFilter(name="x", cmp=">", threshold=4),
+    MetricThresholdFilter(name="x", cmp=">", threshold=4, agg="avg", window=3),
+    MetricChangeFilter(name="x", agg="avg", window=2, prior_window=3, change_type="abs", threshold=1),
+    MetricChangeFilter(name="x", agg="avg", window=1, prior_window=2, change_type="rel", threshold=0.5),
+    MetricZScoreFilter(name="x", window=3, threshold=1.0),
+    MetricNonFiniteFilter(name="x"),
+]
+# A relative change whose prior average is 0 (1 and -1) is not evaluable: the scan goes on past it.
+EDGY = [1.0, -1.0, 1.0, -1.0, 4.0, 4.0, 0.5, 9.0, 2.0, 2.0, 2.0, 7.0, -3.0, 1.0, -1.0, 6.0, 6.0, 0.0, 5.0, 5.0]
+
+
+def _edges_by_scan(spec: Spec, values: list[float]) -> tuple[list[int], Evaluator]:
+    """As the engine does: scan to each edge of the condition, flip the trigger's state, scan on from there."""
+    evaluator = make_evaluator(spec)
+    active, edges = False, []
+    i = evaluator.scan(values, 0, active)
+    while i >= 0:
+        edges.append(i)
+        active = not active
+        i = evaluator.scan(values, i + 1, active)
+    return edges, evaluator
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: type(spec).__name__)
+def test_a_scan_finds_the_edges_pushing_one_value_at_a_time_finds(spec: Spec) -> None:
+    nonfinite = [math.nan, 1.0, math.inf, -math.inf, 2.0]
+    values = EDGY[:5] + nonfinite + EDGY[5:] + [math.nan] if isinstance(spec, MetricNonFiniteFilter) else EDGY
+    one_by_one = make_evaluator(spec)
+    expected, active = [], False
+    for i, x in enumerate(values):
+        condition = one_by_one.push(x)
+        if condition is not None and condition is not active:
+            expected.append(i)
+            active = condition
+    assert len(expected) >= 3  # the sequence has edges for every kind of rule
+    edges, scanned = _edges_by_scan(spec, values)
+    assert edges == expected
+    assert scanned.count == one_by_one.count == len(values)
+    assert str(scanned.state_dict()) == str(one_by_one.state_dict())  # str: NaN == NaN
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: type(spec).__name__)
+def test_a_scan_without_an_edge_returns_minus_one_and_a_scan_past_the_end_pushes_nothing(spec: Spec) -> None:
+    evaluator = make_evaluator(spec)
+    evaluator.push_many([5.0, 5.0, 5.0, 5.0])
+    state = evaluator.state_dict()
+    assert evaluator.scan([1.0, 2.0], 2, False) == -1  # nothing left to push
+    assert evaluator.state_dict() == state
+    # Values without an edge: all pushed, -1 (the documented "no edge", not any negative number).
+    evaluator = make_evaluator(spec)
+    quiet = [7.0, 7.0, 7.0, 7.0, 7.0] if not isinstance(spec, MetricNonFiniteFilter) else [1.0, 2.0, 3.0]
+    assert evaluator.scan(quiet, 0, bool(isinstance(spec, MetricThresholdFilter))) == -1
+    assert evaluator.count == len(quiet)
+
+
+def test_a_z_score_stays_exact_once_huge_values_have_left_the_window() -> None:
+    # Welford's sliding update over values of 1e9 then of a few units loses the small variance to cancellation
+    # (M2 of the order of 1e18, rounding errors of the order of 100): only the exact recomputation every
+    # ``window`` values brings the mean and std back. The huge values fill the first window exactly, so the
+    # recomputation at the 8th value comes as the last of them leaves: every window of small values is exact.
+    window = 4
+    values = [1e9, -1e9, 1e9, -1e9] + VALUES * 3
+    evaluator = ZScoreEvaluator(MetricZScoreFilter(name="x", window=window, threshold=1.0))
+    for n, x in enumerate(values):
+        condition = evaluator.push(x)
+        before = values[max(0, n - window) : n]
+        if n < window:
+            assert condition is None
+            continue
+        mean, std = statistics.fmean(before), statistics.pstdev(before)
+        assert evaluator.mean == pytest.approx(mean, abs=1e-6)
+        assert evaluator.std == pytest.approx(std, rel=1e-9)
+        assert condition is (abs((x - mean) / std) >= 1.0)
+
+
+def test_a_window_whose_variance_underflows_to_zero_is_not_evaluated() -> None:
+    # 0 and the smallest subnormal differ, yet their squared deviations underflow to 0.0: std 0, no z-score
+    # (and no division by zero).
+    tiny = 5e-324
+    evaluator = ZScoreEvaluator(MetricZScoreFilter(name="x", window=2, threshold=1.0))
+    assert evaluator.push_many([0.0, tiny, 1.0]) == [None] * 3
+    assert (evaluator.mean, evaluator.std, evaluator.observed) == (None, None, None)
+
+
+def test_a_sliding_average_cleared_is_the_average_of_what_it_holds_from_its_first_value() -> None:
+    agg = SlidingAgg(Agg.AVERAGE, 3)
+    for x in [10.0, 20.0, 30.0, 40.0]:
+        agg.push(x)
+    agg.clear()
+    assert len(agg) == 0 and math.isnan(agg.value)
+    agg.push(4.0)
+    assert agg.value == 4.0
+    agg.push(6.0)
+    assert agg.value == 5.0
+
+
+def test_a_change_shows_no_current_or_prior_until_both_windows_are_full_then_their_aggregates() -> None:
+    spec = MetricChangeFilter(name="x", agg="avg", window=2, prior_window=3, change_type="abs", threshold=1)
+    evaluator = ChangeEvaluator(spec)
+    assert evaluator.push_many([1.0, 2.0, 3.0, 4.0]) == [None] * 4  # the prior holds 2 of its 3 values
+    assert (evaluator.current, evaluator.prior, evaluator.observed) == (None, None, None)
+    assert evaluator.push(9.0) is True  # prior 1, 2, 3 (avg 2), current 4, 9 (avg 6.5)
+    assert (evaluator.current, evaluator.prior, evaluator.observed) == (6.5, 2.0, 4.5)
+    assert evaluator.push(4.0) is True  # prior 2, 3, 4 (avg 3), current 9, 4 (avg 6.5)
+    assert (evaluator.current, evaluator.prior, evaluator.observed) == (6.5, 3.0, 3.5)
+
+
+def test_a_change_that_overflows_is_skipped_and_the_scan_goes_on_to_the_next_edge() -> None:
+    spec = MetricChangeFilter(name="x", prior_window=1, change_type="abs", threshold=1)  # latest against the one before
+    values = [0.0, 5.0, 5.0, -1e308, 1e308, 1e308, 0.0, 0.0]
+    # 5 - 0 (edge: true), 0 (false), -1e308 - 5 (true), 1e308 + 1e308 = inf (not evaluable), 0 (false),
+    # -1e308 (true), 0 (false)
+    edges, evaluator = _edges_by_scan(spec, values)
+    assert edges == [1, 2, 3, 5, 6, 7]
+    assert evaluator.count == len(values) and evaluator.observed == 0.0

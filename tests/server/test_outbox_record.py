@@ -330,3 +330,35 @@ def test_stored_options_that_no_longer_pass_the_check_are_treated_as_off(db: Dat
     _record(db, p, title="crash", now=NOW)
     second = _record(db, p, title="crash", now=NOW + 1)
     assert [d["status"] for d in second["deliveries"]] == ["pending"]
+
+
+def test_a_wait_duration_under_a_second_still_holds_repeats_back(db: Database) -> None:
+    p = _project(db)
+    _record(db, p, title="t", wait_duration=0.5, now=NOW)
+    assert _record(db, p, title="t", wait_duration=0.5, now=NOW + 0.25)["suppressed"] is True
+    assert _record(db, p, title="t", wait_duration=0.5, now=NOW + 0.5)["suppressed"] is False
+
+
+def test_a_repeat_at_the_same_instant_is_counted_by_the_next_one_sent(db: Database) -> None:
+    p = _project(db)
+    _record(db, p, title="t", wait_duration=10.0, now=NOW)
+    assert _record(db, p, title="t", wait_duration=10.0, now=NOW)["suppressed"] is True
+    assert _record(db, p, title="t", wait_duration=10.0, now=NOW + 10)["suppressed_before"] == 1
+
+
+def test_a_repeated_integration_does_not_stop_the_ones_after_it(db: Database) -> None:
+    p = _project(db)
+    a, b = _integration(db, p, "a"), _integration(db, p, "b")
+    stored = _record(db, p, integrations=[a, a, b, a])
+    assert [d["integration_id"] for d in stored["deliveries"]] == [a, b]
+
+
+def test_without_grouping_no_roll_up_is_opened(db: Database) -> None:
+    p = _project(db)
+    _integration(db, p, "plain")
+    _integration(db, p, "zero", spec={"kind": "webhook", "url": "http://127.0.0.1:9/z", "group_interval": 0})
+    for i in range(3):
+        stored = _record(db, p, title="crash", now=NOW + i)
+        assert [d["status"] for d in stored["deliveries"]] == ["pending", "pending"]
+    with db.read_session() as session:
+        assert list(session.scalars(select(Rollup))) == []

@@ -544,7 +544,7 @@ class RunMonitor:
         with self._errors.capture("state_dict"):
             state: dict[str, Any] = {"version": 1, "nonfinite_sent": self.nonfinite_sent, "run_name": self.run_name}
             pending = self._pending_state or {}
-            if self.server is not None:
+            if self.server is not None and self.server.run_id is not None:
                 state["server_run_id"] = self.server.run_id
             elif pending.get("server_run_id"):
                 state["server_run_id"] = pending["server_run_id"]
@@ -733,7 +733,8 @@ class RunMonitor:
 
     def _setup_server(self) -> None:
         """With a server: open the run there, register automations, start the metric stream and heartbeats
-        (:mod:`runalert.monitor_server`). Sender rank (rank zero) only; a failure here never stops local alerting."""
+        (:mod:`runalert.monitor_server`) on rank zero; the other ranks get a link for their system readings only.
+        A failure here never stops local alerting."""
         with self._errors.capture("server"):
             self.server = MonitorServer.connect(
                 self.opts,
@@ -809,12 +810,18 @@ class RunMonitor:
     def log_system(self, values: Mapping[str, float], step: int | None = None) -> None:
         """System metrics (``system/...`` name -> float) as one row at ``step`` (default: the run's current step),
         for the local rules and the server stream like logged values. Called on the sampler's thread: a queue
-        append, no lock. Never raises."""
+        append, no lock. Never raises. On a rank other than zero the readings go to the server on a stream of their
+        own, under names of this rank (``runalert.system_names``); the local rules see the plain names."""
         with self._errors.capture("log_system"):
-            pipeline = self._pipeline
-            if pipeline is None or self.finished or not values:
+            if self.finished or not values:
                 return
             at = self._step if step is None else step
+            server = self.server
+            if server is not None and server.run is None:
+                server.send_system(at, values)
+            pipeline = self._pipeline
+            if pipeline is None:
+                return
             if pipeline.queue is None:
                 # The stream is the only sink and the step path appends to its own queue: the sampler's rows take
                 # a stream of their own, so that two threads never race for one stream's sequence numbers.

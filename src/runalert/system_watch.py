@@ -27,9 +27,11 @@ _monotonic = time.monotonic
 
 def host_alert_rank(env: os._Environ[str] | dict[str, str] | None = None) -> bool:
     """Whether this process sends the host-wide alerts (disk, host memory): the first process of its host
-    (``LOCAL_RANK`` 0 or unset), so that eight ranks on one machine send one disk alert, not eight."""
-    raw = (os.environ if env is None else env).get("LOCAL_RANK", "").strip()
-    return not raw or raw == "0"
+    (local rank 0 or unset: :func:`runalert.ranks.local_rank`), so that eight ranks on one machine send one disk
+    alert, not eight."""
+    from runalert.ranks import local_rank
+
+    return local_rank(env=env) in (None, 0)
 
 
 class SystemWatch:

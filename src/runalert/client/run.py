@@ -35,10 +35,14 @@ _NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:@+-]+")
 _MAX_CONFIG = 100_000
 
 
-def make_run_id(name: str | None) -> str:
-    """A run id for the server: the run's name made safe (letters, digits, ``._:@+-``) and a random suffix."""
+def make_run_id(name: str | None, key: str | None = None) -> str:
+    """A run id for the server: the run's name made safe (letters, digits, ``._:@+-``) and a suffix, random, or
+    derived from ``key`` and the name (the same on every process that has both: the ranks of one job)."""
     base = _RUN_ID_BAD.sub("-", name or "run").strip("-._:@+")[:100] or "run"
-    return f"{base}-{uuid.uuid4().hex[:8]}"
+    if key is None:
+        return f"{base}-{uuid.uuid4().hex[:8]}"
+    digest = hashlib.sha1(f"{key}\0{base}".encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{base}-{digest}"
 
 
 def _plain(value: Any) -> Any:

@@ -40,6 +40,8 @@ from runalert.server.models import AlertRecord, ApiKey, Automation, Project, Run
 from runalert.server.points import last_points, metric_names
 from runalert.server.routers._deps import Ctx
 from runalert.server.routers._views import alerts_out
+from runalert.system_metrics import PREFIX as SYSTEM_PREFIX
+from runalert.system_names import group_by_source
 
 __all__ = [
     "COOKIE",
@@ -77,6 +79,8 @@ INDEX_RUNS = 100
 INDEX_METRICS = 4  # sparklines per run on the index
 INDEX_POINTS = 400  # last points of each metric read for a sparkline
 RUN_METRICS = 24
+RUN_SYSTEM_METRICS = 48  # system metrics charted on a run's page, grouped by rank and node (runalert.system_names)
+RUN_NAMES = 400  # metric names read for a run's page: its logged values first, then its system metrics
 RUN_POINTS = 5000
 ALERTS = 50
 
@@ -555,9 +559,14 @@ def run_page(ctx: Ctx, request: Request, project: str, run_id: str) -> Response:
         if owner is None or run is None:
             return _render("not_found.html", status=404, viewer=viewer, what=f"run {run_id} in project {project}")
         view = _run_view(run, owner.name, now)
+        names = metric_names(session, run.id, RUN_NAMES)
         charts = [
             chart(name, series(session, run.id, name, RUN_POINTS), width=560, height=140)
-            for name in metric_names(session, run.id, RUN_METRICS)
+            for name in [n for n in names if not n.startswith(SYSTEM_PREFIX)][:RUN_METRICS]
+        ]
+        system = [
+            (label, [chart(n, series(session, run.id, n, RUN_POINTS), width=560, height=140) for n in group])
+            for label, group in group_by_source(names, RUN_SYSTEM_METRICS)
         ]
         records = list(
             session.scalars(
@@ -580,6 +589,7 @@ def run_page(ctx: Ctx, request: Request, project: str, run_id: str) -> Response:
         viewer=viewer,
         run=view,
         charts=charts,
+        system=system,
         alerts=alerts,
         config=run.config or {},
         backtests=[(name, backtest_path(owner.name, name, run.run_id)) for name in backtests],

@@ -286,20 +286,20 @@ class HostileReceiver:
         if answer.mode == "hang":
             self._hold(client)
         elif answer.mode == "normal":
-            client.sendall(answer.head() + answer.body)
+            self._send(client, answer.head() + answer.body)
             client.shutdown(socket.SHUT_WR)
             self._hold(client)  # until the client has read it all and closed
         elif answer.mode == "close_mid_body":
-            client.sendall(answer.head() + answer.body[: max(1, len(answer.body) // 10)])
+            self._send(client, answer.head() + answer.body[: max(1, len(answer.body) // 10)])
         else:
             if answer.mode == "trickle_headers":
                 self._drip(client, answer.head(), answer.interval)
             else:
-                client.sendall(answer.head())
+                self._send(client, answer.head())
             body = answer.body or None
             index = 0
             while not self._stop.is_set() and (body is None or index < len(body)):
-                client.sendall(body[index : index + 1] if body is not None else b"z")
+                self._send(client, body[index : index + 1] if body is not None else b"z")
                 index += 1
                 if self._stop.wait(answer.interval):
                     return
@@ -308,9 +308,26 @@ class HostileReceiver:
         for i in range(len(data)):
             if self._stop.is_set():
                 return
-            client.sendall(data[i : i + 1])
+            self._send(client, data[i : i + 1])
             if self._stop.wait(interval):
                 return
+
+    def _send(self, client: socket.socket, data: bytes) -> None:
+        """Send all of ``data``, however long the client takes to read it; raise ``OSError`` once stopped.
+
+        Not ``sendall``: the connection's 0.2 s timeout (there so that reads notice :meth:`stop`) would apply to
+        the whole send, and a client that a busy machine does not schedule for 0.2 s would find a large answer
+        cut off. Each ``send`` waits at most 0.2 s for room and sends nothing when it times out.
+        """
+        view = memoryview(data)
+        while view:
+            if self._stop.is_set():
+                raise OSError("receiver stopped")
+            try:
+                sent = client.send(view)
+            except TimeoutError:
+                continue
+            view = view[sent:]
 
     def _hold(self, client: socket.socket) -> None:
         """Keep the connection open, reading and discarding, until stopped or the peer closes."""

@@ -286,6 +286,7 @@ class MonitorServer:
             # Rank zero opens the run; another rank waits for it (a 404 is retried) and never opens it itself.
             ready=run.ensure_open if run is not None else self._known,
             name="runalert-system-metrics",
+            alive=run is not None,  # another rank's readings never keep the run alive (rank zero's heartbeats do)
             **_stream_tuning(self.opts),
         )
         self._system = stream.start()

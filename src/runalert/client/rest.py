@@ -508,11 +508,15 @@ class Client:
         project: str | None = None,
         retry: ClientRetry | None = None,
         timeout: float | None = None,
+        alive: bool = True,
     ) -> dict[str, Any]:
         """A batch: ``rows`` of ``{"step": 3, "time": 1.7e9, "metrics": {"loss": 0.5}}`` (``step``/``time``
-        optional); ``dropped``: points the client dropped since its last batch. Answers ``accepted`` and
-        ``fired`` (the automations that fired on it)."""
-        body = {"rows": list(rows), "dropped": int(dropped)}
+        optional); ``dropped``: points the client dropped since its last batch; ``alive=False``: the batch is not
+        a sign of the run's life (a rank other than zero: only the run's own process keeps it from a heartbeat
+        timeout). Answers ``accepted`` and ``fired`` (the automations that fired on it)."""
+        body: dict[str, Any] = {"rows": list(rows), "dropped": int(dropped)}
+        if not alive:
+            body["alive"] = False
         result: dict[str, Any] = self.request(
             "POST", f"{self._p(project)}/runs/{_segment(run_id)}/metrics", json=body, retry=retry, timeout=timeout
         )

@@ -78,6 +78,8 @@ class MetricStream:
         ready: called (on the stream's thread) before sending; returns whether the run is open on the server,
             opening it if needed (it may raise :class:`ServerUnavailableError`). Default: always ready.
         on_missing_run: called when the server answers 404 for the run (the stream then waits for ``ready``).
+        alive: whether the batches are a sign of the run's life on the server (``False``: a rank other than zero,
+            which must not keep a run whose rank zero died from its heartbeat timeout).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class MetricStream:
         ready: Callable[[], bool] | None = None,
         on_missing_run: Callable[[], None] | None = None,
         name: str = "runalert-metrics",
+        alive: bool = True,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, not {batch_size!r}")
@@ -113,6 +116,7 @@ class MetricStream:
         self.backoff = Backoff(self.retry_initial, self.retry_max, self.retry_initial, float(max_retry_after))
         self._retry_after: float | None = None  # the last failure's Retry-After (seconds), if it gave one
         self._ready = ready
+        self.alive = alive
         self._on_missing_run = on_missing_run
         # The hand-off queue: the caller appends, the stream's thread pops. Bounded too; evictions are found
         # from gaps in the sequence numbers.
@@ -397,7 +401,9 @@ class MetricStream:
             with self._cond:
                 dropped = self._unreported
             try:
-                self.client.log_metrics(self.run_id, rows, dropped=dropped, project=self.project, retry=NO_RETRY)
+                self.client.log_metrics(
+                    self.run_id, rows, dropped=dropped, project=self.project, retry=NO_RETRY, alive=self.alive
+                )
             except ServerUnavailableError as exc:
                 self._stats.failures += 1
                 self._retry_after = exc.retry_after

@@ -163,6 +163,12 @@ class MetricBatchIn(Request):
     dropped: Annotated[int, Strict()] = Field(
         0, ge=0, le=MAX_STEP, description="points the client dropped since its last batch"
     )
+    alive: Annotated[bool, Strict()] = Field(
+        True,
+        description="whether the batch is a sign of the run's life (false: another writer of the run, a rank "
+        "other than zero sending its system metrics; it neither keeps the run from a heartbeat timeout nor revives "
+        "it after one)",
+    )
 
 
 class FiredOut(BaseModel):

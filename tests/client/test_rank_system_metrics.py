@@ -193,3 +193,72 @@ def test_two_ranks_of_a_launchers_job_find_one_run_by_the_job_id(server: Any, pr
     assert first["run_id"] == second["run_id"] and first["run_id"].startswith("job-run-")
     assert first["errors"] == second["errors"] == 0
     _check_run(client, first["run_id"], None)
+
+
+LIGHTNING_FIT = textwrap.dedent(
+    """
+    import json, sys, time
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from runalert.lightning import AlertCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, index):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.layer(x), y)
+            self.log("loss", loss)
+            time.sleep(0.05)  # a few of the sampler's readings per epoch
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    url, project, out = sys.argv[1:4]
+    callback = AlertCallback(
+        channels=[], server=url, project=project, system_metrics_interval=0.2, on_stage_end=(),
+        server_options={"interval": 0.2, "retry_initial": 0.1, "retry_max": 0.5},
+    )
+    data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=3, callbacks=[callback], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), data)
+    with open(f"{out}.{trainer.global_rank}", "w") as f:
+        server = callback.monitor.server
+        json.dump({"run_id": server.run_id if server else None, "errors": callback.monitor.stats.errors}, f)
+    """
+)
+
+
+@pytest.mark.slow  # Lightning's DDP on the CPU, two processes: about a minute
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_lightning_ddp_on_the_cpu_streams_both_ranks_readings(server: Any, project: str, tmp_path: Path) -> None:
+    require_module("lightning", "lightning is not installed")
+    script = tmp_path / "fit.py"
+    script.write_text(LIGHTNING_FIT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNALERT_", "TORCHELASTIC", "SLURM"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    done = subprocess.run(
+        [sys.executable, str(script), server.url, project, str(tmp_path / "out")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    zero, one = (json.loads((tmp_path / f"out.{rank}").read_text()) for rank in (0, 1))
+    assert zero["run_id"] == one["run_id"] and zero["errors"] == one["errors"] == 0
+    series = Client(server.url, project=project).metrics(zero["run_id"])
+    names = set(series)
+    assert {"loss", "system/cpu_percent", "system/process_rss_bytes", "system/rank.1/process_rss_bytes"} <= names
+    assert {n for n in names if n.startswith("system/rank.")} == {"system/rank.1/process_rss_bytes"}
+    assert len(series["loss"]) == 12  # rank zero's steps (4 a epoch), not rank 1's too

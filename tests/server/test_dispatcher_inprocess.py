@@ -551,16 +551,18 @@ def test_secrets_in_an_error_are_starred(world: World) -> None:
     from tests.hostile import Answer
 
     token = "tok-very-secret-1234"
-    with HostileReceiver(Answer(status=500, body=f"bad token {token} and abc".encode())) as receiver:
+    page = f"bad token {token} and abc, wxyz".encode()
+    with HostileReceiver(Answer(status=500, body=page)) as receiver:
         project = world.project()
         world.secret(project, "TOKEN", token)
         world.secret(project, "SHORT", "abc")  # too short to star: it would star every "abc"
+        world.secret(project, "FOUR", "wxyz")  # not the integration's, but the project's: starred too
         world.webhook(project, "hook", receiver.url(), access_token_secret="TOKEN")
         world.alert(project)
         assert world.dispatcher.run_once() == 1
     row = world.only()
     assert token not in row["last_error"] and token not in row["log"][0]["error"]
-    assert "bad token *** and abc" in row["last_error"]
+    assert "bad token *** and abc, ***" in row["last_error"]
 
 
 def test_a_channel_is_built_once_and_rebuilt_when_its_integration_changes(world: World, httpserver: HTTPServer) -> None:
@@ -868,3 +870,347 @@ def test_a_slack_refusal_other_than_a_missing_message_is_not_posted_again(world:
         assert [name for name, _ in slack.calls][-1] == "chat.update"
         dead = [row for row in world.deliveries() if row["status"] == "dead"]
         assert len(dead) == 1 and "channel_not_found" in dead[0]["last_error"]
+
+
+def test_a_group_summary_is_updated_in_place_when_it_comes_again(world: World) -> None:
+    from runalert.server.rollup import in_place
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack)
+
+        def summary(text: str) -> None:
+            with world.db.session() as session:
+                record = record_alert(
+                    session, project, title="Group sweep finished", text=text, source="server", kind="group_finished"
+                )
+                in_place(session, record, "group:1:sweep", "sweep", time.time())
+
+        summary("3 of 4 runs")
+        while world.dispatcher.run_once():
+            pass
+        (message,) = slack.messages
+        summary("4 of 4 runs")
+        while world.dispatcher.run_once():
+            pass
+        assert slack.messages == [message]  # the same message, its text replaced
+        assert len(message.versions) == 2 and "4 of 4 runs" in message.flat
+        assert slack.ok_calls("chat.update") == 1
+
+
+def test_a_roll_up_sent_to_a_webhook_shows_every_held_alert_and_the_project(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world()
+    receiver = Receiver(httpserver)
+    project = world.project("vision")
+    world.webhook(project, "grouped", receiver.url, group_interval=30.0)
+    now = time.time()
+    world.alert(project, "Run crashed", now=now - 60, level="warn")
+    world.alert(project, "Run crashed", now=now - 50, level="error", text="second")
+    world.alert(project, "Run crashed", now=now - 40, level="warn", text="third")
+    assert world.dispatcher.close_rollups() == 1
+    while world.dispatcher.run_once():
+        pass
+    first, rollup = receiver.bodies
+    assert first["title"] == "Run crashed"
+    assert rollup["title"] == "2 more alerts: Run crashed"
+    assert rollup["level"] == "ERROR"  # the worst of the held alerts
+    assert rollup["fields"]["project"] == "vision"
+    assert rollup["text"] != ""
+
+
+def test_two_threaded_bots_keep_a_thread_each(world: World) -> None:
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import TOKEN, SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        world.secret(project, "SLACK_TOKEN", TOKEN)
+        spec = {
+            "kind": "slack",
+            "bot_token_secret": "SLACK_TOKEN",
+            "channel": "#alerts",
+            "api_url": slack.url,
+            "threads": True,
+        }
+        one = world.integration(project, "one", spec)
+        two = world.integration(project, "two", spec)
+        run = world.run(project)
+        world.alert(project, "first", run_pk=run, integrations=[one])
+        while world.dispatcher.run_once():
+            pass
+        world.alert(project, "second", run_pk=run, integrations=[two])
+        while world.dispatcher.run_once():
+            pass
+        world.alert(project, "third", run_pk=run)
+        while world.dispatcher.run_once():
+            pass
+        first, second, third_one, third_two = slack.messages
+        assert (first.thread_ts, second.thread_ts) == (None, None)  # each bot starts its own thread
+        assert {third_one.thread_ts, third_two.thread_ts} == {first.ts, second.ts}
+        with world.db.read_session() as session:
+            threads = {(t.integration_id, t.ts) for t in session.scalars(select(SlackThread))}
+        assert threads == {(one, first.ts), (two, second.ts)}
+
+
+def test_without_threads_a_bot_remembers_no_thread(world: World) -> None:
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack)
+        run = world.run(project)
+        world.alert(project, "one", run_pk=run)
+        world.alert(project, "two", run_pk=run)
+        while world.dispatcher.run_once():
+            pass
+        assert [m.thread_ts for m in slack.messages] == [None, None]
+        with world.db.read_session() as session:
+            assert list(session.scalars(select(SlackThread))) == []
+
+
+def test_a_thread_started_meanwhile_is_kept_not_recorded_twice(world: World) -> None:
+    # Two rows of one run prepared before either was sent (another process, a lease that ran out): the first
+    # sent starts the thread; the second, sent without it, does not record a second one.
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        team = _slack_bot(world, project, slack, threads=True)
+        run = world.run(project)
+        world.alert(project, "one", run_pk=run)
+        world.alert(project, "two", run_pk=run)
+        seqs = [row["seq"] for row in world.deliveries()]
+        with world.db.session() as session:
+            jobs = world.dispatcher._lease(session, seqs, time.time())
+        assert [job.thread for job in jobs] == [None, None]
+        for job in jobs:
+            world.dispatcher.deliver(job)
+        assert [row["status"] for row in world.deliveries()] == ["delivered", "delivered"]
+        with world.db.read_session() as session:
+            threads = [(t.integration_id, t.run_pk, t.ts) for t in session.scalars(select(SlackThread))]
+        assert threads == [(team, run, slack.messages[0].ts)]
+
+
+def test_a_lease_skips_rows_taken_or_settled_meanwhile(world: World, httpserver: HTTPServer) -> None:
+    # Between looking for due rows and leasing them, another process may lease or finish some: those are skipped,
+    # the others still leased.
+    project = world.project()
+    hooks = [world.webhook(project, f"h{i}", Receiver(httpserver, f"/h{i}").url) for i in range(4)]
+    for hook in hooks:
+        world.alert(project, "x", integrations=[hook])
+    seqs = [row["seq"] for row in world.deliveries()]
+    with world.db.session() as session:
+        session.execute(
+            update(Delivery).where(Delivery.seq == seqs[0]).values(lease_until=time.time() + 60, lease_owner="other")
+        )
+        session.execute(update(Delivery).where(Delivery.seq == seqs[1]).values(status="delivered"))
+    with world.db.session() as session:
+        jobs = world.dispatcher._lease(session, seqs, time.time())
+    assert [job.seq for job in jobs] == seqs[2:]
+    owners = [row["lease_owner"] for row in world.deliveries()]
+    assert owners == ["other", None, world.dispatcher.owner, world.dispatcher.owner]
+
+
+def test_the_project_share_counts_every_delivery_in_flight(make_world: Callable[..., World]) -> None:
+    world = make_world(dispatcher_threads=4, delivery_timeout=60.0)  # a project's share: 2 workers
+    stuck = [HostileReceiver(hangs()) for _ in range(3)]
+    try:
+        project = world.project()
+        for i, receiver in enumerate(stuck):
+            hook = world.webhook(project, f"stuck{i}", receiver.url())
+            world.alert(project, f"to {i}", integrations=[hook])
+        world.dispatcher.start()
+        assert wait_for(lambda: sum(len(r.received) for r in stuck) == 2)
+        assert any(t.name.startswith("runalert-deliver") for t in __import__("threading").enumerate())
+        assert all(t.daemon for t in _loop_threads())
+        assert world.dispatcher.claim(10, fair=True) == []  # what the loop asks: the project is at its share
+        assert sorted(world.dispatcher._project_busy.values()) == [2]
+    finally:
+        for receiver in stuck:
+            receiver.stop()
+    # The stuck attempts end (their receivers closed): every worker is given back, the third alert goes on.
+    assert wait_for(lambda: world.dispatcher._inflight == 0 and not world.dispatcher._project_busy)
+    assert world.dispatcher._integration_busy == set()
+
+
+def test_the_background_loop_retries_when_the_retry_is_due(world: World, httpserver: HTTPServer) -> None:
+    receiver = Receiver(httpserver, script=[503], retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project, "one")
+    world.dispatcher.start()
+    world.dispatcher.wake()
+    # Nothing wakes the loop when the retry comes due: it must wait until then by itself.
+    assert wait_for(lambda: world.only()["status"] == "delivered")
+    assert [a["outcome"] for a in world.only()["log"]] == ["retry", "delivered"]
+
+
+def test_one_worker_is_enough_for_the_loop(make_world: Callable[..., World], httpserver: HTTPServer) -> None:
+    world = make_world(dispatcher_threads=1)
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    for i in range(2):
+        world.alert(project, f"alert {i}")
+    world.dispatcher.start()
+    world.dispatcher.wake()
+    assert wait_for(lambda: receiver.titles() == ["alert 0", "alert 1"])
+
+
+def test_stop_waits_for_the_deliveries_in_flight(make_world: Callable[..., World]) -> None:
+    from tests.hostile import trickles
+
+    world = make_world(delivery_timeout=30.0)
+    with HostileReceiver(trickles(0.1, body=b"slowly")) as slow:
+        project = world.project()
+        world.webhook(project, "slow", slow.url())
+        world.alert(project)
+        world.dispatcher.start()
+        assert slow.wait_for_requests(1)
+        world.dispatcher.stop()
+        # Its outcome is recorded before stop() returns: no delivery is left half done.
+        assert world.dispatcher._inflight == 0
+        assert world.only()["status"] == "delivered"
+
+
+def test_a_failing_claim_is_logged_and_the_loop_goes_on(
+    world: World, httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    with world.db.session() as session:
+        session.connection().exec_driver_sql("ALTER TABLE deliveries RENAME TO deliveries_away")
+    with caplog.at_level(logging.ERROR, logger="runalert.server.dispatcher"):
+        world.dispatcher.start()
+        assert wait_for(lambda: any(r.getMessage() == "dispatcher: claiming failed" for r in caplog.records))
+    assert all(r.exc_info for r in caplog.records if r.getMessage() == "dispatcher: claiming failed")
+    with world.db.session() as session:
+        session.connection().exec_driver_sql("ALTER TABLE deliveries_away RENAME TO deliveries")
+    world.alert(project, "after")
+    world.dispatcher.wake()
+    assert wait_for(lambda: receiver.titles() == ["after"])
+
+
+def test_a_delivery_that_fails_unexpectedly_is_logged_and_its_worker_given_back(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runalert.server.dispatcher import _Job
+
+    project = world.project()
+    job = _Job(
+        seq=1,
+        project_id=project,
+        integration_id=7,
+        delivery_id="d-1",
+        created_at=time.time(),
+        attempts=0,
+        alert=None,
+        channel=None,
+        cache_key=None,
+        error=None,
+        secrets=[],
+    )
+    dispatcher = world.dispatcher
+    dispatcher._inflight, dispatcher._project_busy[project], dispatcher._integration_busy = 2, 2, {7, 8}
+    with caplog.at_level(logging.ERROR, logger="runalert.server.dispatcher"):
+        dispatcher._run_job(job)  # a job with neither channel nor alert: deliver() fails
+    (record,) = caplog.records
+    assert record.getMessage() == "dispatcher: delivery d-1 failed unexpectedly" and record.exc_info
+    assert (dispatcher._inflight, dict(dispatcher._project_busy), dispatcher._integration_busy) == (
+        1,
+        {project: 1},
+        {8},
+    )
+    assert dispatcher._wake.is_set()
+    dispatcher._run_job(job)
+    assert (dispatcher._inflight, dict(dispatcher._project_busy), dispatcher._integration_busy) == (0, {}, {8})
+
+
+def test_idle_wait_while_a_delivery_is_in_flight_is_the_poll_interval(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatch_interval=7.0)
+    project = world.project()
+    world.webhook(project, "hook", Receiver(httpserver).url)
+    world.alert(project)  # due now: with nothing in flight the loop would look again at once
+    assert world.dispatcher._idle_wait() == 0.005
+    world.dispatcher._inflight = 1  # its end wakes the loop: no polling for the rows blocked behind it
+    assert world.dispatcher._idle_wait() == 7.0
+    world.dispatcher._inflight = 0
+
+
+def test_fair_claims_give_no_project_more_than_its_share(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatcher_threads=4)  # a project's share: 2 workers
+    a, b = world.project("a"), world.project("b")
+    a_hooks = [world.webhook(a, f"a{i}", Receiver(httpserver, f"/a{i}").url) for i in range(4)]
+    b_hook = world.webhook(b, "b", Receiver(httpserver, "/b").url)
+    for hook in a_hooks:
+        world.alert(a, "from a", integrations=[hook])
+    world.alert(b, "from b", integrations=[b_hook])
+    jobs = world.dispatcher.claim(10, fair=True)
+    assert [job.integration_id for job in jobs] == [a_hooks[0], a_hooks[1], b_hook]
+
+
+def test_a_channel_is_rebuilt_when_only_its_time_its_spec_or_a_secret_changes(
+    world: World, httpserver: HTTPServer
+) -> None:
+    receiver = Receiver(httpserver)
+    project = world.project()
+    hook = world.webhook(project, "hook", receiver.url)
+
+    def channel() -> Any:
+        world.alert(project)
+        (job,) = world.dispatcher.claim(10)
+        world.dispatcher.deliver(job)
+        assert job.channel is not None
+        return job.channel
+
+    first = channel()
+    assert channel() is first
+    with world.db.session() as session:
+        row = session.get(Integration, hook)
+        assert row is not None
+        row.updated_at += 1  # updated (to the same spec)
+    second = channel()
+    assert second is not first
+    with world.db.session() as session:
+        row = session.get(Integration, hook)
+        assert row is not None
+        row.spec = {**row.spec, "url": receiver.url + "?v=2"}  # the same updated_at
+    third = channel()
+    assert third is not second
+    world.secret(project, "OTHER", "some-value")
+    assert channel() is not third
+    assert [row["status"] for row in world.deliveries()] == ["delivered"] * 5
+
+
+def test_a_roll_up_slack_will_not_let_the_bot_edit_is_posted_again(world: World) -> None:
+    from tests.slack_api import SlackAPI
+
+    class EditRefused(SlackAPI):
+        """Slack refusing every edit, as for a message older than the edit window (``cant_update_message``)."""
+
+        def _handle(self, method: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+            if method == "chat.update":
+                return 200, {"ok": False, "error": "cant_update_message"}, {}
+            return super()._handle(method, headers, body)
+
+    with EditRefused() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack, group_interval=600.0)
+        now = time.time() - 100
+        for i in range(3):
+            world.alert(project, "crash", now=now + i)
+            while world.dispatcher.run_once():
+                pass
+        assert slack.messages[0].header == "crash"
+        assert ["more" in m.header for m in slack.messages] == [False, True, True]  # the roll-up, then again
+        assert [row["status"] for row in world.deliveries()].count("dead") == 0

@@ -393,3 +393,49 @@ def test_without_grouping_no_roll_up_is_opened(db: Database) -> None:
         assert [d["status"] for d in stored["deliveries"]] == ["pending", "pending"]
     with db.read_session() as session:
         assert list(session.scalars(select(Rollup))) == []
+
+
+def test_an_integration_above_the_alerts_level_does_not_stop_the_ones_after_it(db: Database) -> None:
+    p = _project(db)
+    _integration(db, p, "errors", min_level="ERROR")
+    info = _integration(db, p, "info")
+    assert [d["integration_id"] for d in _record(db, p, level="info")["deliveries"]] == [info]
+
+
+def test_without_wait_duration_nothing_is_held_back_even_out_of_order(db: Database) -> None:
+    p = _project(db)
+    _record(db, p, title="t", now=NOW)
+    earlier = _record(db, p, title="t", now=NOW - 5)  # recorded with an earlier time than the last one sent
+    assert (earlier["suppressed"], len(earlier["deliveries"])) == (False, 0)  # no integration: none, but sent
+
+
+def test_held_back_repeats_are_counted_for_their_own_project_and_title(db: Database) -> None:
+    p, q = _project(db, "p"), _project(db, "q")
+    _record(db, q, title="same", wait_duration=60.0, now=NOW)
+    _record(db, p, title="same", wait_duration=60.0, now=NOW + 1)
+    assert _record(db, p, title="same", wait_duration=60.0, now=NOW + 2)["suppressed"] is True  # p's repeat
+    _record(db, q, title="other", wait_duration=60.0, now=NOW + 3)
+    assert _record(db, q, title="other", wait_duration=60.0, now=NOW + 4)["suppressed"] is True  # another title
+    # q's "same" again, after wait_duration: nothing of its own was held back.
+    assert _record(db, q, title="same", wait_duration=60.0, now=NOW + 61)["suppressed_before"] == 0
+
+
+def test_a_group_interval_under_a_second_still_groups(db: Database) -> None:
+    p = _project(db)
+    _integration(db, p, "grouped", spec={"kind": "webhook", "url": "http://127.0.0.1:9/g", "group_interval": 0.5})
+    _record(db, p, title="crash", now=NOW)
+    assert [d["status"] for d in _record(db, p, title="crash", now=NOW + 0.25)["deliveries"]] == ["held"]
+
+
+def test_alerts_naming_their_runs_are_grouped_as_one(db: Database) -> None:
+    p = _project(db)
+    _integration(db, p, "grouped", spec={"kind": "webhook", "url": "http://127.0.0.1:9/g", "group_interval": 60.0})
+    with db.session() as session:
+        runs = [Run(project_id=p, run_id=f"id-{name}", name=name) for name in ("bert-7", "gpt-2")]
+        session.add_all(runs)
+        session.flush()
+        pks = [run.id for run in runs]
+    first = _record(db, p, title="Run bert-7 failed: no heartbeat", run_pk=pks[0], now=NOW)
+    second = _record(db, p, title="Run gpt-2 failed: no heartbeat", run_pk=pks[1], now=NOW + 1)
+    assert [d["status"] for d in first["deliveries"]] == ["pending"]
+    assert [d["status"] for d in second["deliveries"]] == ["held"]  # one group: the title without the run's name

@@ -1214,3 +1214,48 @@ def test_a_roll_up_slack_will_not_let_the_bot_edit_is_posted_again(world: World)
         assert slack.messages[0].header == "crash"
         assert ["more" in m.header for m in slack.messages] == [False, True, True]  # the roll-up, then again
         assert [row["status"] for row in world.deliveries()].count("dead") == 0
+
+
+def test_two_groups_roll_up_apart(make_world: Callable[..., World], httpserver: HTTPServer) -> None:
+    world = make_world()
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "grouped", receiver.url, group_interval=30.0)
+    now = time.time()
+    for title in ("crash", "oom"):
+        world.alert(project, title, now=now - 60)
+        world.alert(project, title, now=now - 50, text=f"{title} again")
+    assert world.dispatcher.close_rollups() == 2
+    while world.dispatcher.run_once():
+        pass
+    assert sorted(receiver.titles()) == ["1 more alert: crash", "1 more alert: oom", "crash", "oom"]
+
+
+def test_two_bots_each_update_their_own_summary_in_place(world: World) -> None:
+    from runalert.server.rollup import in_place
+    from tests.slack_api import TOKEN, SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        world.secret(project, "SLACK_TOKEN", TOKEN)
+        spec = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts", "api_url": slack.url}
+        world.integration(project, "one", spec)
+        world.integration(project, "two", spec)
+
+        def summary(text: str) -> None:
+            with world.db.session() as session:
+                record = record_alert(
+                    session, project, title="Group sweep finished", text=text, source="server", kind="group_finished"
+                )
+                in_place(session, record, "group:1:sweep", "sweep", time.time())
+
+        summary("3 of 4 runs")
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2
+        summary("4 of 4 runs")
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2
+        assert [len(m.versions) for m in slack.messages] == [2, 2]  # each bot's message updated once
+        assert all("4 of 4 runs" in m.flat for m in slack.messages)

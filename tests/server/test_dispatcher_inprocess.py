@@ -1259,3 +1259,24 @@ def test_two_bots_each_update_their_own_summary_in_place(world: World) -> None:
         assert len(slack.messages) == 2
         assert [len(m.versions) for m in slack.messages] == [2, 2]  # each bot's message updated once
         assert all("4 of 4 runs" in m.flat for m in slack.messages)
+
+
+def test_a_live_roll_up_names_the_held_runs_and_takes_their_worst_level(world: World) -> None:
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project("vision")
+        _slack_bot(world, project, slack, group_interval=600.0)
+        runs = [world.run(project, f"id-{name}", name) for name in ("run-a", "run-b", "run-c")]
+        now = time.time() - 100
+        world.alert(project, "Run crashed", run_pk=runs[0], now=now)
+        world.alert(project, "Run crashed", run_pk=runs[1], now=now + 1, level="error")
+        world.alert(project, "Run crashed", run_pk=runs[2], now=now + 2, level="warn")
+        while world.dispatcher.run_once():
+            pass
+        _first, rollup = slack.top_level()
+        assert rollup.header.startswith("2 more runs")
+        assert "run-b, run-c" in rollup.flat and "run-a" not in rollup.flat
+        assert "*project*\\nvision" in rollup.flat  # the project, as every alert shows it
+        assert rollup.text.startswith(":rotating_light: [ERROR] 2 more runs")  # the worst level of the held alerts
+        assert "*alerts*\\n2" in rollup.flat and "*group*\\nRun crashed" in rollup.flat

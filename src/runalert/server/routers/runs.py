@@ -320,7 +320,9 @@ def _ingest(
     if found is None:
         raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
     run_pk, run_name, user, tags, state, reason = found
-    if state == "FAILED" and reason == HEARTBEAT_TIMEOUT:
+    # A batch with ``alive`` false (a rank other than zero) is stored but is no sign of the run's life.
+    revived = body.alive and state == "FAILED" and reason == HEARTBEAT_TIMEOUT
+    if revived:
         # A run failed for silence speaks again: the rare path, through the ORM (state change, messages).
         run = session.get_one(Run, run_pk)
         touch_run(session, ctx.automations, run, now)
@@ -353,7 +355,8 @@ def _ingest(
             column[1].append(value)
             column[2].append(when)
     accepted = insert_chunks(sql, run_pk, columns)
-    params: tuple[Any, ...] = (accepted, body.dropped, body.dropped, now, now)
+    seen = now if body.alive else 0.0  # 0: last_seen_at stays as it is
+    params: tuple[Any, ...] = (accepted, body.dropped, body.dropped, seen, seen)
     if top is not None:
         params += (top, top)
     sql.execute(_TOUCH_SQL + (_STEP_SQL if top is not None else "") + " WHERE id = {m}", (*params, run_pk))
@@ -365,8 +368,8 @@ def _ingest(
         run_id=run_id,
         attrs=attrs,
         columns={n: c[:2] for n, c in columns.items()},
-        state="RUNNING" if state == "FAILED" and reason == HEARTBEAT_TIMEOUT else state,
-        reason=None if state == "FAILED" and reason == HEARTBEAT_TIMEOUT else reason,
+        state="RUNNING" if revived else state,
+        reason=None if revived else reason,
         now=now,
     )
     fired: list[FiredOut] = []

@@ -1030,6 +1030,8 @@ def test_the_project_share_counts_every_delivery_in_flight(make_world: Callable[
         assert all(t.daemon for t in _loop_threads())
         assert world.dispatcher.claim(10, fair=True) == []  # what the loop asks: the project is at its share
         assert sorted(world.dispatcher._project_busy.values()) == [2]
+        assert world.dispatcher._inflight == 2  # two workers held
+        assert len(world.dispatcher._integration_busy) == 2 and None not in world.dispatcher._integration_busy
     finally:
         for receiver in stuck:
             receiver.stop()

@@ -54,6 +54,7 @@ NOT_ON_IMPORT = [
 ADAPTER_MAY_LOAD = {
     "runalert",
     "runalert.alert",
+    "runalert._default_alerter",
     "runalert._log",
     "runalert._adapter",
     "runalert._lightning_results",

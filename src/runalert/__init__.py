@@ -18,13 +18,14 @@ come with the package (``runalert.channels``, ``runalert.automations``, ...) are
 from __future__ import annotations
 
 import importlib
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-# Imported eagerly, and first: it is light (the standard library only), and once it is in sys.modules, no later
-# import of the submodule ``runalert.alert`` can rebind the package's attribute ``alert`` (the function below).
+from runalert._default_alerter import finish, flush, get_alerter, init
+
+# Imported eagerly, before the function ``alert`` below: it is light (the standard library only), and once it is in
+# sys.modules, no later import of the submodule ``runalert.alert`` can rebind the package's attribute ``alert``.
 from runalert.alert import Alert, AlertLevel
 
 if TYPE_CHECKING:  # what mypy and IDEs see; at run time these come from __getattr__ on first access
@@ -103,72 +104,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | _LAZY_SUBMODULES)
 
 
-_default: Alerter | None = None
-_default_lock = threading.Lock()
-
-
-def init(
-    channels: Sequence[Channel] | None = None,
-    *,
-    run: str | None = None,
-    settings: Settings | None = None,
-    **overrides: Any,
-) -> Alerter:
-    """Build the default alerter, replacing (and closing) any earlier one.
-
-    ``channels`` wins over settings; otherwise channels come from ``settings`` (default: the environment and
-    ``runalert.toml``), with ``overrides`` applied as setting values (``init(slack_webhook_url=...)``). Bad
-    configuration raises ``ValueError`` here, at set-up, not when an alert fires.
-    """
-    from runalert.alerting import Alerter
-    from runalert.config import Settings, build_channels
-
-    global _default
-    chosen = settings if settings is not None else Settings(**overrides)
-    alerter = Alerter(
-        channels if channels is not None else build_channels(chosen),
-        run=run if run is not None else chosen.run_name,
-        home=chosen.home,
-        flush_timeout=chosen.flush_timeout,
-    )
-    with _default_lock:
-        previous, _default = _default, alerter
-    if previous is not None:
-        previous.close()
-    return alerter
-
-
-def get_alerter() -> Alerter:
-    """The default alerter, built from settings on first use.
-
-    If the settings are invalid, the error is logged once and alerts go to the console rather than nowhere
-    (call :func:`init` to get the error raised at set-up instead).
-    """
-    global _default
-    with _default_lock:
-        if _default is not None and not _default.closed:
-            return _default
-    try:
-        return init()
-    except Exception as exc:
-        import logging
-
-        from runalert._log import log_once
-        from runalert.alerting import Alerter
-        from runalert.channels import Console
-
-        log_once(
-            "default-alerter-config",
-            logging.ERROR,
-            "runalert: invalid settings (%s); alerts go to the console until this is fixed",
-            type(exc).__name__ + ": " + str(exc).splitlines()[0],
-        )
-        alerter = Alerter([Console()])
-        with _default_lock:
-            _default = alerter
-        return alerter
-
-
 def alert(
     title: str,
     text: str = "",
@@ -185,16 +120,3 @@ def alert(
     Returns ``True`` if queued, ``False`` if suppressed. Never blocks on the network.
     """
     return get_alerter().alert(title, text, level, wait_duration, run=run, fields=fields)
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Wait up to ``timeout`` seconds for the default alerter's queued alerts; ``True`` if all were settled."""
-    return _default.flush(timeout) if _default is not None else True
-
-
-def finish(timeout: float | None = None) -> bool:
-    """Flush and close the default alerter (spooling what is left); the next :func:`alert` builds a new one."""
-    global _default
-    with _default_lock:
-        current, _default = _default, None
-    return current.close(timeout) if current is not None else True

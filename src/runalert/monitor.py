@@ -28,7 +28,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from runalert import monitor_messages as messages
-from runalert._context import HOST, format_duration, format_frames, format_value, one_line
+from runalert._default_alerter import get_alerter
+from runalert._formatting import HOST, format_duration, format_frames, format_value, one_line
 from runalert._log import logger
 from runalert.alert import AlertLevel
 from runalert.alerting import Alerter
@@ -191,9 +192,7 @@ class RunMonitor:
             self.alerter = Alerter(opts.channels, run=self.run_name)
             self._own_alerter = True
         else:
-            import runalert
-
-            self.alerter = runalert.get_alerter()
+            self.alerter = get_alerter()
         self._start_time = _monotonic()
         self.started = True
         self._setup_server()
@@ -780,9 +779,7 @@ class RunMonitor:
             return False
         alerter = self.alerter or self.opts.alerter
         if alerter is None:  # step() before start(): use the default alerter rather than lose the alert
-            import runalert
-
-            alerter = runalert.get_alerter()
+            alerter = get_alerter()
         sent = alerter.alert(title, text, level, 0, run=self.run_name, fields=fields, markup=False)
         if sent:
             self._stats.alerts_sent += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from types import TracebackType
 
-from runalert._context import one_line
+from runalert._formatting import one_line
 from runalert._log import log_once
 
 __all__ = ["InternalErrors"]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runalert._context import format_duration, format_metrics, one_line
+from runalert._formatting import format_duration, format_metrics, one_line
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel
 
 __all__ = [

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from runalert._context import HOST
+from runalert._formatting import HOST
 from runalert._log import log_once, logger
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from runalert._context import format_duration
+from runalert._formatting import format_duration
 
 __all__ = ["SystemAlert", "SystemAlertOptions", "SystemAlerts"]
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from runalert._default_alerter import get_alerter
 from runalert._log import logger
 from runalert.automations.automation import Automation
 from runalert.automations.evaluation import (
@@ -87,9 +88,7 @@ class LocalEngine(Registry):
     @property
     def alerter(self) -> Any:
         if self._alerter is None:
-            import runalert
-
-            return runalert.get_alerter()
+            return get_alerter()
         return self._alerter
 
     # -- runs ----------------------------------------------------------------------------------------------

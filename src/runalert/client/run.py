@@ -380,7 +380,7 @@ def failure_details(exc: BaseException, frames: int = 8) -> dict[str, Any]:
     last ``frames`` frames of the traceback, most recent call last, each as ``file:line in function: code``."""
     import traceback
 
-    from runalert._context import one_line
+    from runalert._formatting import one_line
 
     stack = traceback.extract_tb(exc.__traceback__)[-frames:] if exc.__traceback__ is not None else []
     lines = []

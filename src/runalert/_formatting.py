@@ -1,4 +1,4 @@
-"""Context put on alerts: the host, durations, values and the last frames of a traceback.
+"""Formatting helpers for alert texts: the host, durations, values, one-line texts and the last frames of a traceback.
 
 Exception texts leave the process (Slack, email, webhooks), so terminal escape codes (colours and bold that
 Keras and rich put in their messages) are stripped from them: :func:`strip_ansi`.

@@ -1282,3 +1282,15 @@ def test_a_live_roll_up_names_the_held_runs_and_takes_their_worst_level(world: W
         assert "*project*\\nvision" in rollup.flat  # the project, as every alert shows it
         assert rollup.text.startswith(":rotating_light: [ERROR] 2 more runs")  # the worst level of the held alerts
         assert "*alerts*\\n2" in rollup.flat and "*group*\\nRun crashed" in rollup.flat
+
+
+def test_run_once_tries_at_most_a_hundred_rows(world: World) -> None:
+    project = world.project()
+    hooks = [world.webhook(project, f"h{i}", f"http://127.0.0.1:9/h{i}") for i in range(101)]
+    world.alert(project, "to every one", integrations=hooks)
+    with world.db.session() as session:  # deleted: each row is dead at once, nothing is sent
+        for hook in hooks:
+            session.delete(session.get(Integration, hook))
+    assert world.dispatcher.run_once() == 100
+    assert world.dispatcher.run_once() == 1
+    assert {row["status"] for row in world.deliveries()} == {"dead"}

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import pytest
+from tests.support import wait_for
 
 pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
@@ -105,20 +106,76 @@ def test_stop_on_nonfinite_stops_training_on_the_step_with_reads_every_step(
     assert fit["fields"]["stopped"] == "stop_on_nonfinite: non-finite loss (nan) at step 5"
 
 
-def test_stop_on_nonfinite_with_reads_paced_by_time_stops_at_the_next_read(
+class WaitsForTheRead(Tiny):
+    """Steps slower than the reads' pace (as a real model's): from the step after the first NaN on, each training
+    step waits (30 s at most) until runalert, off the training thread, has read the NaN and asked to stop."""
+
+    def __init__(self, callback: Any, nan_from: int) -> None:
+        super().__init__(nan_from=nan_from)
+        self.callback = callback
+        self.waited: list[bool] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.nan_from is not None and self.global_step > self.nan_from:
+            self.waited.append(wait_for(lambda: self.callback.monitor.should_stop, timeout=30))
+        return super().training_step(batch, batch_idx)
+
+
+def test_stop_on_nonfinite_with_reads_paced_by_time_stops_at_the_first_step_end_after_the_read(
     receiver: Receiver, alerter: Alerter
 ) -> None:
-    # The default reads the held losses together, about every 0.05 s: the alert still names the NaN's own step,
-    # and training stops at the step of the read that found it (steps this quick: the read at step 7 or sooner).
+    # The default reads the held losses off the training thread, about every 0.05 s: the alert still names the
+    # NaN's own step, and training stops at the first step end after the read that found it. Here the NaN is at
+    # step 5 and step 6 lasts until that read: training stops after step 6. (The old code read on the training
+    # thread, only in its own hooks: step 6 would have waited for a read that never came.)
     callback = AlertCallback(alerter=alerter, stop_on_nonfinite=True)
+    module = WaitsForTheRead(callback, nan_from=4)
     t = trainer(callback, max_steps=40)
-    t.fit(Tiny(nan_from=4), loader())
-    assert 5 <= t.global_step <= 8
+    t.fit(module, loader())
+    assert module.waited == [True]  # one step waited, and the read came while it did
+    assert t.global_step == 6
     alerter.flush(5)
     (nan,) = receiver.wait(1, "Non-finite")
     assert nan["fields"]["step"] == "5" and "Training will stop" in nan["text"]
     (fit,) = receiver.wait(1, "Fit finished")
     assert "Stopped: stop_on_nonfinite: non-finite loss (nan) at step 5." in fit["text"]
+
+
+def test_the_step_hook_reads_nothing_and_dispatches_no_torch_operation_on_the_training_thread(
+    receiver: Receiver, alerter: Alerter
+) -> None:
+    # Every torch operation dispatched inside on_train_batch_end, on the training thread, is recorded with torch's
+    # own dispatch-mode hook (thread-local: the queue's thread is not recorded). With the default reads, the hook
+    # only appends references; the values are still read (off the training thread) and the NaN found at its step.
+    # (The old code read the held tensors inside the hook: a stack and a copy every few steps.)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops.append(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    callback = AlertCallback(alerter=alerter, run_name="lit-no-sync")
+    recorder = Recorder()
+    hook = callback.on_train_batch_end
+
+    def recorded(*args: Any, **kwargs: Any) -> None:
+        with recorder:
+            hook(*args, **kwargs)
+
+    callback.on_train_batch_end = recorded  # type: ignore[method-assign]
+    t = trainer(callback, max_steps=24)
+    t.fit(Tiny(nan_from=20), loader())
+    assert t.global_step == 24
+    assert recorder.ops == []
+    assert callback.monitor.stats.steps == 24 and callback.monitor.stats.checks >= 1
+    alerter.flush(5)
+    (nan,) = receiver.wait(1, "Non-finite")
+    assert nan["fields"]["step"] == "21" and nan["fields"]["epoch"] == "3"
 
 
 def test_crash_alerts_once_and_exception_propagates(receiver: Receiver, alerter: Alerter) -> None:

@@ -4,10 +4,11 @@ Lightning stores each logged key in a result collection (``trainer.fit_loop.epoc
 training, the evaluation loop's ``_results`` after validation and testing): a dict of ``_ResultMetric`` objects,
 one per ``"<hook>.<name>"``. A key logged with ``on_step=True`` (the default in ``training_step``) keeps the
 batch's value in ``_forward_cache``: a new detached tensor at each ``self.log`` call, already reduced by
-Lightning itself when ``sync_dist=True``. :class:`StepValues` takes those tensors as they are (no ``.item()``,
-no reduction, no collective: the monitor holds them like the loss) and only the ones logged since the last read,
-so each value is handed over once, at the step it was logged. The names are the ones Lightning's loggers get
-(``train_loss``, or ``train_loss_step`` when the key is also logged ``on_epoch``).
+Lightning itself when ``sync_dist=True``. :class:`StepValues` takes references to those tensors at the batch's
+end (no ``.item()``, no reduction, no collective: one attribute read per key on the training thread) and, off the
+training thread, keeps only the ones logged since the batch before, so each value is handed over once, at the step
+it was logged. The names are the ones Lightning's loggers get (``train_loss``, or ``train_loss_step`` when the key
+is also logged ``on_epoch``).
 
 Every access to Lightning's internals is guarded by the callers: a layout this module does not know gives no
 values (the epoch-end ``callback_metrics`` still arrive), never an error in the training loop.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["StepValues", "epoch_keys", "evaluation_results", "training_results"]
+__all__ = ["CACHE", "StepValues", "epoch_keys", "evaluation_results", "training_results"]
 
 # Hooks that log after runalert's on_train_batch_end (another callback's, or the module's own hook, which
 # Lightning calls after the callbacks'): their values would be seen a batch late, at the wrong step.
@@ -65,54 +66,90 @@ def epoch_keys(results: Any) -> set[str] | None:
     return keys
 
 
-class StepValues:
-    """Reads the training batch's ``on_step`` values from the training result collection.
+class _Entry:
+    """One ``on_step`` key: its name as loggers get it, its ``_ResultMetric``, and the last value handed over (off
+    the training thread only)."""
 
-    :meth:`bind` at each epoch's start (the collection object, looked up once); :meth:`read` at each batch's
-    end: a ``len()`` and, per logged key, one attribute read and an identity check. The list of keys is rebuilt
-    only when a new key appears (the collection grows on a key's first ``self.log``).
+    __slots__ = ("last", "metric", "name")
+
+    def __init__(self, name: str, metric: Any) -> None:
+        self.name = name
+        self.metric = metric
+        self.last: Any = None
+
+
+CACHE = "_forward_cache"
+"""The ``_ResultMetric`` attribute holding the batch's value, read as ``vars(metric)[CACHE]``: a dict lookup (the
+attribute itself goes through ``torch.nn.Module``'s ``__getattr__`` machinery, several times dearer)."""
+
+
+class StepValues:
+    """The training batch's ``on_step`` values, captured on the training thread as references and named off it.
+
+    Lightning rebinds ``_forward_cache`` to a new tensor at each ``self.log`` (``value.clone()``, reduced by
+    Lightning itself for ``sync_dist``) and never changes one in place, so a reference taken at the batch's end is
+    that batch's value whenever it is read. On the training thread, per batch (``runalert.lightning``): if
+    ``len(results)`` is not :attr:`size` (a key logged for the first time, or a new epoch), :meth:`index`; then
+    the values are one dict lookup per key in :attr:`dicts` (:meth:`capture`; with one key, the caller does the
+    lookup itself). Off the training thread, in step order, :meth:`new` names the values logged since the batch
+    before (a key not logged in a batch keeps its previous tensor: the identity check skips it), so each value is
+    handed over once, at the step it was logged.
     """
 
     def __init__(self) -> None:
-        self.results: Any = None
-        self._size = -1
-        self._entries: list[list[Any]] = []  # [name, _ResultMetric, the last value handed over]
+        self.results: Any = {}
+        """The training result collection (an empty dict: none, or a layout this module does not know)."""
+        self.size = 0
+        """``len(results)`` when indexed (-1: index at the next batch)."""
+        self.entries: tuple[_Entry, ...] = ()
+        self.dicts: tuple[dict[str, Any], ...] = ()
+        """The entries' ``_ResultMetric`` instance dicts, in the entries' order."""
         self.names: set[str] = set()
-        """The names handed over so far (their epoch-end ``callback_metrics`` copies are not new values)."""
+        """The names of the ``on_step`` keys seen so far (their epoch-end ``callback_metrics`` copies are not new
+        values)."""
 
     def bind(self, results: Any) -> None:
-        if results is not self.results:
-            self.results = results
-            self._size = -1
+        """At each epoch's start: the collection (looked up once), indexed again at the next batch (a checkpoint
+        restored into it may have replaced its metric objects)."""
+        self.results = results if results is not None else {}
+        self.size = -1
 
-    def read(self) -> dict[str, Any] | None:
-        """The values logged since the last read, by name, or ``None`` (nothing new)."""
+    def index(self) -> None:
+        """Rebuild the list of ``on_step`` keys (training thread; when the collection grew or was bound). Entries
+        already known keep their last value; a key first seen now has this batch's value."""
         results = self.results
-        if results is None:
-            return None
-        if len(results) != self._size:
-            self._index(results)
-        found: dict[str, Any] | None = None
-        for entry in self._entries:
-            value = entry[1]._forward_cache
-            if value is not None and value is not entry[2]:
-                entry[2] = value
-                if found is None:
-                    found = {}
-                found[entry[0]] = value
-        return found
-
-    def _index(self, results: Any) -> None:
-        known = {id(entry[1]): entry for entry in self._entries}
-        entries: list[list[Any]] = []
+        known = {id(entry.metric): entry for entry in self.entries}
+        entries: list[_Entry] = []
         for metric, meta in _metas(results):
             if not meta.on_step or str(meta.fx).split(".", 1)[0] in _LATE_HOOKS:
                 continue
+            if CACHE not in getattr(metric, "__dict__", ()):  # a layout we do not know: no values from it
+                continue
             entry = known.get(id(metric))
             if entry is None:
-                # A key first seen now: its value is this batch's (the collection grew in this batch).
-                entry = [str(meta.forked_name(True)), metric, None]
+                entry = _Entry(str(meta.forked_name(True)), metric)
             entries.append(entry)
-            self.names.add(entry[0])
-        self._entries = entries
-        self._size = len(results)
+            self.names.add(entry.name)
+        self.entries = tuple(entries)
+        self.dicts = tuple(vars(entry.metric) for entry in entries)
+        self.size = len(results)
+
+    def capture(self) -> list[Any] | None:
+        """Every key's value now, in the entries' order (training thread); ``None`` without keys."""
+        return [d[CACHE] for d in self.dicts] if self.dicts else None
+
+    @staticmethod
+    def new(entries: tuple[_Entry, ...], captured: Any) -> dict[str, Any] | None:
+        """The values ``captured`` with ``entries`` (one key: the value itself; else :meth:`capture`'s list) that
+        were logged since the batch before, by name, or ``None``. Off the training thread, in step order."""
+        if not entries:
+            return None
+        caches = (captured,) if len(entries) == 1 else captured
+        found: dict[str, Any] | None = None
+        for entry, value in zip(entries, caches, strict=True):
+            if value is not None and value is not entry.last:
+                entry.last = value
+                if found is None:
+                    found = {}
+                found[entry.name] = value
+        return found

@@ -34,17 +34,21 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
 from runalert._adapter import MonitorOwner, plain_metrics
-from runalert._lightning_results import StepValues, epoch_keys, evaluation_results, training_results
+from runalert._lightning_results import CACHE, StepValues, epoch_keys, evaluation_results, training_results
 from runalert.checkpoints import lightning_saves, report_saves
 
 if TYPE_CHECKING:
     from runalert.channels import Channel
     from runalert.monitor_options import AlertOptions
+    from runalert.step_queue import StepQueue
 
 __all__ = ["AlertCallback"]
 
 _STAGES = ("fit", "validate", "test", "predict")
 _AGREE_EVERY = 10  # steps between two agreements of the ranks on stopping, when check_every_n_steps is None
+_QUEUED_AT_MOST = 4096  # steps waiting for the queue's thread at most: beyond, the hook hands them over itself
+_METRICS = object()  # marks an item of epoch-level values in the step queue
+_CLOSE_TIMEOUT = 10.0  # seconds to wait at most for the queue's thread at the end of a trainer call
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -76,10 +80,10 @@ _NO_VALUES: Mapping[str, Any] = {}
 def _step_values(outputs: Any) -> Mapping[str, Any] | None:
     """The step's values from ``training_step``'s output: a loss tensor, or a dict with ``"loss"`` and more.
 
-    A plain dict goes to the monitor as it is (what Lightning hands over each step: ``{"loss": tensor}``, plus
-    the step's extra keys). Only keys the monitor watches or feeds to rules are looked at there, and a value
-    that is not a scalar is handled there (a tensor with more than one element is checked as a whole; anything
-    non-numeric is skipped with one warning), so no copy is made here on every step.
+    A plain dict is returned as it is (what Lightning hands over each step: a new ``{"loss": tensor}``, plus the
+    step's extra keys); the monitor looks only at keys it watches or feeds to rules, and handles a value that is
+    not a scalar (a tensor with more than one element is checked as a whole; anything non-numeric is skipped with
+    one warning).
     """
     if type(outputs) is dict:
         return outputs or None
@@ -181,7 +185,23 @@ class _AlertHooks(MonitorOwner):
         self._stop_on_nonfinite = bool(self.options.stop_on_nonfinite)
         self._tracker: Any = None  # see _step_tracker
         self._logged = StepValues()  # self.log values of each batch (see runalert._lightning_results)
+        # What the step hook reads of it, as attributes of its own (see _index):
+        self._results: Any = {}
+        self._indexed = 0
+        self._entries: tuple[Any, ...] = ()
+        self._one: dict[str, Any] | None = None  # the one on_step key's _ResultMetric dict, when there is one
         self._epochs_done = 0  # epochs whose last batch was trained, in this fit (a resumed one: from the checkpoint)
+        # The steps, handed over as references (see on_train_batch_end) and turned into monitor calls by _take: on
+        # the queue's thread by default; with check_every_n_steps=n on the training thread every n steps (the reads
+        # the option asks for, and a stop_on_nonfinite at the very step of the read), with no thread at all.
+        from runalert.step_queue import StepQueue
+
+        self._every = None if every is None else max(1, int(every))
+        self._steps: StepQueue = StepQueue(self._take, name="runalert-lightning-steps")
+        self._queued = self._steps.items
+        self._drain_at = self._every or _QUEUED_AT_MOST  # queued steps at which the hook drains the queue itself
+        self._reads = True  # read the held tensors after each batch (not after a crash: finish does, guarded)
+        self._taken_epoch: int | None = None  # the epoch of the last step _take handed over
 
     # -- run and stages ------------------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -200,12 +220,14 @@ class _AlertHooks(MonitorOwner):
                 # Every rank runs setup, so this collective is safe here.
                 self.monitor.run_name = trainer.strategy.broadcast(self.monitor.run_name, src=0)
             self.monitor.stage_start(str(stage))
+            self._reads = True
 
         self._guard("setup", start)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         # The end of a trainer call (not reached on a crash: on_exception finishes then). A later call on the
         # same callback (fit, then test) continues the run with the state carried over.
+        self._guard("teardown", lambda: self._steps.close(_CLOSE_TIMEOUT))
         self._guard("checkpoints", lambda: report_saves(self, lambda r: lightning_saves(trainer, r.seen), flush=True))
         self._guard("teardown", lambda: self.monitor.finish("finished"))
 
@@ -216,6 +238,8 @@ class _AlertHooks(MonitorOwner):
             self._step = int(trainer.global_step)
             self._epochs_done = int(trainer.current_epoch)
             self.monitor.stage_start("fit", step=self._step, epoch=self._epochs_done + 1)
+            if self._every is None:
+                self._steps.start()
 
         self._guard("on_train_start", start)
 
@@ -225,11 +249,17 @@ class _AlertHooks(MonitorOwner):
             self._tracker = _step_tracker(trainer)
             self._step = int(trainer.global_step)
             self._logged.bind(training_results(trainer))
+            self._results, self._indexed = self._logged.results, -1  # indexed again at the next batch
 
         self._guard("on_train_epoch_start", start)
         self._guard("checkpoints", lambda: report_saves(self, lambda r: lightning_saves(trainer, r.seen)))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The whole per-step cost on the training thread: the step number, and one tuple appended to the queue with
+        # references to the batch's values (the dict Lightning made for this batch and, for each key logged
+        # on_step, the tensor Lightning holds for it now: rebound, never changed in place, at each self.log). No
+        # copy, no .item(), no collective; everything else (naming, merging, checks, rules, the server) is _take's,
+        # off the training thread, in step order.
         try:
             # self._step is the optimizer steps completed before this batch: the counter as the previous batch (or
             # the epoch's start) left it. This batch belongs to the step after it (1-based: global_step once that
@@ -238,28 +268,89 @@ class _AlertHooks(MonitorOwner):
             step = self._step + 1
             tracker = self._tracker
             self._step = tracker.completed if tracker is not None else trainer.global_step
-            values = outputs if type(outputs) is dict else _step_values(outputs)  # Lightning's dict, not copied
-            logged = self._logged.read()
-            if logged is not None:
-                if not values or (len(values) == 1 and len(logged) == 1 and next(iter(values)) in logged):
-                    values = logged  # nothing else returned, or the returned loss logged as itself: no merge
-                else:
-                    values = {**values, **logged}  # the returned loss first
-            self.monitor.step(step, values or _NO_VALUES, epoch=self._epoch)
+            if type(outputs) is not dict or len(outputs) != 1 or "loss" not in outputs:
+                outputs = self._kept(outputs)  # not Lightning's plain {"loss": tensor}
+            if len(self._results) != self._indexed:  # a key logged for the first time, or a new epoch
+                self._index()
+            one = self._one
+            logged = one[CACHE] if one is not None else self._logged.capture()
+            queued = self._queued
+            queued.append((step, self._epoch, outputs, self._entries, logged))
+            if len(queued) >= self._drain_at:
+                self._flush()
             if self._stop_on_nonfinite:
                 self._maybe_stop(trainer, step)
         except Exception:
             self._hook_failed("on_train_batch_end")
 
+    def _index(self) -> None:
+        """The ``on_step`` keys of the result collection, looked up again (see :class:`StepValues`)."""
+        logged = self._logged
+        logged.index()
+        self._results, self._indexed, self._entries = logged.results, logged.size, logged.entries
+        self._one = logged.dicts[0] if len(logged.dicts) == 1 else None
+
+    def _kept(self, outputs: Any) -> Mapping[str, Any] | None:
+        """A step output other than ``{"loss": tensor}``: only the keys the monitor watches or feeds to rules and
+        the server are kept until the queue hands them over (not a returned batch of logits and its graph)."""
+        values = _step_values(outputs)
+        if not values:
+            return None
+        wants = self.monitor.wants
+        return {key: value for key, value in values.items() if wants(key)} or None
+
+    def _take(self, batch: list[Any]) -> None:
+        """Hand a batch of queued steps (and epoch-level values) to the monitor, in order, then read the held
+        tensors once (on the queue's thread, or on the training thread when it drains the queue)."""
+        monitor = self.monitor
+        new = StepValues.new
+        last_epoch = self._taken_epoch
+        for item in batch:
+            try:
+                if item[0] is _METRICS:
+                    _, values, at, epoch, stage = item
+                    monitor.metrics(values, step=at, epoch=epoch, stage=stage)
+                    continue
+                step, epoch, values, entries, captured = item
+                if epoch != last_epoch:  # the steps of the epoch before are read with their epoch (its NaN alert's)
+                    last_epoch = epoch
+                    if self._reads:
+                        monitor.read_held()
+                logged = new(entries, captured)
+                if logged is not None:
+                    if not values or (len(values) == 1 and len(logged) == 1 and next(iter(values)) in logged):
+                        values = logged  # nothing else returned, or the returned loss logged as itself: no merge
+                    else:
+                        values = {**values, **logged}  # the returned loss first
+                monitor.step(step, values or _NO_VALUES, epoch=epoch)
+            except Exception:
+                self._hook_failed("on_train_batch_end values")
+        self._taken_epoch = last_epoch
+        if self._reads:
+            monitor.read_held()
+
+    def _flush(self) -> None:
+        """Hand every queued step to the monitor now, on the training thread (in order with the queue's thread).
+        With ``check_every_n_steps=n``, the next drain comes at the next multiple of n steps."""
+        self._steps.drain()
+        every = self._every
+        if every is not None:
+            self._drain_at = every - self.monitor.step_count % every
+
     def _maybe_stop(self, trainer: Any, step: int) -> None:
-        should_stop = bool(self.monitor.should_stop)
         if self._multi_rank:
             # Every rank must stop at the same step or the others wait in a collective forever: agree on every
             # self._agree_every-th step only (a step number all ranks share), so the other steps add no collective.
-            # (Under gradient accumulation every micro-batch of such a step agrees: the same on every rank.)
+            # (Under gradient accumulation every micro-batch of such a step agrees: the same on every rank.) The
+            # steps queued so far are checked first: the agreement covers every step up to this one.
             if step % self._agree_every:
                 return
-            should_stop = bool(trainer.strategy.reduce_boolean_decision(should_stop, all=False))
+            self._flush()
+            should_stop = bool(trainer.strategy.reduce_boolean_decision(bool(self.monitor.should_stop), all=False))
+        else:
+            # Set by the read that found the non-finite value: on the queue's thread (then this is the first step
+            # end after that read), or in this hook's own drain (check_every_n_steps).
+            should_stop = self.monitor.should_stop
         if should_stop:
             trainer.should_stop = True
 
@@ -280,24 +371,36 @@ class _AlertHooks(MonitorOwner):
         self.monitor.heartbeat()
 
     # -- metrics -------------------------------------------------------------------------------------------------
-    def _metrics(self, trainer: Any, stage: str, results: Any) -> dict[str, Any]:
+    def _metrics(self, trainer: Any, stage: str, results: Any, *, shown: bool = True) -> dict[str, Any]:
         """Hand over the epoch-level values of ``results`` (the loop that just ended) from ``callback_metrics``,
-        at the last step; return all of ``callback_metrics`` (for a summary). Every rank reads callback_metrics
-        (reading can all-reduce); the monitor decides who sends."""
-        values = plain_metrics(trainer.callback_metrics)
+        at the last step; return all of ``callback_metrics`` when ``shown`` (for a summary). Every rank reads
+        callback_metrics (reading can all-reduce) unless no value of ``results`` is logged on_epoch and none is
+        shown (the same on every rank); the monitor decides who sends."""
         keys = epoch_keys(results)
+        running = self._steps.running
+        if running and keys is not None and not keys and not shown:
+            return {}  # nothing new, nothing shown: the queue's thread reads the epoch's last steps with their epoch
+        values = plain_metrics(trainer.callback_metrics)
         if keys is None:  # a layout we do not know: everything not handed over at its step
             keys = set(values) - self._logged.names
         new = {key: value for key, value in values.items() if key in keys}
-        # Also with nothing new: the held step values are read now, so a NaN in the epoch's last steps is
-        # reported with the epoch it happened in.
+        # While the queue's thread runs (fit, reads paced by time), the values go through the queue after the steps
+        # before them (checked there, not on the training thread). Else they are checked now, after the queued
+        # steps, and also with nothing new: the held step values are read now, so a NaN in the epoch's last steps
+        # is reported with the epoch it happened in.
         epoch = self._epoch if stage == "fit" else None
-        self.monitor.metrics(new, step=trainer.global_step, epoch=epoch, stage=stage)
+        item = (_METRICS, new, int(trainer.global_step), epoch, stage)
+        if running:
+            if new:
+                self._queued.append(item)
+        else:
+            self._flush()
+            self._take([item])
         return values
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         def run() -> None:
-            self._metrics(trainer, "fit", self._logged.results)
+            self._metrics(trainer, "fit", self._logged.results, shown=False)
             progress = trainer.fit_loop.epoch_loop.batch_progress
             if progress.is_last_batch:  # the epoch ran through its data (not cut by max_steps or a stop)
                 self._epochs_done += 1
@@ -311,12 +414,14 @@ class _AlertHooks(MonitorOwner):
         def run() -> None:
             values = self._metrics(trainer, "validate", evaluation_results(trainer))
             if _trainer_fn(trainer) == "validate":
+                self._flush()
                 self.monitor.stage_end("validate", shown=values)
 
         self._guard("on_validation_end", run)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         def run() -> None:
+            self._flush()  # every step checked and handed over before the summary (and its stop reason)
             values = plain_metrics(trainer.callback_metrics)  # handed over already: shown in the summary only
             self.monitor.stage_end(
                 "fit",
@@ -331,11 +436,13 @@ class _AlertHooks(MonitorOwner):
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         def run() -> None:
             values = self._metrics(trainer, "test", evaluation_results(trainer))
+            self._flush()
             self.monitor.stage_end("test", shown=values)
 
         self._guard("on_test_end", run)
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        self._guard("on_predict_end", self._flush)
         self._guard("on_predict_end", lambda: self.monitor.stage_end("predict"))
 
     # -- crashes -------------------------------------------------------------------------------------------------
@@ -349,10 +456,17 @@ class _AlertHooks(MonitorOwner):
             self.monitor.exception(exception, where=f"Trainer.{stage}", step=step)
             self.monitor.finish("failed")
 
+        # The steps still queued go to the monitor first (its last step and epoch are the crash's), without the
+        # read after them: the device may have failed with the run, and finish reads what is held, guarded.
+        self._reads = False
+        self._guard("on_exception", lambda: self._steps.close(_CLOSE_TIMEOUT))
         self._guard("on_exception", run)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        # A checkpoint holds the state after every step handed over so far (a NaN already found stays reported
+        # after a resume): the queued steps are checked first.
+        self._guard("state_dict", self._flush)
         return dict(self._guard("state_dict", self.monitor.state_dict) or {})
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

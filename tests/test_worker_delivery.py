@@ -297,12 +297,14 @@ def test_the_worker_thread_is_a_daemon_named_after_the_channel_kind() -> None:
     with HostileReceiver(hangs()) as receiver:
         before = set(threading.enumerate())
         worker = make_worker(Webhook(receiver.url(), timeout=60))
-        assert worker.put(Alert(title="hangs"))
-        assert receiver.wait_for_requests(1)
-        thread = worker_thread(before)
-        assert thread.name == "runalert-webhook"
-        assert thread.daemon
-        assert [a.title for a in worker.stop(0.2)] == ["hangs"]  # still in its request: handed back
+        try:
+            assert worker.put(Alert(title="hangs"))
+            assert receiver.wait_for_requests(1)
+            thread = worker_thread(before)
+            assert thread.name == "runalert-webhook"
+            assert thread.daemon
+        finally:  # (a thread that is not a daemon would otherwise keep pytest from exiting)
+            assert [a.title for a in worker.stop(0.2)] == ["hangs"]  # still in its request: handed back
 
 
 def test_stop_waits_for_a_request_in_progress_and_keeps_what_it_delivered() -> None:

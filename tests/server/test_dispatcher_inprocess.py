@@ -1294,3 +1294,33 @@ def test_run_once_tries_at_most_a_hundred_rows(world: World) -> None:
     assert world.dispatcher.run_once() == 100
     assert world.dispatcher.run_once() == 1
     assert {row["status"] for row in world.deliveries()} == {"dead"}
+
+
+def test_a_channel_that_fails_in_an_unforeseen_way_is_retried_not_fatal(world: World, httpserver: HTTPServer) -> None:
+    # A channel's own bug (an exception that is no DeliveryError) or a DeliveryError that says neither transient nor
+    # permanent: the row is retried with what can be said about it, and the dispatcher goes on.
+    from runalert.alert import Alert
+    from runalert.channels import Channel, DeliveryError
+
+    class Broken(Channel):
+        def __init__(self, error: Exception) -> None:
+            super().__init__(rate_limit=None, name="broken")
+            self.error = error
+
+        def send(self, alert: Alert) -> None:
+            raise self.error
+
+    project = world.project()
+    world.webhook(project, "hook", Receiver(httpserver).url)
+    world.alert(project)
+    for error, expected in [
+        (KeyError("token-value"), "unexpected KeyError"),
+        (DeliveryError("the relay said no"), "the relay said no"),
+    ]:
+        world.set_rows(next_attempt_at=0.0)
+        (job,) = world.dispatcher.claim(10)
+        job.channel = Broken(error)
+        world.dispatcher.deliver(job)
+        row = world.only()
+        assert (row["status"], row["last_error"], row["log"][-1]["outcome"]) == ("pending", expected, "retry")
+    assert world.counts == Counter({"deliveries_retry_total": 2})

@@ -1324,3 +1324,31 @@ def test_a_channel_that_fails_in_an_unforeseen_way_is_retried_not_fatal(world: W
         row = world.only()
         assert (row["status"], row["last_error"], row["log"][-1]["outcome"]) == ("pending", expected, "retry")
     assert world.counts == Counter({"deliveries_retry_total": 2})
+
+
+def test_closing_roll_ups_that_fails_is_logged_and_closes_none(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    with world.db.session() as session:
+        session.connection().exec_driver_sql("ALTER TABLE rollups RENAME TO rollups_away")
+    with caplog.at_level(logging.ERROR, logger="runalert.server.dispatcher"):
+        assert world.dispatcher.close_rollups() == 0
+    (record,) = caplog.records
+    assert record.getMessage() == "dispatcher: closing roll-ups failed" and record.exc_info
+    assert world.counts == Counter()
+    with world.db.session() as session:
+        session.connection().exec_driver_sql("ALTER TABLE rollups_away RENAME TO rollups")
+
+
+def test_a_runs_thread_is_remembered_with_when_it_started(world: World) -> None:
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack, threads=True)
+        run = world.run(project)
+        world.alert(project, "started", run_pk=run)
+        before = time.time()
+        assert world.dispatcher.run_once() == 1
+        with world.db.read_session() as session:
+            (thread,) = session.scalars(select(SlackThread))
+            assert before <= thread.created_at <= time.time()

@@ -1352,3 +1352,21 @@ def test_a_runs_thread_is_remembered_with_when_it_started(world: World) -> None:
         with world.db.read_session() as session:
             (thread,) = session.scalars(select(SlackThread))
             assert before <= thread.created_at <= time.time()
+
+
+def test_a_project_at_its_share_does_not_hide_another_projects_row(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    # Project a holds its share of workers (2 of 4) and has many due rows, older than b's: the loop's claim looks
+    # past them (they are left out of the query), so b's row is found even with a small limit.
+    world = make_world(dispatcher_threads=4)
+    a, b = world.project("a"), world.project("b")
+    url = Receiver(httpserver).url
+    a_hooks = [world.webhook(a, f"a{i}", url) for i in range(14)]
+    b_hook = world.webhook(b, "b", url)
+    world.alert(a, "from a", integrations=a_hooks)
+    world.alert(b, "from b", integrations=[b_hook])
+    world.dispatcher._project_busy[a] = 2  # two of a's deliveries in flight, as the loop counts them
+    jobs = world.dispatcher.claim(1, fair=True)
+    assert [job.integration_id for job in jobs] == [b_hook]
+    world.dispatcher._project_busy.clear()

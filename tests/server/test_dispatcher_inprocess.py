@@ -1370,3 +1370,18 @@ def test_a_project_at_its_share_does_not_hide_another_projects_row(
     jobs = world.dispatcher.claim(1, fair=True)
     assert [job.integration_id for job in jobs] == [b_hook]
     world.dispatcher._project_busy.clear()
+
+
+def test_an_integration_in_flight_is_not_claimed_again_when_its_lease_runs_out(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(lease_seconds=0.3, delivery_timeout=60.0)
+    with HostileReceiver(hangs()) as stuck:
+        project = world.project()
+        world.webhook(project, "stuck", stuck.url())
+        world.alert(project)
+        world.dispatcher.start()
+        assert stuck.wait_for_requests(1)
+        assert wait_for(lambda: (world.only()["lease_until"] or 0) < time.time())
+        assert world.dispatcher.claim(10, fair=True) == []  # what the loop asks: its attempt is still running here
+        assert len(stuck.received) == 1

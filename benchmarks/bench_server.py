@@ -14,7 +14,10 @@
   warm each process's caches and connections. With run affinity (each client sends to runs of its own over
   one kept-alive connection, so a run's batches reach one process) and without (any batch to any process, so
   a process's cached evaluator state is usually stale: the worst case). The wall figure cannot grow past the
-  machine's cores; the CPU per point must stay flat as processes are added (no contention cost).
+  machine's cores; the CPU per point must stay flat as processes are added (no contention cost). With the
+  bench's own cluster, the database's CPU per million points too (every postgres process of the cluster), and
+  each server's CPU with no load (its dispatcher, heartbeat and group workers: a cost per process and per
+  second, not per point), measured for 2 s before the load starts.
 
 The clients run on the same machine as the server and take their share of its cores; ``cpus`` in the note
 says how many there were.
@@ -299,6 +302,26 @@ def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: fl
     conn.close()
 
 
+def _database_cpu_seconds(database_url: str | None) -> float | None:
+    """CPU seconds (user + system) used so far by the bench's own PostgreSQL cluster (its postmaster and every
+    backend), found by the port; None for SQLite or a cluster given by ``RUNALERT_BENCH_DATABASE_URL``."""
+    if not database_url or not database_url.startswith("postgresql") or os.environ.get("RUNALERT_BENCH_DATABASE_URL"):
+        return None
+    import psutil
+
+    port = database_url.rsplit(":", 1)[1].split("/", 1)[0]
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if proc.info["name"] == "postgres" and f"-p {port}" in " ".join(proc.info["cmdline"] or []):
+                for member in [proc, *proc.children(recursive=True)]:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def measure(
     *,
     seconds: float,
@@ -319,6 +342,9 @@ def measure(
         try:
             server.wait_for_workers()
             _setup(server, receiver)
+            idle_before, idle_at = server.cpu_seconds(), time.perf_counter()
+            time.sleep(2.0)
+            idle_cpu = (server.cpu_seconds() - idle_before) / (time.perf_counter() - idle_at)
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
             warm_at = time.time() + 3.0  # the clients build their batches first
@@ -345,12 +371,14 @@ def measure(
             while time.time() < start_at:
                 time.sleep(0.001)
             cpu_before = server.cpu_seconds()
+            database_before = _database_cpu_seconds(database_url)
             while time.time() < start_at + 0.5:
                 time.sleep(0.01)
             probe = threading.Thread(target=_probe, args=(server, stop_at, sent))
             probe.start()
             totals = [results.get(timeout=seconds + 120) for _ in procs]
             server_cpu_seconds = server.cpu_seconds() - cpu_before
+            database_after = _database_cpu_seconds(database_url)
             for proc in procs:
                 proc.join(30)
             probe.join(30)
@@ -363,6 +391,11 @@ def measure(
         latencies = sorted((receiver.arrived[r] - t) * 1000 for r, t in sent.items() if r in receiver.arrived)
         per_second = [sum(column) for column in zip(*(c for _s, _p, c in totals), strict=True)][: int(seconds)]
         points = sum(p for _s, p, _c in totals)
+        database_cpu = (
+            database_after - database_before
+            if database_after is not None and database_before is not None
+            else float("nan")
+        )
         return {
             "points_per_s": points / seconds,
             "per_second": per_second,
@@ -372,6 +405,8 @@ def measure(
             "lost": len(sent) - len(latencies),
             "server_cpu": server_cpu_seconds / seconds,
             "cpu_s_per_million": server_cpu_seconds / points * 1e6 if points else float("nan"),
+            "database_cpu_s_per_million": database_cpu / points * 1e6 if points else float("nan"),
+            "idle_cpu": idle_cpu,
         }
 
 
@@ -463,15 +498,20 @@ def _postgresql_rows(seconds: float, clients: int, rounds: int) -> list[Row]:
                 )
     cpus = os.cpu_count() or 0
     cost = {key: statistics.median(r["cpu_s_per_million"] for r in rs) for key, rs in results.items()}
+    database = {key: statistics.median(r["database_cpu_s_per_million"] for r in rs) for key, rs in results.items()}
     rows = []
     for (mode, workers), runs in results.items():
         rate = [r["points_per_s"] for r in runs]
         per_million = [r["cpu_s_per_million"] for r in runs]
         processes = f"{workers} server process{'es' if workers > 1 else ''}, {mode}"
+        idle = statistics.median(r["idle_cpu"] for r in runs)
+        idle_share = statistics.median(r["idle_cpu"] / r["points_per_s"] * 1e6 for r in runs if r["points_per_s"])
         note = (
             f"PostgreSQL, runalert serve --workers {workers}, {mode}; {RUNS} runs, 20 automations, {clients} "
             f"client processes on the same {cpus} CPUs; median of {rounds} interleaved rounds of {seconds:g} s; "
-            f"the server used {statistics.median(r['server_cpu'] for r in runs):.2f} CPUs"
+            f"the server used {statistics.median(r['server_cpu'] for r in runs):.2f} CPUs, {idle:.3f} with no load "
+            f"(its background workers: {idle_share:.1f} of the CPU-s per million points); the database "
+            f"{database[mode, workers]:.1f} CPU-s per million points"
         )
         one = cost[mode, 1]
         rows.append(
@@ -484,7 +524,11 @@ def _postgresql_rows(seconds: float, clients: int, rounds: int) -> list[Row]:
                 target="≥ 100,000 points/s with 1 process (PostgreSQL)" if workers == 1 else None,
                 note=note,
                 spread={"min": min(rate), "max": max(rate)},
-                extra={"cpu_s_per_million_points": cost[mode, workers]},
+                extra={
+                    "cpu_s_per_million_points": cost[mode, workers],
+                    "database_cpu_s_per_million_points": database[mode, workers],
+                    "idle_cpus": idle,
+                },
             )
         )
         rows.append(

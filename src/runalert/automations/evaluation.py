@@ -148,6 +148,12 @@ class RuleState:
             self.evaluator.load_state_dict(data["evaluator"])
         self.trigger.load_state_dict(data.get("trigger") or {})
 
+    def take(self, other: RuleState) -> None:
+        """Take ``other``'s state (one restored from storage) in place, so that whatever holds this object (a
+        run's evaluation plan) evaluates with it."""
+        self.evaluator, self.trigger, self.key = other.evaluator, other.trigger, other.key
+        self.version, self.windowed = other.version, other.windowed
+
     @classmethod
     def restored(cls, automation: Automation, key: str, data: Mapping[str, Any] | None) -> RuleState:
         """A fresh state with ``data`` restored into it; a corrupt ``data`` is logged and ignored (fresh)."""

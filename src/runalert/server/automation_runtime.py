@@ -7,10 +7,12 @@ The same three parts as the in-process ``LocalEngine`` (registry, evaluation, re
   process's API calls drop it; on PostgreSQL, where other processes change them too, a stamp of the three tables
   is compared at every use);
 - **state per (run, automation) in the database** (``evaluator_state``): each batch's transaction locks the run
-  row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single process and writer lock serialize anyway),
-  compares the stored versions with the process's cached copy (reloading the stale ones), evaluates, and writes
-  back the states that changed with a new version, so the metric batch, the states and the firings (alerts and
-  outbox rows) are committed together or not at all, whichever process takes the run's next batch;
+  row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single process and writer lock serialize anyway) and
+  reads the run's ``state_version`` with it; when it is not the one this process last read or wrote (another
+  process took a batch of the run), the run's state rows are read and the rules whose row version changed are
+  restored. It evaluates, and writes back the states that changed, each with a new version, and the run's new
+  ``state_version``, so the metric batch, the states and the firings (alerts and outbox rows) are committed
+  together or not at all, whichever process takes the run's next batch;
 - **delivery through the outbox**: each firing is rendered (``${run_url}`` is ``public_url`` +
   ``/runs/<project>/<run id>``) and recorded as an alert with one pending delivery per target integration, in the
   caller's transaction; a payload is stored encrypted (it may hold secrets).
@@ -40,6 +42,7 @@ from runalert.automations.registry import Registry
 from runalert.automations.rendering import RunUrl, render
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
+from runalert.server.db import DriverCursor
 from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.outbox import default_integrations, record_alert
@@ -62,7 +65,6 @@ _STAMP_SQL = (
     "(SELECT count(*) FROM secrets WHERE project_id = {m}), "
     "(SELECT max(updated_at) FROM secrets WHERE project_id = {m})"
 )
-_VERSIONS_SQL = "SELECT automation_id, version FROM evaluator_state WHERE run_pk = {m}"
 _LOAD_SQL = "SELECT automation_id, version, fingerprint, state FROM evaluator_state WHERE run_pk = {m}"
 _INSERT_SQL = (  # an upsert: a row this process has not read (a state dropped from its cache) is overwritten
     "INSERT INTO evaluator_state (run_pk, automation_id, fingerprint, version, state, updated_at) "
@@ -74,7 +76,40 @@ _UPDATE_SQL = (
     "UPDATE evaluator_state SET fingerprint = {m}, version = {m}, state = {m}, updated_at = {m} "
     "WHERE run_pk = {m} AND automation_id = {m}"
 )
-_LOCK_SQL = "SELECT id FROM runs WHERE id = {m} FOR UPDATE"
+_LOCK_SQL = "SELECT state_version FROM runs WHERE id = {m} FOR UPDATE"
+_STATE_VERSION_SQL = "UPDATE runs SET state_version = {m} WHERE id = {m}"
+# PostgreSQL: the states a batch changed in one statement each (rows as arrays), not one per row.
+_UPDATE_ARRAYS_SQL = (
+    "UPDATE evaluator_state AS e SET fingerprint = u.f, version = u.v, state = u.s, updated_at = %s "
+    "FROM unnest(%b::int[], %b::text[], %b::bigint[], %b::text[]) AS u(a, f, v, s) "
+    "WHERE e.run_pk = %s AND e.automation_id = u.a"
+)
+_INSERT_ARRAYS_SQL = (
+    "INSERT INTO evaluator_state (run_pk, automation_id, fingerprint, version, state, updated_at) "
+    "SELECT %s, u.a, u.f, u.v, u.s, %s FROM unnest(%b::int[], %b::text[], %b::bigint[], %b::text[]) "
+    "AS u(a, f, v, s) ON CONFLICT (run_pk, automation_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
+    "version = excluded.version, state = excluded.state, updated_at = excluded.updated_at"
+)
+
+STAMP_COLUMNS = _STAMP_SQL.removeprefix("SELECT ")
+"""The registry stamp's six columns (each a subquery, on the project id six times), for a query of the caller's
+that reads them with its own (the ingest path's run query)."""
+
+
+class LockedRun:
+    """What the ingest path read with the run row's lock, for :meth:`AutomationRuntime.evaluate_metrics`: the
+    project's registry stamp (PostgreSQL; ``None`` elsewhere) and the run's ``state_version``. The states the
+    evaluation changed are not written by it: the caller writes them with :meth:`AutomationRuntime.store` (with
+    its own writes, in one round trip) and sets ``runs.state_version`` to ``new_version``."""
+
+    __slots__ = ("new_version", "pending", "stamp", "state_version")
+
+    def __init__(self, stamp: tuple[Any, ...] | None, state_version: int | None) -> None:
+        self.stamp = stamp
+        self.state_version = state_version
+        self.new_version: int | None = None
+        """The run's new ``state_version`` once :meth:`AutomationRuntime.store` wrote states (else None)."""
+        self.pending: tuple[RunEvaluation, int, float] | None = None
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
@@ -143,25 +178,6 @@ def automation_from_spec(spec: dict[str, Any]) -> Automation:
     return Automation.model_validate(spec)
 
 
-class _Cursor:
-    """The driver's cursor in the session's transaction (the ingest path's statements skip SQLAlchemy's layer)."""
-
-    __slots__ = ("_cursor", "mark", "postgresql")
-
-    def __init__(self, session: Session) -> None:
-        connection = session.connection()
-        self.postgresql = connection.dialect.name == "postgresql"
-        self.mark = "%s" if self.postgresql else "?"
-        self._cursor = connection.connection.cursor()
-
-    def all(self, statement: str, params: Sequence[Any]) -> list[Any]:
-        self._cursor.execute(statement.format(m=self.mark), params)
-        return list(self._cursor.fetchall())
-
-    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cursor.executemany(statement.format(m=self.mark), rows)
-
-
 @dataclass
 class _Project:
     """One project's registry as read from the database, and the stamp it was read at (PostgreSQL)."""
@@ -174,6 +190,9 @@ class _Project:
     """Changed through this process: read again on next use."""
     current: set[str] = field(default_factory=set)
     """(SQLite) the runs whose cached states were read from the database and are current."""
+    versions: dict[str, tuple[RunEvaluation, int | None]] = field(default_factory=dict)
+    """(PostgreSQL) each cached run's evaluation and its ``state_version`` as this process last read or wrote it
+    (the evaluation too: a run dropped from the cache and made afresh by another thread is not current)."""
 
 
 class AutomationRuntime:
@@ -195,7 +214,10 @@ class AutomationRuntime:
         count: Callable[[str, int], None] = lambda _n, _c: None,
     ) -> None:
         self.lock = threading.RLock()
-        """Held around every use of the cached state (the routers take it before their transaction)."""
+        """Held around every use of the cached state (the routers take it before their transaction), except the
+        ingest path's on PostgreSQL: there each batch holds its run row's lock, and the run's ``state_version``
+        tells whether the cached state is current, so batches of different runs are evaluated side by side (one
+        thread evaluates while another waits for the database)."""
         self.heartbeat_timeout = heartbeat_timeout
         self.public_url = public_url
         self.run_url = RunUrl.under(public_url)
@@ -206,12 +228,16 @@ class AutomationRuntime:
     # -- registry --------------------------------------------------------------------------------------
     def registry(self, session: Session, project_id: int) -> Registry:
         """The project's registry (read from the database on first use, and again once it changed)."""
-        return self._project(session, project_id, _Cursor(session)).registry
+        return self._project(session, project_id, DriverCursor(session.connection())).registry
 
-    def _project(self, session: Session, project_id: int, cursor: _Cursor) -> _Project:
+    def _project(
+        self, session: Session, project_id: int, cursor: DriverCursor, locked: LockedRun | None = None
+    ) -> _Project:
         project = self._projects.get(project_id)
         stamp = None
-        if cursor.postgresql:  # other processes change the registry too: compare the stamp
+        if locked is not None:
+            stamp = locked.stamp
+        elif cursor.postgresql:  # other processes change the registry too: compare the stamp
             stamp = tuple(cursor.all(_STAMP_SQL, (project_id,) * 6)[0])
         if project is None or project.stale or project.stamp != stamp:
             project = self._projects[project_id] = self._read(session, project_id, stamp)
@@ -244,7 +270,7 @@ class AutomationRuntime:
         name = found.name if found is not None else str(project_id)
         if old is None:
             return _Project(registry, name, stamp)
-        return _Project(registry, name, stamp, old.runs, current=old.current)
+        return _Project(registry, name, stamp, old.runs, current=old.current, versions=old.versions)
 
     def sync_project(self, session: Session, project_id: int) -> None:
         """The project's secrets or integrations changed: read its registry again on next use."""
@@ -301,21 +327,39 @@ class AutomationRuntime:
         state: str | None,
         reason: str | None,
         now: float,
+        locked: LockedRun | None = None,
     ) -> list[Firing]:
         """Evaluate a batch of a run (``{name: (steps, values)}``) and store the states it changed, in ``session``'s
         transaction, whose caller holds the run row's lock (the ingest path locks it as it reads it). Hand the
-        firings, if any, to :meth:`record_metric_firings`."""
-        cursor = _Cursor(session)
-        project = self._project(session, project_id, cursor)
+        firings, if any, to :meth:`record_metric_firings`.
+
+        ``locked``: what the caller read with the lock (the registry stamp and the run's ``state_version``): no
+        query of its own for them, and the changed states are left for :meth:`store`."""
+        cursor = DriverCursor(session.connection())
+        project = self._project(session, project_id, cursor, locked)
         watched = project.registry.by_metric
         if not watched or not any(name in watched for name in columns):
             return []
         evaluation = self._evaluation(project, run_id, attrs)
         evaluation.run.state, evaluation.run.reason = state, reason
-        self._refresh(cursor, project, evaluation, run_pk)
+        if locked is not None:
+            self._refresh(cursor, project, evaluation, run_pk, locked.state_version)
+            firings = evaluation.evaluate(project.registry, columns, now)
+            locked.pending = (evaluation, run_pk, now)
+            return firings
+        self._refresh(cursor, project, evaluation, run_pk, self._lock(cursor, run_pk))
         firings = evaluation.evaluate(project.registry, columns, now)
-        self._save(cursor, evaluation, run_pk, now)
+        self._save(cursor, project, evaluation, run_pk, now)
         return firings
+
+    def store(self, cursor: DriverCursor, project_id: int, locked: LockedRun) -> None:
+        """Write the states :meth:`evaluate_metrics` left in ``locked`` (if any changed) and set
+        ``locked.new_version``, the run's new ``state_version``, for the caller to write."""
+        if locked.pending is None:
+            return
+        evaluation, run_pk, now = locked.pending
+        locked.pending = None
+        locked.new_version = self._save(cursor, self._projects[project_id], evaluation, run_pk, now, write_run=False)
 
     def record_metric_firings(self, session: Session, run: Run, firings: list[Firing], now: float) -> list[AlertRecord]:
         """The firings of :meth:`evaluate_metrics` as alerts and outbox rows in ``session``'s transaction."""
@@ -328,8 +372,13 @@ class AutomationRuntime:
         """Drop a run's cached state (after a failed transaction: it would be ahead of the database)."""
         project = self._projects.get(project_id)
         if project is not None:
-            project.runs.pop(run_id, None)
-            project.current.discard(run_id)
+            self._drop(project, run_id)
+
+    @staticmethod
+    def _drop(project: _Project, run_id: str) -> None:
+        project.runs.pop(run_id, None)
+        project.current.discard(run_id)
+        project.versions.pop(run_id, None)
 
     def on_state(
         self,
@@ -343,22 +392,19 @@ class AutomationRuntime:
         kind: str = "state",
     ) -> list[AlertRecord]:
         """A run changed state: run-state automations may fire (the run row is locked for the transaction)."""
-        cursor = _Cursor(session)
+        cursor = DriverCursor(session.connection())
         project = self._project(session, run.project_id, cursor)
         attrs = (run.name, run.user, tuple(str(t) for t in run.tags or ()))
         evaluation = self._evaluation(project, run.run_id, attrs)
         if not project.registry.by_event.get("RUN_STATE"):
             evaluation.run.state, evaluation.run.reason = state, reason
             return []
-        if cursor.postgresql:
-            cursor.all(_LOCK_SQL, (run.id,))
         try:
-            self._refresh(cursor, project, evaluation, run.id)
+            self._refresh(cursor, project, evaluation, run.id, self._lock(cursor, run.id))
             firings = evaluation.set_state(project.registry, state, reason, now)
-            self._save(cursor, evaluation, run.id, now)
+            self._save(cursor, project, evaluation, run.id, now)
         except Exception:
-            project.runs.pop(run.run_id, None)
-            project.current.discard(run.run_id)
+            self._drop(project, run.run_id)
             raise
         return self._record(session, project, run=run, info=evaluation.run, firings=firings, kind=kind, now=now)
 
@@ -380,7 +426,7 @@ class AutomationRuntime:
     ) -> list[AlertRecord]:
         """An artifact event (of ``run``, when it is known: then ``${run_url}`` links it); ``version`` and ``path``
         (the version's number and file) fill the artifact payload variables."""
-        project = self._project(session, project_id, _Cursor(session))
+        project = self._project(session, project_id, DriverCursor(session.connection()))
         if run is not None:
             info = RunInfo(run.run_id, run.name, project.name, run.user, tuple(run.tags or ()), run.state, run.reason)
         else:
@@ -402,65 +448,141 @@ class AutomationRuntime:
         )
 
     # -- state in the database -------------------------------------------------------------------------
-    def _refresh(self, cursor: _Cursor, project: _Project, evaluation: RunEvaluation, run_pk: int) -> None:
-        """Make the cached rule states those of the database: when a stored version differs from the cached one
-        (another process took a batch of this run, or a transaction of this one failed), reload them all.
+    @staticmethod
+    def _lock(cursor: DriverCursor, run_pk: int) -> int | None:
+        """Lock the run row (PostgreSQL) and read its ``state_version`` (SQLite: None, not needed)."""
+        if not cursor.postgresql:
+            return None
+        found = cursor.first(_LOCK_SQL, (run_pk,))
+        return found[0] if found is not None else None
+
+    def _refresh(
+        self, cursor: DriverCursor, project: _Project, evaluation: RunEvaluation, run_pk: int, stored: int | None
+    ) -> None:
+        """Make the cached rule states those of the database. ``stored`` is the run's ``state_version``, read under
+        the run row's lock: when it is the one this process last read or wrote, the cache is current (the common
+        case, no query); else (another process took a batch of this run, or this process never saw it) the run's
+        state rows are read, and the rules whose row version is not the cached one are restored (a rule whose
+        row this process wrote or read last is kept as it is).
 
         On SQLite no other process writes them (one server process per file), so a run's cache, once read, is
         current: only a failed transaction makes it stale, and that drops it (:meth:`forget`)."""
-        registry = project.registry
+        run_id = evaluation.run.run_id
         if not cursor.postgresql:
-            if evaluation.run.run_id in project.current:
+            if run_id in project.current:
                 return
-            project.current.add(evaluation.run.run_id)
-        stored = cursor.all(_VERSIONS_SQL, (run_pk,))
+            project.current.add(run_id)
+        else:
+            versions = project.versions
+            known = versions.get(run_id)
+            if known is not None and known[0] is evaluation and known[1] == stored:
+                return
+            versions[run_id] = (evaluation, stored)
+            if stored is None:  # no state stored for the run
+                if any(rule.version for rule in evaluation.rules.values()):  # but cached: drop those
+                    self._restore(project, evaluation, [])
+                return
+        self._restore(project, evaluation, cursor.all(_LOAD_SQL, (run_pk,)))
+
+    @staticmethod
+    def _restore(project: _Project, evaluation: RunEvaluation, rows: Sequence[Sequence[Any]]) -> None:
+        """Bring ``evaluation``'s rules to the stored ``rows`` (automation id, version, fingerprint, state). A rule
+        whose version is the stored one is current; another is restored in place (the evaluation's plan holds
+        the rule objects); a rule with a version but no row any more (its automation was deleted) is dropped.
+        A rule never stored (version 0) is kept: a plain threshold or ``is_nonfinite()`` rule whose trigger never
+        changed, as fresh as a restored one would be."""
+        registry = project.registry
         rules = evaluation.rules
-        cached = {automation_id: rule.version for automation_id, rule in rules.items() if rule.version}
-        if len(cached) == len(stored) and all(cached.get(str(a)) == v for a, v in stored):
-            return  # the common case: this process wrote the run's last state
-        rules.clear()
-        evaluation.forget_plan()
-        evaluation.touched.clear()
-        for automation_id, version, fingerprint, state in cursor.all(_LOAD_SQL, (run_pk,)):
-            automation = registry.by_id(str(automation_id))
+        seen: set[str] = set()
+        replanned = False
+        for automation_id, version, fingerprint, state in rows:
+            key = str(automation_id)
+            automation = registry.by_id(key)
             if automation is None:
                 continue  # deleted (its row goes with it)
-            key = registry.key(automation)
+            seen.add(key)
+            cached = rules.get(key)
+            if cached is not None and cached.version == version:
+                continue
+            event_key = registry.key(automation)
             data = None
-            if fingerprint == key:  # else its event changed: it starts afresh (and its row is overwritten)
+            if fingerprint == event_key:  # else its event changed: it starts afresh (and its row is overwritten)
                 try:
                     data = decode_state(state)
                 except (ValueError, TypeError):
                     log.warning("the stored state of automation %r is not JSON: it starts afresh", automation.name)
-            rule = RuleState.restored(automation, key, data)
+            rule = RuleState.restored(automation, event_key, data)
             rule.version = version
-            rules[str(automation_id)] = rule
+            if cached is not None and cached.key == event_key:
+                cached.take(rule)
+            else:
+                rules[key] = rule
+                replanned = True
+        for key in [k for k, rule in rules.items() if rule.version and k not in seen]:
+            del rules[key]
+            replanned = True
+        if replanned:
+            evaluation.forget_plan()
+        evaluation.touched.clear()
 
-    def _save(self, cursor: _Cursor, evaluation: RunEvaluation, run_pk: int, now: float) -> None:
-        """Write the states the evaluation changed, each with a new version (in the caller's transaction)."""
+    def _save(
+        self,
+        cursor: DriverCursor,
+        project: _Project,
+        evaluation: RunEvaluation,
+        run_pk: int,
+        now: float,
+        *,
+        write_run: bool = True,
+    ) -> int | None:
+        """Write the states the evaluation changed, each with a new version, in the caller's transaction; the run's
+        new ``state_version`` too (``write_run``), else the caller writes the returned one. None: none changed."""
         touched = evaluation.touched
         if not touched:
-            return
-        inserts, updates = [], []
+            return None
+        ids, keys, versions, states, stored = [], [], [], [], []
         rules = evaluation.rules
         for automation_id in touched:
             rule = rules.get(automation_id)
             if rule is None:
                 continue
-            state = encode_state(rule.export())
             # A new random version, never one a failed transaction may have left in some process's cache. A state
             # with a version has its row (it was read or written under the run's lock); one without is upserted.
             version = random.randbits(62) + 1
-            if rule.version:
-                updates.append((rule.key, version, state, now, run_pk, int(automation_id)))
-            else:
-                inserts.append((run_pk, int(automation_id), rule.key, version, state, now))
+            ids.append(int(automation_id))
+            keys.append(rule.key)
+            versions.append(version)
+            states.append(encode_state(rule.export()))
+            stored.append(bool(rule.version))
             rule.version = version
         touched.clear()
-        if updates:
-            cursor.executemany(_UPDATE_SQL, updates)
-        if inserts:
-            cursor.executemany(_INSERT_SQL, inserts)
+        if not ids:
+            return None
+        if cursor.postgresql:
+            updates = [i for i, was in enumerate(stored) if was]
+            inserts = [i for i, was in enumerate(stored) if not was]
+            for statement, chosen in ((_UPDATE_ARRAYS_SQL, updates), (_INSERT_ARRAYS_SQL, inserts)):
+                if not chosen:
+                    continue
+                arrays = [[column[i] for i in chosen] for column in (ids, keys, versions, states)]
+                if statement is _UPDATE_ARRAYS_SQL:
+                    cursor.execute(statement, (now, *arrays, run_pk))
+                else:
+                    cursor.execute(statement, (run_pk, now, *arrays))
+        else:
+            rows = list(zip(ids, keys, versions, states, stored, strict=True))
+            updated = [(k, v, s, now, run_pk, a) for a, k, v, s, was in rows if was]
+            inserted = [(run_pk, a, k, v, s, now) for a, k, v, s, was in rows if not was]
+            if updated:
+                cursor.executemany(_UPDATE_SQL, updated)
+            if inserted:
+                cursor.executemany(_INSERT_SQL, inserted)
+        run_version = random.randbits(62) + 1
+        if cursor.postgresql:
+            project.versions[evaluation.run.run_id] = (evaluation, run_version)
+        if write_run:
+            cursor.execute(_STATE_VERSION_SQL, (run_version, run_pk))
+        return run_version
 
     # -- the outbox ------------------------------------------------------------------------------------
     def _record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import stat
 import threading
 from collections.abc import Iterator, Sequence
@@ -62,13 +63,43 @@ def make_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     except ModuleNotFoundError as exc:  # the driver is an extra of its own: say which
         if parsed.get_backend_name() != "postgresql":
             raise
         raise ModuleNotFoundError(
             f"the server on PostgreSQL needs its driver: pip install 'runalert[postgres]' ({exc})", name=exc.name
         ) from exc
+    if engine.dialect.driver == "psycopg":
+        _quick_ping(engine)
+    return engine
+
+
+_PQ_IDLE = 0
+"""libpq's ``PQTRANS_IDLE``: no transaction open, nothing in flight."""
+
+
+def _quick_ping(engine: Engine) -> None:
+    """The pool's check of a connection at checkout without a round trip when it can: an idle connection whose
+    socket has nothing to read is alive (a server that closed it, or went away, leaves the socket readable: EOF
+    or its goodbye message); any other case gets the dialect's ``SELECT 1``. The ingest path checks a connection
+    out per batch: the round trip was one of its largest costs."""
+    dialect = engine.dialect
+    full_ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        try:
+            pgconn = dbapi_connection.pgconn
+            if not dbapi_connection.closed and not dbapi_connection.broken and pgconn.transaction_status == _PQ_IDLE:
+                poller = select.poll()
+                poller.register(pgconn.socket, select.POLLIN)
+                if not poller.poll(0):
+                    return True
+        except Exception:  # whatever it is, the full ping decides
+            pass
+        return bool(full_ping(dbapi_connection))
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
 def _private_sqlite_files(path: Path) -> None:
@@ -142,19 +173,35 @@ class DriverCursor:
     parameter mark. The driver's errors are raised as SQLAlchemy's (a ``DataError`` is still a ``DataError``),
     with the parameters left out of the message."""
 
+    __slots__ = ("_cursor", "_errors", "_held", "connection", "mark", "postgresql")
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.postgresql = connection.dialect.name == "postgresql"
         self.mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         self._cursor = connection.connection.cursor()
         self._errors: type[Exception] = connection.dialect.loaded_dbapi.Error
+        self._held: list[tuple[str, Sequence[Any]]] | None = None
 
     def first(self, statement: str, params: Sequence[Any] = ()) -> Any:
         """The first row of a query, or None."""
-        self.execute(statement, params)
+        self._run(statement.format(m=self.mark), params)
         return self._cursor.fetchone()
 
+    def all(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a query."""
+        self._run(statement.format(m=self.mark), params)
+        return list(self._cursor.fetchall())
+
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        """Execute a statement (inside :meth:`together` on PostgreSQL: hold it, a write without results)."""
         sql = statement.format(m=self.mark)
+        if self._held is not None:
+            self._held.append((sql, params))
+            return
+        self._run(sql, params)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> None:
         try:
             self._cursor.execute(sql, params)
         except self._errors as exc:
@@ -162,10 +209,34 @@ class DriverCursor:
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         sql = statement.format(m=self.mark)
+        if self._held is not None:
+            raise RuntimeError("executemany inside together(): use one statement of arrays")
         try:
             self._cursor.executemany(sql, rows)
         except self._errors as exc:
             raise self._translate(sql, exc) from exc
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """On PostgreSQL, the writes executed inside (statements without results: ``INSERT``, ``UPDATE``) are sent
+        at the end as one statement, all but the last in data-modifying ``WITH`` clauses: one round trip, one
+        statement for the server to run. They see the same snapshot, so they must not depend on each other's
+        effects (the ingest path's writes touch different rows). Elsewhere each runs as it comes."""
+        if not self.postgresql:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+            held = self._held
+        finally:
+            self._held = None
+        if not held:
+            return
+        *first, (last, _) = held
+        heads = ", ".join(f"w{i} AS ({sql})" for i, (sql, _params) in enumerate(first))
+        statement = f"WITH {heads} {last}" if first else last
+        self._run(statement, [p for _sql, params in held for p in params])
 
     def _translate(self, sql: str, exc: Exception) -> Exception:
         return DBAPIError.instance(sql, None, exc, self._errors, hide_parameters=True, dialect=self.connection.dialect)

@@ -111,6 +111,9 @@ class Run(Base):
     last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     points: Mapped[int] = mapped_column(BigInteger, default=0)
     dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Set to a new random value by every transaction that writes the run's evaluator states (revision 0009):
+    # read with the run row's lock, it tells a server process whether its cached states are current. None: none.
+    state_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # What the run's page shows about how it went wrong (sent by the client, revision 0003):
     # failure: {"exception": type name, "message": ..., "frames": [...]} with the FAILED state of a crash;
     # nonfinite: {"key": ..., "step": ..., "value": "nan" | "inf" | "-inf", "at": time}, the first one seen.

@@ -39,6 +39,11 @@ _INSERT = (
     "INSERT INTO metric_chunks (run_pk, name, count, last_step, last_time, step_array, value_array, time_array) "
     "VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})"
 )
+_INSERT_ARRAYS = (  # PostgreSQL: one statement for the batch's chunks, each column as one array parameter
+    "INSERT INTO metric_chunks (run_pk, name, count, last_step, last_time, step_array, value_array, time_array) "
+    "SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::bigint[], %b::float8[], %b::bytea[], %b::bytea[], "
+    "%b::bytea[])"
+)
 
 
 def _bytes(data: array[Any]) -> bytes:
@@ -72,8 +77,9 @@ def unpack(steps: bytes, values: bytes, times: bytes) -> list[Point]:
 
 
 def insert_chunks(cursor: DriverCursor, run_pk: int, columns: Mapping[str, Column]) -> int:
-    """Insert one chunk per metric of ``columns`` with one ``executemany`` of the driver (in the transaction of
-    ``cursor``'s connection). Returns the number of points."""
+    """Insert one chunk per metric of ``columns`` (in the transaction of ``cursor``'s connection): on PostgreSQL
+    with one ``INSERT ... SELECT FROM unnest(...)`` of the columns as arrays (one statement, however many
+    metrics), elsewhere with one ``executemany`` of the driver. Returns the number of points."""
     rows = []
     points = 0
     for name, (steps, values, times) in columns.items():
@@ -81,10 +87,14 @@ def insert_chunks(cursor: DriverCursor, run_pk: int, columns: Mapping[str, Colum
             continue
         known = [s for s in steps if s is not None] if None in steps else steps  # max() in C, most often
         last_step = max(known, default=None)  # type: ignore[type-var]
-        rows.append((run_pk, name, len(values), last_step, max(times), *pack(steps, values, times)))
+        rows.append((name, len(values), last_step, max(times), *pack(steps, values, times)))
         points += len(values)
-    if rows:
-        cursor.executemany(_INSERT, rows)
+    if not rows:
+        return points
+    if cursor.postgresql:
+        cursor.execute(_INSERT_ARRAYS, (run_pk, *(list(column) for column in zip(*rows, strict=True))))
+    else:
+        cursor.executemany(_INSERT, [(run_pk, *row) for row in rows])
     return points
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
+from itertools import chain
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from runalert.server.auth import ProjectRef, authenticate, hash_key, is_loopback, touch_key
+from runalert.server.automation_runtime import STAMP_COLUMNS, LockedRun
 from runalert.server.context import ServerContext
 from runalert.server.db import DriverCursor
 from runalert.server.models import Run
@@ -241,23 +244,29 @@ _KEY_SQL = (
     "SELECT k.id, k.project_id, k.last_used_at, p.name FROM api_keys k JOIN projects p ON p.id = k.project_id "
     "WHERE k.hash = {m}"
 )
-_ANY_KEY_SQL = "SELECT id FROM api_keys LIMIT 1"
-_PROJECT_SQL = "SELECT id, name FROM projects WHERE name = {m}"
-_RUN_SQL = 'SELECT id, name, "user", tags, state, reason FROM runs WHERE project_id = {m} AND run_id = {m}'
-_LOCKED = " FOR UPDATE"
+_PROJECT_SQL = "SELECT id, name, EXISTS (SELECT 1 FROM api_keys) FROM projects WHERE name = {m}"
+_RUN_COLUMNS = 'id, name, "user", tags, state, reason, state_version'
+_RUN_SQL = f"SELECT {_RUN_COLUMNS} FROM runs WHERE project_id = {{m}} AND run_id = {{m}}"
+_LOCKED_RUN_SQL = f"SELECT {_RUN_COLUMNS}, {STAMP_COLUMNS} FROM runs WHERE project_id = %s AND run_id = %s FOR UPDATE"
 """On PostgreSQL the batch's transaction locks the run's row as it reads it: the run's batches, whichever server
-process takes them, are evaluated one at a time, each against the state the last one stored."""
+process takes them, are evaluated one at a time, each against the state the last one stored (its
+``state_version``, read with the lock: the row as the last batch's transaction left it). The project's registry
+stamp comes with it (its six subqueries see the statement's snapshot: a registry change is picked up at the next
+batch at the latest, as with a query of its own)."""
 _TOUCH_SQL = (  # dropped saturates at MAX_STEP: a client cannot push the counter past int64 (the run unreadable)
     "UPDATE runs SET points = points + {m}, "
     f"dropped = CASE WHEN dropped > {MAX_STEP} - {{m}} THEN {MAX_STEP} ELSE dropped + {{m}} END, "
     "last_seen_at = CASE WHEN last_seen_at < {m} THEN {m} ELSE last_seen_at END"
 )
 _STEP_SQL = ", last_step = CASE WHEN last_step IS NULL OR last_step < {m} THEN {m} ELSE last_step END"
+_VERSION_SQL = ", state_version = {m}"
 
 
 def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_id: str, raw: bytes) -> MetricBatchOut:
     evaluated: list[tuple[int, str]] = []
-    with ctx.automations.lock:
+    # SQLite: one batch at a time in the process (one writer anyway). PostgreSQL: the run row's lock serializes a
+    # run's batches (in any process) and its state_version says whether the cached state is current.
+    with nullcontext() if ctx.db.postgresql else ctx.automations.lock:
         try:
             with ctx.db.session() as session:
                 sql = DriverCursor(session.connection())
@@ -294,12 +303,43 @@ def _fast_project(sql: DriverCursor, request: Request, name: str, insecure: bool
         if last_used_at is None or now - last_used_at > 60:
             touch_key(sql.connection, key_id, now)
         return ProjectRef(project_id, project_name)
-    if sql.first(_ANY_KEY_SQL) is not None:
+    found = sql.first(_PROJECT_SQL, (name,))  # the project, and whether any key exists (then a key is needed)
+    if found is None or found[2]:
         return None
     if not insecure and not is_loopback(request.client.host if request.client else None):
         return None
-    found = sql.first(_PROJECT_SQL, (name,))
-    return ProjectRef(found[0], found[1]) if found is not None else None
+    return ProjectRef(found[0], found[1])
+
+
+def _columns(body: MetricBatchIn, now: float) -> tuple[dict[str, Column], int | None]:
+    """The batch as one column per metric (``{name: (steps, values, times)}``), in the order the names first
+    appear, each metric's points in row order (a null value is no point), and the batch's largest step. A
+    column at a time (list comprehensions), not a point at a time: a batch's rows mostly log the same metrics."""
+    rows = body.rows
+    steps: list[int | None] = []
+    times: list[float] = []
+    for index, row in enumerate(rows):
+        given = row.step
+        if isinstance(given, float):  # an integral float (3.0) is a step; 3.5 is not
+            if not given.is_integer():
+                raise _bad_step(index, given)
+            given = int(given)
+        steps.append(given)
+        times.append(row.time if row.time is not None else now)
+    metrics = [row.metrics for row in rows]
+    columns: dict[str, Column] = {}
+    for name in dict.fromkeys(chain.from_iterable(metrics)):
+        values = [m.get(name) for m in metrics]
+        if None in values:  # missing from some rows, or null: only the rows with a value
+            kept = [i for i, v in enumerate(values) if v is not None]
+            columns[name] = ([steps[i] for i in kept], [values[i] for i in kept], [times[i] for i in kept])  # type: ignore[misc]
+        else:
+            columns[name] = (steps, values, times)  # type: ignore[assignment]
+        column = columns[name]
+        if str in set(map(type, column[1])):  # "nan", "-inf" ...: the only strings the schema lets through
+            columns[name] = (column[0], [float(v) if isinstance(v, str) else v for v in column[1]], column[2])
+    known = [s for s in steps if s is not None] if None in steps else steps
+    return columns, max(known, default=None)  # type: ignore[type-var]
 
 
 def _ingest(
@@ -312,14 +352,19 @@ def _ingest(
     body: MetricBatchIn,
     log: list[tuple[int, str]],
 ) -> MetricBatchOut:
-    """Store the batch (a chunk per metric with one ``executemany``, the run's counters with one ``UPDATE``),
-    evaluate it, and record what fired, in ``session``'s transaction. The run is read and written in plain SQL;
-    the ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout)."""
+    """Evaluate the batch, store it (a chunk per metric, the changed rule states, the run's counters and state
+    version) and record what fired, in ``session``'s transaction. The run is read and written in plain SQL; the
+    ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout). On PostgreSQL
+    the writes (chunks, states, the run's row) go as one statement, each table's rows as arrays."""
     now = time.time()
-    found = sql.first(_RUN_SQL + _LOCKED if ctx.db.postgresql else _RUN_SQL, (project.id, run_id))
+    if sql.postgresql:
+        found = sql.first(_LOCKED_RUN_SQL, (*(project.id,) * 6, project.id, run_id))
+    else:
+        found = sql.first(_RUN_SQL, (project.id, run_id))
     if found is None:
         raise HTTPException(404, detail=f"run {run_id!r} not found in project {project.name!r}: PUT it first")
-    run_pk, run_name, user, tags, state, reason = found
+    run_pk, run_name, user, tags, state, reason, state_version = found[:7]
+    locked = LockedRun(tuple(found[7:]) if sql.postgresql else None, state_version)
     # A batch with ``alive`` false (a rank other than zero) is stored but is no sign of the run's life.
     revived = body.alive and state == "FAILED" and reason == HEARTBEAT_TIMEOUT
     if revived:
@@ -329,37 +374,7 @@ def _ingest(
     if isinstance(tags, str):  # SQLite hands JSON back as text
         tags = json.loads(tags)
     attrs = (run_name, user, tuple(str(t) for t in tags or ()))
-    columns: dict[str, Column] = {}
-    top: int | None = None
-    for index, row in enumerate(body.rows):
-        when = row.time if row.time is not None else now
-        given = row.step
-        step: int | None
-        if isinstance(given, float):  # an integral float (3.0) is a step; 3.5 is not
-            if not given.is_integer():
-                raise _bad_step(index, given)
-            step = int(given)
-        else:
-            step = given
-        if step is not None and (top is None or step > top):
-            top = step
-        for name, given_value in row.metrics.items():
-            if given_value is None:
-                continue
-            # "nan", "-inf" ... are the only strings the schema lets through
-            value = float(given_value) if isinstance(given_value, str) else given_value
-            column = columns.get(name)
-            if column is None:
-                column = columns[name] = ([], [], [])
-            column[0].append(step)
-            column[1].append(value)
-            column[2].append(when)
-    accepted = insert_chunks(sql, run_pk, columns)
-    seen = now if body.alive else 0.0  # 0: last_seen_at stays as it is
-    params: tuple[Any, ...] = (accepted, body.dropped, body.dropped, seen, seen)
-    if top is not None:
-        params += (top, top)
-    sql.execute(_TOUCH_SQL + (_STEP_SQL if top is not None else "") + " WHERE id = {m}", (*params, run_pk))
+    columns, top = _columns(body, now)
     log.append((project.id, run_id))
     firings = ctx.automations.evaluate_metrics(
         session,
@@ -371,7 +386,21 @@ def _ingest(
         state="RUNNING" if revived else state,
         reason=None if revived else reason,
         now=now,
+        locked=locked,
     )
+    with sql.together():
+        accepted = insert_chunks(sql, run_pk, columns)
+        ctx.automations.store(sql, project.id, locked)
+        seen = now if body.alive else 0.0  # 0: last_seen_at stays as it is
+        params: tuple[Any, ...] = (accepted, body.dropped, body.dropped, seen, seen)
+        touch = _TOUCH_SQL
+        if top is not None:
+            params += (top, top)
+            touch += _STEP_SQL
+        if locked.new_version is not None:
+            params += (locked.new_version,)
+            touch += _VERSION_SQL
+        sql.execute(touch + " WHERE id = {m}", (*params, run_pk))
     fired: list[FiredOut] = []
     if firings:
         run = session.get_one(Run, run_pk)

@@ -1385,3 +1385,15 @@ def test_an_integration_in_flight_is_not_claimed_again_when_its_lease_runs_out(
         assert wait_for(lambda: (world.only()["lease_until"] or 0) < time.time())
         assert world.dispatcher.claim(10, fair=True) == []  # what the loop asks: its attempt is still running here
         assert len(stuck.received) == 1
+
+
+def test_fair_claims_count_what_a_project_has_in_flight_already(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatcher_threads=4)  # a project's share: 2 workers
+    a = world.project("a")
+    hooks = [world.webhook(a, f"a{i}", Receiver(httpserver, f"/a{i}").url) for i in range(3)]
+    world.alert(a, "from a", integrations=hooks)
+    world.dispatcher._project_busy[a] = 1  # one of a's deliveries in flight, as the loop counts it
+    assert [job.integration_id for job in world.dispatcher.claim(10, fair=True)] == [hooks[0]]  # one more, not two
+    world.dispatcher._project_busy.clear()

@@ -1397,3 +1397,18 @@ def test_fair_claims_count_what_a_project_has_in_flight_already(
     world.dispatcher._project_busy[a] = 1  # one of a's deliveries in flight, as the loop counts it
     assert [job.integration_id for job in world.dispatcher.claim(10, fair=True)] == [hooks[0]]  # one more, not two
     world.dispatcher._project_busy.clear()
+
+
+def test_each_slack_integration_has_a_rate_limit_of_its_own(world: World) -> None:
+    from tests.slack_api import TOKEN, SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        world.secret(project, "SLACK_TOKEN", TOKEN)
+        spec = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts", "api_url": slack.url}
+        ids = [world.integration(project, name, spec) for name in ("one", "two")]
+        world.alert(project, "to both")
+        while world.dispatcher.run_once():
+            pass
+        assert len(slack.messages) == 2
+    assert sorted(world.dispatcher._buckets) == sorted(ids)  # one token bucket per integration

@@ -163,6 +163,13 @@ def test_an_over_long_last_line_without_its_newline_is_quarantined_with_one(isol
     assert titles(spool.claim(["k"])) == ["later"]
 
 
+def test_a_torn_last_line_is_quarantined_with_a_newline(isolated_env: Path) -> None:
+    torn = line("k", "torn")[:40]  # what a writer killed mid-append leaves at the end, when nothing came after
+    spool = write_spool(isolated_env, line("k", "whole") + torn)
+    assert titles(spool.claim(["k"])) == ["whole"]
+    assert spool.quarantine_path.read_bytes() == torn + b"\n"  # so the next line quarantined starts on its own
+
+
 def test_append_writes_an_oversized_record_to_the_quarantine_and_says_so_once(
     isolated_env: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

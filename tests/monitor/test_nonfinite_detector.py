@@ -321,3 +321,11 @@ def test_keys_warned_about_are_remembered_up_to_10000(caplog: pytest.LogCaptureF
         for step in (2, 3):
             detector.step({"k0": "text", "late": "text"}, step)  # k0 remembered; "late" past the bound
     assert [r.getMessage().split()[2] for r in caplog.records] == ["'late'", "'late'"]
+
+
+def test_a_read_comes_as_soon_as_the_held_tensors_reach_their_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nonfinite, "_MAX_HELD", 10)
+    detector = NonFiniteDetector("all", check_every_n_steps=1000)
+    for step in range(1, 6):  # two tensors a step: 10 held after step 5
+        detector.step({"a": torch.tensor(1.0), "b": torch.tensor(2.0)}, step)
+    assert detector.reads == 1 and detector.held == []

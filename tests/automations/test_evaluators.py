@@ -274,3 +274,9 @@ def test_a_change_that_overflows_is_skipped_and_the_scan_goes_on_to_the_next_edg
     edges, evaluator = _edges_by_scan(spec, values)
     assert edges == [1, 2, 3, 5, 6, 7]
     assert evaluator.count == len(values) and evaluator.observed == 0.0
+
+
+def test_a_threshold_without_an_aggregate_compares_each_value_whatever_its_window() -> None:
+    evaluator = ThresholdEvaluator(MetricThresholdFilter(name="x", cmp=">", threshold=4, window=3))  # as in W&B
+    assert evaluator.push_many([7.0, 1.0]) == [True, False]
+    assert evaluator.state_dict() == {"kind": "threshold", "values": [1.0], "count": 2, "observed": 1.0}

@@ -245,8 +245,10 @@ def test_a_window_whose_variance_underflows_to_zero_is_not_evaluated() -> None:
 
 def test_a_sliding_average_cleared_is_the_average_of_what_it_holds_from_its_first_value() -> None:
     agg = SlidingAgg(Agg.AVERAGE, 3)
-    for x in [10.0, 20.0, 30.0, 40.0]:
+    assert len(agg) == 0 and math.isnan(agg.value)
+    for x, average in [(10.0, 10.0), (20.0, 15.0), (30.0, 20.0), (40.0, 30.0)]:
         agg.push(x)
+        assert agg.value == average
     agg.clear()
     assert len(agg) == 0 and math.isnan(agg.value)
     agg.push(4.0)

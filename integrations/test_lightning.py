@@ -148,19 +148,10 @@ def test_the_step_hook_reads_nothing_and_dispatches_no_torch_operation_on_the_tr
     # own dispatch-mode hook (thread-local: the queue's thread is not recorded). With the default reads, the hook
     # only appends references; the values are still read (off the training thread) and the NaN found at its step.
     # (The old code read the held tensors inside the hook: a stack and a copy every few steps.)
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Recorder(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ops: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.ops.append(func._overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
+    from tests.support.torch_ops import OpRecorder
 
     callback = AlertCallback(alerter=alerter, run_name="lit-no-sync")
-    recorder = Recorder()
+    recorder = OpRecorder()
     hook = callback.on_train_batch_end
 
     def recorded(*args: Any, **kwargs: Any) -> None:

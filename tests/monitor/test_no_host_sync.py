@@ -11,22 +11,9 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from runalert.nonfinite import NonFiniteDetector  # noqa: E402
-
-# Operations that read a tensor's value on the host (on a GPU each waits for the device).
-HOST_READS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "_to_copy", "copy_"}
-
-
-class Recorder(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops.append(func._overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+from tests.support.torch_ops import OpRecorder  # noqa: E402
 
 
 def test_steps_between_reads_dispatch_nothing_and_a_read_step_reads_once() -> None:
@@ -36,7 +23,7 @@ def test_steps_between_reads_dispatch_nothing_and_a_read_step_reads_once() -> No
     for step, loss in enumerate(losses, start=1):
         values = {"loss": loss, "grad_norm": loss * 2}
         reads = detector.reads
-        with Recorder() as recorder:
+        with OpRecorder() as recorder:
             detector.step(values, step)
         per_step.append((recorder.ops, detector.reads - reads))
     for step, (ops, reads) in enumerate(per_step, start=1):

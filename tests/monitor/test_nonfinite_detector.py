@@ -16,7 +16,7 @@ from tests.support import Clock
 
 torch = pytest.importorskip("torch")
 numpy = pytest.importorskip("numpy")
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from tests.support.torch_ops import OpRecorder  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
 
@@ -276,23 +276,11 @@ def test_steps_that_take_no_measurable_time_are_held_as_many_as_allowed(clock: C
     assert _read_at(detector, range(1, 64)) == [1, 3, 7, 15, 31, 63]  # the clock never moves: pace 0
 
 
-class _Ops(TorchDispatchMode):
-    """Records each ATen operation dispatched inside it (torch's own hook, as in test_no_host_sync.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops.append(func._overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
 def test_one_held_tensor_is_read_with_one_item_and_integer_scalars_are_handed_out_as_floats() -> None:
     detector = NonFiniteDetector("all", check_every_n_steps=1, feed="all")
     fed: dict[str, float] = {}
     loss = torch.tensor(0.5)
-    with _Ops() as recorder:
+    with OpRecorder() as recorder:
         assert detector.step({"loss": loss}, 1, fed) is None
     assert recorder.ops == ["_local_scalar_dense"] and detector.reads == 1 and fed == {"loss": 0.5}
     fed = {}

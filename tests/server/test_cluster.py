@@ -140,7 +140,7 @@ def test_workers_on_postgresql_each_answer_and_their_counters_sum(
 
     assert wait_for(up, timeout=60)
     supervisor = psutil.Process(proc.pid)
-    assert wait_for(lambda: len(supervisor.children()) == 3, timeout=30)
+    assert wait_for(lambda: len(supervisor.children()) == 3, timeout=90)
     workers = supervisor.children()
     assert requests.put(f"{url}{P}/p/runs/r", json={}, timeout=10).ok
     # Each worker alone (the others stopped) answers on the shared port, and counts what it took.
@@ -162,7 +162,7 @@ def test_workers_on_postgresql_each_answer_and_their_counters_sum(
     workers[0].send_signal(signal.SIGKILL)
     assert wait_for(lambda: len(supervisor.children()) == 3 and workers[0] not in supervisor.children(), timeout=60)
     workers = supervisor.children()
-    assert wait_for(lambda: _healthy(url), timeout=30)
+    assert wait_for(lambda: _healthy(url), timeout=90)
     assert _counter(url, "metric_points_total") == 6
     # SIGTERM stops the workers, then the supervisor.
     proc.terminate()
@@ -228,8 +228,8 @@ def test_three_processes_send_one_run_failed_notice(
     _failure_automation(servers[0].url, receiver)
     assert servers[1].api("PUT", f"{P}/p/runs/silent", json={}).ok
     _log(servers[2].url, "silent", 3)  # then nothing: the run was killed
-    assert wait_for(lambda: receiver.requests, timeout=30)
-    assert wait_for(lambda: _delivered(servers[0].url), timeout=30)
+    assert wait_for(lambda: receiver.requests, timeout=90)
+    assert wait_for(lambda: _delivered(servers[0].url), timeout=90)
     for server in servers:  # drained: no process can check again
         server.stop()
     assert _alert_rows(database_url) == [("silent", "heartbeat_timeout")]
@@ -252,12 +252,12 @@ def test_a_run_whose_row_is_held_does_not_hold_up_the_other_runs_timeouts(
     # Another transaction holds the first run's row (as a process ingesting a batch of it does).
     with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
         conn.execute("SELECT id FROM runs WHERE run_id = 'held' FOR UPDATE")
-        assert wait_for(lambda: [b["run"] for _h, b in receiver.requests] == ["free"], timeout=30)
+        assert wait_for(lambda: [b["run"] for _h, b in receiver.requests] == ["free"], timeout=90)
         state = server.api("GET", f"{P}/p/runs/held").json()["state"]
         assert state == "RUNNING"
         conn.rollback()
-    assert wait_for(lambda: len(receiver.requests) == 2, timeout=30)
-    assert wait_for(lambda: _delivered(server.url), timeout=30)
+    assert wait_for(lambda: len(receiver.requests) == 2, timeout=90)
+    assert wait_for(lambda: _delivered(server.url), timeout=90)
     server.stop()
     assert sorted(_alert_rows(database_url)) == [("free", "heartbeat_timeout"), ("held", "heartbeat_timeout")]
     assert sorted(b["run"] for _h, b in receiver.requests) == ["free", "held"]

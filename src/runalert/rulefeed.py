@@ -13,11 +13,11 @@ only for the append. Torch releases the GIL in its kernels, so the evaluation ov
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 
 from runalert._log import log_once
+from runalert.step_queue import StepQueue
 
 __all__ = ["RuleFeed", "ValueQueue"]
 
@@ -26,8 +26,10 @@ Evaluate = Callable[[list[Item]], None]
 _BATCH = 10_000  # values evaluated in one call at most
 
 
-class ValueQueue:
-    """A bounded queue of (values, step) and the thread that evaluates them in order.
+class ValueQueue(StepQueue):
+    """A bounded queue of (values, step) and the thread that evaluates them in order: a
+    :class:`~runalert.step_queue.StepQueue` (the same thread, drains and failure counting) that bounds itself,
+    starts its thread at the first value and is not restarted once closed.
 
     Args:
         evaluate: called with a batch (a list) of the (values, step) queued since the last call, in order, on
@@ -41,20 +43,20 @@ class ValueQueue:
     def __init__(
         self, evaluate: Evaluate, *, interval: float = 0.1, max_pending: int = 100_000, name: str = "runalert-rules"
     ) -> None:
-        self._evaluate = evaluate
-        self._name = name
-        self._interval = interval
+        super().__init__(
+            evaluate,
+            interval=interval,
+            name=name,
+            batch=_BATCH,
+            failure=("rules-evaluate", "runalert: rule evaluation failed"),
+        )
         self._max = max_pending
-        self._queue: deque[Item] = deque()
-        self._drain_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closed = False
         self.dropped = 0
-        self.errors = 0
 
     def push(self, values: Mapping[str, float], step: int | None) -> None:
         """Queue ``values`` (the caller gives up the mapping). The training thread's only cost."""
-        queue = self._queue
+        queue = self.items
         if len(queue) >= self._max:
             self.dropped += 1
             log_once(
@@ -74,43 +76,16 @@ class ValueQueue:
         queue goes through :meth:`push`, which counts and warns). Starts the thread now."""
         if self._thread is None:
             self._start()
-        return self._queue, self._max
+        return self.items, self._max
 
-    @property
-    def pending(self) -> int:
-        """Values queued and not evaluated yet."""
-        return len(self._queue)
-
-    def drain(self) -> None:
-        """Evaluate everything queued now, on the caller's thread (in order with the feed's thread)."""
-        queue = self._queue
-        with self._drain_lock:
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
-                try:
-                    self._evaluate(batch)
-                except Exception:
-                    self.errors += 1
-                    log_once("rules-evaluate", logging.ERROR, "runalert: rule evaluation failed", exc_info=True)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread and evaluate what is left. Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self.drain()
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the thread and evaluate what is left. Idempotent; the thread is not started again."""
+        self._closed = True
+        return super().close(timeout)
 
     def _start(self) -> None:
-        if self._stop.is_set():
-            return
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._queue:
-                self.drain()
+        if not self._closed:
+            self.start()
 
 
 RuleFeed = ValueQueue

@@ -42,10 +42,19 @@ class StepQueue:
             anyway is counted (:attr:`errors`), logged once, and dropped.
         interval: seconds between two drains by the queue's thread.
         name: the thread's name.
+        batch: items handed to ``take`` in one call at most.
+        failure: the log-once key and the message logged (with the traceback) when a batch raises; by default
+            they name the queue.
     """
 
     def __init__(
-        self, take: Callable[[list[Any]], None], *, interval: float = READ_INTERVAL, name: str = "runalert-steps"
+        self,
+        take: Callable[[list[Any]], None],
+        *,
+        interval: float = READ_INTERVAL,
+        name: str = "runalert-steps",
+        batch: int = _BATCH,
+        failure: tuple[str, str] | None = None,
     ) -> None:
         self.items: deque[Any] = deque()
         self.append: Callable[[Any], None] = self.items.append
@@ -54,6 +63,11 @@ class StepQueue:
         self._take = take
         self._interval = float(interval)
         self._name = name
+        self._batch = batch
+        self._failure = failure or (
+            f"step-queue-{name}",
+            f"runalert: handing over a batch of steps failed ({name}); training goes on",
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,18 +100,13 @@ class StepQueue:
         try:
             items = self.items
             while items:
-                batch = [items.popleft() for _ in range(min(len(items), _BATCH))]
+                batch = [items.popleft() for _ in range(min(len(items), self._batch))]
                 try:
                     self._take(batch)
                 except Exception:
                     self.errors += 1
-                    log_once(
-                        f"step-queue-{self._name}",
-                        logging.ERROR,
-                        "runalert: handing over a batch of steps failed (%s); training goes on",
-                        self._name,
-                        exc_info=True,
-                    )
+                    key, message = self._failure
+                    log_once(key, logging.ERROR, message, exc_info=True)
         finally:
             self._lock.release()
         return True

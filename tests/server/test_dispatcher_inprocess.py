@@ -49,6 +49,11 @@ class World:
         self.dispatcher.stop()
         self.db.dispose()
 
+    def deliver_all(self) -> None:
+        """Run the dispatcher's passes until one finds nothing to do."""
+        while self.dispatcher.run_once():
+            pass
+
     # -- set-up --------------------------------------------------------------------------------------------
     def project(self, name: str = "p") -> int:
         with self.db.session() as session:
@@ -94,6 +99,16 @@ class World:
                 session, project_id, title=title, source="client", run=run, integrations=targets, **kw
             )
             return record.id
+
+    def group_summary(self, project_id: int, text: str) -> None:
+        """Record a group's "finished" summary, to be updated in place when the group finishes again."""
+        from runalert.server.rollup import in_place
+
+        with self.db.session() as session:
+            record = record_alert(
+                session, project_id, title="Group sweep finished", text=text, source="server", kind="group_finished"
+            )
+            in_place(session, record, "group:1:sweep", "sweep", time.time())
 
     # -- reading back --------------------------------------------------------------------------------------
     def deliveries(self) -> list[dict[str, Any]]:
@@ -467,8 +482,7 @@ def test_without_a_run_or_a_public_url_there_is_no_link(
     run = world.run(project)
     world.alert(project, "with a run", run_pk=run)
     world.alert(project, "without", fields={"project": "given"})
-    while world.dispatcher.run_once():
-        pass
+    world.deliver_all()
     with_run, without = receiver.bodies
     assert (with_run["url"], with_run["run"], with_run["fields"]) == (None, "bert", {"project": "vision"})
     assert (without["url"], without["run"], without["fields"]) == (None, None, {"project": "given"})
@@ -480,8 +494,7 @@ def test_an_encrypted_payload_is_sent_decrypted(world: World, httpserver: HTTPSe
     world.webhook(project, "hook", receiver.url)
     world.alert(project, "custom", payload={"__encrypted__": world.cipher.encrypt_json({"text": "token xyz"})})
     world.alert(project, "plain payload", payload={"text": "as is"})
-    while world.dispatcher.run_once():
-        pass
+    world.deliver_all()
     assert receiver.bodies == [{"text": "token xyz"}, {"text": "as is"}]
 
 
@@ -627,8 +640,7 @@ def test_close_rollups_queues_each_roll_up_whose_interval_is_over_and_counts_the
     assert world.counts["rollups_closed_total"] == 1
     assert world.dispatcher.close_rollups() == 0
     assert world.counts["rollups_closed_total"] == 1
-    while world.dispatcher.run_once():
-        pass
+    world.deliver_all()
     assert len(receiver.requests) == 2  # the first alert, then the roll-up of the one held
 
 
@@ -739,8 +751,7 @@ def test_a_slack_integration_is_held_to_one_message_a_second(world: World) -> No
         for i in range(3):
             world.alert(project, f"alert {i}")
         started = time.monotonic()
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         elapsed = time.monotonic() - started
         assert [m.header for m in slack.messages] == ["alert 0", "alert 1", "alert 2"]
     # One token a second, one saved: the second and third messages each waited for theirs.
@@ -759,8 +770,7 @@ def test_a_runs_follow_ups_are_replies_in_its_thread_after_a_restart_too(world: 
         other = world.run(project, "r2", "gpt")
         world.alert(project, "started", run_pk=run)
         world.alert(project, "no run")
-        while world.dispatcher.run_once():  # one at a time: one message in flight per integration
-            pass
+        world.deliver_all()  # one at a time: one message in flight per integration
         first = slack.messages[0]
         assert first.thread_ts is None
         with world.db.read_session() as session:
@@ -793,13 +803,11 @@ def test_a_roll_up_message_is_updated_in_place_and_posted_again_when_deleted(wor
         now = time.time() - 100  # the alerts were recorded in the past: their rows are due
         world.alert(project, "crash", now=now)
         world.alert(project, "crash", now=now + 1)  # held: the roll-up is posted at once
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         first, rollup = slack.top_level()
         assert first.header == "crash" and "1 more" in rollup.header
         world.alert(project, "crash", now=now + 2)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert len(slack.messages) == 2 and "2 more" in rollup.header  # updated in place
         assert len(rollup.versions) == 2
         with world.db.read_session() as session:
@@ -808,14 +816,12 @@ def test_a_roll_up_message_is_updated_in_place_and_posted_again_when_deleted(wor
         # Someone deletes the roll-up's message: the next update posts it again, and that message is kept.
         slack.messages.remove(rollup)
         world.alert(project, "crash", now=now + 3)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert len(slack.messages) == 2
         again = slack.messages[1]
         assert again.ts != rollup.ts and "3 more" in again.header
         world.alert(project, "crash", now=now + 4)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert len(slack.messages) == 2 and "4 more" in again.header
         with world.db.read_session() as session:
             (row,) = session.scalars(select(Rollup))
@@ -832,39 +838,27 @@ def test_a_slack_refusal_other_than_a_missing_message_is_not_posted_again(world:
         now = time.time() - 100  # the alerts were recorded in the past: their rows are due
         world.alert(project, "crash", now=now)
         world.alert(project, "crash", now=now + 1)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         slack.channels.clear()  # every call now: channel_not_found
         world.alert(project, "crash", now=now + 2)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert [name for name, _ in slack.calls][-1] == "chat.update"
         dead = [row for row in world.deliveries() if row["status"] == "dead"]
         assert len(dead) == 1 and "channel_not_found" in dead[0]["last_error"]
 
 
 def test_a_group_summary_is_updated_in_place_when_it_comes_again(world: World) -> None:
-    from runalert.server.rollup import in_place
     from tests.slack_api import SlackAPI
 
     with SlackAPI() as slack:
         project = world.project()
         _slack_bot(world, project, slack)
 
-        def summary(text: str) -> None:
-            with world.db.session() as session:
-                record = record_alert(
-                    session, project, title="Group sweep finished", text=text, source="server", kind="group_finished"
-                )
-                in_place(session, record, "group:1:sweep", "sweep", time.time())
-
-        summary("3 of 4 runs")
-        while world.dispatcher.run_once():
-            pass
+        world.group_summary(project, "3 of 4 runs")
+        world.deliver_all()
         (message,) = slack.messages
-        summary("4 of 4 runs")
-        while world.dispatcher.run_once():
-            pass
+        world.group_summary(project, "4 of 4 runs")
+        world.deliver_all()
         assert slack.messages == [message]  # the same message, its text replaced
         assert len(message.versions) == 2 and "4 of 4 runs" in message.flat
         assert slack.ok_calls("chat.update") == 1
@@ -882,8 +876,7 @@ def test_a_roll_up_sent_to_a_webhook_shows_every_held_alert_and_the_project(
     world.alert(project, "Run crashed", now=now - 50, level="error", text="second")
     world.alert(project, "Run crashed", now=now - 40, level="warn", text="third")
     assert world.dispatcher.close_rollups() == 1
-    while world.dispatcher.run_once():
-        pass
+    world.deliver_all()
     first, rollup = receiver.bodies
     assert first["title"] == "Run crashed"
     assert rollup["title"] == "2 more alerts: Run crashed"
@@ -910,14 +903,11 @@ def test_two_threaded_bots_keep_a_thread_each(world: World) -> None:
         two = world.integration(project, "two", spec)
         run = world.run(project)
         world.alert(project, "first", run_pk=run, integrations=[one])
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         world.alert(project, "second", run_pk=run, integrations=[two])
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         world.alert(project, "third", run_pk=run)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         first, second, third_one, third_two = slack.messages
         assert (first.thread_ts, second.thread_ts) == (None, None)  # each bot starts its own thread
         assert {third_one.thread_ts, third_two.thread_ts} == {first.ts, second.ts}
@@ -936,8 +926,7 @@ def test_without_threads_a_bot_remembers_no_thread(world: World) -> None:
         run = world.run(project)
         world.alert(project, "one", run_pk=run)
         world.alert(project, "two", run_pk=run)
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert [m.thread_ts for m in slack.messages] == [None, None]
         with world.db.read_session() as session:
             assert list(session.scalars(select(SlackThread))) == []
@@ -1182,8 +1171,7 @@ def test_a_roll_up_slack_will_not_let_the_bot_edit_is_posted_again(world: World)
         now = time.time() - 100
         for i in range(3):
             world.alert(project, "crash", now=now + i)
-            while world.dispatcher.run_once():
-                pass
+            world.deliver_all()
         assert slack.messages[0].header == "crash"
         assert ["more" in m.header for m in slack.messages] == [False, True, True]  # the roll-up, then again
         assert [row["status"] for row in world.deliveries()].count("dead") == 0
@@ -1199,13 +1187,11 @@ def test_two_groups_roll_up_apart(make_world: Callable[..., World], httpserver: 
         world.alert(project, title, now=now - 60)
         world.alert(project, title, now=now - 50, text=f"{title} again")
     assert world.dispatcher.close_rollups() == 2
-    while world.dispatcher.run_once():
-        pass
+    world.deliver_all()
     assert sorted(receiver.titles()) == ["1 more alert: crash", "1 more alert: oom", "crash", "oom"]
 
 
 def test_two_bots_each_update_their_own_summary_in_place(world: World) -> None:
-    from runalert.server.rollup import in_place
     from tests.slack_api import TOKEN, SlackAPI
 
     with SlackAPI() as slack:
@@ -1215,20 +1201,11 @@ def test_two_bots_each_update_their_own_summary_in_place(world: World) -> None:
         world.integration(project, "one", spec)
         world.integration(project, "two", spec)
 
-        def summary(text: str) -> None:
-            with world.db.session() as session:
-                record = record_alert(
-                    session, project, title="Group sweep finished", text=text, source="server", kind="group_finished"
-                )
-                in_place(session, record, "group:1:sweep", "sweep", time.time())
-
-        summary("3 of 4 runs")
-        while world.dispatcher.run_once():
-            pass
+        world.group_summary(project, "3 of 4 runs")
+        world.deliver_all()
         assert len(slack.messages) == 2
-        summary("4 of 4 runs")
-        while world.dispatcher.run_once():
-            pass
+        world.group_summary(project, "4 of 4 runs")
+        world.deliver_all()
         assert len(slack.messages) == 2
         assert [len(m.versions) for m in slack.messages] == [2, 2]  # each bot's message updated once
         assert all("4 of 4 runs" in m.flat for m in slack.messages)
@@ -1245,8 +1222,7 @@ def test_a_live_roll_up_names_the_held_runs_and_takes_their_worst_level(world: W
         world.alert(project, "Run crashed", run_pk=runs[0], now=now)
         world.alert(project, "Run crashed", run_pk=runs[1], now=now + 1, level="error")
         world.alert(project, "Run crashed", run_pk=runs[2], now=now + 2, level="warn")
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         _first, rollup = slack.top_level()
         assert rollup.header.startswith("2 more runs")
         assert "run-b, run-c" in rollup.flat and "run-a" not in rollup.flat
@@ -1379,7 +1355,6 @@ def test_each_slack_integration_has_a_rate_limit_of_its_own(world: World) -> Non
         spec = {"kind": "slack", "bot_token_secret": "SLACK_TOKEN", "channel": "#alerts", "api_url": slack.url}
         ids = [world.integration(project, name, spec) for name in ("one", "two")]
         world.alert(project, "to both")
-        while world.dispatcher.run_once():
-            pass
+        world.deliver_all()
         assert len(slack.messages) == 2
     assert sorted(world.dispatcher._buckets) == sorted(ids)  # one token bucket per integration

@@ -248,15 +248,11 @@ class _Server:
         """CPU seconds (user + system) used so far by the server: the process and, with workers, its children."""
         import psutil
 
-        total = 0.0
         try:
             root = psutil.Process(self.proc.pid)
-            for proc in [root, *root.children(recursive=True)]:
-                times = proc.cpu_times()
-                total += times.user + times.system
         except psutil.NoSuchProcess:
-            pass
-        return total
+            return 0.0
+        return _tree_cpu_seconds(root, psutil.NoSuchProcess)
 
     def wait_for_workers(self, timeout: float = 60.0) -> None:
         """Until all the workers answer (each has built its app): with workers, the first answer is one's."""
@@ -302,6 +298,19 @@ def _probe(server: _Server, stop_at: float, sent: dict[str, float], interval: fl
     conn.close()
 
 
+def _tree_cpu_seconds(root: Any, errors: type[Exception] | tuple[type[Exception], ...]) -> float:
+    """CPU seconds (user + system) used so far by the psutil process ``root`` and its descendants: what was read
+    before one of ``errors`` (a process gone meanwhile) stopped the reading."""
+    total = 0.0
+    try:
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except errors:
+        pass
+    return total
+
+
 def _database_cpu_seconds(database_url: str | None) -> float | None:
     """CPU seconds (user + system) used so far by the bench's own PostgreSQL cluster (its postmaster and every
     backend), found by the port; None for SQLite or a cluster given by ``RUNALERT_BENCH_DATABASE_URL``."""
@@ -314,9 +323,7 @@ def _database_cpu_seconds(database_url: str | None) -> float | None:
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
             if proc.info["name"] == "postgres" and f"-p {port}" in " ".join(proc.info["cmdline"] or []):
-                for member in [proc, *proc.children(recursive=True)]:
-                    times = member.cpu_times()
-                    total += times.user + times.system
+                total += _tree_cpu_seconds(proc, psutil.Error)
         except psutil.Error:
             continue
     return total

@@ -8,9 +8,12 @@ leaves: a claim file nobody holds a lock on.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import signal
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,11 @@ import pytest
 from runalert import Alert, AlertLevel
 from runalert.alerting import Spool, SpooledAlert
 from runalert.alerting.spool import MAX_RECORD_BYTES
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 
 TEMPLATE = Alert(title="template", text="").to_dict()
 
@@ -366,3 +374,103 @@ def test_a_forked_child_gets_a_claim_file_of_its_own_and_never_touches_its_paren
 
 def test_the_lock_is_waited_for_five_seconds_by_default(isolated_env: Path) -> None:
     assert Spool(isolated_env).lock_timeout == 5.0
+
+
+# -- what a killed claim leaves, what each spool logs, a disk that takes part of a line --------------------------
+
+
+def spooled(title: str, size: int | None = None) -> SpooledAlert:
+    """The record :func:`line` writes for ``title`` (``size`` bytes with its newline), as ``append`` takes it."""
+    data = json.loads(line("k", title, size=size))
+    return SpooledAlert("k", "webhook", Alert.from_dict(data["alert"]), 1.0)
+
+
+def oversized_message(spool: Spool, count: int) -> str:
+    return (
+        f"runalert: {count} alert(s) over {MAX_RECORD_BYTES} bytes cannot be resent; they were written to "
+        f"{spool.quarantine_path}"
+    )
+
+
+def test_the_temporary_file_of_a_claim_killed_before_its_rename_is_reused_and_gone_after_the_next(
+    isolated_env: Path,
+) -> None:
+    # A claim writes what it keeps to spool.jsonl.tmp and renames it over the spool; a process killed in between
+    # leaves the spool as it was and that file beside it (0644 if an older version wrote it: alert text).
+    spool = write_spool(isolated_env, line("k", "a") + line("other", "b"))
+    leftover = isolated_env / "spool.jsonl.tmp"
+    leftover.write_bytes(line("other", "stale") * 3)
+    leftover.chmod(0o644)
+    assert titles(spool.claim(["k"])) == ["a"]
+    assert spool.path.read_bytes() == line("other", "b")  # the leftover is not read: it was rewritten
+    assert sorted(path.name for path in isolated_env.iterdir()) == ["spool.jsonl", "spool.lock"]  # renamed away
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
+
+
+def test_oversized_records_appended_together_are_quarantined_each_whole_on_a_line_of_its_own(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(isolated_env)
+    spool.append([spooled("huge 1", MAX_RECORD_BYTES + 1), spooled("small"), spooled("huge 2", MAX_RECORD_BYTES + 3)])
+    assert spool.quarantine_path.read_bytes() == (
+        line("k", "huge 1", size=MAX_RECORD_BYTES + 1) + line("k", "huge 2", size=MAX_RECORD_BYTES + 3)
+    )
+    assert runalert_messages(caplog, logging.WARNING) == [oversized_message(spool, 2)]
+    assert titles(spool.claim(["k"])) == ["small"]
+
+
+def test_each_spool_says_once_what_it_could_not_keep(isolated_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two homes in one process (two RUNALERT_HOME, or a tool reading another's spool): each is named once.
+    spools = [write_spool(home, line("k", "good") + b"not json\n") for home in (isolated_env, isolated_env / "other")]
+    for _ in range(2):
+        for spool in spools:
+            spool.append([spooled("huge", MAX_RECORD_BYTES + 1)])
+            spool.path.write_bytes(line("k", "good") + b"not json\n")
+            assert titles(spool.claim(["k"])) == ["good"]
+    assert runalert_messages(caplog, logging.WARNING) == [
+        message for spool in spools for message in (oversized_message(spool, 1), quarantine_message(spool, 1))
+    ]
+    for spool in spools:
+        assert spool.quarantine_path.read_bytes() == (line("k", "huge", size=MAX_RECORD_BYTES + 1) + b"not json\n") * 2
+
+
+def test_every_unreadable_line_of_a_claim_is_counted_over_long_ones_included(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = [b"not json\n", b"y" * (MAX_RECORD_BYTES + 10) + b"\n", b"z" * (2 * MAX_RECORD_BYTES + 5) + b"\n"]
+    spool = write_spool(isolated_env, bad[0] + line("k", "a") + bad[1] + line("k", "b") + bad[2] + line("k", "c"))
+    assert titles(spool.claim(["k"])) == ["a", "b", "c"]
+    assert spool.quarantine_path.read_bytes() == b"".join(bad)  # each whole, the longest read in three pieces
+    assert runalert_messages(caplog, logging.WARNING) == [quarantine_message(spool, 3)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or resource is None, reason="needs os.fork and resource")
+def test_an_append_the_file_takes_only_part_of_raises_and_the_part_is_quarantined(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A full disk or a file size limit: write() takes part of a line, then refuses. The caller must hear of it
+    # (it then reports the alert lost); the part left is a torn line, ended by the next append.
+    spool = Spool(isolated_env)
+    spool.append([spooled("before")])
+    size = spool.path.stat().st_size
+    pid = os.fork()
+    if pid == 0:  # the limit (RLIMIT_FSIZE) in a child only, so that this process keeps writing
+        code = 0
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+            try:
+                spool.append([spooled("cut", 4096)])
+                code = 3  # returned as if it had been written
+            except OSError as error:
+                code = 0 if error.errno == errno.EFBIG else 4
+        except BaseException:  # the parent must hear of it
+            code = 5
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert spool.path.read_bytes() == line("k", "before") + line("k", "cut", size=4096)[:1000]  # the part it took
+    spool.append([spooled("after")])
+    assert titles(spool.claim(["k"])) == ["before", "after"]
+    assert spool.quarantine_path.read_bytes() == line("k", "cut", size=4096)[:1000] + b"\n"
+    assert runalert_messages(caplog, logging.WARNING) == [quarantine_message(spool, 1)]

@@ -52,9 +52,12 @@ bench: venv
 ## mutate: mutation testing (mutmut, docs/mutation.md) of the modules where a wrong line means a wrong or lost
 ## alert, against the fast tests, 2 children; slow, so not part of `make test`. MODULE=runalert.backoff runs one
 ## module. Each run starts afresh; the per-module scores and the survivors go to mutants/scores.txt. PYTHONPATH
-## points at the mutated copy so that the processes the tests start (servers, signal children) run the mutants too.
+## points at the mutated copy so that the processes the tests start (servers, signal children) run the mutants too;
+## that folder must exist before mutmut starts (Python skips, for good, a path entry missing at start-up: every
+## import would then find the editable install and mutmut would find no test for any mutant).
 mutate: venv
 	rm -rf mutants
+	mkdir -p mutants/src
 	-PYTHONPATH=$(CURDIR)/mutants/src $(VENV)/bin/mutmut run --max-children 2 $(if $(MODULE),"$(MODULE).*")
 	$(PY) scripts/mutation_score.py | tee mutants/scores.txt
 

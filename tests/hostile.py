@@ -260,9 +260,9 @@ class HostileReceiver:
             return self.script.pop(0) if self.script else self.default
 
     def _serve(self, client: socket.socket) -> None:
-        client.settimeout(0.2)
         buffer = bytearray()
         try:
+            client.settimeout(0.2)  # in the try: stop() may have closed the connection before this thread ran
             with self._lock:
                 peek = self.script[0] if self.script else self.default
             if peek.mode == "greet_slowly":

@@ -1358,3 +1358,66 @@ def test_each_slack_integration_has_a_rate_limit_of_its_own(world: World) -> Non
         world.deliver_all()
         assert len(slack.messages) == 2
     assert sorted(world.dispatcher._buckets) == sorted(ids)  # one token bucket per integration
+
+
+# -- whose secrets, which destinations -----------------------------------------------------------------------
+def test_an_integration_is_sent_with_its_own_projects_secrets(world: World, httpserver: HTTPServer) -> None:
+    # Two projects each keep a secret named TOKEN: project b's webhook carries b's token, never a's.
+    receiver = Receiver(httpserver)
+    a, b = world.project("a"), world.project("b")
+    world.secret(a, "TOKEN", "token-of-project-a")
+    world.secret(b, "TOKEN", "token-of-project-b")
+    world.webhook(b, "hook", receiver.url, access_token_secret="TOKEN")
+    world.alert(b)
+    world.deliver_all()
+    ((headers, _body),) = receiver.requests
+    assert headers["Authorization"] == "Bearer token-of-project-b"
+    assert world.only()["status"] == "delivered"
+
+
+def test_once_an_api_key_exists_loopback_is_refused_even_to_a_channel_built_before(
+    world: World, httpserver: HTTPServer
+) -> None:
+    # Without API keys the server is single-user and may deliver to loopback; once a key exists it is a shared
+    # server and loopback destinations are refused: also by the channel cached from the delivery before.
+    from runalert.server.auth import create_key
+
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project, "before")
+    assert world.dispatcher.run_once() == 1
+    with world.db.session() as session:
+        create_key(session, "p")
+    world.alert(project, "after")
+    assert world.dispatcher.run_once() == 1
+    assert receiver.titles() == ["before"]
+    before, after = world.deliveries()
+    assert before["status"] == "delivered"
+    assert "loopback" in after["last_error"] and "API keys are configured" in after["last_error"], after
+
+
+def test_the_loops_claim_looks_past_two_projects_at_their_share_and_the_integrations_in_flight(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    # Projects a and c each hold their share of workers (2 of 4) and have many due rows, older than b's; one of b's
+    # integrations has a delivery in flight (its next row is due too). The loop's claim leaves all of those out of
+    # the query, so b's other integration's row is found even with a small limit.
+    world = make_world(dispatcher_threads=4)
+    a, b, c = world.project("a"), world.project("b"), world.project("c")
+    url = Receiver(httpserver).url
+    a_hooks = [world.webhook(a, f"a{i}", url) for i in range(7)]
+    c_hooks = [world.webhook(c, f"c{i}", url) for i in range(7)]
+    b_busy, b_free = world.webhook(b, "busy", url), world.webhook(b, "free", url)
+    world.alert(a, "from a", integrations=a_hooks)
+    world.alert(c, "from c", integrations=c_hooks)
+    world.alert(b, "to the busy one", integrations=[b_busy])
+    world.alert(b, "to the free one", integrations=[b_free])
+    dispatcher = world.dispatcher
+    dispatcher._project_busy.update({a: 2, c: 2, b: 1})  # in flight, as the loop counts them
+    dispatcher._integration_busy.update({a_hooks[0], b_busy})
+    try:
+        assert [job.integration_id for job in dispatcher.claim(1, fair=True)] == [b_free]
+    finally:
+        dispatcher._project_busy.clear()
+        dispatcher._integration_busy.clear()

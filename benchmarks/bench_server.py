@@ -311,6 +311,30 @@ def _tree_cpu_seconds(root: Any, errors: type[Exception] | tuple[type[Exception]
     return total
 
 
+PROFILE_ENV = "RUNALERT_BENCH_PROFILE"
+"""A folder: each load run records the server's processes with py-spy (``pip install py-spy``) over its counted
+seconds, idle threads left out, as collapsed stacks (``server-<pid>-<n>.txt``, one line a stack and its sample
+count), for ``python -m benchmarks.profile_layers`` to sort into layers."""
+
+
+def _profile(server: _Server, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy recording ``server`` (its processes) for ``seconds``, when ``RUNALERT_BENCH_PROFILE`` names a folder."""
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        return None
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    os.makedirs(folder, exist_ok=True)
+    out = Path(folder) / f"server-{server.proc.pid}-{len(os.listdir(folder))}.txt"
+    argv = [spy, "record", "--pid", str(server.proc.pid), "--subprocesses", "--format", "raw"]
+    # The thread holding the GIL (Python's CPU), sampled without stopping the process; "--gil --native" (which
+    # must stop it at each sample) for the C frames too.
+    argv += os.environ.get(PROFILE_ENV + "_ARGS", "--gil --nonblocking").split()
+    argv += ["--rate", "200", "--duration", str(max(1, int(seconds))), "--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _database_cpu_seconds(database_url: str | None) -> float | None:
     """CPU seconds (user + system) used so far by the bench's own PostgreSQL cluster (its postmaster and every
     backend), found by the port; None for SQLite or a cluster given by ``RUNALERT_BENCH_DATABASE_URL``."""
@@ -379,6 +403,7 @@ def measure(
                 time.sleep(0.001)
             cpu_before = server.cpu_seconds()
             database_before = _database_cpu_seconds(database_url)
+            profiler = _profile(server, seconds)
             while time.time() < start_at + 0.5:
                 time.sleep(0.01)
             probe = threading.Thread(target=_probe, args=(server, stop_at, sent))
@@ -386,6 +411,8 @@ def measure(
             totals = [results.get(timeout=seconds + 120) for _ in procs]
             server_cpu_seconds = server.cpu_seconds() - cpu_before
             database_after = _database_cpu_seconds(database_url)
+            if profiler is not None:
+                profiler.wait(60)
             for proc in procs:
                 proc.join(30)
             probe.join(30)

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from runalert.server import accesslog
 from runalert.server.context import ServerContext
+from runalert.server.ingest_route import IngestPool, IngestRoute
 from runalert.server.limits import BodyLimit
 from runalert.server.settings import ServerSettings
 from runalert.server.surrogates import RejectLoneSurrogates
@@ -35,6 +36,7 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
     """The server app. The database is migrated now; background workers start with the app's lifespan."""
     settings = settings or ServerSettings()
     ctx = context or ServerContext(settings)
+    pool = IngestPool()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -43,12 +45,16 @@ def create_app(settings: ServerSettings | None = None, *, context: ServerContext
         try:
             yield
         finally:
+            pool.close()  # the batches in flight finish before the database goes
             ctx.stop()
 
     from runalert.server.routers import alerts, health, integrations, projects, runs, secrets
 
     app = FastAPI(title="runalert", version=_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.ingest_pool = pool
+    # Innermost of the middlewares: metric batches skip FastAPI's router, inside the body checks below.
+    app.add_middleware(IngestRoute, fastapi_app=app, pool=pool)
     app.add_middleware(RejectLoneSurrogates)
     app.add_middleware(BodyLimit, limit=ctx.settings.max_body_bytes)  # outermost: counts before anything reads
     for module in (health, projects, runs, alerts, integrations, secrets):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
+from concurrent.futures import Executor
 from contextlib import nullcontext
 from itertools import chain
 from typing import Annotated, Any
@@ -14,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from runalert.server.auth import ProjectRef, authenticate, hash_key, is_loopback, touch_key
 from runalert.server.automation_runtime import STAMP_COLUMNS, LockedRun
@@ -172,17 +173,27 @@ async def post_metrics(request: Request, project: ProjectName, run_id: RunId) ->
     queue on one writer lock anyway; a hop to a worker thread costs more than it saves). A large one (over
     ``OFFLOAD_BYTES``) is parsed and written on a worker thread, so that other requests (``/healthz``) are
     answered meanwhile. A body over ``max_body_bytes`` or a batch over ``max_batch_points`` values is 413."""
-    ctx = get_ctx(request)
     raw = await request.body()
-    if ctx.db.postgresql or len(raw) > OFFLOAD_BYTES:
-        out = await run_in_threadpool(_post_metrics, ctx, request, project, run_id, raw)
-    else:
-        out = _post_metrics(ctx, request, project, run_id, raw)
-    return Response(out.model_dump_json(), media_type="application/json")
+    answer = await ingest(get_ctx(request), request, project, run_id, raw, executor=request.app.state.ingest_pool.get())
+    return Response(answer, media_type="application/json")
 
 
 OFFLOAD_BYTES = 256 * 1024
 """Metric batches with a larger body are handled off the event loop (on SQLite; on PostgreSQL all are)."""
+
+
+async def ingest(
+    ctx: ServerContext, request: Request, project: str, run_id: str, raw: bytes, *, executor: Executor
+) -> bytes:
+    """A metric batch's JSON answer: handled on ``executor``'s threads on PostgreSQL (the database's waits
+    overlap other batches) and for a large body, else on the event loop. Raises what the route answers (4xx).
+    Both the FastAPI route and the plain ASGI one in front of it (``runalert.server.ingest_route``) call it."""
+    if ctx.db.postgresql or len(raw) > OFFLOAD_BYTES:
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(executor, _post_metrics, ctx, request, project, run_id, raw)
+    else:
+        out = _post_metrics(ctx, request, project, run_id, raw)
+    return out.model_dump_json().encode()
 
 
 def _parse_batch(raw: bytes, max_points: int) -> MetricBatchIn:
@@ -253,6 +264,19 @@ process takes them, are evaluated one at a time, each against the state the last
 ``state_version``, read with the lock: the row as the last batch's transaction left it). The project's registry
 stamp comes with it (its six subqueries see the statement's snapshot: a registry change is picked up at the next
 batch at the latest, as with a query of its own)."""
+_PROJECT_RUN_SQL = (
+    f"SELECT p.id, p.name, EXISTS (SELECT 1 FROM api_keys), {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
+    f"{STAMP_COLUMNS.format(m='p.id')} FROM projects p JOIN runs r ON r.project_id = p.id "
+    "WHERE p.name = %s AND r.run_id = %s FOR UPDATE OF r"
+)
+_KEY_RUN_SQL = (
+    f"SELECT p.id, p.name, k.id, k.last_used_at, {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, "
+    f"{STAMP_COLUMNS.format(m='p.id')} FROM api_keys k JOIN projects p ON p.id = k.project_id "
+    "JOIN runs r ON r.project_id = p.id WHERE k.hash = %s AND p.name = %s AND r.run_id = %s FOR UPDATE OF r"
+)
+"""PostgreSQL, the common cases in one round trip: the project (with a valid key of it, or with no keys at all),
+and the run's row locked with its registry stamp, as ``_LOCKED_RUN_SQL`` reads it. No row: the checks one at a
+time, with their answers (401, 404)."""
 _TOUCH_SQL = (  # dropped saturates at MAX_STEP: a client cannot push the counter past int64 (the run unreadable)
     "UPDATE runs SET points = points + {m}, "
     f"dropped = CASE WHEN dropped > {MAX_STEP} - {{m}} THEN {MAX_STEP} ELSE dropped + {{m}} END, "
@@ -270,12 +294,22 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
         try:
             with ctx.db.session() as session:
                 sql = DriverCursor(session.connection())
-                project = _fast_project(sql, request, project_name, ctx.settings.insecure)
+                found = _project_and_run(sql, request, project_name, run_id, ctx.settings.insecure)
+                project = found[0] if found else _fast_project(sql, request, project_name, ctx.settings.insecure)
                 if project is None:  # any other case (a new project, a wrong key ...): the full check, its answers
                     project = authenticate(session, request, project_name, create=True, insecure=ctx.settings.insecure)
                     assert project is not None
                 body = _parse_batch(raw, ctx.settings.max_batch_points)  # after the key: a bad key is 401
-                out = _ingest(ctx, session, sql=sql, project=project, run_id=run_id, body=body, log=evaluated)
+                out = _ingest(
+                    ctx,
+                    session,
+                    sql=sql,
+                    project=project,
+                    run_id=run_id,
+                    body=body,
+                    log=evaluated,
+                    run_row=found[1] if found else None,
+                )
         except Exception:
             # The evaluators saw a batch that is not stored: they would be ahead of the database.
             for project_id, evaluated_run in evaluated:
@@ -285,6 +319,35 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
     if out.fired:
         ctx.dispatcher.wake()  # after the commit: the dispatcher must find the rows
     return out
+
+
+def _project_and_run(
+    sql: DriverCursor, request: Request, name: str, run_id: str, insecure: bool
+) -> tuple[ProjectRef, tuple[Any, ...]] | None:
+    """PostgreSQL: the project (checked as ``_fast_project`` checks it) and the run's row, locked, as
+    ``_LOCKED_RUN_SQL`` reads it, in one query. ``None``: SQLite, or not the common case (let the checks one at a
+    time decide, and answer)."""
+    if not sql.postgresql:
+        return None
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        found = sql.first(_KEY_RUN_SQL, (hash_key(token.strip()), name, run_id))
+        if found is None:
+            return None
+        project_id, project_name, key_id, last_used_at = found[:4]
+        now = time.time()
+        if last_used_at is None or now - last_used_at > 60:
+            touch_key(sql.connection, key_id, now)
+        return ProjectRef(project_id, project_name), tuple(found[4:])
+    found = sql.first(_PROJECT_RUN_SQL, (name, run_id))
+    if found is None or found[2]:  # keys exist: then a key is needed (401)
+        return None
+    if not insecure and not is_loopback(request.client.host if request.client else None):
+        return None
+    return ProjectRef(found[0], found[1]), tuple(found[3:])
 
 
 def _fast_project(sql: DriverCursor, request: Request, name: str, insecure: bool) -> ProjectRef | None:
@@ -351,13 +414,16 @@ def _ingest(
     run_id: str,
     body: MetricBatchIn,
     log: list[tuple[int, str]],
+    run_row: tuple[Any, ...] | None = None,
 ) -> MetricBatchOut:
     """Evaluate the batch, store it (a chunk per metric, the changed rule states, the run's counters and state
     version) and record what fired, in ``session``'s transaction. The run is read and written in plain SQL; the
     ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout). On PostgreSQL
     the writes (chunks, states, the run's row) go as one statement, each table's rows as arrays."""
     now = time.time()
-    if sql.postgresql:
+    if run_row is not None:  # read and locked with the project (``_project_and_run``)
+        found = run_row
+    elif sql.postgresql:
         found = sql.first(_LOCKED_RUN_SQL, (*(project.id,) * 6, project.id, run_id))
     else:
         found = sql.first(_RUN_SQL, (project.id, run_id))

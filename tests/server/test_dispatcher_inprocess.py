@@ -197,7 +197,8 @@ def test_a_delivered_row_is_marked_once_with_one_attempt_and_counted(world: Worl
     assert row["finished_at"] is not None and row["finished_at"] >= before
     assert [a["outcome"] for a in row["log"]] == ["delivered"]
     assert row["log"][0]["error"] is None
-    assert row["log"][0]["started_at"] >= before and row["log"][0]["duration"] >= 0
+    assert row["log"][0]["started_at"] >= before
+    assert 0 <= row["log"][0]["duration"] <= time.time() - before  # from its start to its outcome
     assert world.counts == Counter({"deliveries_delivered_total": 1})
     # Nothing is claimed twice: the row is settled.
     assert world.dispatcher.run_once() == 0
@@ -1421,3 +1422,21 @@ def test_the_loops_claim_looks_past_two_projects_at_their_share_and_the_integrat
     finally:
         dispatcher._project_busy.clear()
         dispatcher._integration_busy.clear()
+
+
+def test_a_token_pasted_where_its_name_belongs_is_starred_in_the_stored_error(world: World) -> None:
+    # A user pastes the token itself into access_token_secret (it wants the secret's name): the integration cannot
+    # be used, and the stored error, which quotes the name it was given, stars the token.
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    project = world.project()
+    world.secret(project, "GITHUB_TOKEN", token)
+    world.webhook(project, "hook", "http://127.0.0.1:9/hook", access_token_secret=token)
+    world.alert(project)
+    assert world.dispatcher.run_once() == 1
+    row = world.only()
+    assert row["status"] == "dead"
+    assert row["last_error"] == (
+        "integration 'hook' cannot be used: access_token_secret names the secret '***', which is not defined "
+        "(known: ['GITHUB_TOKEN'])"
+    )
+    assert token not in row["log"][0]["error"]

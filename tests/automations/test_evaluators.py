@@ -21,12 +21,14 @@ from runalert.automations.evaluators import (
     ZScoreEvaluator,
     make_evaluator,
 )
+from runalert.automations.events import RunEvent
 from runalert.automations.filters import (
     Agg,
     MetricChangeFilter,
     MetricNonFiniteFilter,
     MetricThresholdFilter,
     MetricZScoreFilter,
+    RunMetricFilter,
 )
 
 VALUES = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0, 5.5, 3.0, 5.0, 8.0, 9.0, 7.0, 9.5, 3.0, 2.0, 3.0, 8.0, 4.0]
@@ -282,3 +284,41 @@ def test_a_threshold_without_an_aggregate_compares_each_value_whatever_its_windo
     evaluator = ThresholdEvaluator(MetricThresholdFilter(name="x", cmp=">", threshold=4, window=3))  # as in W&B
     assert evaluator.push_many([7.0, 1.0]) == [True, False]
     assert evaluator.state_dict() == {"kind": "threshold", "values": [1.0], "count": 2, "observed": 1.0}
+
+
+# -- fourth round (docs/mutation.md): make_evaluator and Trigger, whose mutants no earlier run reached ------------
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: type(spec).__name__)
+def test_a_run_metric_filter_gets_the_evaluator_of_its_metric_filter(spec: Spec) -> None:
+    wrapped, direct = make_evaluator(RunMetricFilter(metric=spec)), make_evaluator(spec)
+    assert type(wrapped) is type(direct)
+    assert wrapped.spec == direct.spec == spec  # type: ignore[attr-defined]  # each kind keeps its filter
+    assert wrapped.push_many(EDGY) == direct.push_many(EDGY)
+
+
+def test_a_filter_without_an_evaluator_is_refused_naming_its_type() -> None:
+    with pytest.raises(TypeError) as info:
+        make_evaluator(RunEvent.state == "failed")  # type: ignore[arg-type]
+    assert str(info.value) == "no evaluator for StateFilter"
+
+
+def test_a_trigger_state_after_each_transition_is_two_booleans_and_the_last_firing() -> None:
+    trigger = Trigger()
+    assert trigger.state_dict() == {"active": False, "notified": False, "last_fired": None}
+    steps: list[tuple[bool | None, float, str | None, dict[str, object]]] = [
+        (True, 100.0, "fired", {"active": True, "notified": True, "last_fired": 100.0}),
+        (None, 105.0, None, {"active": True, "notified": True, "last_fired": 100.0}),  # not evaluable: no change
+        (False, 110.0, "resolved", {"active": False, "notified": False, "last_fired": 100.0}),
+        (True, 130.0, None, {"active": True, "notified": False, "last_fired": 100.0}),  # within the cooldown: silent
+        (False, 140.0, None, {"active": False, "notified": False, "last_fired": 100.0}),  # nothing to resolve
+        (True, 160.0, "fired", {"active": True, "notified": True, "last_fired": 160.0}),  # the cooldown has passed
+    ]
+    for condition, now, transition, state in steps:
+        assert trigger.step(condition, now=now, cooldown=60.0) == transition, (condition, now)
+        assert trigger.state_dict() == state, (condition, now)
+        assert all(type(trigger.state_dict()[key]) is bool for key in ("active", "notified"))  # JSON true/false
+
+
+def test_with_a_clock_and_no_cooldown_a_trigger_fires_at_every_activation() -> None:
+    trigger = Trigger()
+    transitions = [trigger.step(condition, now=5.0) for condition in (True, False, True, False, True)]
+    assert transitions == ["fired", "resolved", "fired", "resolved", "fired"]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import free_port, missing, require_module, wait_for
+from tests.support import free_port, missing, reaper, require_module, wait_for
 
 require_module("fastapi", "the server extra is not installed")
 require_module("sqlalchemy", "the server extra is not installed")
@@ -75,7 +75,9 @@ def postgres_server() -> Iterator[str]:
     bindir = _pg_bindir()
     if bindir is None:
         missing("PostgreSQL server binaries not found (apt-get install postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="runalert-pg-"))
+    reaper.sweep_stale_clusters()  # clusters of runs killed with their reaper (folders with a dead owner)
+    base = Path(tempfile.mkdtemp(prefix=reaper.CLUSTER_PREFIX))
+    reaper.write_owner(base)
     if os.geteuid() == 0:
         shutil.chown(base, user="postgres")
     data = base / "data"
@@ -89,6 +91,7 @@ def postgres_server() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    reaper.guard_cluster(base)  # stopped and removed if this pytest is killed
     subprocess.run(
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(logfile), "-w", "start"]),
         check=True,
@@ -103,6 +106,7 @@ def postgres_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
         )
         shutil.rmtree(base, ignore_errors=True)
+        reaper.release_cluster(base)
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -216,8 +220,11 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
+        self._group_open = False
 
     def start(self) -> ServerProcess:
+        """Start the server (again, after :meth:`kill` or :meth:`stop`) and wait until ``/healthz`` answers."""
+        self._end_group()
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "RUNALERT_HOME": str(self.home), "RUNALERT_DATABASE_URL": self.database_url}
         with open(self.log, "ab") as log:
@@ -226,7 +233,10 @@ class ServerProcess:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killed whole, and by the reaper if pytest dies
             )
+        self._group_open = True
+        reaper.guard_group(self.proc.pid)
 
         def healthy() -> bool:
             assert self.proc is not None
@@ -248,12 +258,24 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGTERM (SIGKILL after 10 s), then SIGKILL to whatever is left in its process group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._end_group()
+
+    def _end_group(self) -> None:
+        """SIGKILL to what is left of the process group of the last start (once: its id may be reused after)."""
+        if self.proc is not None and self._group_open:
+            self._group_open = False
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            reaper.release_group(self.proc.pid)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(method, self.url + path, timeout=10, **kwargs)

@@ -1440,3 +1440,29 @@ def test_a_token_pasted_where_its_name_belongs_is_starred_in_the_stored_error(wo
         "(known: ['GITHUB_TOKEN'])"
     )
     assert token not in row["log"][0]["error"]
+
+
+def test_the_retry_jitter_is_drawn_over_a_tenth_of_retry_initial(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    # Retries of many rows failing together spread out: each waits retry_initial plus a jitter drawn uniformly
+    # from [0, retry_initial / 10). With the random generator seeded, the wait is exactly that draw's.
+    import random
+
+    world = make_world(retry_initial=5.0, retry_max=50.0)
+    receiver = Receiver(httpserver, script=[503], retry_after=None)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    seed = next(s for s in range(1000) if random.Random(s).random() > 0.95)  # a draw in the top twentieth
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        assert world.dispatcher.run_once() == 1
+    finally:
+        random.setstate(state)
+    row = world.only()
+    last = row["log"][-1]
+    wait = row["next_attempt_at"] - (last["started_at"] + last["duration"])
+    assert wait == pytest.approx(5.0 + random.Random(seed).uniform(0.0, 0.5), abs=1e-4)
+    assert wait > 5.0 + 0.5 * 0.95

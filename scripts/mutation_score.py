@@ -1,7 +1,8 @@
 """Per-module mutation scores from mutmut 3's results in ``mutants/`` (``make mutate``; docs/mutation.md).
 
-Prints one line per mutated module (total, killed, survived, other: no tests / timeout / not checked) and the
-score, killed / (total - not checked), and lists each surviving mutant's name for ``mutmut show``.
+Prints one line per mutated module (total; checked, of the total, by the run so far; killed: a failing test or a
+timeout; survived; other: no test reaches it, skipped, a crash) and the score, killed / checked, and lists each
+surviving mutant's name for ``mutmut show``. A run stopped early (Ctrl-C) shows how far it got: checked < total.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def main(root: Path = Path("mutants")) -> int:
     if not rows:
         print("no mutmut results under mutants/: run `make mutate` first", file=sys.stderr)
         return 1
-    print(f"{'module':45} {'total':>6} {'killed':>7} {'survived':>9} {'other':>6} {'score':>7}")
+    print(f"{'module':45} {'total':>6} {'checked':>8} {'killed':>7} {'survived':>9} {'other':>6} {'score':>7}")
     for name, total, killed, survived, other, _ in rows:
         tested = killed + survived + other
-        print(f"{name:45} {total:6} {killed:7} {survived:9} {other:6} {killed / tested:7.1%}")
+        print(f"{name:45} {total:6} {tested:8} {killed:7} {survived:9} {other:6} {killed / tested:7.1%}")
     for name, *_, survivors in rows:
         for mutant in survivors:
             print(f"survived  {name}  {mutant}")

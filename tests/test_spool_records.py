@@ -474,3 +474,28 @@ def test_an_append_the_file_takes_only_part_of_raises_and_the_part_is_quarantine
     assert titles(spool.claim(["k"])) == ["before", "after"]
     assert spool.quarantine_path.read_bytes() == line("k", "cut", size=4096)[:1000] + b"\n"
     assert runalert_messages(caplog, logging.WARNING) == [quarantine_message(spool, 1)]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_folder_fifo_or_link_in_the_claims_folder_is_passed_over_and_every_record_still_sent(
+    isolated_env: Path,
+) -> None:
+    # Before: a folder there made every claim raise IsADirectoryError (nothing was sent until it was removed by
+    # hand), and a FIFO blocked the claim, holding the spool's lock, until something wrote to it.
+    spool = write_spool(isolated_env, line("k", "spooled"))
+    spool.claims_path.mkdir(mode=0o700)
+    folder = spool.claims_path / "~folder.jsonl"
+    folder.mkdir()
+    fifo = spool.claims_path / "~fifo.jsonl"
+    os.mkfifo(fifo)
+    elsewhere = isolated_env / "not-a-claim.jsonl"
+    elsewhere.write_bytes(line("k", "elsewhere"))
+    link = spool.claims_path / "~link.jsonl"
+    link.symlink_to(elsewhere)
+    dead_claim(spool, "~dead.jsonl", line("k", "dead"))
+
+    assert titles(spool.claim(["k"])) == ["dead", "spooled"]
+    assert sorted(spool.claims_path.iterdir()) == [fifo, folder, link]  # left as they were
+    assert elsewhere.read_bytes() == line("k", "elsewhere")  # a link is not followed, its target not taken
+    spool.append([SpooledAlert("k", "w", Alert(title="later"), 1.0)])
+    assert titles(spool.claim(["k"])) == ["later"]

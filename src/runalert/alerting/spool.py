@@ -35,6 +35,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -238,10 +239,14 @@ class Spool:
             if path == own or path.name.endswith(".tmp"):
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY)
+                # Never blocks (a FIFO put there) and never follows a link: only the spool's own files are claims.
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
             except OSError:
                 continue  # released meanwhile
             try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise IsADirectoryError  # a folder, FIFO or device put there by hand: not a claim, left alone
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.fstat(fd).st_nlink == 0:
                     raise BlockingIOError  # released (unlinked) just before its lock went: not dead

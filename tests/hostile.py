@@ -180,6 +180,7 @@ class HostileReceiver:
         self._listener = socket.create_server((host, 0), backlog=64)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
+        self._listener.settimeout(0.2)  # here, not in the thread: stop() may close the socket before it runs
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"hostile-{self.port}", daemon=True)
         self._acceptor.start()
 
@@ -239,7 +240,6 @@ class HostileReceiver:
 
     # -- the server's side ---------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
-        self._listener.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 client, _ = self._listener.accept()

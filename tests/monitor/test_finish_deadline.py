@@ -8,6 +8,7 @@ on how fast anything ran.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ class _RecordingAlerter(Alerter):
 
 
 def test_finish_gives_the_alerter_only_what_the_server_left_of_the_timeout() -> None:
+    before = set(threading.enumerate())
     with HostileReceiver(hangs()) as fake:
         alerter = _RecordingAlerter([Webhook(fake.url("/hook"))], flush_timeout=30.0)
         monitor = RunMonitor(
@@ -54,3 +56,10 @@ def test_finish_gives_the_alerter_only_what_the_server_left_of_the_timeout() -> 
         # machine; before the fix the flush got the whole timeout again after the server part used it up).
         assert called + given <= began + timeout + 0.25, (called - began, given)
         alerter.close(0)
+    # finish abandoned the stream's thread inside a request to the hanging server; once the receiver is gone that
+    # request fails, and the thread logs it and ends. Wait for that here, so its last log line does not land in
+    # the next test (test_worker_delivery's "logs nothing" checks saw it in mutmut's test order).
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("runalert-") and thread.name != "runalert-deadlines":
+            thread.join(30)
+            assert not thread.is_alive(), f"{thread.name} outlived the run by 30 s"

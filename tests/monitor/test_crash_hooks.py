@@ -409,6 +409,28 @@ def test_hooks_can_be_installed_again_after_uninstall(restore_hooks: None) -> No
     assert calls.events == [("signal", SIG), ("signal", SIG)]
 
 
+def test_uninstalled_hooks_are_not_kept_alive_by_the_interpreter(restore_hooks: None) -> None:
+    # A long-lived process (a notebook, a sweep) starts and finishes many runs: once uninstalled, nothing of the
+    # interpreter's (exit hooks, excepthooks, signal handlers) may still hold the hooks and, through their
+    # callbacks, the run's monitor and alerter.
+    import gc
+    import weakref
+
+    with _previous_handler(lambda signum, frame: None):
+        hooks = Calls().hooks()
+        hooks.install()
+        hooks.install()
+        hooks.uninstall()
+        gone = weakref.ref(hooks)
+        del hooks
+        gc.collect()
+        assert gone() is None
+
+
+def test_the_signal_report_is_waited_for_ten_seconds_by_default() -> None:
+    assert Calls().hooks().signal_timeout == 10.0  # the documented default (CrashHooks' docstring)
+
+
 def test_a_thread_hook_chained_on_top_of_ours_stays(restore_hooks: None) -> None:
     calls = Calls()
     hooks = calls.hooks()

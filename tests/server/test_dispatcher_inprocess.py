@@ -1380,22 +1380,25 @@ def test_once_an_api_key_exists_loopback_is_refused_even_to_a_channel_built_befo
     world: World, httpserver: HTTPServer
 ) -> None:
     # Without API keys the server is single-user and may deliver to loopback; once a key exists it is a shared
-    # server and loopback destinations are refused: also by the channel cached from the delivery before.
+    # server and loopback destinations are refused: by the channel cached from the delivery before, and by a
+    # channel built now (an integration added after the key).
     from runalert.server.auth import create_key
 
-    receiver = Receiver(httpserver)
+    receiver, late_receiver = Receiver(httpserver), Receiver(httpserver, "/late")
     project = world.project()
     world.webhook(project, "hook", receiver.url)
     world.alert(project, "before")
     assert world.dispatcher.run_once() == 1
     with world.db.session() as session:
         create_key(session, "p")
-    world.alert(project, "after")
-    assert world.dispatcher.run_once() == 1
-    assert receiver.titles() == ["before"]
-    before, after = world.deliveries()
+    world.webhook(project, "late", late_receiver.url)
+    world.alert(project, "after")  # to both integrations
+    assert world.dispatcher.run_once() == 2
+    assert receiver.titles() == ["before"] and late_receiver.requests == []
+    before, *after = world.deliveries()
     assert before["status"] == "delivered"
-    assert "loopback" in after["last_error"] and "API keys are configured" in after["last_error"], after
+    for row in after:
+        assert "loopback" in row["last_error"] and "API keys are configured" in row["last_error"], row
 
 
 def test_the_loops_claim_looks_past_two_projects_at_their_share_and_the_integrations_in_flight(

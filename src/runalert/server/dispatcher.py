@@ -65,10 +65,14 @@ _DUE_SQL = (
     "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.integration_id = d.integration_id "
     "AND e.status = 'pending' AND e.seq < d.seq) ORDER BY d.seq LIMIT {m}"
 )
-# When the earliest pending row can be claimed (its retry time, or the end of its lease).
+# When the earliest head of an integration's queue can be claimed (its retry time, or the end of its lease). The
+# rows queued behind a head wait for it: counted, they would be due at once whenever a head is leased elsewhere
+# (another process delivering) or waits for a retry, and the loop would poll every few milliseconds.
 _NEXT_SQL = (
-    "SELECT min(CASE WHEN coalesce(lease_until, 0.0) > next_attempt_at THEN coalesce(lease_until, 0.0) "
-    "ELSE next_attempt_at END) FROM deliveries WHERE status = 'pending'"
+    "SELECT min(CASE WHEN coalesce(d.lease_until, 0.0) > d.next_attempt_at THEN coalesce(d.lease_until, 0.0) "
+    "ELSE d.next_attempt_at END) FROM deliveries d WHERE d.status = 'pending' "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.integration_id = d.integration_id "
+    "AND e.status = 'pending' AND e.seq < d.seq)"
 )
 
 # The roll-ups to close now, and when the next one closes.

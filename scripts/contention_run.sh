@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One whole-suite run under CPU contention on a fresh clone of this repository's HEAD (issue 17).
+#
+# usage: scripts/contention_run.sh RUNDIR [pytest args...]
+#
+# RUNDIR (new) gets: repo/ (the clone), tmp/ (TMPDIR of the run: every temp dir, PostgreSQL cluster and server
+# database of the run is under it), meta (commit, start/end, load, rc, wall), load (load average every 30 s),
+# log (pytest's output with every failure's traceback), junit.xml. One busy loop per core (BUSY=n to change)
+# runs at normal priority for the length of the run; the cap is 2 h (CAP=seconds). At the end (or on SIGINT/
+# SIGTERM) it kills the loops and any process the run left behind under RUNDIR (servers, PostgreSQL clusters).
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+run=$1
+shift
+mkdir "$run" || exit 2
+run=$(cd "$run" && pwd)
+python=${PYTHON:-$here/.venv/bin/python}
+git clone -q "$here" "$run/repo" || exit 2
+mkdir "$run/tmp"
+chmod 755 "$run" "$run/tmp"  # the PostgreSQL cluster runs as the postgres user when we are root
+
+busy=()
+cleanup() {
+    kill "${busy[@]}" "$sampler" "$pytest" 2>/dev/null
+    # what the run left: processes whose command line names RUNDIR
+    for pid in $(pgrep -f -- "$run/"); do
+        [ "$pid" != $$ ] && kill "$pid" 2>/dev/null
+    done
+    for pidfile in "$run"/tmp/runalert-pg-*/data/postmaster.pid; do  # a cluster whose fixture never stopped it
+        [ -f "$pidfile" ] && kill -QUIT "$(head -n 1 "$pidfile")" 2>/dev/null
+    done
+}
+sampler=""
+pytest=""
+trap 'cleanup; exit 130' INT TERM
+for _ in $(seq "${BUSY:-$(nproc)}"); do
+    python3 -c 'while True: pass' &
+    busy+=($!)
+done
+(while sleep 30; do echo "$(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; done) >"$run/load" &
+sampler=$!
+{
+    echo "commit: $(git -C "$run/repo" rev-parse HEAD)"
+    echo "start: $(date -u +%FT%TZ)"
+    echo "load-start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busy-loops: ${busy[*]}"
+    echo "args: $*"
+} >"$run/meta"
+start=$(date +%s)
+(cd "$run/repo" && CI=true TMPDIR="$run/tmp" PYTHONPATH="$run/repo/src" exec timeout "${CAP:-7200}" \
+    "$python" -m pytest -p no:cacheprovider -q -rfE --durations=30 --junitxml="$run/junit.xml" "$@") \
+    >"$run/log" 2>&1 &
+pytest=$!
+wait "$pytest"
+rc=$?
+end=$(date +%s)
+{
+    echo "end: $(date -u +%FT%TZ)"
+    echo "load-end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "load-max: $(awk '$2 > m {m = $2} END {print m}' "$run/load")"
+    echo "rc: $rc"
+    echo "wall: $((end - start)) s"
+    echo "summary: $(tail -n 1 "$run/log")"
+} >>"$run/meta"
+cleanup
+exit "$rc"

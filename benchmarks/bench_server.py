@@ -200,7 +200,9 @@ def _client(
 
 
 class _Server:
-    def __init__(self, home: Path, database_url: str, workers: int = 1) -> None:
+    def __init__(self, home: Path, database_url: str, workers: int = 1, src: Path | None = None) -> None:
+        """``src``: the folder the server's ``runalert`` is imported from (this tree's ``src``; another for an A/B
+        of two versions, ``benchmarks.ab_server``)."""
         self.port = _free_port()
         self.workers = workers
         self.log = home / "server.log"
@@ -209,7 +211,7 @@ class _Server:
             "RUNALERT_HOME": str(home),
             "RUNALERT_DATABASE_URL": database_url,
             "RUNALERT_DISPATCH_INTERVAL": "0.2",
-            "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": str(src or ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

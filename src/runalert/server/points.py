@@ -63,9 +63,13 @@ def _array(typecode: str, blob: bytes) -> array[Any]:
 
 def pack(steps: Sequence[int | None], values: Sequence[float], times: Sequence[float]) -> tuple[bytes, bytes, bytes]:
     """The three packed arrays of a chunk."""
+    return _pack_steps(steps), _bytes(array("d", values)), _bytes(array("d", times))
+
+
+def _pack_steps(steps: Sequence[int | None]) -> bytes:
     if None in steps:
         steps = [NO_STEP if s is None else s for s in steps]
-    return _bytes(array("q", steps)), _bytes(array("d", values)), _bytes(array("d", times))
+    return _bytes(array("q", steps))
 
 
 def unpack(steps: bytes, values: bytes, times: bytes) -> list[Point]:
@@ -82,12 +86,22 @@ def insert_chunks(cursor: DriverCursor, run_pk: int, columns: Mapping[str, Colum
     metrics), elsewhere with one ``executemany`` of the driver. Returns the number of points."""
     rows = []
     points = 0
+    # A batch's metrics mostly share its lists of steps and of times (every row logs every metric): each list
+    # is packed, and its largest value found, once.
+    step_lists: dict[int, tuple[int | None, bytes]] = {}
+    time_lists: dict[int, tuple[float, bytes]] = {}
     for name, (steps, values, times) in columns.items():
         if not values:
             continue
-        known = [s for s in steps if s is not None] if None in steps else steps  # max() in C, most often
-        last_step = max(known, default=None)  # type: ignore[type-var]
-        rows.append((name, len(values), last_step, max(times), *pack(steps, values, times)))
+        step_info = step_lists.get(id(steps))
+        if step_info is None:
+            known = [s for s in steps if s is not None] if None in steps else steps  # max() in C, most often
+            step_info = step_lists[id(steps)] = (max(known, default=None), _pack_steps(steps))  # type: ignore[type-var]
+        time_info = time_lists.get(id(times))
+        if time_info is None:
+            time_info = time_lists[id(times)] = (max(times), _bytes(array("d", times)))
+        packed_values = _bytes(array("d", values))
+        rows.append((name, len(values), step_info[0], time_info[0], step_info[1], packed_values, time_info[1]))
         points += len(values)
     if not rows:
         return points

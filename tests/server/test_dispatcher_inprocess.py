@@ -1469,3 +1469,20 @@ def test_the_retry_jitter_is_drawn_over_a_tenth_of_retry_initial(
     wait = row["next_attempt_at"] - (last["started_at"] + last["duration"])
     assert wait == pytest.approx(5.0 + random.Random(seed).uniform(0.0, 0.5), abs=1e-4)
     assert wait > 5.0 + 0.5 * 0.95
+
+
+def test_another_dispatchers_lease_holds_to_its_last_instant(world: World, httpserver: HTTPServer) -> None:
+    # A lease is the other process's until lease_until has passed (as the due-row query counts it): at that very
+    # instant it is not taken over; just after, it is.
+    project = world.project()
+    world.webhook(project, "hook", Receiver(httpserver).url)
+    world.alert(project)
+    (seq,) = [row["seq"] for row in world.deliveries()]
+    now = time.time()
+    world.set_rows(lease_until=now, lease_owner="other")
+    with world.db.session() as session:
+        assert world.dispatcher._lease(session, [seq], now) == []
+    assert world.only()["lease_owner"] == "other"
+    with world.db.session() as session:
+        (job,) = world.dispatcher._lease(session, [seq], now + 0.001)
+    assert job.seq == seq and world.only()["lease_owner"] == world.dispatcher.owner

@@ -1486,3 +1486,19 @@ def test_another_dispatchers_lease_holds_to_its_last_instant(world: World, https
     with world.db.session() as session:
         (job,) = world.dispatcher._lease(session, [seq], now + 0.001)
     assert job.seq == seq and world.only()["lease_owner"] == world.dispatcher.owner
+
+
+def test_a_slack_bot_sends_a_users_mention_as_a_mention_and_run_data_escaped(world: World) -> None:
+    # An alert recorded with markup (a user's own text) keeps its mention token, so Slack notifies; one recorded
+    # without (composed from run data) is escaped, so the same characters show as written and notify nobody.
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as slack:
+        project = world.project()
+        _slack_bot(world, project, slack)
+        world.alert(project, "from the user", text="ping <@U024BE7LH>", markup=True)
+        world.alert(project, "from run data", text="ping <@U024BE7LH>", markup=False)
+        world.deliver_all()
+        user, data = slack.messages
+        assert "<@U024BE7LH>" in user.flat and "&lt;@U024BE7LH&gt;" not in user.flat
+        assert "&lt;@U024BE7LH&gt;" in data.flat and "<@U024BE7LH>" not in data.flat

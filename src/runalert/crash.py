@@ -10,6 +10,7 @@ restores everything; a hook that someone else chained on top of ours stays in pl
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
 import sys
@@ -55,7 +56,6 @@ class CrashHooks:
         self._prev_threading_hook: Callable[..., Any] | None = None
         self._prev_signals: dict[int, Any] = {}
         self._installed_signals: dict[int, Any] = {}
-        self._atexit = False
 
     # -- install / uninstall -------------------------------------------------------------------------------------
     def install(self) -> None:
@@ -77,7 +77,6 @@ class CrashHooks:
         else:
             logger.debug("runalert: not on the main thread; the SIGTERM handler is not installed")
         atexit.register(self._atexit_hook)
-        self._atexit = True
 
     def uninstall(self) -> None:
         if not self.active:
@@ -89,18 +88,16 @@ class CrashHooks:
             threading.excepthook = self._prev_threading_hook
         if self._installed_signals and threading.current_thread() is threading.main_thread():
             for signum, handler in self._installed_signals.items():
-                try:
+                # On the main thread, for a signal whose handler was set here, signal.signal does not fail; an
+                # embedded interpreter's oddity is no reason to stop putting the other hooks back.
+                with contextlib.suppress(ValueError, OSError):
                     if signal.getsignal(signum) == handler:
                         previous = self._prev_signals.get(signum)
                         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-                except (ValueError, OSError) as exc:  # pragma: no cover
-                    logger.debug("runalert: cannot restore the handler of signal %s (%s)", signum, exc)
             self._installed_signals = {}
         elif self._installed_signals:
             logger.debug("runalert: not on the main thread; the SIGTERM handler stays installed (inactive)")
-        if self._atexit:
-            atexit.unregister(self._atexit_hook)
-            self._atexit = False
+        atexit.unregister(self._atexit_hook)  # registered by install (which set ``active``)
 
     # -- the hooks -----------------------------------------------------------------------------------------------
     def _excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:

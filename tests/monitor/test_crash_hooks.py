@@ -427,8 +427,14 @@ def test_uninstalled_hooks_are_not_kept_alive_by_the_interpreter(restore_hooks: 
         assert gone() is None
 
 
-def test_the_signal_report_is_waited_for_ten_seconds_by_default() -> None:
-    assert Calls().hooks().signal_timeout == 10.0  # the documented default (CrashHooks' docstring)
+def test_new_hooks_are_inactive_and_wait_ten_seconds_for_a_signal_report_by_default(restore_hooks: None) -> None:
+    hooks = Calls().hooks()
+    assert hooks.active is False
+    assert hooks.signal_timeout == 10.0  # the documented default (CrashHooks' docstring)
+    hooks.install()
+    assert hooks.active is True
+    hooks.uninstall()
+    assert hooks.active is False
 
 
 def test_a_thread_hook_chained_on_top_of_ours_stays(restore_hooks: None) -> None:

@@ -66,8 +66,12 @@ def _paired_client(ports: list[int], seed: int, warm_at: float, start_at: float,
     results.put(points)
 
 
-def paired(sources: dict[str, Path], *, seconds: float, clients: int, warmup: float = 3.0) -> dict[str, dict[str, Any]]:
-    """One paired round: each version's points/s and CPU-s per million points (server; database)."""
+def paired(
+    sources: dict[str, Path], *, seconds: float, clients: int, warmup: float = 3.0, probe: bool = True
+) -> dict[str, dict[str, Any]]:
+    """One paired round: each version's points/s and CPU-s per million points (server; database). ``probe``:
+    the bench's probe fires 10 alerts a second at each server (a cost per second, not per point: without it
+    the figures are the batches' own)."""
     names = list(sources)
     with ExitStack() as stack:
         bases = [stack.enter_context(_postgresql()) for _ in names]
@@ -97,9 +101,9 @@ def paired(sources: dict[str, Path], *, seconds: float, clients: int, warmup: fl
                 time.sleep(0.001)
             cpu_before = [s.cpu_seconds() for s in servers]
             db_before = [_database_cpu_seconds(url) or 0.0 for url in urls]
-            probes = [
-                threading.Thread(target=_probe, args=(server, stop_at, {})) for server in servers
-            ]  # each server's 10 alerts a second
+            probes = [  # each server's 10 alerts a second
+                threading.Thread(target=_probe, args=(server, stop_at, {})) for server in servers if probe
+            ]
             for probe in probes:
                 probe.start()
             totals = [results.get(timeout=seconds + 120) for _ in procs]
@@ -132,12 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--no-probe", action="store_true", help="no alerts fired: the batches' own cost")
     args = parser.parse_args(argv)
     sources = {"before": args.before.resolve(), "after": args.after.resolve()}
     rounds = []
     for round_ in range(args.rounds):
         load = os.getloadavg()[0]
-        result = paired(sources, seconds=args.seconds, clients=args.clients)
+        result = paired(sources, seconds=args.seconds, clients=args.clients, probe=not args.no_probe)
         rounds.append(result)
         b, a = result["before"], result["after"]
         print(

@@ -211,7 +211,13 @@ class _Server:
             "RUNALERT_HOME": str(home),
             "RUNALERT_DATABASE_URL": database_url,
             "RUNALERT_DISPATCH_INTERVAL": "0.2",
-            "PYTHONPATH": str(src or ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": os.pathsep.join(
+                [
+                    *([str(ROOT / "benchmarks" / "layers")] if os.environ.get(LAYERS_ENV) else []),
+                    str(src or ROOT / "src"),
+                    os.environ.get("PYTHONPATH", ""),
+                ]
+            ),
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -313,6 +319,9 @@ def _tree_cpu_seconds(root: Any, errors: type[Exception] | tuple[type[Exception]
     return total
 
 
+LAYERS_ENV = "RUNALERT_BENCH_LAYERS"
+"""A file prefix: each server process times the layers of its ingest path with thread-CPU timers
+(``benchmarks/layers/sitecustomize.py``), for ``python -m benchmarks.layers_table <prefix>.*``."""
 PROFILE_ENV = "RUNALERT_BENCH_PROFILE"
 """A folder: each load run records the server's processes with py-spy (``pip install py-spy``) over its counted
 seconds, idle threads left out, as collapsed stacks (``server-<pid>-<n>.txt``, one line a stack and its sample
@@ -363,15 +372,17 @@ def measure(
     workers: int = 1,
     warmup: float = 3.0,
     affinity: bool = False,
+    src: Path | None = None,
 ) -> dict[str, Any]:
     """One load run (``warmup`` seconds of load first, not counted); returns points/s, request rate, the probes'
     latencies (ms) and the server's CPU over the counted seconds. ``affinity``: each client sends to runs of
     its own over its one kept-alive connection, so a run's batches all reach the same server process (a load
-    balancer with run affinity); else any client sends to any run (no affinity: the worst case)."""
+    balancer with run affinity); else any client sends to any run (no affinity: the worst case). ``src``: the
+    folder the server's ``runalert`` is imported from (this tree's by default)."""
     with tempfile.TemporaryDirectory(prefix="runalert-bench-") as tmp:
         home = Path(tmp)
         receiver = _Receiver()
-        server = _Server(home, database_url or f"sqlite:///{home / 'runalert.db'}", workers)
+        server = _Server(home, database_url or f"sqlite:///{home / 'runalert.db'}", workers, src=src)
         try:
             server.wait_for_workers()
             _setup(server, receiver)

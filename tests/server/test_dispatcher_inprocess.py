@@ -592,9 +592,10 @@ def test_idle_wait_ends_when_the_earliest_row_can_be_claimed(
 ) -> None:
     world = make_world(dispatch_interval=60.0)
     project = world.project()
-    hook = world.webhook(project, "hook", Receiver(httpserver).url)
-    world.alert(project, "later", integrations=[hook])
-    world.alert(project, "sooner", integrations=[hook])
+    url = Receiver(httpserver).url
+    one, two = world.webhook(project, "one", url), world.webhook(project, "two", url)
+    world.alert(project, "later", integrations=[one])  # each the head of its integration's queue
+    world.alert(project, "sooner", integrations=[two])
     rows = world.deliveries()
     with world.db.session() as session:
         session.execute(update(Delivery).where(Delivery.seq == rows[0]["seq"]).values(next_attempt_at=time.time() + 20))
@@ -1502,3 +1503,52 @@ def test_a_slack_bot_sends_a_users_mention_as_a_mention_and_run_data_escaped(wor
         user, data = slack.messages
         assert "<@U024BE7LH>" in user.flat and "&lt;@U024BE7LH&gt;" not in user.flat
         assert "&lt;@U024BE7LH&gt;" in data.flat and "<@U024BE7LH>" not in data.flat
+
+
+def _loop_is_in(dispatcher: Dispatcher, function: str) -> bool:
+    """Whether the dispatcher's loop thread is now inside ``function`` (somewhere in its stack)."""
+    import sys
+
+    thread = dispatcher._thread
+    frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident is not None else None
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_stop_gives_up_on_a_loop_stuck_on_the_database_which_then_gives_its_rows_back(
+    world: World, httpserver: HTTPServer
+) -> None:
+    # The loop's claim waits for the database (another writer holds it). stop() waits for the loop only its timeout,
+    # so a server's shutdown does not hang; when the claim then goes through, the rows it leased are given back
+    # unattempted, so that the next process sends them at once rather than after lease_seconds.
+    import threading
+
+    from sqlalchemy import text
+
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    dispatcher = world.dispatcher
+    stopped = threading.Event()
+    with world.db.session() as session:  # SQLite: the write lock; PostgreSQL: the rows the claim locks
+        if world.db.postgresql:
+            session.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+        dispatcher.start()
+        loop = dispatcher._thread
+        assert loop is not None
+        assert wait_for(lambda: _loop_is_in(dispatcher, "claim"))
+        threading.Thread(target=lambda: (dispatcher.stop(timeout=0.2), stopped.set()), daemon=True).start()
+        assert wait_for(stopped.is_set, timeout=30)  # while the loop is still stuck
+        assert loop.is_alive()
+    loop.join(30)
+    assert not loop.is_alive()
+    row = world.only()
+    assert (row["status"], row["attempts"], row["lease_owner"], row["lease_until"]) == ("pending", 0, None, None)
+    assert receiver.requests == []
+    restarted = world.make_dispatcher()
+    assert restarted.run_once() == 1
+    assert receiver.titles() == ["alert"] and world.only()["status"] == "delivered"

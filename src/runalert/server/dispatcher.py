@@ -178,6 +178,9 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher: claiming failed")
                 jobs = []
+            if self._stop.is_set():  # stop() gave up waiting for this claim (stuck on the database): no pool now
+                self._give_back(jobs)
+                break
             for job in jobs:  # in flight until _run_job ends it: the next claim skips its integration
                 with self._lock:
                     self._inflight += 1
@@ -190,6 +193,17 @@ class Dispatcher:
                 continue
             self._wake.wait(self._idle_wait())
             self._wake.clear()
+
+    def _give_back(self, jobs: list[_Job]) -> None:
+        """End this dispatcher's leases of ``jobs``, unattempted: another process may claim them at once."""
+        if not jobs:
+            return
+        with self.db.session() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.seq.in_([job.seq for job in jobs]), Delivery.lease_owner == self.owner)
+                .values(lease_until=None, lease_owner=None)
+            )
 
     def close_rollups(self) -> int:
         """Close the roll-ups whose interval is over (``runalert.server.rollup``): each one's roll-up is queued.

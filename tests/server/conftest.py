@@ -155,20 +155,35 @@ def _postgres_dropper(postgres_server: str) -> Iterator[_Dropper]:
     dropper.close()
 
 
+MIGRATED_FOR = frozenset({"make_settings", "server_process"})
+"""A test that uses one of these fixtures starts a server on its database, which migrates it on start: its
+database comes migrated already, a copy of a template migrated once (:mod:`tests.server.migrated`)."""
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: SQLite in tmp_path, or a new database in the session's PostgreSQL cluster
-    (dropped after the test)."""
+    """A fresh database of the test's own: SQLite in tmp_path, or a new database in the session's PostgreSQL
+    cluster (dropped after the test). Empty, unless the test starts a server on it (:data:`MIGRATED_FOR`): then
+    it is a copy of a migrated template, what the server would have made of the empty one at its start."""
+    from tests.server.migrated import migrated_copy
+
+    migrated = bool(MIGRATED_FOR & set(request.fixturenames))
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
+        url = f"sqlite:///{tmp_path / 'server.db'}"
+        if migrated:
+            migrated_copy(url)
+        yield url
         return
     base = request.getfixturevalue("postgres_server")
     dropper: _Dropper = request.getfixturevalue("_postgres_dropper")
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+    if migrated:
+        migrated_copy(f"{base}/{name}")
+    else:
+        with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
     yield f"{base}/{name}"
     dropper.queue.put(name)
 

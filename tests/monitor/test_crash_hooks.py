@@ -396,6 +396,37 @@ def test_on_exit_runs_at_interpreter_exit_unless_uninstalled(how: str, reported:
         assert "ZeroDivisionError: division by zero" in lines  # with the traceback of the failed report
 
 
+def test_the_exit_hook_reports_once_installed_and_stays_quiet_after_uninstall(
+    restore_hooks: None, caplog: pytest.LogCaptureFixture, first_time: None
+) -> None:
+    # The exit hook called as the interpreter calls it at exit (the child processes above show it runs then);
+    # here, in this process, so that what it does is seen by the mutation run too.
+    calls = Calls()
+    with _previous_handler(lambda signum, frame: None):
+        hooks = calls.hooks()
+        hooks._atexit_hook()
+        assert calls.events == []  # never installed: nothing to report
+        hooks.install()
+        hooks._atexit_hook()
+        assert calls.events == [("exit", None)]
+        hooks.uninstall()
+        hooks._atexit_hook()
+        assert calls.events == [("exit", None)]
+
+        def broken() -> None:
+            raise RuntimeError("report failed")
+
+        failing = CrashHooks(calls.on_exception, calls.on_signal, broken)
+        failing.install()
+        try:
+            failing._atexit_hook()  # raises nothing: the interpreter's exit goes on
+        finally:
+            failing.uninstall()
+    assert [r.getMessage() for r in caplog.records if r.name == "runalert"] == [
+        "runalert: exit report failed (report failed)"
+    ]
+
+
 def test_hooks_can_be_installed_again_after_uninstall(restore_hooks: None) -> None:
     calls = Calls()
     with _previous_handler(lambda signum, frame: None):

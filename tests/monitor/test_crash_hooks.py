@@ -418,13 +418,17 @@ def test_the_exit_hook_reports_once_installed_and_stays_quiet_after_uninstall(
 
         failing = CrashHooks(calls.on_exception, calls.on_signal, broken)
         failing.install()
+        before = error_counts().get("atexit-report", 0)
         try:
             failing._atexit_hook()  # raises nothing: the interpreter's exit goes on
+            failing._atexit_hook()
         finally:
             failing.uninstall()
-    assert [r.getMessage() for r in caplog.records if r.name == "runalert"] == [
-        "runalert: exit report failed (report failed)"
-    ]
+    assert error_counts()["atexit-report"] == before + 2  # counted each time, logged once
+    (record,) = [r for r in caplog.records if r.name == "runalert" and r.levelno == logging.WARNING]
+    assert record.getMessage() == "runalert: exit report failed (report failed)"
+    assert record.exc_info is not None and record.exc_info[1] is not None  # with the failed report's traceback
+    assert str(record.exc_info[1]) == "report failed"
 
 
 def test_hooks_can_be_installed_again_after_uninstall(restore_hooks: None) -> None:

@@ -18,11 +18,11 @@ mount under a ``root_path``, a project or run id that the route's patterns refus
 
 from __future__ import annotations
 
+import inspect
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -91,7 +91,7 @@ class IngestRoute:
             handler = self._handler(exc)
             if handler is None:
                 raise
-            if is_async_callable(handler):
+            if inspect.iscoroutinefunction(handler):
                 response = await handler(request, exc)
             else:  # pragma: no cover - the app's handlers are coroutines
                 response = await run_in_threadpool(handler, request, exc)

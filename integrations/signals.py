@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,22 @@ def signal_child(
     assert "WAITING" in lines, (lines, "".join(stderr)[-3000:])
     assert "NO SIGNAL" not in lines
     return Ended(returncode, lines, "".join(stderr), alerts)
+
+
+def signal_pair(
+    framework: str, signum: int, receiver: Any, *, wait_at_step: int = 3, accumulate: int = 1
+) -> tuple[Ended, Ended]:
+    """The same run without runalert and with it (alerts to ``receiver``), each sent ``signum`` in step
+    ``wait_at_step``: ``(without, with)``.
+
+    The two children run at the same time. They are independent processes (the one without runalert sends
+    nothing; each is signalled when it says it waits, whatever the other does), and most of each is importing
+    the framework, which the second core does for the other instead of one after the other.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        without = pool.submit(signal_child, framework, signum, wait_at_step=wait_at_step, accumulate=accumulate)
+        ended = signal_child(framework, signum, receiver=receiver, wait_at_step=wait_at_step, accumulate=accumulate)
+        return without.result(), ended
 
 
 SIGTERM = signal.SIGTERM

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from integrations.conftest import Receiver, level_counts, run_example  # noqa: E402
 from integrations.metric_server import metric_server_fixture  # noqa: E402, F401 (the metric_server fixture)
-from integrations.signals import SIGINT, SIGTERM, signal_child  # noqa: E402
+from integrations.signals import SIGINT, SIGTERM, signal_pair  # noqa: E402
 from runalert.alerting import Alerter  # noqa: E402
 from runalert.automations import RunEvent  # noqa: E402
 from runalert.lightning import AlertCallback  # noqa: E402
@@ -442,8 +442,7 @@ def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_exit_status_i
 ) -> None:
     # Lightning's handler only notes the SIGTERM; the step in progress completes, then Lightning raises its
     # SIGTERMException (a SystemExit without a code): the process exits 0, with runalert or without it.
-    without = signal_child("lightning", SIGTERM, wait_at_step=3, accumulate=accumulate)
-    ended = signal_child("lightning", SIGTERM, receiver=receiver, wait_at_step=3, accumulate=accumulate)
+    without, ended = signal_pair("lightning", SIGTERM, receiver, wait_at_step=3, accumulate=accumulate)
     assert ended.returncode == without.returncode == 0, ended.stderr[-3000:]
     assert "FIT RETURNED" not in ended.lines
     (alert,) = ended.alerts  # delivered before the process ended, and nothing else
@@ -457,8 +456,7 @@ def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_exit_status_i
 
 
 def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
-    without = signal_child("lightning", SIGINT, wait_at_step=3)
-    ended = signal_child("lightning", SIGINT, receiver=receiver, wait_at_step=3)
+    without, ended = signal_pair("lightning", SIGINT, receiver, wait_at_step=3)
     assert ended.returncode == without.returncode == 1  # Lightning's sys.exit(1) after an interrupt
     (alert,) = ended.alerts
     assert alert["title"] == "Run interrupted" and alert["level"] == "WARN"

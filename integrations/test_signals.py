@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras
 
 from integrations.conftest import Receiver
-from integrations.signals import SIGINT, SIGTERM, signal_child
+from integrations.signals import SIGINT, SIGTERM, signal_pair
 
 FRAMEWORKS = ["transformers", "keras"]
 
@@ -21,8 +21,7 @@ def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_process_still
     framework: str, receiver: Receiver
 ) -> None:
     # The default action follows runalert's report: the process dies of SIGTERM as it does without runalert.
-    without = signal_child(framework, SIGTERM, wait_at_step=3)
-    ended = signal_child(framework, SIGTERM, receiver=receiver, wait_at_step=3)
+    without, ended = signal_pair(framework, SIGTERM, receiver)
     assert ended.returncode == without.returncode == -SIGTERM, ended.stderr[-3000:]
     (alert,) = ended.alerts  # delivered before the process ended, and nothing else
     assert alert["title"] == "Run preempted (SIGTERM)" and alert["level"] == "ERROR"
@@ -33,8 +32,7 @@ def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_process_still
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_real_sigint_during_fit_is_one_interruption_warning(framework: str, receiver: Receiver) -> None:
-    without = signal_child(framework, SIGINT, wait_at_step=3)
-    ended = signal_child(framework, SIGINT, receiver=receiver, wait_at_step=3)
+    without, ended = signal_pair(framework, SIGINT, receiver)
     assert ended.returncode == without.returncode == -SIGINT  # an uncaught KeyboardInterrupt
     assert "KeyboardInterrupt" in ended.stderr  # the traceback still prints
     (alert,) = ended.alerts

@@ -39,10 +39,12 @@ def test_retries_a_503_then_delivers_with_the_same_delivery_id(make_client: Any,
 
 def test_dead_letters_after_max_age(make_client: Any, httpserver: HTTPServer) -> None:
     receiver = Receiver(httpserver, script=[503] * 1000)
-    client = make_client(max_age=0.5)
+    # Retries every 0.05-0.2 s (FAST): two attempts or more fit in max_age with ten times the room a loaded machine
+    # needs (with 0.5 s, an attempt not scheduled for half a second was the only one, and dead).
+    client = make_client(max_age=5.0)
     _setup(client, receiver.url)
     client.post(f"{P}/p/alerts", json={"title": "never arrives"})
-    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead")
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "dead", timeout=60, interval=0.1)
     delivery = _alert(client)["deliveries"][0]
     assert delivery["attempts"] >= 2
     assert delivery["attempt_log"][-1]["outcome"] == "dead"
@@ -53,7 +55,7 @@ def test_dead_letters_after_max_age(make_client: Any, httpserver: HTTPServer) ->
     receiver.script.clear()
     retried = client.post(f"{P}/p/deliveries/{delivery['id']}/retry")
     assert retried.status_code == 200
-    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "delivered")
+    assert wait_for(lambda: _alert(client)["deliveries"][0]["status"] == "delivered", timeout=60, interval=0.1)
     assert receiver.requests[-1][0]["X-Runalert-Delivery"] == delivery["id"]
 
 

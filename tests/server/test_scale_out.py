@@ -125,19 +125,25 @@ def _send(
     sequences: dict[str, list[Batch]],
     seed: int,
     answered: Callable[[], None] = lambda: None,
+    stopped: dict[str, str] | None = None,
 ) -> dict[str, list[Batch]]:
     """Each run's batches in order, each to a server picked at random, the runs side by side (a thread each).
-    A run whose batch gets no answer stops there. Returns each run's acknowledged batches."""
+    A run whose batch gets no answer (or not 200) stops there, its reason in ``stopped``. Returns each run's
+    acknowledged batches."""
     acked: dict[str, list[Batch]] = {run: [] for run in sequences}
+    why = {} if stopped is None else stopped
 
     def one_run(run: str, rng: random.Random) -> None:
         for batch in sequences[run]:
+            server = rng.choice(servers)
             try:
-                answer = _post(rng.choice(servers), run, batch)
-            except requests.RequestException:
+                answer = _post(server, run, batch)
+            except requests.RequestException as exc:
+                why[run] = f"{server.url}: {exc!r}"
                 return
             answered()
             if answer.status_code != 200:
+                why[run] = f"{server.url}: {answer.status_code} {answer.text[:500]}"
                 return
             acked[run].append(batch)
 
@@ -226,7 +232,9 @@ def test_three_processes_fire_as_one(
     # exact count compared below. The server's default lease, 60 s, is far longer than any delivery here.
     three = _start(isolated_env / "three", database_url, 3, servers, RUNALERT_LEASE_SECONDS="60")
     _setup(three[0], receiver)
-    acked = _send(three, sequences, seed)
+    stopped: dict[str, str] = {}
+    acked = _send(three, sequences, seed, stopped=stopped)
+    assert not stopped, (stopped, three[0].log.read_text()[-3000:])  # one home: the three processes' log
     assert acked == sequences
     assert _firings(three[1]) == expected
     assert _delivered(three[2], receiver, len(expected)), (len(receiver.requests), len(expected))

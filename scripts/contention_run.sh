@@ -32,7 +32,7 @@ cleanup() {
 }
 sampler=""
 pytest=""
-trap 'cleanup; exit 130' INT TERM
+trap 'echo "end: killed $(date -u +%FT%TZ)" >>"$run/meta"; cleanup; exit 130' INT TERM
 for _ in $(seq "${BUSY:-$(nproc)}"); do
     python3 -c 'while True: pass' &
     busy+=($!)

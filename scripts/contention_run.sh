@@ -60,7 +60,11 @@ end=$(date +%s)
     echo "load-max: $(awk '$2 > m {m = $2} END {print m}' "$run/load")"
     echo "rc: $rc"
     echo "wall: $((end - start)) s"
-    echo "summary: $(tail -n 1 "$run/log")"
+    # pytest's own line, and the failures from junit.xml: an exit hook left by a test printed after pytest's line,
+    # and one run's status was 0 with 6 failures
+    echo "summary: $(grep -E '(passed|failed|error).* in [0-9.]+s' "$run/log" | tail -n 1)"
+    echo "failed: $(grep -oE '<testcase [^>]*name="[^"]*"' "$run/junit.xml" 2>/dev/null | wc -l) run," \
+        "$(grep -cE '<(failure|error) ' "$run/junit.xml" 2>/dev/null) failed or errored"
 } >>"$run/meta"
 cleanup
 exit "$rc"

@@ -68,6 +68,7 @@ def killed_run(tmp_path: Path) -> Iterator[KilledRun]:
         report = tmp_path / "report.txt"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         env["REAPER_REPORT"] = str(report)
+        env.pop("PYTEST_ADDOPTS", None)  # CI's options (its JUnit report) are the outer run's, not this child's
         args = ["-q", "-p", "no:cacheprovider", "-p", "tests.support.env", "-p", "tests.server.conftest"]
         child = subprocess.Popen(
             [sys.executable, "-m", "pytest", *args, str(inner)],

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv test test-fast lint docs demo bench mutate clean
+.PHONY: venv test pytest-args test-fast lint docs demo bench mutate clean
 
 venv: $(STAMP)
 
@@ -18,13 +18,23 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 ## test: lint and type-check, build the docs, then every test suite (core, server, client, framework
-## integrations, the docs' code blocks: tests/test_docs.py)
+## integrations, the docs' code blocks: tests/test_docs.py) in PYTEST_WORKERS worker processes (pytest-xdist,
+## docs/testing.md); PYTEST_WORKERS=0 (or 1) runs them serially in pytest's own process, as a plain `pytest` does.
+## --dist worksteal: each worker starts with a contiguous half of the suite (a module's tests stay together, so
+## its module-scoped servers and zygotes start once) and takes work from the other's end when it runs out.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS = -q $(if $(filter 0 1,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist worksteal)
+
 test: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src/runalert
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
-	$(PY) -m pytest -q
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## pytest-args: the arguments `make test` gives pytest (scripts/contention_run.sh runs the suite with them)
+pytest-args:
+	@echo $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -q tests

@@ -5,9 +5,11 @@
 #
 # RUNDIR (new) gets: repo/ (the clone), tmp/ (TMPDIR of the run: every temp dir, PostgreSQL cluster and server
 # database of the run is under it), meta (commit, start/end, load, rc, wall), load (load average every 30 s),
-# log (pytest's output with every failure's traceback), junit.xml. One busy loop per core (BUSY=n to change)
-# runs at normal priority for the length of the run; the cap is 2 h (CAP=seconds). At the end (or on SIGINT/
-# SIGTERM) it kills the loops and any process the run left behind under RUNDIR (servers, PostgreSQL clusters).
+# log (pytest's output with every failure's traceback), junit.xml. pytest gets `make test`'s arguments first
+# (`make pytest-args`: PYTEST_WORKERS worker processes, 2 by default; PYTEST_WORKERS=0 runs serially), then the
+# ones given here. One busy loop per core (BUSY=n to change) runs at normal priority for the length of the run;
+# the cap is 2 h (CAP=seconds). At the end (or on SIGINT/SIGTERM) it kills the loops and any process the run left
+# behind under RUNDIR (servers, PostgreSQL clusters).
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 run=$1
@@ -46,9 +48,12 @@ sampler=$!
     echo "busy-loops: ${busy[*]}"
     echo "args: $*"
 } >"$run/meta"
+# pytest runs with the arguments `make test` gives it (-n 2 --dist worksteal; PYTEST_WORKERS=0 for a serial run)
+read -r -a make_args <<<"$(make -s -C "$run/repo" pytest-args)" || exit 2
+echo "make-test-args: ${make_args[*]}" >>"$run/meta"
 start=$(date +%s)
 (cd "$run/repo" && CI=true TMPDIR="$run/tmp" PYTHONPATH="$run/repo/src" exec timeout "${CAP:-7200}" \
-    "$python" -m pytest -p no:cacheprovider -q -rfE --durations=30 --junitxml="$run/junit.xml" "$@") \
+    "$python" -m pytest "${make_args[@]}" -p no:cacheprovider -rfE --durations=30 --junitxml="$run/junit.xml" "$@") \
     >"$run/log" 2>&1 &
 pytest=$!
 wait "$pytest"

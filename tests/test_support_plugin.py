@@ -126,3 +126,20 @@ def test_a_marker_not_registered_is_an_error(sandbox: pytest.Pytester) -> None:
     result = sandbox.runpytest_inprocess("-q", "test_typo.py")
     assert result.ret != 0
     assert any("'postgress' not found in `markers`" in line for line in result.outlines)
+
+
+def test_in_ci_a_skip_in_a_worker_process_fails_the_run_too(
+    sandbox: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make test` runs the suite in pytest-xdist workers: the rule applies in each worker, and the failure it
+    # makes travels to the main process's report (and its exit status, and the JUnit report CI reads again).
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = sandbox.runpytest_subprocess("-p", "xdist", "-n", "2", "-rEs", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=6, errors=2, skipped=1, xfailed=1)
+    assert result.ret != 0
+    output = "\n".join(result.outlines)
+    assert "a postgres test skipped in CI, which counts as a failure: Skipped: no PostgreSQL here" in output
+    assert "no chromium here (CI is set" in output
+    junit = (sandbox.path / "junit.xml").read_text()
+    assert 'errors="2"' in junit and 'tests="10"' in junit, junit[:400]

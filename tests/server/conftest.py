@@ -155,6 +155,15 @@ def _postgres_dropper(postgres_server: str) -> Iterator[_Dropper]:
     dropper.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The SQLite templates of :mod:`tests.server.migrated` live in this session's own temporary folder (a
+    pytest-xdist worker's own), never in the machine's temporary folder, shared with other runs."""
+    from tests.server.migrated import keep_templates_in
+
+    keep_templates_in(tmp_path_factory.mktemp("migrated-templates"))
+
+
 MIGRATED_FOR = frozenset({"make_settings", "server_process"})
 """A test that uses one of these fixtures starts a server on its database, which migrates it on start: its
 database comes migrated already, a copy of a template migrated once (:mod:`tests.server.migrated`)."""

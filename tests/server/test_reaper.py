@@ -66,10 +66,14 @@ def killed_run(tmp_path: Path) -> Iterator[KilledRun]:
         inner.parent.mkdir()
         inner.write_text(textwrap.dedent(INNER.format(variant=variant)))
         report = tmp_path / "report.txt"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        # A run of its own: not a pytest-xdist worker of the outer run (its PYTEST_XDIST_* variables), and in this
+        # process alone whatever the outer run's -n (`make test` runs the suite in workers).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env["REAPER_REPORT"] = str(report)
         env.pop("PYTEST_ADDOPTS", None)  # CI's options (its JUnit report) are the outer run's, not this child's
-        args = ["-q", "-p", "no:cacheprovider", "-p", "tests.support.env", "-p", "tests.server.conftest"]
+        plugins = ["no:cacheprovider", "no:xdist", "tests.support.env", "tests.server.conftest"]
+        args = ["-q", *(arg for plugin in plugins for arg in ("-p", plugin))]
         child = subprocess.Popen(
             [sys.executable, "-m", "pytest", *args, str(inner)],
             cwd=inner.parent,

@@ -15,6 +15,12 @@ PostgreSQL cluster would live on, parented to init, holding ports, memory and a 
 
 The watchdog part below the ``__main__`` guard uses the standard library only and runs with ``python -I -S``:
 it costs one small process a session, and only in sessions that start a server or a cluster.
+
+Under pytest-xdist (``make test``) each worker process is such a session: it has its own reaper (a child of the
+worker, reaping when that worker dies, whether the worker or the main pytest was killed: a worker ends when the
+main process is gone) and its own cluster, whose ``owner`` is the worker. One worker's sweep therefore never takes
+another live worker's cluster, and servers are never swept, only reaped by the reaper of the worker that started
+them.
 """
 
 from __future__ import annotations
@@ -111,7 +117,11 @@ def _start_time(pid: int) -> str | None:
 def write_owner(base: Path, pid: int | None = None) -> None:
     """Record in ``base / "owner"`` the process (this one by default) whose death makes the cluster stale."""
     pid = os.getpid() if pid is None else pid
-    (base / "owner").write_text(f"{pid} {_start_time(pid)}\n")
+    # Written whole or not at all (a temporary file renamed): another worker's sweep reading a half-written
+    # record could take a live owner for a dead one.
+    partial = base / f".owner.{pid}"
+    partial.write_text(f"{pid} {_start_time(pid)}\n")
+    partial.rename(base / "owner")
 
 
 def owner_alive(base: Path) -> bool | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import socket
 import stat
@@ -16,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
 from runalert.server.auth import create_key
-from tests.support import free_port, wait_for
+from tests.support import wait_for
 
 P = "/api/v1/projects"
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -73,33 +75,55 @@ def _tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
     return None
 
 
+LISTENING = re.compile(r"runalert: server process on (http://\S+)")
+
+
+def listening_url(log: Path) -> str | None:
+    """The URL that ``runalert serve`` said it listens on (at any log level), once it has said so."""
+    found = LISTENING.search(log.read_text(errors="replace"))
+    return found.group(1) if found else None
+
+
 class Served:
-    """``runalert serve`` in a child process with its own home, its output in a log file beside the home."""
+    """``runalert serve --port 0`` in a child process with its own home, its output in a log file beside the
+    home. The server binds a port of the kernel's choice and says which: a port picked here and released
+    could be taken by another process before the server binds it, and the test would talk to that one."""
 
     def __init__(self, home: Path, log: Path, *, env: dict[str, str] | None = None, umask: int | None = None):
-        self.home, self.log, self.port = home, log, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.home, self.log = home, log
         exe = Path(sys.executable).with_name("runalert")
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "runalert.cli"]
         full_env = {**os.environ, "RUNALERT_HOME": str(home), **(env or {})}
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [*argv, "serve", "--port", str(self.port), "--log-level", "info"],
+                [*argv, "serve", "--port", "0", "--log-level", "info"],
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,  # noqa: PLW1509
             )
 
-        def healthy() -> bool:
+        def alive() -> None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {log.read_text()[-3000:]}")
+
+        def bound() -> str | None:
+            alive()
+            return listening_url(log)
+
+        # Bounds on a server that never comes up, not timing checks: a loaded machine took over 30 s to start one.
+        assert wait_for(bound, timeout=90, interval=0.05), log.read_text()[-3000:]
+        self.url = str(listening_url(log))
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+        def healthy() -> bool:
+            alive()
             try:
                 return requests.get(self.url + "/healthz", timeout=1).ok
             except requests.RequestException:
                 return False
 
-        assert wait_for(healthy, timeout=60, interval=0.05), log.read_text()[-3000:]
+        assert wait_for(healthy, timeout=90, interval=0.05), log.read_text()[-3000:]
 
     def stop(self) -> str:
         """Stop the server (SIGTERM, its logs flushed) and return everything it printed."""
@@ -316,6 +340,58 @@ def test_keys_in_query_strings_never_reach_the_access_log(served: Any, tmp_path:
     assert f"GET {P}/p/runs?limit=7 HTTP/1.1" in log  # other parameters stay
     assert token not in log
     assert token[3:20] not in log
+
+
+@pytest.mark.slow
+def test_a_server_on_port_0_says_where_it_listens_at_any_log_level(tmp_path: Path) -> None:
+    """``runalert serve --port 0`` binds a free port and prints its URL even at ``--log-level warning`` (uvicorn
+    says nothing there): a test or a script gets a port with no race (one picked and released beforehand can be
+    taken by another process before the server binds it; a test then talked to another server)."""
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "RUNALERT_HOME": str(tmp_path / "home")}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runalert.server", "--port", "0", "--log-level", "warning"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def said() -> str | None:
+            assert proc.poll() is None, log.read_text()
+            return listening_url(log)
+
+        assert wait_for(said, timeout=90, interval=0.05), log.read_text()
+        url = str(listening_url(log))
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and port != 0
+        # The port is this process's own, listening already (not one it may bind later).
+        listening = [c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp") if c.status == "LISTEN"]
+        assert listening == [port]
+        assert wait_for(lambda: requests.get(url + "/healthz", timeout=5).ok, timeout=90)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "RUNALERT_HOME": str(tmp_path / "home")}
+        done = subprocess.run(
+            [sys.executable, "-m", "runalert.server", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, out
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in out
+    assert "Traceback" not in out
 
 
 # -- 4. /metrics behind a key ----------------------------------------------------------------------------------

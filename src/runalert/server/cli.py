@@ -107,7 +107,30 @@ def _serve_one(settings: Any, log_level: str) -> None:
         except OSError as exc:
             raise _unusable_home(settings.home, exc) from None
         _refuse_public_bind_without_keys(settings, context.db)
-        run_app(create_app(settings, context=context), settings, log_level)
+        sock = _bind(settings)
+        err.print(f"runalert: server process on {_url(settings.host, sock)}", highlight=False, soft_wrap=True)
+        run_app(create_app(settings, context=context), settings, log_level, sock=sock)
+
+
+def _bind(settings: Any) -> Any:
+    """The server's listening socket (``--port 0``: a free port, the kernel's choice), or exit 1 saying why.
+
+    Bound here rather than by uvicorn, so that the address it got is known (and printed at any log level):
+    a script that needs a free port passes 0 and reads it, with no window in which another process could take
+    a port it picked and released."""
+    from runalert.server.supervisor import bind
+
+    try:
+        return bind(settings.host, settings.port)
+    except OSError as exc:
+        err.print(f"[red]cannot bind {settings.host}:{settings.port}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _url(host: str, sock: Any) -> str:
+    """``http://host:port`` of a bound socket (an IPv6 address in brackets)."""
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve_workers(settings: Any, log_level: str) -> None:
@@ -116,7 +139,7 @@ def _serve_workers(settings: Any, log_level: str) -> None:
 
     from runalert.server.crypto import load_key
     from runalert.server.db import Database
-    from runalert.server.supervisor import Supervisor, bind
+    from runalert.server.supervisor import Supervisor
 
     url = settings.resolved_database_url
     if make_url(url).get_backend_name() == "sqlite":
@@ -137,11 +160,7 @@ def _serve_workers(settings: Any, log_level: str) -> None:
         raise _unusable_home(settings.home, exc) from None
     _refuse_public_bind_without_keys(settings, db)
     db.dispose()
-    try:
-        sock = bind(settings.host, settings.port)
-    except OSError as exc:
-        err.print(f"[red]cannot bind {settings.host}:{settings.port}: {exc.strerror or exc}[/red]")
-        raise typer.Exit(1) from None
+    sock = _bind(settings)
     bound = sock.getsockname()[1]
     env = {
         "RUNALERT_DATABASE_URL": url,
@@ -152,7 +171,7 @@ def _serve_workers(settings: Any, log_level: str) -> None:
         "RUNALERT_HOME": str(settings.home),
         "RUNALERT_WORKERS": "1",
     }
-    err.print(f"runalert: {settings.workers} server processes on http://{settings.host}:{bound}", highlight=False)
+    err.print(f"runalert: {settings.workers} server processes on {_url(settings.host, sock)}", highlight=False)
     status = Supervisor(settings.workers, sock, env=env, log_level=log_level).run()
     if status:
         raise typer.Exit(status)

@@ -18,9 +18,12 @@ from typing import Any
 __all__ = ["main", "run_app"]
 
 
-def run_app(app: Any, settings: Any, log_level: str, *, sock: socket.socket | None = None) -> None:
+def run_app(
+    app: Any, settings: Any, log_level: str, *, sock: socket.socket | None = None, parent: int | None = None
+) -> None:
     """Serve ``app`` with uvicorn until it is told to stop: on ``settings.host``/``settings.port``, or on ``sock``
-    (a listening socket shared with other processes)."""
+    (a listening socket, bound by ``runalert serve`` or shared with other processes by its supervisor). With
+    ``parent``, the server also stops when that process (the supervisor) is gone."""
     import uvicorn
 
     from runalert.server.protocol import guarded_protocol
@@ -36,7 +39,8 @@ def run_app(app: Any, settings: Any, log_level: str, *, sock: socket.socket | No
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, http=protocol)
         return
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, http=protocol))
-    _exit_with(os.getppid(), server)
+    if parent is not None:
+        _exit_with(parent, server)
     server.run(sockets=[sock])
 
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True, help="A listening socket's file descriptor.")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    parent = os.getppid()  # the supervisor
 
     from runalert.server.app import create_app
     from runalert.server.context import ServerContext
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = ServerSettings()
     sock = socket.socket(fileno=args.fd)
     app = create_app(settings, context=ServerContext(settings))
-    run_app(app, settings, args.log_level, sock=sock)
+    run_app(app, settings, args.log_level, sock=sock, parent=parent)
 
 
 if __name__ == "__main__":

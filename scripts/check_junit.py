@@ -5,6 +5,10 @@ or an error, or no test at all, whatever the status said: one run under contenti
 failures (never reproduced since; an exit hook replacing the interpreter's status is the suspect), and a green CI
 must mean that every test passed.
 
+``make test`` runs the tests in pytest-xdist workers; the report is written by the main pytest process from every
+worker's results, in the same format (one ``testsuite``). A test failing in a worker, a set-up error there and a
+worker killed in the middle of a test (xdist reports that test as failed) are all counted.
+
 Usage: python scripts/check_junit.py REPORT.xml
 """
 

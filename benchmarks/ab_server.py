@@ -67,11 +67,19 @@ def _paired_client(ports: list[int], seed: int, warm_at: float, start_at: float,
 
 
 def paired(
-    sources: dict[str, Path], *, seconds: float, clients: int, warmup: float = 3.0, probe: bool = True
+    sources: dict[str, Path],
+    *,
+    seconds: float,
+    clients: int,
+    warmup: float = 3.0,
+    probe: bool = True,
+    workers: int = 1,
+    env: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One paired round: each version's points/s and CPU-s per million points (server; database). ``probe``:
     the bench's probe fires 10 alerts a second at each server (a cost per second, not per point: without it
-    the figures are the batches' own)."""
+    the figures are the batches' own). ``workers``: each server's processes (``runalert serve --workers``);
+    ``env``: each version's extra environment variables (the same code with different settings)."""
     names = list(sources)
     with ExitStack() as stack:
         bases = [stack.enter_context(_postgresql()) for _ in names]
@@ -81,8 +89,9 @@ def paired(
         servers: list[_Server] = []
         try:
             for name, home, url in zip(names, homes, urls, strict=True):
-                servers.append(_Server(home, url, src=sources[name]))
+                servers.append(_Server(home, url, workers, src=sources[name], env=(env or {}).get(name)))
             for server, receiver in zip(servers, receivers, strict=True):
+                server.wait_for_workers()
                 _setup(server, receiver)
             ctx = mp.get_context("spawn")
             results = ctx.Queue()
@@ -137,12 +146,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--no-probe", action="store_true", help="no alerts fired: the batches' own cost")
+    parser.add_argument("--workers", type=int, default=1, help="server processes of each version")
+    parser.add_argument(
+        "--before-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the version before's server only (the same code, another setting)",
+    )
+    parser.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE", help="the same, after's")
     args = parser.parse_args(argv)
     sources = {"before": args.before.resolve(), "after": args.after.resolve()}
+    env = {
+        "before": dict(item.split("=", 1) for item in args.before_env),
+        "after": dict(item.split("=", 1) for item in args.after_env),
+    }
     rounds = []
     for round_ in range(args.rounds):
         load = os.getloadavg()[0]
-        result = paired(sources, seconds=args.seconds, clients=args.clients, probe=not args.no_probe)
+        result = paired(
+            sources,
+            seconds=args.seconds,
+            clients=args.clients,
+            probe=not args.no_probe,
+            workers=args.workers,
+            env=env,
+        )
         rounds.append(result)
         b, a = result["before"], result["after"]
         print(

@@ -200,9 +200,16 @@ def _client(
 
 
 class _Server:
-    def __init__(self, home: Path, database_url: str, workers: int = 1, src: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        database_url: str,
+        workers: int = 1,
+        src: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """``src``: the folder the server's ``runalert`` is imported from (this tree's ``src``; another for an A/B
-        of two versions, ``benchmarks.ab_server``)."""
+        of two versions, ``benchmarks.ab_server``); ``env``: more environment variables for the server."""
         self.port = _free_port()
         self.workers = workers
         self.log = home / "server.log"
@@ -218,6 +225,7 @@ class _Server:
                     os.environ.get("PYTHONPATH", ""),
                 ]
             ),
+            **(env or {}),
         }
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

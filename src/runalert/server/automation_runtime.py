@@ -42,10 +42,11 @@ from runalert.automations.registry import Registry
 from runalert.automations.rendering import RunUrl, render
 from runalert.channels import Webhook
 from runalert.server.crypto import Cipher
-from runalert.server.db import DriverCursor
+from runalert.server.db import DriverCursor, Transaction
 from runalert.server.models import AlertRecord, Integration, Project, Run, Secret
 from runalert.server.models import Automation as AutomationRow
 from runalert.server.outbox import default_integrations, record_alert
+from runalert.server.pgarrays import Bigints, Int4s, Texts
 
 __all__ = ["ENCRYPTED", "AutomationRuntime", "automation_from_spec", "decode_state", "encode_state", "run_url"]
 
@@ -237,8 +238,10 @@ class AutomationRuntime:
         return self._project(session, project_id, DriverCursor(session.connection())).registry
 
     def _project(
-        self, session: Session, project_id: int, cursor: DriverCursor, locked: LockedRun | None = None
+        self, session: Session | Transaction, project_id: int, cursor: DriverCursor, locked: LockedRun | None = None
     ) -> _Project:
+        """The project's cached registry, read again (through ``session``, or a transaction's session, made only
+        then) when it is missing, stale, or its stamp changed."""
         project = self._projects.get(project_id)
         stamp = None
         if locked is not None:
@@ -246,7 +249,8 @@ class AutomationRuntime:
         elif cursor.postgresql:  # other processes change the registry too: compare the stamp
             stamp = tuple(cursor.all(_STAMP_SQL, (project_id,) * 6)[0])
         if project is None or project.stale or project.stamp != stamp:
-            project = self._projects[project_id] = self._read(session, project_id, stamp)
+            orm = session.session if isinstance(session, Transaction) else session
+            project = self._projects[project_id] = self._read(orm, project_id, stamp)
         return project
 
     def _read(self, session: Session, project_id: int, stamp: tuple[Any, ...] | None) -> _Project:
@@ -323,7 +327,7 @@ class AutomationRuntime:
 
     def evaluate_metrics(
         self,
-        session: Session,
+        session: Session | Transaction,
         project_id: int,
         *,
         run_pk: int,
@@ -340,8 +344,10 @@ class AutomationRuntime:
         firings, if any, to :meth:`record_metric_firings`.
 
         ``locked``: what the caller read with the lock (the registry stamp and the run's ``state_version``): no
-        query of its own for them, and the changed states are left for :meth:`store`."""
-        cursor = DriverCursor(session.connection())
+        query of its own for them, and the changed states are left for :meth:`store`. ``session`` may be the
+        ingest path's plain :class:`~runalert.server.db.Transaction` (its cursor used, its session made only if
+        the registry must be read)."""
+        cursor = session.sql if isinstance(session, Transaction) else DriverCursor(session.connection())
         project = self._project(session, project_id, cursor, locked)
         watched = project.registry.by_metric
         if not watched or not any(name in watched for name in columns):
@@ -572,7 +578,12 @@ class AutomationRuntime:
             for statement, chosen in ((_UPDATE_ARRAYS_SQL, updates), (_INSERT_ARRAYS_SQL, inserts)):
                 if not chosen:
                     continue
-                arrays = [[column[i] for i in chosen] for column in (ids, keys, versions, states)]
+                arrays = (
+                    Int4s([ids[i] for i in chosen]),
+                    Texts([keys[i] for i in chosen]),
+                    Bigints([versions[i] for i in chosen]),
+                    Texts([states[i] for i in chosen]),
+                )
                 if statement is _UPDATE_ARRAYS_SQL:
                     cursor.execute(statement, (now, *arrays, run_pk))
                 else:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from runalert._home import PRIVATE_FILE_MODE, open_private, private_dir
 
-__all__ = ["READ_ONLY", "Database", "DriverCursor", "is_postgresql", "make_engine", "upgrade"]
+__all__ = ["READ_ONLY", "Database", "DriverCursor", "Transaction", "is_postgresql", "make_engine", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "runalert_read_only"
@@ -72,6 +72,12 @@ def make_engine(url: str) -> Engine:
         ) from exc
     if engine.dialect.driver == "psycopg":
         _quick_ping(engine)
+        from runalert.server import pgarrays
+
+        @event.listens_for(engine, "connect")
+        def _arrays(dbapi_connection: Any, _record: Any) -> None:
+            pgarrays.register(dbapi_connection)  # the ingest path's array parameters, packed in one piece
+
     return engine
 
 
@@ -163,8 +169,54 @@ class Database:
             session.connection(execution_options={READ_ONLY: True})
             yield session
 
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction on a plain connection, committed on success and rolled back on error: the hot path's
+        (a metric batch's), which mostly runs plain statements through :attr:`Transaction.sql`. An ORM session
+        bound to the connection is made only when asked for (:attr:`Transaction.session`, the rare paths), and
+        flushed before the commit. Making, beginning and committing a session cost more than a batch's SQL."""
+        with self._writer or nullcontext(), self.engine.connect() as connection:
+            tx = Transaction(connection)
+            try:
+                with connection.begin():
+                    yield tx
+                    tx.flush()
+            finally:
+                tx.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class Transaction:
+    """One transaction on a plain connection (:meth:`Database.transaction`): its driver cursor, and an ORM session
+    in the same transaction, made at first use."""
+
+    __slots__ = ("_session", "connection", "sql")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.sql = DriverCursor(connection)
+        """The driver's cursor on the connection, for plain statements."""
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        """An ORM session in this transaction (made at first use): its changes are flushed before the commit;
+        it never commits or rolls back the transaction itself."""
+        if self._session is None:
+            self._session = Session(bind=self.connection, expire_on_commit=False, join_transaction_mode="rollback_only")
+        return self._session
+
+    def flush(self) -> None:
+        """Write the session's pending changes (if a session was made)."""
+        if self._session is not None:
+            self._session.flush()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 class DriverCursor:

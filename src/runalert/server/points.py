@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from runalert.server.db import DriverCursor
 from runalert.server.models import MetricChunk
+from runalert.server.pgarrays import Bigints, Byteas, Float8s, Int4s, Texts
 
 __all__ = ["NO_STEP", "Column", "Point", "insert_chunks", "last_points", "metric_names", "pack", "unpack"]
 
@@ -106,7 +107,9 @@ def insert_chunks(cursor: DriverCursor, run_pk: int, columns: Mapping[str, Colum
     if not rows:
         return points
     if cursor.postgresql:
-        cursor.execute(_INSERT_ARRAYS, (run_pk, *(list(column) for column in zip(*rows, strict=True))))
+        names, counts, tops, lasts, step_blobs, value_blobs, time_blobs = zip(*rows, strict=True)
+        arrays = (Texts(names), Int4s(counts), Bigints(tops), Float8s(lasts), Byteas(step_blobs))
+        cursor.execute(_INSERT_ARRAYS, (run_pk, *arrays, Byteas(value_blobs), Byteas(time_blobs)))
     else:
         cursor.executemany(_INSERT, [(run_pk, *row) for row in rows])
     return points

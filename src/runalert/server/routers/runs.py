@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from runalert.server.auth import ProjectRef, authenticate, hash_key, is_loopback, touch_key
 from runalert.server.automation_runtime import STAMP_COLUMNS, LockedRun
 from runalert.server.context import ServerContext
-from runalert.server.db import DriverCursor
+from runalert.server.db import DriverCursor, Transaction
 from runalert.server.models import Run
 from runalert.server.points import Column, insert_chunks, last_points, metric_names
 from runalert.server.routers._deps import Ctx, ProjectName, ReadProject, WriteProject, get_ctx
@@ -292,18 +292,19 @@ def _post_metrics(ctx: ServerContext, request: Request, project_name: str, run_i
     # run's batches (in any process) and its state_version says whether the cached state is current.
     with nullcontext() if ctx.db.postgresql else ctx.automations.lock:
         try:
-            with ctx.db.session() as session:
-                sql = DriverCursor(session.connection())
+            with ctx.db.transaction() as tx:  # a plain connection: an ORM session only on the rare paths
+                sql = tx.sql
                 found = _project_and_run(sql, request, project_name, run_id, ctx.settings.insecure)
                 project = found[0] if found else _fast_project(sql, request, project_name, ctx.settings.insecure)
                 if project is None:  # any other case (a new project, a wrong key ...): the full check, its answers
-                    project = authenticate(session, request, project_name, create=True, insecure=ctx.settings.insecure)
+                    project = authenticate(
+                        tx.session, request, project_name, create=True, insecure=ctx.settings.insecure
+                    )
                     assert project is not None
                 body = _parse_batch(raw, ctx.settings.max_batch_points)  # after the key: a bad key is 401
                 out = _ingest(
                     ctx,
-                    session,
-                    sql=sql,
+                    tx,
                     project=project,
                     run_id=run_id,
                     body=body,
@@ -407,9 +408,8 @@ def _columns(body: MetricBatchIn, now: float) -> tuple[dict[str, Column], int | 
 
 def _ingest(
     ctx: ServerContext,
-    session: Session,
+    tx: Transaction,
     *,
-    sql: DriverCursor,
     project: ProjectRef,
     run_id: str,
     body: MetricBatchIn,
@@ -417,10 +417,11 @@ def _ingest(
     run_row: tuple[Any, ...] | None = None,
 ) -> MetricBatchOut:
     """Evaluate the batch, store it (a chunk per metric, the changed rule states, the run's counters and state
-    version) and record what fired, in ``session``'s transaction. The run is read and written in plain SQL; the
-    ORM loads it only in the rare cases (it fired, or it comes back from a heartbeat timeout). On PostgreSQL
-    the writes (chunks, states, the run's row) go as one statement, each table's rows as arrays."""
+    version) and record what fired, in ``tx``. The run is read and written in plain SQL; the ORM loads it only
+    in the rare cases (it fired, or it comes back from a heartbeat timeout). On PostgreSQL the writes (chunks,
+    states, the run's row) go as one statement, each table's rows as arrays."""
     now = time.time()
+    sql = tx.sql
     if run_row is not None:  # read and locked with the project (``_project_and_run``)
         found = run_row
     elif sql.postgresql:
@@ -435,15 +436,15 @@ def _ingest(
     revived = body.alive and state == "FAILED" and reason == HEARTBEAT_TIMEOUT
     if revived:
         # A run failed for silence speaks again: the rare path, through the ORM (state change, messages).
-        run = session.get_one(Run, run_pk)
-        touch_run(session, ctx.automations, run, now)
+        run = tx.session.get_one(Run, run_pk)
+        touch_run(tx.session, ctx.automations, run, now)
     if isinstance(tags, str):  # SQLite hands JSON back as text
         tags = json.loads(tags)
     attrs = (run_name, user, tuple(str(t) for t in tags or ()))
     columns, top = _columns(body, now)
     log.append((project.id, run_id))
     firings = ctx.automations.evaluate_metrics(
-        session,
+        tx,
         project.id,
         run_pk=run_pk,
         run_id=run_id,
@@ -469,8 +470,8 @@ def _ingest(
         sql.execute(touch + " WHERE id = {m}", (*params, run_pk))
     fired: list[FiredOut] = []
     if firings:
-        run = session.get_one(Run, run_pk)
-        alerts = ctx.automations.record_metric_firings(session, run, firings, now)
+        run = tx.session.get_one(Run, run_pk)
+        alerts = ctx.automations.record_metric_firings(tx.session, run, firings, now)
         fired = [FiredOut(alert_id=a.id, automation=a.fields.get("automation"), title=a.title) for a in alerts]
     return MetricBatchOut(accepted=accepted, fired=fired)
 

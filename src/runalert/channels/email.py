@@ -149,23 +149,25 @@ class Email(Channel):
                 refused = self._converse(message)
         except DestinationRefused as exc:
             raise PermanentError(str(exc)) from None
-        except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentError(f"SMTP authentication failed ({exc.smtp_code})") from None
-        except smtplib.SMTPRecipientsRefused:
-            raise PermanentError("SMTP server refused every recipient") from None
-        except smtplib.SMTPResponseException as exc:
-            reason = self.redact(f"SMTP error {exc.smtp_code}: {_decode(exc.smtp_error)}")
-            if 400 <= exc.smtp_code < 500:
-                raise TransientError(reason) from None
-            raise PermanentError(reason) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise PermanentError(self.redact(f"SMTP server does not support this: {exc}")) from None
         except (smtplib.SMTPException, OSError) as exc:
-            if attempt.expired:
+            if attempt.expired:  # what was read last was cut short by the deadline ("2" of "220"): no answer
                 raise TransientError(f"SMTP conversation not over within the {self.timeout:g} s deadline") from None
-            raise TransientError(self.redact(f"SMTP delivery failed ({type(exc).__name__})")) from None
+            raise self._failure(exc) from None
         if refused:
             raise PermanentError(f"SMTP server refused {len(refused)} of {len(self.recipients)} recipients")
+
+    def _failure(self, exc: smtplib.SMTPException | OSError) -> PermanentError | TransientError:
+        """What an SMTP conversation that ended in ``exc`` (before the deadline) means for the alert."""
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return PermanentError(f"SMTP authentication failed ({exc.smtp_code})")
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            return PermanentError("SMTP server refused every recipient")
+        if isinstance(exc, smtplib.SMTPResponseException):
+            reason = self.redact(f"SMTP error {exc.smtp_code}: {_decode(exc.smtp_error)}")
+            return TransientError(reason) if 400 <= exc.smtp_code < 500 else PermanentError(reason)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return PermanentError(self.redact(f"SMTP server does not support this: {exc}"))
+        return TransientError(self.redact(f"SMTP delivery failed ({type(exc).__name__})"))
 
     def _converse(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
         context = self.ssl_context or ssl_module.create_default_context()

@@ -171,7 +171,9 @@ def _serve_workers(settings: Any, log_level: str) -> None:
         "RUNALERT_HOME": str(settings.home),
         "RUNALERT_WORKERS": "1",
     }
-    err.print(f"runalert: {settings.workers} server processes on {_url(settings.host, sock)}", highlight=False)
+    err.print(
+        f"runalert: {settings.workers} server processes on {_url(settings.host, sock)}", highlight=False, soft_wrap=True
+    )
     status = Supervisor(settings.workers, sock, env=env, log_level=log_level).run()
     if status:
         raise typer.Exit(status)

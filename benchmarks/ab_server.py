@@ -73,13 +73,13 @@ def paired(
     clients: int,
     warmup: float = 3.0,
     probe: bool = True,
-    workers: int = 1,
+    workers: int | dict[str, int] = 1,
     env: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One paired round: each version's points/s and CPU-s per million points (server; database). ``probe``:
     the bench's probe fires 10 alerts a second at each server (a cost per second, not per point: without it
-    the figures are the batches' own). ``workers``: each server's processes (``runalert serve --workers``);
-    ``env``: each version's extra environment variables (the same code with different settings)."""
+    the figures are the batches' own). ``workers``: each server's processes (``runalert serve --workers``), or
+    each version's; ``env``: each version's extra environment variables (the same code, another setting)."""
     names = list(sources)
     with ExitStack() as stack:
         bases = [stack.enter_context(_postgresql()) for _ in names]
@@ -89,7 +89,8 @@ def paired(
         servers: list[_Server] = []
         try:
             for name, home, url in zip(names, homes, urls, strict=True):
-                servers.append(_Server(home, url, workers, src=sources[name], env=(env or {}).get(name)))
+                count = workers if isinstance(workers, int) else workers[name]
+                servers.append(_Server(home, url, count, src=sources[name], env=(env or {}).get(name)))
             for server, receiver in zip(servers, receivers, strict=True):
                 server.wait_for_workers()
                 _setup(server, receiver)
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--no-probe", action="store_true", help="no alerts fired: the batches' own cost")
     parser.add_argument("--workers", type=int, default=1, help="server processes of each version")
+    parser.add_argument("--before-workers", type=int, help="the version before's processes (default: --workers)")
+    parser.add_argument("--after-workers", type=int, help="the version after's processes (default: --workers)")
     parser.add_argument(
         "--before-env",
         action="append",
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds=args.seconds,
             clients=args.clients,
             probe=not args.no_probe,
-            workers=args.workers,
+            workers={"before": args.before_workers or args.workers, "after": args.after_workers or args.workers},
             env=env,
         )
         rounds.append(result)

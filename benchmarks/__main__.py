@@ -22,6 +22,7 @@ SUITES = [
     "bench_evaluators",
     "bench_monitor",
     "bench_server",
+    "bench_dispatch",
     "bench_lightning",
     "bench_keras",
     "bench_transformers",

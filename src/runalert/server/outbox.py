@@ -6,16 +6,25 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runalert.alert import MAX_TITLE_LENGTH, AlertLevel, fingerprint
+from runalert.server.db import DriverCursor
 from runalert.server.delivery_models import Rollup
 from runalert.server.integrations import DeliveryOptions, delivery_options
 from runalert.server.models import AlertRecord, Delivery, Integration, Run
 from runalert.server.rollup import HELD, held, route
 
 __all__ = ["default_integrations", "record_alert", "short_title"]
+
+# When an alert with this (project, key) was last sent (not suppressed), and how many were suppressed since then:
+# one plain statement (every firing asks; the ORM's statement building cost several times the query).
+_LAST_SENT_SQL = (
+    "SELECT last.at, CASE WHEN last.at IS NULL THEN 0 ELSE (SELECT count(a.id) FROM alerts a "
+    "WHERE a.project_id = {m} AND a.key = {m} AND a.suppressed AND a.created_at >= last.at) END "
+    "FROM (SELECT max(created_at) AS at FROM alerts WHERE project_id = {m} AND key = {m} AND NOT suppressed) last"
+)
 
 
 def short_title(title: str) -> str:
@@ -82,28 +91,16 @@ def record_alert(
     )
     if alert_id:
         record.id = alert_id
-    last_sent = session.scalar(
-        select(func.max(AlertRecord.created_at)).where(
-            AlertRecord.project_id == project_id, AlertRecord.key == key, AlertRecord.suppressed.is_(False)
-        )
-    )
+    if session.autoflush:  # what the session holds is written first, as the ORM's own query would
+        session.flush()
+    last_sent, repeats = DriverCursor(session.connection()).first(_LAST_SENT_SQL, (project_id, key, project_id, key))
     if wait_duration > 0 and last_sent is not None and now - last_sent < wait_duration:
         record.suppressed = True
         session.add(record)
         session.flush()
         return record
     if last_sent is not None:
-        record.suppressed_before = (
-            session.scalar(
-                select(func.count(AlertRecord.id)).where(
-                    AlertRecord.project_id == project_id,
-                    AlertRecord.key == key,
-                    AlertRecord.suppressed.is_(True),
-                    AlertRecord.created_at >= last_sent,
-                )
-            )
-            or 0
-        )
+        record.suppressed_before = repeats or 0
     targets = default_integrations(session, project_id) if integrations is None else list(integrations)
     seen: set[int] = set()
     holds: list[tuple[Rollup, Delivery, Integration]] = []

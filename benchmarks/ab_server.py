@@ -42,12 +42,21 @@ from benchmarks.bench_server import (
 )
 
 
-def _paired_client(ports: list[int], seed: int, warm_at: float, start_at: float, stop_at: float, results: Any) -> None:
+def _paired_client(
+    ports: list[int],
+    seed: int,
+    warm_at: float,
+    start_at: float,
+    stop_at: float,
+    results: Any,
+    share: tuple[int, int] | None = None,
+) -> None:
     """Post each batch to every server in turn (the order rotated each batch); count what each accepted from
-    ``start_at`` on."""
+    ``start_at`` on. ``share``: (i, n), only to the runs whose number is i modulo n (run affinity: a client's
+    runs reach the one process that took its connection)."""
     import http.client
 
-    batches = _batches(seed, 400)
+    batches = _batches(seed, 400, share)
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for port in ports]
     points = [0] * len(ports)
     made = 0
@@ -75,11 +84,13 @@ def paired(
     probe: bool = True,
     workers: int | dict[str, int] = 1,
     env: dict[str, dict[str, str]] | None = None,
+    affinity: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """One paired round: each version's points/s and CPU-s per million points (server; database). ``probe``:
     the bench's probe fires 10 alerts a second at each server (a cost per second, not per point: without it
     the figures are the batches' own). ``workers``: each server's processes (``runalert serve --workers``), or
-    each version's; ``env``: each version's extra environment variables (the same code, another setting)."""
+    each version's; ``env``: each version's extra environment variables (the same code, another setting);
+    ``affinity``: each client sends to runs of its own (as ``bench_server.measure``'s)."""
     names = list(sources)
     with ExitStack() as stack:
         bases = [stack.enter_context(_postgresql()) for _ in names]
@@ -101,7 +112,16 @@ def paired(
             stop_at = start_at + seconds
             procs = [
                 ctx.Process(
-                    target=_paired_client, args=([s.port for s in servers], seed, warm_at, start_at, stop_at, results)
+                    target=_paired_client,
+                    args=(
+                        [s.port for s in servers],
+                        seed,
+                        warm_at,
+                        start_at,
+                        stop_at,
+                        results,
+                        (seed, clients) if affinity else None,
+                    ),
                 )
                 for seed in range(clients)
             ]
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--no-probe", action="store_true", help="no alerts fired: the batches' own cost")
     parser.add_argument("--workers", type=int, default=1, help="server processes of each version")
+    parser.add_argument("--affinity", action="store_true", help="each client sends to runs of its own")
     parser.add_argument("--before-workers", type=int, help="the version before's processes (default: --workers)")
     parser.add_argument("--after-workers", type=int, help="the version after's processes (default: --workers)")
     parser.add_argument(
@@ -174,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             probe=not args.no_probe,
             workers={"before": args.before_workers or args.workers, "after": args.after_workers or args.workers},
             env=env,
+            affinity=args.affinity,
         )
         rounds.append(result)
         b, a = result["before"], result["after"]

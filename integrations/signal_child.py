@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# A process started in the background by a shell without job control (`nohup make test &`, a script's `cmd &`)
+# has SIGINT ignored, its children too, and Python then leaves it so: Ctrl-C would do nothing, with or without
+# runalert, and the SIGINT tests would wait for nothing. This run is the foreground run a user interrupts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def say(line: str) -> None:

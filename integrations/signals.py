@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,31 @@ class Ended:
         return done[-1] if done else 0
 
 
+STALL = 30.0
+"""Seconds in which the child used no CPU before it is killed as hung: a bound on a hang, not a timing check.
+Importing torch and the framework is most of a child; two of them side by side at load 15 on two cores (under
+scripts/stutter.py) took more than the 120 s that once bounded the whole child, which was then killed before
+it reached its step."""
+
+
+def _kill_when_stalled(child: subprocess.Popen[str], stall: float, done: threading.Event, why: list[str]) -> None:
+    """Kill ``child`` once it has used no CPU for ``stall`` seconds (until ``done`` is set), saying so in ``why``."""
+    import psutil
+
+    used, progress = -1.0, time.monotonic()
+    while not done.wait(0.5):
+        try:
+            times = psutil.Process(child.pid).cpu_times()
+        except psutil.NoSuchProcess:
+            return
+        if times.user + times.system != used:
+            used, progress = times.user + times.system, time.monotonic()
+        elif time.monotonic() - progress > stall:
+            why.append(f"killed: no CPU used for {stall:g} s (at {used:.1f} CPU-s)")
+            child.kill()
+            return
+
+
 def signal_child(
     framework: str,
     signum: int,
@@ -43,11 +69,12 @@ def signal_child(
     receiver: Any = None,
     wait_at_step: int = 3,
     accumulate: int = 1,
-    timeout: float = 120.0,
+    stall: float = STALL,
 ) -> Ended:
     """Run the child, send ``signum`` while it waits in step ``wait_at_step``, return how it ended.
 
-    ``receiver``: the loopback webhook receiver (``RUNALERT_WEBHOOK_URL``); ``None`` runs without runalert.
+    ``receiver``: the loopback webhook receiver (``RUNALERT_WEBHOOK_URL``); ``None`` runs without runalert. A
+    child that uses no CPU for ``stall`` seconds is killed (hung); one that works slowly is waited for.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNALERT_")}
     env.update(
@@ -66,8 +93,9 @@ def signal_child(
     reader = threading.Thread(target=lambda: stderr.append(child.stderr.read() if child.stderr else ""), daemon=True)
     reader.start()
     lines: list[str] = []
-    timer = threading.Timer(timeout, child.kill)
-    timer.start()
+    done, why = threading.Event(), []
+    watchdog = threading.Thread(target=_kill_when_stalled, args=(child, stall, done, why), daemon=True)
+    watchdog.start()
     try:
         assert child.stdout is not None
         for raw in child.stdout:
@@ -78,13 +106,13 @@ def signal_child(
         returncode = child.wait()
         alerts = receiver.alerts() if receiver is not None else []
     finally:
-        timer.cancel()
+        done.set()
         if child.poll() is None:
             child.kill()
             child.wait()
     reader.join(10)
-    assert "WAITING" in lines, (lines, "".join(stderr)[-3000:])
-    assert "NO SIGNAL" not in lines
+    assert "WAITING" in lines, (lines, why, "".join(stderr)[-3000:])
+    assert "NO SIGNAL" not in lines, (lines, "".join(stderr)[-3000:])
     return Ended(returncode, lines, "".join(stderr), alerts)
 
 

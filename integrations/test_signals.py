@@ -14,6 +14,9 @@ from integrations.conftest import Receiver
 from integrations.signals import SIGINT, SIGTERM, signal_pair
 
 FRAMEWORKS = ["transformers", "keras"]
+# Two framework processes side by side a test, each waited for while it works (a hang: signals.STALL); at load
+# 15 on two cores under scripts/stutter.py a test took over 200 s, near the suite's 300 s.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -436,6 +436,7 @@ def test_a_bug_in_a_step_hook_is_counted_logged_once_and_never_reaches_training(
     assert "Fit finished" in [a["title"] for a in receiver.wait(1)]
 
 
+@pytest.mark.timeout(900)  # two fresh interpreters importing Lightning side by side: minutes at load 15 (signals.py)
 @pytest.mark.parametrize("accumulate", [1, 2], ids=["plain", "accumulate_grad_batches=2"])
 def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_exit_status_is_lightnings(
     receiver: Receiver, accumulate: int
@@ -455,6 +456,7 @@ def test_a_real_sigterm_during_fit_is_one_preemption_alert_and_the_exit_status_i
     assert alert["fields"]["step"] == str(step) and f"at step {step}, epoch 1" in alert["text"]
 
 
+@pytest.mark.timeout(900)  # two fresh interpreters importing Lightning side by side: minutes at load 15 (signals.py)
 def test_a_real_sigint_during_fit_is_one_interruption_warning(receiver: Receiver) -> None:
     without, ended = signal_pair("lightning", SIGINT, receiver, wait_at_step=3)
     assert ended.returncode == without.returncode == 1  # Lightning's sys.exit(1) after an interrupt

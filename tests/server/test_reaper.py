@@ -40,6 +40,9 @@ def test_hold(server_process, database_url):
             data = conn.exec_driver_sql("SHOW data_directory").scalar()
         engine.dispose()
     report = Path(os.environ["REAPER_REPORT"])
+    if data:  # read now: once this run is killed its reaper may remove the folder at once
+        postmaster = Path(data, "postmaster.pid").read_text().split("\\n", 1)[0]
+        report.with_name("postmaster.txt").write_text(postmaster)
     report.with_suffix(".tmp").write_text(f"{{server.proc.pid}}\\n{{data}}\\n")
     report.with_suffix(".tmp").rename(report)
     time.sleep(600)  # killed long before
@@ -111,10 +114,10 @@ def test_a_killed_run_leaves_no_server_process(killed_run: KilledRun) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_killed_run_leaves_no_postgres_cluster(killed_run: KilledRun, postgres_server: str) -> None:
+def test_a_killed_run_leaves_no_postgres_cluster(killed_run: KilledRun, postgres_server: str, tmp_path: Path) -> None:
     server, data = killed_run("postgresql")
     assert data is not None
-    pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    pid = int((tmp_path / "postmaster.txt").read_text())  # the child's reaper may have removed data/ already
     assert wait_for(lambda: not _alive(server) and not _alive(pid), timeout=60), "the run's processes outlived it"
     assert wait_for(lambda: not data.parent.exists(), timeout=30), f"{data.parent} was left behind"
 

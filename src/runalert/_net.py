@@ -156,6 +156,11 @@ class Attempt:
         """Seconds left before the deadline (never below zero)."""
         return max(0.0, self.deadline - time.monotonic())
 
+    def over(self) -> bool:
+        """Whether the deadline has passed: expired, or past it while the deadline thread is late to say so (on a
+        loaded machine a socket's own read timeout can end a read first; the failure is still the deadline's)."""
+        return self.expired or not self.remaining()
+
     def track(self, sock: socket.socket) -> None:
         """Shut ``sock`` down at the deadline. A duplicate of its descriptor is kept, so the socket is reached
         even after TLS wraps it (the wrapper takes over the original socket object)."""

@@ -165,7 +165,7 @@ def post(
             except DestinationRefused as exc:
                 raise PermanentError(str(exc)) from None
             except requests.RequestException as exc:
-                if attempt.expired or not attempt.remaining():  # past it, even if the deadline thread is late
+                if attempt.over():  # past it, even if the deadline thread is late
                     raise TransientError(f"no answer within {timeout:g} s (the whole attempt's deadline)") from None
                 if isinstance(exc, requests.Timeout):
                     raise TransientError(f"no answer within {timeout:g} s") from None

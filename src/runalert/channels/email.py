@@ -150,7 +150,7 @@ class Email(Channel):
         except DestinationRefused as exc:
             raise PermanentError(str(exc)) from None
         except (smtplib.SMTPException, OSError) as exc:
-            if attempt.expired or not attempt.remaining():  # a read cut short by the deadline ("2" of "220")
+            if attempt.over():  # a read cut short by the deadline ("2" of "220")
                 raise TransientError(f"SMTP conversation not over within the {self.timeout:g} s deadline") from None
             raise self._failure(exc) from None
         if refused:

@@ -30,3 +30,24 @@ def test_an_attempt_past_its_deadline_says_so_even_if_the_deadline_thread_is_lat
         sender.join(timeout=30)
     assert outcome and isinstance(outcome[0], TransientError), outcome
     assert outcome[0].reason == "no answer within 1 s (the whole attempt's deadline)"
+
+
+def test_a_server_answer_past_its_deadline_says_so_even_if_the_deadline_thread_is_late() -> None:
+    # The client's request (runalert.client.rest): headers at once, then nothing for 10 s. The deadline (1 s) ends
+    # the body's read; with the deadline thread late, the socket's read timeout (2 s) ends it first. Either way the
+    # failure is the deadline's, not "cut off or too large".
+    from runalert.client import Client, ServerUnavailableError
+    from runalert.client.rest import NO_RETRY
+    from tests.hostile import trickles
+
+    with HostileReceiver(trickles(10.0)) as receiver:
+        client = Client(receiver.url(""), project="p", timeout=1.0)
+        outcome: list[BaseException | None] = []
+        caller = threading.Thread(target=lambda: outcome.append(ended_with(lambda: client.health(retry=NO_RETRY))))
+        caller.start()
+        assert receiver.wait_for_connections(1)
+        with _reaper._cond:
+            caller.join(timeout=30)
+        caller.join(timeout=30)
+    assert outcome and isinstance(outcome[0], ServerUnavailableError), outcome
+    assert "did not arrive whole within 1 s" in str(outcome[0]), outcome[0]

@@ -303,7 +303,7 @@ class Client:
                     stream=True,
                 )
             except requests.RequestException as exc:
-                if attempt.expired or isinstance(exc, requests.Timeout):
+                if attempt.over() or isinstance(exc, requests.Timeout):
                     raise ServerUnavailableError(
                         f"{method} {path}: no answer from {self.server_url} within {timeout:g} s"
                     ) from None
@@ -311,11 +311,12 @@ class Client:
                     f"{method} {path}: cannot reach {self.server_url} ({type(exc).__name__})"
                 ) from None
             complete = read_body(response)
-            if attempt.expired or (not complete and response.status_code < 400):
+            late = attempt.over() and not complete  # the deadline cut the body, however late its thread said so
+            if attempt.expired or late or (not complete and response.status_code < 400):
                 response.close()
                 why = (
                     f"did not arrive whole within {timeout:g} s"
-                    if attempt.expired
+                    if attempt.expired or late
                     else f"was cut off or is larger than {MAX_ANSWER // 2**20} MiB"
                 )
                 raise ServerUnavailableError(

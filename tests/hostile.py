@@ -194,7 +194,7 @@ class HostileReceiver:
         """``(host, port)``, for clients that take them apart (SMTP)."""
         return self.host, self.port
 
-    def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
+    def wait_for_requests(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until ``count`` requests were read whole; ``False`` if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -205,7 +205,7 @@ class HostileReceiver:
                 self._changed.wait(left)
             return True
 
-    def wait_for_connections(self, count: int, timeout: float = 10.0) -> bool:
+    def wait_for_connections(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until ``count`` connections were accepted."""
         deadline = time.monotonic() + timeout
         with self._changed:

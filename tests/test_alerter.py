@@ -29,7 +29,7 @@ def test_alert_returns_before_a_hanging_receiver_answers(httpserver: HTTPServer)
     release = threading.Event()
 
     def hang(request: Request) -> Response:
-        release.wait(10)
+        release.wait(30)
         return Response("ok")
 
     httpserver.expect_request("/hook").respond_with_handler(hang)
@@ -40,7 +40,7 @@ def test_alert_returns_before_a_hanging_receiver_answers(httpserver: HTTPServer)
     assert alerter.pending() == 2
     assert not release.is_set()
     release.set()
-    assert alerter.flush(10)
+    assert alerter.flush(30)
     assert [body["title"] for body in received(httpserver)] == ["first", "second"]
     alerter.close()
 
@@ -57,7 +57,7 @@ def test_repeats_inside_wait_duration_are_counted_into_the_next_alert(httpserver
     assert alerter.alert("Other title", "independent key", wait_duration=300)
     clock.now += 300
     assert alerter.alert("Loss high", "4", wait_duration=300)
-    assert alerter.flush(10)
+    assert alerter.flush(30)
     bodies = received(httpserver)
     assert [(b["title"], b["text"], b["suppressed"]) for b in bodies] == [
         ("Loss high", "1", 0),
@@ -81,7 +81,7 @@ def test_wait_duration_zero_turns_suppression_off(httpserver: HTTPServer) -> Non
     httpserver.expect_request("/hook").respond_with_data("ok")
     alerter = Alerter([Webhook(httpserver.url_for("/hook"))], retry=FAST_RETRY)
     assert all(alerter.alert("same", str(i), wait_duration=0) for i in range(5))
-    assert alerter.flush(10)
+    assert alerter.flush(30)
     assert [b["text"] for b in received(httpserver)] == ["0", "1", "2", "3", "4"]
     alerter.close()
 
@@ -111,7 +111,7 @@ def test_levels_are_routed_by_min_level(httpserver: HTTPServer) -> None:
         alerter.alert("info", level="info")
         alerter.alert("warn", level=AlertLevel.WARN)
         alerter.alert("error", level="ERROR")
-        assert alerter.flush(10)
+        assert alerter.flush(30)
     assert [b["title"] for b in received(httpserver, "/all")] == ["info", "warn", "error"]
     assert [b["title"] for b in received(httpserver, "/errors")] == ["error"]
 
@@ -147,7 +147,7 @@ def test_spooled_alerts_are_resent_by_the_next_alerter(httpserver: HTTPServer, i
 
     state["up"] = True
     second = Alerter([Webhook(url)], retry=FAST_RETRY)  # resend_spooled=True by default
-    assert second.flush(10)
+    assert second.flush(30)
     ok = [json.loads(req.get_data()) for req, resp in httpserver.log if resp.status_code == 200]
     assert [(b["title"], b["id"]) for b in ok] == [("crash", original.id)]  # same id: receivers can dedupe
     assert len(Spool(isolated_env)) == 0
@@ -162,7 +162,7 @@ def test_spooled_alerts_of_another_channel_are_kept(httpserver: HTTPServer, isol
     first.alert("for a")
     first.close()
     other = Alerter([Webhook(httpserver.url_for("/b"))], retry=FAST_RETRY)
-    assert other.flush(5)
+    assert other.flush(30)
     assert received(httpserver, "/b") == []
     assert [s.alert.title for s in Spool(isolated_env).pending()] == ["for a"]
     other.close()
@@ -172,7 +172,7 @@ def test_a_full_queue_spills_to_the_spool_instead_of_dropping(httpserver: HTTPSe
     release = threading.Event()
 
     def hang(request: Request) -> Response:
-        release.wait(10)
+        release.wait(30)
         return Response("ok")
 
     httpserver.expect_request("/hook").respond_with_handler(hang)
@@ -181,7 +181,7 @@ def test_a_full_queue_spills_to_the_spool_instead_of_dropping(httpserver: HTTPSe
         alerter.alert(f"a{i}", wait_duration=0)
     assert [s.alert.title for s in Spool(isolated_env).pending()] == ["a2", "a3", "a4"]
     release.set()
-    assert alerter.flush(10)
+    assert alerter.flush(30)
     assert [b["title"] for b in received(httpserver)] == ["a0", "a1"]
     alerter.close()
 
@@ -194,7 +194,7 @@ def test_permanent_errors_are_logged_once_and_not_retried(
     with Alerter([Webhook(url)], retry=FAST_RETRY) as alerter:
         for i in range(3):
             alerter.alert(f"a{i}")
-        assert alerter.flush(10)
+        assert alerter.flush(30)
         assert alerter.stats.snapshot()["failed"] == 3
         assert alerter.stats.snapshot()["retried"] == 0
     assert len(httpserver.log) == 3
@@ -218,7 +218,7 @@ def test_state_dict_carries_suppression_across_a_resume(httpserver: HTTPServer) 
     assert not resumed.alert("NaN loss", wait_duration=600)
     clock.now += 600
     assert resumed.alert("NaN loss", wait_duration=600)
-    assert resumed.flush(10)
+    assert resumed.flush(30)
     assert [b["suppressed"] for b in received(httpserver)] == [0, 2]
     resumed.close()
 
@@ -229,7 +229,7 @@ def test_module_level_alert_uses_settings_and_finish_flushes(httpserver: HTTPSer
     monkeypatch.setenv("RUNALERT_RUN_NAME", "resnet-7")
     assert runalert.alert("Low accuracy", "val_acc 0.41 < 0.5", level="warn", wait_duration=300)
     assert not runalert.alert("Low accuracy", "again", level="warn", wait_duration=300)
-    assert runalert.finish(timeout=10)
+    assert runalert.finish(timeout=30)
     (body,) = received(httpserver)
     assert (body["title"], body["level"], body["run"]) == ("Low accuracy", "WARN", "resnet-7")
 
@@ -239,7 +239,7 @@ def test_invalid_settings_fall_back_to_the_console(
 ) -> None:
     monkeypatch.setenv("RUNALERT_WEBHOOK_URL", "ftp://nowhere")
     assert runalert.alert("still heard", "through the console")
-    runalert.finish(timeout=5)
+    runalert.finish(timeout=30)
     assert "still heard" in capsys.readouterr().err
     with pytest.raises(ValueError, match="URL"):
         runalert.init()
@@ -258,7 +258,7 @@ def test_retry_after_is_capped_by_policy(httpserver: HTTPServer) -> None:
     policy = RetryPolicy(initial=0.01, max_backoff=0.05, jitter=0.0, max_retry_after=0.2)
     with Alerter([Webhook(httpserver.url_for("/hook"))], retry=policy) as alerter:
         alerter.alert("rate limited")
-        assert wait_for(lambda: alerter.stats.snapshot()["sent"] == 1, timeout=5)
+        assert wait_for(lambda: alerter.stats.snapshot()["sent"] == 1, timeout=30)
     assert calls["n"] == 2
 
 
@@ -294,12 +294,13 @@ def test_close_gives_hung_channels_one_grace_period_in_all(httpserver: HTTPServe
         alerter = Alerter([*hung, Webhook(httpserver.url_for("/ok"))], retry=FAST_RETRY)
         assert alerter.alert("anyone there?")
         # The slow channels do not hold up the healthy one: it delivers while all eight hang.
-        assert wait_for(lambda: received(httpserver, "/ok"), timeout=10)
+        assert wait_for(lambda: received(httpserver, "/ok"), timeout=30)
         assert hole.wait_for_requests(8)
         result: list[bool] = []
         # close(0.1) may wait 0.1 s for delivery and then one grace period (1 s) for all eight threads; it
-        # used to join them one after another, 1 s each (8.1 s). 5 s is a bound on a hang, not a timing.
-        assert ended_with(lambda: result.append(alerter.close(timeout=0.1)), limit=5.0) is None
+        # used to join them one after another, 1 s each (8.1 s). 7.5 s is a bound on a hang, not a timing (below
+        # the old 8 s, which load only lengthens).
+        assert ended_with(lambda: result.append(alerter.close(timeout=0.1)), limit=7.5) is None
         assert result == [False]
         spooled = Spool(isolated_env).pending()
         assert sorted(s.channel_name for s in spooled) == sorted(f"hung {i}" for i in range(8))  # nothing lost

@@ -168,7 +168,7 @@ def test_python_block_runs(
     caplog.set_level(logging.WARNING, logger="runalert")
     try:
         exec(compile(block.code, block.id, "exec"), {"__name__": "__main__"})
-        assert runalert.flush(timeout=10) is not False
+        assert runalert.flush(timeout=30) is not False
     finally:
         os.environ.clear()
         os.environ.update(environ)

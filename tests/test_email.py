@@ -83,7 +83,7 @@ def test_plain_text_and_html_alternative(smtp: tuple[Inbox, int]) -> None:
     channel = Email("127.0.0.1", port, sender="alerts@example.com", recipients="ana@example.com, bo@example.com")
     with Alerter([channel], run="bert", retry=FAST_RETRY) as alerter:
         alerter.alert("Loss is NaN", "at step <12> & more", AlertLevel.ERROR, fields={"step": 12})
-        assert alerter.flush(10)
+        assert alerter.flush(30)
     ((rcpts, message),) = inbox.messages
     assert rcpts == ["ana@example.com", "bo@example.com"]
     assert message["Subject"] == "[runalert] ERROR: Loss is NaN"

@@ -62,7 +62,7 @@ def test_the_alerter_sends_at_the_edge_and_not_inside(httpserver: HTTPServer) ->
         assert not alerter.alert("Loss high", "repeat", wait_duration=60)
         clock.now = 1_000_060.0
         assert alerter.alert("Loss high", "edge", wait_duration=60)
-        assert alerter.flush(10)
+        assert alerter.flush(30)
     bodies = [json.loads(request.get_data()) for request, _ in httpserver.log]
     assert [(b["text"], b["suppressed"]) for b in bodies] == [("sent", 0), ("edge", 1)]
 

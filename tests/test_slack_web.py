@@ -31,7 +31,7 @@ def test_a_runs_follow_ups_are_replies_in_the_thread_of_its_first_message_errors
         alerter.alert("Loss is NaN", "at step 12", AlertLevel.WARN)
         alerter.alert("Run recovered", "finite again at step 40", AlertLevel.INFO)
         alerter.alert("Run crashed", "CUDA out of memory", AlertLevel.ERROR)
-        assert alerter.flush(10)
+        assert alerter.flush(30)
     bot.send(Alert(title="Loss is NaN", run="gpt-2"))
     first, other = slack.top_level()[0], slack.top_level()[-1]
     assert bot.thread_of("bert-7") == SlackMessage("C0ALERTS", first.ts)
@@ -83,7 +83,7 @@ def test_a_429_is_retried_after_retry_after_and_delivers_once(slack: SlackAPI) -
     slack.rate_limit(2, retry_after=0)
     with Alerter([bot], retry=FAST_RETRY) as alerter:
         alerter.alert("after the storm")
-        assert alerter.flush(10)
+        assert alerter.flush(30)
     assert [m.header for m in slack.messages] == ["after the storm"]
 
 
@@ -96,6 +96,6 @@ def test_slack_errors_are_permanent_and_never_show_the_token(slack: SlackAPI, ca
         assert "xoxb" not in str(info.value)
     with caplog.at_level(logging.DEBUG, logger="runalert"), Alerter([wrong], retry=FAST_RETRY) as alerter:
         alerter.alert("x")
-        alerter.flush(10)
+        alerter.flush(30)
     assert "invalid_auth" in caplog.text and "xoxb-9-wrong-token" not in caplog.text
     assert slack.messages == []

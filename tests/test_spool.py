@@ -125,7 +125,7 @@ def test_an_undecodable_byte_never_reaches_alert(
     monkeypatch.setenv("RUNALERT_WEBHOOK_URL", receiver.url)
 
     assert runalert.alert("new alert", wait_duration=0) is True  # used to raise UnicodeDecodeError
-    assert runalert.finish(timeout=10)
+    assert runalert.finish(timeout=30)
 
     assert sorted(receiver.titles()) == ["new alert", "spooled before"]
     assert spool.quarantine_path.read_bytes() == b"\x80\x81 half a record\xff\n"

@@ -25,7 +25,7 @@ def test_signed_delivery_verifies_and_carries_a_stable_delivery_id(httpserver: H
     httpserver.expect_request("/in").respond_with_data("ok")
     with Alerter([Webhook(httpserver.url_for("/in"), secret=SECRET)], run="r", retry=FAST_RETRY) as alerter:
         alerter.alert("Val acc low", "0.41 < 0.5", AlertLevel.WARN, fields={"step": 40})
-        assert alerter.flush(5)
+        assert alerter.flush(30)
     (first, _), (second, _) = httpserver.log
     for request in (first, second):
         assert verify(request.get_data(), dict(request.headers), SECRET)
@@ -83,7 +83,7 @@ def _deliveries(
     httpserver.expect_request("/std").respond_with_data("ok")
     with Alerter([Webhook(httpserver.url_for("/std"), secret=secret)], run="r", retry=FAST_RETRY) as alerter:
         alerter.alert("Loss is NaN", "step 7", AlertLevel.ERROR)
-        assert alerter.flush(5)
+        assert alerter.flush(30)
     return [(request.get_data(), {k.lower(): v for k, v in request.headers.items()}) for request, _ in httpserver.log]
 
 
@@ -205,7 +205,7 @@ def test_secrets_stay_out_of_logs_and_errors(httpserver: HTTPServer, caplog: pyt
     channel = Webhook(httpserver.url_for(f"/hooks/{token}") + "?key=querysecret", secret=SECRET)
     with Alerter([channel], retry=FAST_RETRY) as alerter:
         alerter.alert("x", "y")
-        assert alerter.flush(5)
+        assert alerter.flush(30)
         assert alerter.stats["failed"] == 1
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name == "runalert")
     assert "HTTP 410" in ours

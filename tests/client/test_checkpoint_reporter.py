@@ -33,7 +33,7 @@ def test_a_failing_server_loses_the_reports_and_logs_once(
     ckpt.write_bytes(b"x" * 10)
     with caplog.at_level(logging.WARNING, logger="runalert"):
         reporter.report([CheckpointSave(str(ckpt), step=1, best=True, size=10), CheckpointSave(str(ckpt), step=2)])
-        assert reporter.flush(10)
+        assert reporter.flush(30)
     assert (reporter.sent, reporter.failed) == (0, 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "checkpoint" in warnings[0]

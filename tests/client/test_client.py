@@ -181,7 +181,7 @@ def test_metric_stream_batches_by_size_and_reports_its_counts(server: Any, proje
     for step in range(2500):
         stream.append(step, {"loss": 1.0, "acc": 0.5})
     assert wait_for(lambda: client.run("r1")["points"] >= 4000, timeout=20)  # two full batches, before interval
-    assert stream.close(10)
+    assert stream.close(30)
     stats = stream.stats
     assert (stats.appended, stats.sent_rows, stats.sent_points, stats.dropped_points) == (2500, 2500, 5000, 0)
     assert stats.batches == 3
@@ -198,7 +198,7 @@ def test_metric_stream_splits_wide_steps_and_leaves_out_names_the_server_would_r
     stream.append(0, {**wide, "x" * 300: 1.0})  # a name longer than the server takes (256)
     stream.append(1, {"loss": 0.5, "acc": 0.25})
     stream.append(2, {"loss": 0.4, "y" * 257: 2.0})  # known names, and a new long one
-    assert stream.close(10)
+    assert stream.close(30)
     assert client.run("wide")["points"] == 1500 + 2 + 1  # every short name, in two rows for step 0
     series = client.metrics("wide", names=["m0", "m1499", "loss", "x" * 300], limit=10)
     assert {name: [point[:2] for point in points] for name, points in series.items()} == {
@@ -214,7 +214,7 @@ def test_a_stream_to_nowhere_stays_bounded_and_closes_within_its_timeout(caplog:
     stream = MetricStream(client, "r1", max_buffer=100, interval=0.05, retry_initial=0.05, retry_max=0.1).start()
     for step in range(1000):
         stream.append(step, {"loss": 1.0})
-    assert wait_for(lambda: stream.stats.dropped_rows == 900, timeout=10)
+    assert wait_for(lambda: stream.stats.dropped_rows == 900, timeout=30)
     assert stream.stats.pending_rows == 100
     assert stream.flush(0.2) is False
     assert stream.close(1.0) is False

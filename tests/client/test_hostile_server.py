@@ -54,7 +54,7 @@ def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automati
         stream.append(step, {"loss": 1.0 / (step + 1)})
     stream.append(k, {"loss": math.nan})
     stream.append(k + 1, {"loss": math.inf})  # still non-finite: the same activation, no second firing
-    assert stream.close(10)
+    assert stream.close(30)
     assert stream.stats.dropped_points == 0
     points = client.metrics("r1", names=["loss"])["loss"]
     assert [(step, value) for step, value, _time in points][k - 1 :] == [(k - 1, 1.0 / k), (k, None), (k + 1, None)]
@@ -210,7 +210,7 @@ def test_the_stream_pauses_for_the_servers_retry_after(form: str) -> None:
         stream.append(1, {"loss": 0.5})
         assert fake.wait_for_requests(2, timeout=30)
         paused = fake.received[1].at - fake.received[0].at
-        assert stream.close(5)
+        assert stream.close(30)
     assert paused >= 1.5  # the stream's own backoff is 0.05 s: only Retry-After makes it wait this long
     assert json.loads(fake.received[1].body)["rows"] == json.loads(fake.received[0].body)["rows"]
 
@@ -237,7 +237,7 @@ def test_a_trickling_or_hanging_server_cannot_hold_the_streams_thread(
             stream.append(step, {"loss": 0.5})  # never blocks: the hand-off queue is bounded
         closed = ended_with(lambda: stream.close(0.5), limit=30)
         assert closed is None
-        assert wait_for(lambda: not stream._thread.is_alive(), timeout=10)  # its request ended at the deadline
+        assert wait_for(lambda: not stream._thread.is_alive(), timeout=30)  # its request ended at the deadline
         stats = stream.stats
     assert (stats.sent_rows, stats.pending_rows, stats.dropped_rows) == (0, 0, 500)
     full = [r for r in caplog.records if "is full" in r.getMessage()]
@@ -274,8 +274,8 @@ def test_run_monitor_step_and_finish_return_while_the_server_trickles_or_hangs(
         assert ended_with(lambda: monitor.finish(timeout=1.0), limit=8) is None
         run = monitor.server_run
         assert run is not None
-        assert wait_for(lambda: not run.stream._thread.is_alive(), timeout=10)  # no request outlives its deadline
-        assert wait_for(lambda: not run.heartbeat.running, timeout=10)
+        assert wait_for(lambda: not run.stream._thread.is_alive(), timeout=30)  # no request outlives its deadline
+        assert wait_for(lambda: not run.heartbeat.running, timeout=30)
         assert monitor.stats.errors == 0 and monitor.stats.nonfinite == 1
         assert run.stream.stats.dropped_rows == 2000 and run.stream.stats.sent_rows == 0
     assert "never answered" in caplog.text

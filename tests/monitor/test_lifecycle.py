@@ -41,7 +41,9 @@ def test_stage_end_summary_has_duration_steps_final_metrics_and_note(receiver: R
 
 
 def test_stall_watchdog_fires_once_and_recovers(receiver: Receiver) -> None:
-    monitor = receiver.monitor(stall_after=0.2, on_stage_end=())
+    # stall_after is longer than a loaded machine takes from step 2 to finish() (the recovered alert's way to the
+    # receiver included): with 0.2 s a second stall could come before finish.
+    monitor = receiver.monitor(stall_after=2.0, on_stage_end=())
     monitor.start("stally")
     watchdog = monitor._watchdog
     assert watchdog is not None
@@ -73,9 +75,9 @@ def test_no_stall_before_the_first_step(receiver: Receiver) -> None:
 
 
 def test_no_stall_while_heartbeats_come_then_a_stall_when_they_stop(receiver: Receiver) -> None:
-    # Heartbeats every 0.02 s for 1 s against stall_after=0.6: only a freeze of the test's thread longer than
-    # 0.58 s (measured: `longest`) could make a stall right, a wide margin even on a loaded 2-core machine.
-    stall_after = 0.6
+    # Heartbeats every 0.02 s for 2 s against stall_after=1.5: only a freeze of the test's thread longer than
+    # 1.48 s (measured: `longest`) could make a stall right, a wide margin even on a loaded 2-core machine.
+    stall_after = 1.5
     monitor = receiver.monitor(stall_after=stall_after, on_stage_end=())
     monitor.start("patient")
     watchdog = monitor._watchdog
@@ -83,7 +85,7 @@ def test_no_stall_while_heartbeats_come_then_a_stall_when_they_stop(receiver: Re
     monitor.step(1, {"loss": 0.5})
     began = last = time.monotonic()
     longest = 0.0
-    while last - began < 1.0:
+    while last - began < 2.0:
         time.sleep(0.02)
         monitor.heartbeat()  # a long validation loop: no steps, but progress
         now = time.monotonic()

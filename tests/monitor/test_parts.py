@@ -113,7 +113,7 @@ def test_one_queue_feeds_every_sink_in_order_and_a_failing_sink_keeps_nothing_fr
     for step in range(1, 51):
         queue.append(({"loss": float(step)}, step))
     with caplog.at_level(logging.ERROR, logger="runalert"):
-        pipeline.close(5)
+        pipeline.close(30)
     assert [step for name, step, _ in seen if name == "first"] == list(range(1, 51))
     assert [step for name, step, _ in seen if name == "second"] == list(range(1, 51))
     assert pipeline.errors >= 1

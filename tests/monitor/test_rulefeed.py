@@ -19,7 +19,7 @@ def test_values_are_evaluated_in_order_on_another_thread() -> None:
     feed = RuleFeed(evaluate, interval=0.01)
     for step in range(100):
         feed.push({"loss": float(step)}, step)
-    assert wait_for(lambda: len(seen) == 100, timeout=5)
+    assert wait_for(lambda: len(seen) == 100, timeout=30)
     assert [s for s, _ in seen] == list(range(100))
     assert {name for _, name in seen} == {"runalert-rules"}
     assert sum(batches) == 100
@@ -66,11 +66,11 @@ def test_a_backlog_beyond_the_bound_is_counted_not_grown() -> None:
     def evaluate(batch: list[Item]) -> None:
         evaluated.extend(step for _values, step in batch)
         entered.set()
-        release.wait(10)  # the rules are busy: nothing more is taken off the queue meanwhile
+        release.wait(30)  # the rules are busy: nothing more is taken off the queue meanwhile
 
     feed = RuleFeed(evaluate, interval=0.01, max_pending=10)
     feed.push({"x": 1.0}, 0)
-    assert entered.wait(10)  # the feed's thread took step 0 and is inside evaluate
+    assert entered.wait(30)  # the feed's thread took step 0 and is inside evaluate
     for step in range(1, 51):
         feed.push({"x": 1.0}, step)
     assert feed.pending == 10 and feed.dropped == 40  # steps 1-10 wait, 11-50 are counted and dropped

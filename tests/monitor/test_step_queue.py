@@ -23,7 +23,7 @@ def test_items_reach_take_once_each_in_order_across_the_thread_and_drains() -> N
         if item % 997 == 0:
             assert queue.drain()  # the caller's thread, in order with the queue's
     assert wait_for(lambda: queue.pending == 0)
-    assert queue.close(5)
+    assert queue.close(30)
     assert taken == list(range(20_000))
     assert "test-steps" in batches and "MainThread" in batches
     assert not queue.running
@@ -50,9 +50,9 @@ def test_close_then_start_runs_a_new_thread() -> None:
     taken: list[int] = []
     queue = StepQueue(taken.extend, interval=0.001)
     queue.start()
-    queue.close(5)
+    queue.close(30)
     queue.start()
     assert queue.running
     queue.append(1)
     assert wait_for(lambda: taken == [1])
-    queue.close(5)
+    queue.close(30)

@@ -279,7 +279,7 @@ class ServerProcess:
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+            self.proc.wait(30)
 
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 10 s), then SIGKILL to whatever is left in its process group."""

@@ -159,7 +159,7 @@ def test_settings_with_a_server_url_forward_every_alert_to_the_server(
     alerter = Alerter([c for c in channels if c.kind == "server"], run="bert", retry=FAST_RETRY)
     alerter.alert("Loss is high", "ask <@U123> & co", "WARN", 0, fields={"step": 7})
     alerter.alert("Non-finite loss", "from run data <!here>", "ERROR", 0, markup=False)
-    assert alerter.flush(10)
+    assert alerter.flush(30)
     assert wait_for(lambda: len(hook.requests) == 2 and len(slack.requests) == 2, timeout=20)
     history = _server_alerts(server)
     assert sorted(a["title"] for a in history) == ["Loss is high", "Non-finite loss"]
@@ -307,7 +307,7 @@ def test_a_monitor_given_server_explicitly_forwards_its_alerts_and_reports_the_f
     assert [b["title"] for b in on_server.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
     assert [b["title"] for b in local.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
     assert {a["run_id"] for a in _server_alerts(server)} == {run_id}
-    assert wait_for(lambda: server.api("GET", f"{P}/default/runs/{run_id}").json()["nonfinite"], timeout=10)
+    assert wait_for(lambda: server.api("GET", f"{P}/default/runs/{run_id}").json()["nonfinite"], timeout=30)
     run = server.api("GET", f"{P}/default/runs/{run_id}").json()
     assert (run["state"], run["reason"]) == ("FAILED", "exception")
     assert run["failure"]["exception"] == "ValueError"

@@ -83,7 +83,7 @@ class Receiver:
         """The alerts whose title contains ``needle`` (all of them for ``""``)."""
         return [alert for alert in self.alerts() if needle in str(alert.get("title", ""))]
 
-    def wait(self, count: int, needle: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait(self, count: int, needle: str = "", timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until at least ``count`` alerts titled with ``needle`` arrived (up to ``timeout``); return those."""
         wait_for(lambda: len(self.titled(needle)) >= count, timeout=timeout)
         return self.titled(needle)
@@ -96,7 +96,7 @@ class Receiver:
         self.made.append(alerter)
         return alerter
 
-    def drain(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def drain(self, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Flush every alerter made here and the process's default alerter, then return all alerts.
 
         What was queued before the call has then been answered, so a count taken now is final for it: this is

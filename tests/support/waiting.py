@@ -16,7 +16,7 @@ FAST_RETRY = RetryPolicy(initial=0.05, max_backoff=0.2, jitter=0.01)
 """Retries in tenths of a second, so a test that exercises them stays short."""
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> bool:
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.01) -> bool:
     """Poll ``condition`` until it is truthy or ``timeout`` passes; ``True`` if it became truthy.
 
     For positive checks only ("the alert arrived"). A negative check ("no second alert") waits for nothing:

@@ -180,7 +180,7 @@ def test_metric_stream_batches_by_size_and_reports_its_counts(server: Any, proje
     stream = MetricStream(client, "r1", batch_size=1000, interval=30.0).start()
     for step in range(2500):
         stream.append(step, {"loss": 1.0, "acc": 0.5})
-    assert wait_for(lambda: client.run("r1")["points"] >= 4000, timeout=20)  # two full batches, before interval
+    assert wait_for(lambda: client.run("r1")["points"] >= 4000, timeout=30)  # two full batches, before interval
     assert stream.close(30)
     stats = stream.stats
     assert (stats.appended, stats.sent_rows, stats.sent_points, stats.dropped_points) == (2500, 2500, 5000, 0)

@@ -61,7 +61,7 @@ def test_a_streamed_nan_is_stored_at_its_step_and_fires_an_is_nonfinite_automati
     # Firings are recorded when a batch is taken (every batch was answered): one, at the NaN, none at the inf.
     alerts = client.alerts(run_id="r1")
     assert [(a["automation"], a["fields"].get("metric value")) for a in alerts] == [("loss-nan", "nan")]
-    assert wait_for(lambda: client.alerts(run_id="r1")[0]["deliveries"][0]["status"] == "delivered", timeout=20)
+    assert wait_for(lambda: client.alerts(run_id="r1")[0]["deliveries"][0]["status"] == "delivered", timeout=60)
     assert receiver.bodies == [{"text": "loss = nan in diverges", "automation": "loss-nan"}]
 
 

@@ -75,7 +75,7 @@ def test_streams_metrics_and_a_server_automation_fires_a_filled_webhook(
         monitor.step(step, {"loss": loss, "acc": 0.5, "name": "not a number"})
     monitor.metrics({"val_loss": 0.25}, step=len(losses), stage="validate")
     monitor.finish()
-    assert wait_for(lambda: len(receiver.bodies) == 1, timeout=20)
+    assert wait_for(lambda: len(receiver.bodies) == 1, timeout=60)
     body = receiver.bodies[0]
     assert body["automation"] == "loss-diverging"
     assert body["project"] == project

@@ -74,7 +74,7 @@ def test_a_lightning_run_joins_its_group(
     run_id = callback.monitor.server_run.run_id
     run = server.api("GET", f"{P}/p/runs/{run_id}").json()
     assert run["group"] == group
-    assert wait_for(lambda: server.api("GET", f"{P}/p/runs/{run_id}").json()["state"] == "FINISHED", timeout=20)
+    assert wait_for(lambda: server.api("GET", f"{P}/p/runs/{run_id}").json()["state"] == "FINISHED", timeout=60)
 
 
 def test_a_bad_group_names_the_field() -> None:

@@ -160,7 +160,7 @@ def test_settings_with_a_server_url_forward_every_alert_to_the_server(
     alerter.alert("Loss is high", "ask <@U123> & co", "WARN", 0, fields={"step": 7})
     alerter.alert("Non-finite loss", "from run data <!here>", "ERROR", 0, markup=False)
     assert alerter.flush(30)
-    assert wait_for(lambda: len(hook.requests) == 2 and len(slack.requests) == 2, timeout=20)
+    assert wait_for(lambda: len(hook.requests) == 2 and len(slack.requests) == 2, timeout=60)
     history = _server_alerts(server)
     assert sorted(a["title"] for a in history) == ["Loss is high", "Non-finite loss"]
     assert {a["run_id"] for a in history} == {"bert-1234"}
@@ -213,12 +213,12 @@ def test_an_answer_lost_on_the_way_back_is_retried_without_a_duplicate(
     try:
         alerter = Alerter([ServerForward(f"http://127.0.0.1:{proxy.server_address[1]}")], retry=FAST_RETRY)
         alerter.alert("Run crashed: RuntimeError", "boom", "ERROR", 0)
-        assert alerter.close(20)
+        assert alerter.close(60)
     finally:
         proxy.shutdown()
         proxy.server_close()
     assert handler.lost == [f"{P}/default/alerts"]  # the first answer was lost: the channel sent it again
-    assert wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+    assert wait_for(lambda: len(receiver.requests) == 1, timeout=60)
     wait_for(lambda: _server_alerts(server)[0]["deliveries"][0]["status"] == "delivered")
     server.stop()  # drained: nothing more can arrive
     assert len(receiver.requests) == 1
@@ -241,7 +241,7 @@ def test_server_down_the_alert_goes_local_then_reaches_the_server_once_when_it_i
     assert not alerter.flush(0.5)  # the server's copy waits, in order, for the server
     server.start()
     assert alerter.flush(30)
-    assert wait_for(lambda: len(on_server.requests) == 1, timeout=20)
+    assert wait_for(lambda: len(on_server.requests) == 1, timeout=60)
     alerter.close(5)
     wait_for(lambda: _server_alerts(server) and _server_alerts(server)[0]["deliveries"][0]["status"] == "delivered")
     server.stop()  # its dispatcher is drained: nothing more can arrive
@@ -266,8 +266,8 @@ def test_alerts_spooled_while_the_server_was_down_are_forwarded_once_by_the_next
     server.start()
     for _ in range(2):  # two later processes with the same settings: the spool is claimed once
         later = Alerter([ServerForward(server.url)], retry=FAST_RETRY)
-        assert later.close(20)
-    assert wait_for(lambda: len(receiver.requests) >= 1, timeout=20)
+        assert later.close(60)
+    assert wait_for(lambda: len(receiver.requests) >= 1, timeout=60)
     wait_for(lambda: _server_alerts(server)[0]["deliveries"][0]["status"] == "delivered")
     server.stop()
     assert [b["title"] for b in receiver.bodies] == ["Run crashed: RuntimeError"]
@@ -303,7 +303,7 @@ def test_a_monitor_given_server_explicitly_forwards_its_alerts_and_reports_the_f
         monitor.exception(exc)
     monitor.finish("failed")
     run_id = monitor.server_run.run_id if monitor.server_run is not None else ""
-    assert wait_for(lambda: len(on_server.requests) == 2 and len(local.requests) == 2, timeout=20)
+    assert wait_for(lambda: len(on_server.requests) == 2 and len(local.requests) == 2, timeout=60)
     assert [b["title"] for b in on_server.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
     assert [b["title"] for b in local.bodies] == ["Non-finite loss", "Run crashed: ValueError"]
     assert {a["run_id"] for a in _server_alerts(server)} == {run_id}

@@ -165,13 +165,13 @@ def test_a_declared_body_over_the_cap_gets_413_before_it_is_read(server_process:
         f"POST {P}/p/runs/r/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {129 * 1000 * 1000}\r\n\r\n"
     )
-    status, body = _http(server.port, head, timeout=20)
+    status, body = _http(server.port, head, timeout=60)
     assert status == 413
     assert json.loads(body)["detail"] == (
         "request body too large: at most 1048576 bytes (setting RUNALERT_MAX_BODY_BYTES)"
     )
     # Any endpoint: the cap is the server's.
-    status, _ = _http(server.port, head.replace(f"{P}/p/runs/r/metrics", f"{P}/p/alerts"), timeout=20)
+    status, _ = _http(server.port, head.replace(f"{P}/p/runs/r/metrics", f"{P}/p/alerts"), timeout=60)
     assert status == 413
     assert server.api("GET", "/healthz").ok
 
@@ -186,7 +186,7 @@ def test_a_chunked_body_is_cut_off_at_the_cap(server_process: Any) -> None:
         "Transfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b"x" * 16384
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(head.encode())
         for _ in range(5):  # 80 KiB, and the body never ends (no last chunk): only the cap can answer
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))

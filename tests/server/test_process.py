@@ -20,7 +20,7 @@ def test_kill_9_mid_delivery_then_restart_delivers(server_process: Any, httpserv
     def handle(request: Request) -> Response:
         seen.append(request.headers["X-Runalert-Delivery"])
         if len(seen) == 1:
-            release.wait(20)  # hold the first delivery until the server is dead
+            release.wait(60)  # hold the first delivery until the server is dead
         return Response("ok", status=200)
 
     httpserver.expect_request("/hook").respond_with_handler(handle)
@@ -29,14 +29,14 @@ def test_kill_9_mid_delivery_then_restart_delivers(server_process: Any, httpserv
     assert server.api("PUT", f"{P}/p/integrations/hook", json=hook).status_code == 201
     alert = server.api("POST", f"{P}/p/alerts", json={"title": "important"}).json()
     delivery_id = alert["deliveries"][0]["id"]
-    assert wait_for(lambda: seen, timeout=20)
+    assert wait_for(lambda: seen, timeout=60)
     server.kill()
     release.set()
     server.start()  # same database, same home
     assert wait_for(lambda: len(seen) >= 2, timeout=30)
     assert set(seen) == {delivery_id}
     assert wait_for(
-        lambda: server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered", timeout=20
+        lambda: server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered", timeout=60
     )
 
 
@@ -55,7 +55,7 @@ def test_receiver_down_while_the_server_is_killed(server_process: Any, httpserve
     server.api("PUT", f"{P}/p/integrations/hook", json={"kind": "webhook", "url": httpserver.url_for("/hook")})
     for i in range(3):
         assert server.api("POST", f"{P}/p/alerts", json={"title": f"a{i}"}).status_code == 202
-    assert wait_for(lambda: server.api("GET", f"{P}/p/alerts").json()[-1]["deliveries"][0]["attempts"] >= 1, timeout=20)
+    assert wait_for(lambda: server.api("GET", f"{P}/p/alerts").json()[-1]["deliveries"][0]["attempts"] >= 1, timeout=60)
     server.kill()
     up.set()
     server.start()

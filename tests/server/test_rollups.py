@@ -70,7 +70,7 @@ def test_a_restart_in_the_middle_of_the_interval_loses_nothing(server_process: A
     before = [_crash(server.api, run) for run in ("run-a", "run-b", "run-c")]
     assert [a["deliveries"][0]["status"] for a in before] == ["pending", "held", "held"]
     # The first is delivered and recorded (killed between the two, it would come again: at least once).
-    assert wait_for(lambda: _statuses(server.api) == ["delivered", "held", "held"], timeout=20)
+    assert wait_for(lambda: _statuses(server.api) == ["delivered", "held", "held"], timeout=60)
     server.kill()  # SIGKILL: nothing is flushed on the way out
     server.start()  # the same database and home
     after = [_crash(server.api, run) for run in ("run-d", "run-e")]
@@ -104,7 +104,7 @@ def test_with_a_slack_bot_the_roll_up_is_one_message_updated_in_place(make_clien
     for run in ("run-c", "run-d", "run-e"):
         _crash(api, run)
     # ... and updated in place as the others join, the last time when the interval ends.
-    assert wait_for(lambda: _statuses(api).count("rolled_up") == 4, timeout=20)
+    assert wait_for(lambda: _statuses(api).count("rolled_up") == 4, timeout=60)
     assert wait_for(lambda: "pending" not in _statuses(api))
     first, rollup = slack.top_level()
     assert first.header == CRASH and "run-a" in first.flat

@@ -56,12 +56,12 @@ def test_the_thread_survives_a_restart_and_error_replies_are_broadcast(server_pr
     server.api("PUT", f"{P}/p/runs/r1", json={"name": "bert"})
     server.api("PUT", f"{P}/p/runs/r2", json={"name": "gpt"})
     server.api("POST", f"{P}/p/alerts", json={"title": "Loss is NaN", "run_id": "r1", "level": "warn"})
-    assert wait_for(lambda: len(slack.messages) == 1, timeout=20)
+    assert wait_for(lambda: len(slack.messages) == 1, timeout=60)
 
     def recorded() -> bool:  # the delivery is recorded (with its thread), not only received by Slack
         return bool(server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered")
 
-    assert wait_for(recorded, timeout=20)
+    assert wait_for(recorded, timeout=60)
     server.kill()
     server.start()  # a new process: the thread comes from the database
     for body in (
@@ -70,7 +70,7 @@ def test_the_thread_survives_a_restart_and_error_replies_are_broadcast(server_pr
         {"title": "Loss is NaN", "run_id": "r2", "level": "warn"},
     ):
         server.api("POST", f"{P}/p/alerts", json=body)
-    assert wait_for(lambda: len(slack.messages) == 4, timeout=20)
+    assert wait_for(lambda: len(slack.messages) == 4, timeout=60)
     assert wait_for(
         lambda: all(
             d["status"] == "delivered" for a in server.api("GET", f"{P}/p/alerts").json() for d in a["deliveries"]

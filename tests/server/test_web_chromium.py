@@ -107,9 +107,9 @@ def test_the_page_in_headless_chromium(server_process: Any, httpserver: HTTPServ
     rows = [{"step": i, "metrics": {"loss": 1.0 / (i + 1), "acc": i / 20}} for i in range(20)]
     server.api("POST", f"{P}/p/runs/r2/metrics", json={"rows": rows})
     server.api("POST", f"{P}/p/runs/r2/state", json={"state": "FAILED", "reason": "preempted"})
-    assert wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+    assert wait_for(lambda: len(receiver.requests) == 1, timeout=60)
     assert wait_for(
-        lambda: server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered", timeout=20
+        lambda: server.api("GET", f"{P}/p/alerts").json()[0]["deliveries"][0]["status"] == "delivered", timeout=60
     )
 
     dom = _browse(tmp_path, server.url + "/", "--dump-dom").stdout
@@ -169,7 +169,7 @@ def test_editing_in_headless_chromium(server_process: Any, httpserver: HTTPServe
 
         browser.click("td.actions form[action$='/test'] button")
         assert "a test message is on its way" in browser.text()
-        assert wait_for(lambda: len(receiver.requests) == 1, timeout=20)
+        assert wait_for(lambda: len(receiver.requests) == 1, timeout=60)
         assert "runalert test: hook" in str(receiver.requests[0][1])
         _shot(browser, "integration-tested")
 

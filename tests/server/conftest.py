@@ -282,13 +282,13 @@ class ServerProcess:
             self.proc.wait(30)
 
     def stop(self) -> None:
-        """SIGTERM (SIGKILL after 10 s), then SIGKILL to whatever is left in its process group."""
+        """SIGTERM (SIGKILL after 30 s), then SIGKILL to whatever is left in its process group."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._end_group()

@@ -1512,7 +1512,8 @@ def _loop_is_in(dispatcher: Dispatcher, function: str) -> bool:
     thread = dispatcher._thread
     frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident is not None else None
     while frame is not None:
-        if frame.f_code.co_name == function:
+        name = frame.f_code.co_name  # under mutmut: the trampoline calls xǁDispatcherǁclaim__mutmut_orig (or _<n>)
+        if name == function or name.startswith(f"xǁDispatcherǁ{function}__mutmut_"):
             return True
         frame = frame.f_back
     return False
@@ -1552,3 +1553,208 @@ def test_stop_gives_up_on_a_loop_stuck_on_the_database_which_then_gives_its_rows
     restarted = world.make_dispatcher()
     assert restarted.run_once() == 1
     assert receiver.titles() == ["alert"] and world.only()["status"] == "delivered"
+
+
+# -- fifth round (mutation testing of the plain-SQL dispatcher) ----------------------------------------------
+def test_a_lease_in_the_callers_transaction_renders_a_roll_up_that_transaction_closed(
+    world: World, httpserver: HTTPServer
+) -> None:
+    # _lease (tests and tools) leases and prepares in the caller's transaction: a roll-up opened and closed there,
+    # not committed yet, is rendered from that transaction (its held alert counted), not looked for elsewhere.
+    from runalert.server.rollup import close_due
+
+    project = world.project()
+    world.webhook(project, "grouped", Receiver(httpserver).url, group_interval=30.0)
+    start = time.time() - 40
+    with world.db.session() as session:
+        record_alert(session, project, title="crash", source="client", now=start)  # the first of its group: sent
+        record_alert(session, project, title="crash", source="client", now=start + 5)  # held for the roll-up
+        assert close_due(session, time.time()) == 1
+        seqs = list(session.scalars(select(Delivery.seq).where(Delivery.status == "pending").order_by(Delivery.seq)))
+        jobs = world.dispatcher._lease(session, seqs, time.time())
+    rolled = [job for job in jobs if job.rollup_id is not None]
+    assert len(jobs) == 2 and len(rolled) == 1
+    assert rolled[0].rollup_count == 1
+    assert rolled[0].alert is not None and rolled[0].alert.title != "crash"
+
+
+def test_the_loop_claims_again_at_once_when_more_rows_were_due_than_its_claim_looked_at(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    # One worker: each claim looks at 4 * 1 + 8 = 12 due rows. With 14 integrations' rows due, the first claim
+    # saw only part of them; the loop goes on (claims again at once, then as its worker frees) until all are sent.
+    world = make_world(dispatcher_threads=1)
+    receiver = Receiver(httpserver)
+    project = world.project()
+    for i in range(14):
+        world.alert(project, f"to {i}", integrations=[world.webhook(project, f"h{i}", receiver.url)])
+    world.dispatcher.start()
+    assert wait_for(lambda: len(receiver.requests) == 14)
+    assert [row["status"] for row in world.deliveries()] == ["delivered"] * 14
+    assert len(_loop_threads()) == 1 and world.dispatcher._thread is not None and world.dispatcher._thread.is_alive()
+
+
+def test_the_loop_leases_no_more_rows_than_it_has_free_workers(make_world: Callable[..., World]) -> None:
+    # One worker, held by a receiver that hangs: a pass of the loop leases nothing more (another project's row,
+    # below its share, stays free for another process), and the loop counts one delivery in flight.
+    world = make_world(dispatcher_threads=1, delivery_timeout=60.0)
+    stuck, other = HostileReceiver(hangs()), HostileReceiver(hangs())
+    try:
+        first_project, second_project = world.project("p"), world.project("q")
+        world.alert(first_project, "first", integrations=[world.webhook(first_project, "stuck", stuck.url())])
+        world.alert(second_project, "second", integrations=[world.webhook(second_project, "other", other.url())])
+        world.dispatcher.start()
+        assert wait_for(lambda: len(stuck.received) == 1)
+        world.dispatcher._loop_pass()  # a pass as the loop makes it, now, with its worker busy
+        first, second = world.deliveries()
+        assert first["lease_owner"] == world.dispatcher.owner
+        assert (second["lease_owner"], second["lease_until"], second["attempts"]) == (None, None, 0)
+        assert world.dispatcher._inflight == 1
+    finally:
+        stuck.stop()
+        other.stop()
+
+
+def _passes_by_hand(world: World) -> Dispatcher:
+    """The dispatcher with its pool of workers but without its loop thread: the test makes the loop's passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dispatcher = world.dispatcher
+    dispatcher._pool = ThreadPoolExecutor(world.settings.dispatcher_threads, thread_name_prefix="runalert-deliver")
+    return dispatcher
+
+
+def test_a_pass_that_saw_only_part_of_the_due_rows_asks_for_the_next_at_once_and_a_busy_one_waits(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    # One worker: a pass looks at 12 due rows. 14 are due: the pass hands one to the worker and asks for the next
+    # pass at once (None). With the worker held by a receiver that hangs, the next pass claims nothing and waits
+    # the poll interval (the worker's end wakes it), rather than passing again at once.
+    world = make_world(dispatcher_threads=1, delivery_timeout=60.0)
+    stuck = HostileReceiver(hangs())
+    try:
+        project = world.project()
+        world.alert(project, "first", integrations=[world.webhook(project, "stuck", stuck.url())])
+        receiver = Receiver(httpserver)
+        for i in range(13):
+            world.alert(project, f"to {i}", integrations=[world.webhook(project, f"h{i}", receiver.url)])
+        dispatcher = _passes_by_hand(world)
+        assert dispatcher._loop_pass() is None
+        assert wait_for(lambda: len(stuck.received) == 1)
+        assert dispatcher._loop_pass() == world.settings.dispatch_interval
+        assert dispatcher._inflight == 1 and receiver.requests == []
+    finally:
+        stuck.stop()
+
+
+def test_a_pass_that_claimed_every_due_row_waits_before_the_next(
+    make_world: Callable[..., World], httpserver: HTTPServer
+) -> None:
+    world = make_world(dispatcher_threads=2)
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.alert(project, "only", integrations=[world.webhook(project, "hook", receiver.url)])
+    dispatcher = _passes_by_hand(world)
+    wait = dispatcher._loop_pass()
+    assert wait is not None and 0.005 <= wait <= world.settings.dispatch_interval
+    assert wait_for(lambda: world.only()["status"] == "delivered")
+
+
+class _CountingCipher(Cipher):
+    """The server's cipher, counting what it decrypts (by ciphertext)."""
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(key)
+        self.decrypted: Counter[str] = Counter()
+
+    def decrypt(self, token: str) -> str:
+        self.decrypted[token] += 1
+        return super().decrypt(token)
+
+
+def test_a_projects_secret_is_decrypted_once_while_its_ciphertext_is_unchanged(
+    world: World, httpserver: HTTPServer
+) -> None:
+    # Every job reads its project's secrets; the dispatcher keeps each decrypted one by its ciphertext, so three
+    # deliveries decrypt the token once. A secret stored again (a new ciphertext) is decrypted once more.
+    cipher = _CountingCipher(load_key(None, world.settings.home))
+    dispatcher = Dispatcher(world.db, cipher, world.settings)
+    try:
+        receiver = Receiver(httpserver)
+        project = world.project()
+        world.secret(project, "TOKEN", "token-one")
+        hook = world.webhook(project, "hook", receiver.url, access_token_secret="TOKEN")
+        for i in range(3):
+            world.alert(project, f"alert {i}", integrations=[hook])
+        while dispatcher.run_once():
+            pass
+        assert [headers["Authorization"] for headers, _ in receiver.requests] == ["Bearer token-one"] * 3
+        assert list(cipher.decrypted.values()) == [1]
+        with world.db.session() as session:
+            session.execute(update(Secret).values(ciphertext=world.cipher.encrypt("token-two")))
+        world.alert(project, "after", integrations=[hook])
+        while dispatcher.run_once():
+            pass
+        assert receiver.requests[-1][0]["Authorization"] == "Bearer token-two"
+        assert sorted(cipher.decrypted.values()) == [1, 1]
+    finally:
+        dispatcher.stop()
+
+
+def _thread_is_in(thread: Any, function: str) -> bool:
+    """Whether ``thread`` is now inside the dispatcher's ``function`` (somewhere in its stack)."""
+    import sys
+
+    frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
+    while frame is not None:
+        name = frame.f_code.co_name  # under mutmut: the trampoline calls xǁDispatcherǁ<function>__mutmut_<n>
+        if name == function or name.startswith(f"xǁDispatcherǁ{function}__mutmut_"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_row_attempted_elsewhere_while_the_claim_waited_to_lease_it_is_not_leased_before_its_retry(
+    world: World, httpserver: HTTPServer
+) -> None:
+    # A claim looks for due rows without a transaction, then leases them once the database lets it (SQLite: after
+    # the server's other writers; PostgreSQL: after the lock another process holds). Meanwhile another process
+    # attempted the row and set its retry in a minute: the lease checks the row is still due and leaves it.
+    import threading
+
+    from sqlalchemy import text
+
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    claimed: list[Any] = []
+    claiming = threading.Thread(target=lambda: claimed.extend(world.dispatcher.claim(10)), daemon=True)
+    with world.db.session() as session:  # SQLite: the write lock; PostgreSQL: the rows the lease locks
+        if world.db.postgresql:
+            session.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+        claiming.start()
+        assert wait_for(lambda: _thread_is_in(claiming, "_lease_rows" if world.db.postgresql else "_writing"))
+        session.execute(update(Delivery).values(attempts=1, next_attempt_at=time.time() + 60))
+    claiming.join(30)
+    assert not claiming.is_alive()
+    assert claimed == []
+    row = world.only()
+    assert (row["status"], row["attempts"], row["lease_owner"], row["lease_until"]) == ("pending", 1, None, None)
+    assert receiver.requests == []
+
+
+def test_a_lease_by_hand_takes_a_row_before_its_retry_is_due(world: World, httpserver: HTTPServer) -> None:
+    # _lease (tests and tools) leases the rows it is given whether due or not: a tool may send a waiting retry now.
+    # Only the loop's claim checks again that each row is still due (the test above).
+    receiver = Receiver(httpserver)
+    project = world.project()
+    world.webhook(project, "hook", receiver.url)
+    world.alert(project)
+    world.set_rows(attempts=1, next_attempt_at=time.time() + 60)
+    seq = world.only()["seq"]
+    with world.db.session() as session:
+        (job,) = world.dispatcher._lease(session, [seq], time.time())
+    world.dispatcher.deliver(job)
+    assert receiver.titles() == ["alert"]
+    assert (world.only()["status"], world.only()["attempts"]) == ("delivered", 2)

@@ -1505,18 +1505,22 @@ def test_a_slack_bot_sends_a_users_mention_as_a_mention_and_run_data_escaped(wor
         assert "&lt;@U024BE7LH&gt;" in data.flat and "<@U024BE7LH>" not in data.flat
 
 
-def _loop_is_in(dispatcher: Dispatcher, function: str) -> bool:
-    """Whether the dispatcher's loop thread is now inside ``function`` (somewhere in its stack)."""
+def _thread_is_in(thread: Any, function: str) -> bool:
+    """Whether ``thread`` is now inside the dispatcher's ``function`` (somewhere in its stack)."""
     import sys
 
-    thread = dispatcher._thread
     frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident is not None else None
     while frame is not None:
-        name = frame.f_code.co_name  # under mutmut: the trampoline calls xǁDispatcherǁclaim__mutmut_orig (or _<n>)
+        name = frame.f_code.co_name  # under mutmut: the trampoline calls xǁDispatcherǁ<function>__mutmut_orig (or _<n>)
         if name == function or name.startswith(f"xǁDispatcherǁ{function}__mutmut_"):
             return True
         frame = frame.f_back
     return False
+
+
+def _loop_is_in(dispatcher: Dispatcher, function: str) -> bool:
+    """Whether the dispatcher's loop thread is now inside ``function`` (somewhere in its stack)."""
+    return _thread_is_in(dispatcher._thread, function)
 
 
 def test_stop_gives_up_on_a_loop_stuck_on_the_database_which_then_gives_its_rows_back(
@@ -1699,19 +1703,6 @@ def test_a_projects_secret_is_decrypted_once_while_its_ciphertext_is_unchanged(
         assert sorted(cipher.decrypted.values()) == [1, 1]
     finally:
         dispatcher.stop()
-
-
-def _thread_is_in(thread: Any, function: str) -> bool:
-    """Whether ``thread`` is now inside the dispatcher's ``function`` (somewhere in its stack)."""
-    import sys
-
-    frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
-    while frame is not None:
-        name = frame.f_code.co_name  # under mutmut: the trampoline calls xǁDispatcherǁ<function>__mutmut_<n>
-        if name == function or name.startswith(f"xǁDispatcherǁ{function}__mutmut_"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def test_a_row_attempted_elsewhere_while_the_claim_waited_to_lease_it_is_not_leased_before_its_retry(

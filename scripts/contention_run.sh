@@ -24,8 +24,10 @@ chmod 755 "$run" "$run/tmp"  # the PostgreSQL cluster runs as the postgres user 
 busy=()
 cleanup() {
     kill "${busy[@]}" "$sampler" "$pytest" 2>/dev/null
-    # what the run left: processes whose command line names RUNDIR
-    for pid in $(pgrep -f -- "$run/"); do
+    # what the run left: processes whose command line names RUNDIR (the tests' reaper among them), and those
+    # whose environment does (a server started by a test names only its port: its TMPDIR is the run's; killing
+    # pytest's reaper here would otherwise leave it running)
+    for pid in $(pgrep -f -- "$run/") $(grep -lsF "TMPDIR=$run/tmp" /proc/[0-9]*/environ | cut -d/ -f3); do
         [ "$pid" != $$ ] && kill "$pid" 2>/dev/null
     done
     for pidfile in "$run"/tmp/runalert-pg-*/data/postmaster.pid; do  # a cluster whose fixture never stopped it

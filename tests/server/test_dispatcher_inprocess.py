@@ -1156,6 +1156,33 @@ def test_a_channel_is_rebuilt_when_only_its_time_its_spec_or_a_secret_changes(
     assert [row["status"] for row in world.deliveries()] == ["delivered"] * 5
 
 
+def test_a_changed_integration_is_sent_with_its_new_delivery_options(world: World) -> None:
+    # The channel and its delivery options are kept while the integration is unchanged; once its spec changes,
+    # both come from the new spec: the bot posts to the new Web API address, and starts the run's thread now
+    # that threads are on (the old options would post to the old address, outside any thread).
+    from runalert.server.delivery_models import SlackThread
+    from tests.slack_api import SlackAPI
+
+    with SlackAPI() as old, SlackAPI() as new:
+        project = world.project()
+        team = _slack_bot(world, project, old)
+        run = world.run(project)
+        world.alert(project, "before", run_pk=run)
+        world.deliver_all()
+        with world.db.session() as session:
+            row = session.get(Integration, team)
+            assert row is not None
+            row.spec = {**row.spec, "api_url": new.url, "threads": True}
+        world.alert(project, "after", run_pk=run)
+        world.alert(project, "reply", run_pk=run)
+        world.deliver_all()
+        assert [m.header for m in old.messages] == ["before"]
+        assert [(m.header, m.thread_ts) for m in new.messages] == [("after", None), ("reply", new.messages[0].ts)]
+        with world.db.read_session() as session:
+            threads = [(t.integration_id, t.run_pk, t.ts) for t in session.scalars(select(SlackThread))]
+        assert threads == [(team, run, new.messages[0].ts)]
+
+
 def test_a_roll_up_slack_will_not_let_the_bot_edit_is_posted_again(world: World) -> None:
     from tests.slack_api import SlackAPI
 

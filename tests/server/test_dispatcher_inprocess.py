@@ -8,6 +8,7 @@ dispatcher's own loop (``start``/``stop``), and reads the outbox rows back from 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -1550,6 +1551,18 @@ def _loop_is_in(dispatcher: Dispatcher, function: str) -> bool:
     return _thread_is_in(dispatcher._thread, function)
 
 
+@contextlib.contextmanager
+def _database_held(world: World) -> Iterator[Any]:
+    """Another writer holding the database while the block runs: on SQLite its write lock; on PostgreSQL the
+    deliveries table locked (``EXCLUSIVE``), so that a lease waits. Yields that writer's session."""
+    from sqlalchemy import text
+
+    with world.db.session() as session:
+        if world.db.postgresql:
+            session.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+        yield session
+
+
 def test_stop_gives_up_on_a_loop_stuck_on_the_database_which_then_gives_its_rows_back(
     world: World, httpserver: HTTPServer
 ) -> None:
@@ -1558,17 +1571,13 @@ def test_stop_gives_up_on_a_loop_stuck_on_the_database_which_then_gives_its_rows
     # unattempted, so that the next process sends them at once rather than after lease_seconds.
     import threading
 
-    from sqlalchemy import text
-
     receiver = Receiver(httpserver)
     project = world.project()
     world.webhook(project, "hook", receiver.url)
     world.alert(project)
     dispatcher = world.dispatcher
     stopped = threading.Event()
-    with world.db.session() as session:  # SQLite: the write lock; PostgreSQL: the rows the claim locks
-        if world.db.postgresql:
-            session.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+    with _database_held(world):
         dispatcher.start()
         loop = dispatcher._thread
         assert loop is not None
@@ -1742,17 +1751,13 @@ def test_a_row_attempted_elsewhere_while_the_claim_waited_to_lease_it_is_not_lea
     # attempted the row and set its retry in a minute: the lease checks the row is still due and leaves it.
     import threading
 
-    from sqlalchemy import text
-
     receiver = Receiver(httpserver)
     project = world.project()
     world.webhook(project, "hook", receiver.url)
     world.alert(project)
     claimed: list[Any] = []
     claiming = threading.Thread(target=lambda: claimed.extend(world.dispatcher.claim(10)), daemon=True)
-    with world.db.session() as session:  # SQLite: the write lock; PostgreSQL: the rows the lease locks
-        if world.db.postgresql:
-            session.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+    with _database_held(world) as session:
         claiming.start()
         assert wait_for(lambda: _thread_is_in(claiming, "_lease_rows" if world.db.postgresql else "_writing"))
         session.execute(update(Delivery).values(attempts=1, next_attempt_at=time.time() + 60))
